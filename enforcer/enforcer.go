@@ -1,0 +1,93 @@
+// Package enforcer decides what to do about a policy decision on a runtime
+// and reports what it did. The runtime adapters (enforcer/docker,
+// enforcer/containerd) and the authorization plugin (enforcer/authz) share
+// the types here; each declares the few runtime calls it needs as a small
+// interface of its own, so unit tests can use fakes while end-to-end tests
+// drive real runtimes.
+package enforcer
+
+import (
+	"time"
+
+	"github.com/pullguard/pullguard/policy"
+)
+
+// Action is what pullguard did, or in audit mode would have done, about one
+// decision. The values are what SREs filter on in PULLGUARD_ACTION.
+type Action string
+
+const (
+	// Removed: an image record or container was deleted.
+	Removed Action = "removed"
+	// Untagged: one disallowed name was removed from an image that keeps
+	// its content (it has other names, or is in use).
+	Untagged Action = "untagged"
+	// Stopped: a running container was stopped and removed.
+	Stopped Action = "stopped"
+	// Blocked: a request was refused before it took effect.
+	Blocked Action = "blocked"
+	// Reported: a disallowed running container was left running because
+	// the policy says running: keep.
+	Reported Action = "reported"
+	// WouldRemove, WouldStop and WouldBlock are audit mode's versions.
+	WouldRemove Action = "would-remove"
+	WouldStop   Action = "would-stop"
+	WouldBlock  Action = "would-block"
+	// Failed: pullguard tried to act and could not.
+	Failed Action = "failed"
+)
+
+// Audited maps an enforcing action to what audit mode logs instead.
+func Audited(a Action) Action {
+	switch a {
+	case Removed, Untagged:
+		return WouldRemove
+	case Stopped:
+		return WouldStop
+	case Blocked:
+		return WouldBlock
+	}
+	return a
+}
+
+// Runtime names, as they appear in PULLGUARD_RUNTIME.
+const (
+	RuntimeDocker     = "docker"
+	RuntimeContainerd = "containerd"
+)
+
+// Record is one decision that led to an action or a would-be action.
+type Record struct {
+	Action    Action
+	Runtime   string
+	Namespace string // containerd namespace; empty for Docker
+	// Event is what triggered the decision: the runtime's event action
+	// (pull, tag, create, ...), "reconcile", or "authz".
+	Event       string
+	ImageID     string
+	ContainerID string
+	Mode        policy.Mode
+	Decision    policy.Decision
+	// Err is set when Action is Failed.
+	Err error
+	// Time is when the decision was made.
+	Time time.Time
+}
+
+// Reporter receives every Record; the daemon turns them into journal
+// entries. Implementations must be safe for concurrent use and must not block.
+type Reporter interface {
+	Report(Record)
+}
+
+// PolicySource hands out the policy in force. A reload swaps it atomically,
+// so every decision is made against one whole policy.
+type PolicySource interface {
+	Current() *policy.Policy
+}
+
+// ReporterFunc adapts a function to Reporter.
+type ReporterFunc func(Record)
+
+// Report calls f.
+func (f ReporterFunc) Report(r Record) { f(r) }

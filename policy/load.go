@@ -1,0 +1,557 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"go.yaml.in/yaml/v3"
+)
+
+// DefaultPath is where packages install the policy.
+const DefaultPath = "/etc/pullguard/policy.yaml"
+
+// ErrInvalid is wrapped by every error that is the policy's fault (syntax,
+// schema, permissions), as opposed to a failure to read it.
+var ErrInvalid = errors.New("invalid policy")
+
+// Problem is one thing wrong with a policy, where it was found.
+type Problem struct {
+	Pos Position
+	Msg string
+}
+
+func (p Problem) String() string {
+	switch {
+	case p.Pos.File == "":
+		return p.Msg
+	case p.Pos.Line == 0:
+		return p.Pos.File + ": " + p.Msg
+	default:
+		return fmt.Sprintf("%s:%d:%d: %s", p.Pos.File, p.Pos.Line, p.Pos.Column, p.Msg)
+	}
+}
+
+// LoadError lists every problem found in a policy, so that an operator
+// fixes them in one pass.
+type LoadError struct {
+	Problems []Problem
+}
+
+func (e *LoadError) Error() string {
+	lines := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (e *LoadError) Unwrap() error { return ErrInvalid }
+
+// LoadOptions tune loading.
+type LoadOptions struct {
+	// InsecurePermissions accepts policy files that others could have
+	// written. For development only: on a host, whoever can write the policy
+	// decides what runs.
+	InsecurePermissions bool
+}
+
+// DropInFiles lists the drop-ins that go with the policy at main:
+// policy.d/*.yaml beside it, in lexical order. Hidden files (editors'
+// swap files, Kubernetes' ..data links) are not policy.
+func DropInFiles(main string) ([]string, error) {
+	dir := filepath.Join(filepath.Dir(main), "policy.d")
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading drop-in directory: %w", err)
+	}
+	var files []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".yaml") {
+			continue
+		}
+		files = append(files, filepath.Join(dir, name))
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+// Load reads the policy at main and its drop-ins.
+func Load(main string, opts LoadOptions) (*Policy, error) {
+	dropIns, err := DropInFiles(main)
+	if err != nil {
+		return nil, err
+	}
+	return LoadFiles(append([]string{main}, dropIns...), opts)
+}
+
+// LoadFiles reads the given files as one policy, in order. A missing file is
+// an error: a policy that cannot be read never means "allow everything".
+func LoadFiles(files []string, opts LoadOptions) (*Policy, error) {
+	if len(files) == 0 {
+		return nil, fmt.Errorf("%w: no policy file given", ErrInvalid)
+	}
+	sources := make([]Source, 0, len(files))
+	var problems []Problem
+	for _, f := range files {
+		data, err := readPolicyFile(f, opts)
+		if err != nil {
+			var le *LoadError
+			if errors.As(err, &le) {
+				problems = append(problems, le.Problems...)
+				continue
+			}
+			return nil, err
+		}
+		sources = append(sources, Source{Name: f, Data: data})
+	}
+	if len(problems) > 0 {
+		return nil, &LoadError{Problems: problems}
+	}
+	return Parse(sources...)
+}
+
+func readPolicyFile(name string, opts LoadOptions) ([]byte, error) {
+	f, err := os.Open(name)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &LoadError{Problems: []Problem{{Pos: Position{File: name}, Msg: "policy file does not exist"}}}
+		}
+		return nil, fmt.Errorf("opening policy: %w", err)
+	}
+	defer f.Close()
+	// Stat the open file, not the name, so the checked file is the read one.
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("checking policy file: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, &LoadError{Problems: []Problem{{Pos: Position{File: name}, Msg: "policy file is not a regular file"}}}
+	}
+	if !opts.InsecurePermissions {
+		if msg := permissionProblem(st); msg != "" {
+			return nil, &LoadError{Problems: []Problem{{Pos: Position{File: name}, Msg: msg}}}
+		}
+	}
+	data, err := readAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading policy %s: %w", name, err)
+	}
+	return data, nil
+}
+
+// maxPolicySize bounds a policy file; a generated allowlist of thousands of
+// rules is a few hundred KiB.
+const maxPolicySize = 16 << 20
+
+func readAll(f *os.File) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(f, maxPolicySize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxPolicySize {
+		return nil, fmt.Errorf("file is more than %d bytes", maxPolicySize)
+	}
+	return data, nil
+}
+
+func permissionProblem(st fs.FileInfo) string {
+	if perm := st.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Sprintf("policy file is writable by group or others (mode %04o): run chmod go-w on it (--insecure-policy-permissions overrides, for development only)", perm)
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if euid := uint32(os.Geteuid()); sys.Uid != 0 && sys.Uid != euid {
+			return fmt.Sprintf("policy file is owned by uid %d, neither root nor the running user (uid %d) (--insecure-policy-permissions overrides, for development only)", sys.Uid, euid)
+		}
+	}
+	return ""
+}
+
+// Source is one policy file's name and content.
+type Source struct {
+	Name string
+	Data []byte
+}
+
+// Parse builds a policy from file contents, in order. It checks everything
+// and reports every problem it finds.
+func Parse(sources ...Source) (*Policy, error) {
+	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep}
+	l := &loader{policy: p, set: map[string]Position{}}
+	h := sha256.New()
+	for _, s := range sources {
+		p.Files = append(p.Files, s.Name)
+		fmt.Fprintf(h, "%s\x00%d\x00", s.Name, len(s.Data))
+		h.Write(s.Data)
+		l.file(s.Name, s.Data)
+	}
+	if len(l.problems) > 0 {
+		return nil, &LoadError{Problems: l.problems}
+	}
+	p.Hash = hex.EncodeToString(h.Sum(nil))[:16]
+	p.allowIdx = buildIndex(p.Allow, l)
+	p.denyIdx = buildIndex(p.Deny, l)
+	p.names = newResemblanceIndex(p.Allow, l.patterns)
+	p.cache = newRefCache(refCacheSize)
+	return p, nil
+}
+
+type loader struct {
+	policy   *Policy
+	fileName string
+	set      map[string]Position // top-level scalars set so far, across files
+	problems []Problem
+	patterns map[*Rule]pattern
+}
+
+func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
+	pos := Position{File: l.fileName}
+	if n != nil {
+		pos.Line, pos.Column = n.Line, n.Column
+	}
+	l.problems = append(l.problems, Problem{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+var topLevelKeys = []string{"mode", "default", "running", "allow", "deny"}
+
+func (l *loader) file(name string, data []byte) {
+	l.fileName = name
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		l.yamlError(err)
+		return
+	}
+	if doc.Kind == 0 || len(doc.Content) == 0 {
+		return // an empty file adds nothing
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		return
+	}
+	if root.Kind != yaml.MappingNode {
+		l.errorf(root, "expected a mapping with the keys %s, got %s", strings.Join(topLevelKeys, ", "), describe(root))
+		return
+	}
+	l.mapping(root, topLevelKeys, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "mode":
+			if s, ok := l.enum(v, key, "enforce", "audit"); ok && l.once(key, k) {
+				l.policy.Mode = Mode(s)
+			}
+		case "default":
+			if s, ok := l.enum(v, key, "deny", "allow"); ok && l.once(key, k) {
+				l.policy.Default = Default(s)
+				l.policy.DefaultSource = Position{File: name, Line: k.Line, Column: k.Column}
+			}
+		case "running":
+			if s, ok := l.enum(v, key, "keep", "stop"); ok && l.once(key, k) {
+				l.policy.Running = Running(s)
+			}
+		case "allow":
+			l.policy.Allow = append(l.policy.Allow, l.rules(v, Allow)...)
+		case "deny":
+			l.policy.Deny = append(l.policy.Deny, l.rules(v, Deny)...)
+		}
+	})
+}
+
+// yamlError turns the YAML library's error into problems with positions.
+func (l *loader) yamlError(err error) {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		for _, m := range te.Errors {
+			l.problems = append(l.problems, Problem{Pos: Position{File: l.fileName}, Msg: m})
+		}
+		return
+	}
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	line := 0
+	if n, err := fmt.Sscanf(msg, "line %d:", &line); n == 1 && err == nil {
+		msg = strings.TrimSpace(msg[strings.Index(msg, ":")+1:])
+		l.problems = append(l.problems, Problem{Pos: Position{File: l.fileName, Line: line, Column: 1}, Msg: "YAML syntax: " + msg})
+		return
+	}
+	l.problems = append(l.problems, Problem{Pos: Position{File: l.fileName}, Msg: "YAML syntax: " + msg})
+}
+
+// once records a top-level setting and refuses a second one, naming both.
+func (l *loader) once(key string, k *yaml.Node) bool {
+	here := Position{File: l.fileName, Line: k.Line, Column: k.Column}
+	if first, ok := l.set[key]; ok {
+		l.errorf(k, "%s is set twice: first at %s:%d:%d; set it in one file only", key, first.File, first.Line, first.Column)
+		return false
+	}
+	l.set[key] = here
+	return true
+}
+
+// mapping walks a mapping node, refusing unknown and duplicate keys.
+func (l *loader) mapping(n *yaml.Node, known []string, each func(key string, k, v *yaml.Node)) {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			l.errorf(k, "expected a key, got %s", describe(k))
+			continue
+		}
+		key := k.Value
+		if line, dup := seen[key]; dup {
+			l.errorf(k, "duplicate key %q (first at line %d)", key, line)
+			continue
+		}
+		seen[key] = k.Line
+		if !contains(known, key) {
+			l.errorf(k, "unknown key %q (expected one of: %s)", key, strings.Join(known, ", "))
+			continue
+		}
+		each(key, k, v)
+	}
+}
+
+func (l *loader) enum(v *yaml.Node, key string, allowed ...string) (string, bool) {
+	s, ok := l.str(v, key)
+	if !ok {
+		return "", false
+	}
+	if !contains(allowed, s) {
+		l.errorf(v, "%s: expected %s, got %q", key, strings.Join(allowed, " or "), s)
+		return "", false
+	}
+	return s, true
+}
+
+func (l *loader) str(v *yaml.Node, key string) (string, bool) {
+	if v.Kind != yaml.ScalarNode || (v.Tag != "!!str" && v.Tag != "!!timestamp") {
+		l.errorf(v, "%s: expected a string, got %s", key, describe(v))
+		return "", false
+	}
+	return v.Value, true
+}
+
+func (l *loader) strList(v *yaml.Node, key string) ([]string, bool) {
+	if v.Kind != yaml.SequenceNode {
+		l.errorf(v, "%s: expected a list of strings, got %s", key, describe(v))
+		return nil, false
+	}
+	out := make([]string, 0, len(v.Content))
+	ok := true
+	for _, item := range v.Content {
+		// Tags like 1.25 or 2 parse as numbers; take them as written.
+		if item.Kind != yaml.ScalarNode || item.Tag == "!!null" {
+			l.errorf(item, "%s: expected a string, got %s", key, describe(item))
+			ok = false
+			continue
+		}
+		out = append(out, item.Value)
+	}
+	return out, ok
+}
+
+var ruleKeys = []string{"image", "tags", "digests", "expires", "reason"}
+
+func (l *loader) rules(v *yaml.Node, kind RuleKind) []*Rule {
+	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+		return nil
+	}
+	if v.Kind != yaml.SequenceNode {
+		l.errorf(v, "%s: expected a list of rules, got %s", kind, describe(v))
+		return nil
+	}
+	var out []*Rule
+	for _, item := range v.Content {
+		if r := l.rule(item, kind); r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
+	if n.Kind != yaml.MappingNode {
+		l.errorf(n, "%s rule: expected a mapping with image: and optional %s, got %s", kind, strings.Join(ruleKeys[1:], ", "), describe(n))
+		return nil
+	}
+	before := len(l.problems)
+	r := &Rule{Kind: kind, Source: Position{File: l.fileName, Line: n.Line, Column: n.Column}}
+	var pat pattern
+	hasImage := false
+	l.mapping(n, ruleKeys, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "image":
+			hasImage = true
+			s, ok := l.str(v, key)
+			if !ok {
+				return
+			}
+			if s == "" {
+				l.errorf(v, "image: expected an image pattern, got an empty string")
+				return
+			}
+			p, err := parsePattern(s)
+			if err != nil {
+				l.errorf(v, "image: %v", err)
+				return
+			}
+			r.Image, pat = s, p
+		case "tags":
+			tags, ok := l.strList(v, key)
+			if !ok {
+				return
+			}
+			for i, t := range tags {
+				if err := checkTagGlob(t); err != nil {
+					l.errorf(v.Content[i], "tags: %v", err)
+				}
+			}
+			r.Tags = tags
+		case "digests":
+			ds, ok := l.strList(v, key)
+			if !ok {
+				return
+			}
+			for i, d := range ds {
+				if _, err := digest.Parse(d); err != nil {
+					l.errorf(v.Content[i], "digests: %q is not a digest like sha256:<64 hex digits>: %v", d, err)
+				}
+			}
+			r.Digests = ds
+		case "expires":
+			s, ok := l.str(v, key)
+			if !ok {
+				return
+			}
+			t, err := parseExpiry(s)
+			if err != nil {
+				l.errorf(v, "expires: %v", err)
+				return
+			}
+			r.Expires = &t
+		case "reason":
+			if s, ok := l.str(v, key); ok {
+				r.Reason = s
+			}
+		}
+	})
+	if !hasImage {
+		l.errorf(n, "%s rule: image: is required", kind)
+	}
+	if len(l.problems) > before {
+		return nil
+	}
+	r.Pattern = pat.String()
+	r.summary = summarize(r)
+	if l.patterns == nil {
+		l.patterns = map[*Rule]pattern{}
+	}
+	l.patterns[r] = pat
+	return r
+}
+
+func parseExpiry(s string) (time.Time, error) {
+	if t, err := time.Parse(time.DateOnly, s); err == nil {
+		return t, nil
+	}
+	if t, err := time.Parse(time.RFC3339, s); err == nil {
+		return t, nil
+	}
+	return time.Time{}, fmt.Errorf("%q is not a date (2027-01-31) or an RFC 3339 time (2027-01-31T18:00:00Z)", s)
+}
+
+// checkTagGlob accepts path.Match globs made of characters a tag may hold.
+func checkTagGlob(g string) error {
+	if g == "" {
+		return errors.New("empty tag glob")
+	}
+	if len(g) > 128 {
+		return fmt.Errorf("tag glob %q is longer than 128 characters", g)
+	}
+	for _, c := range g {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
+			strings.ContainsRune("_.-*?[]^!", c)
+		if !ok {
+			return fmt.Errorf("tag glob %q: %q cannot appear in a tag", g, c)
+		}
+	}
+	if _, err := path.Match(g, ""); err != nil {
+		return fmt.Errorf("tag glob %q: %v", g, err)
+	}
+	return nil
+}
+
+func buildIndex(rules []*Rule, l *loader) *index {
+	ix := newIndex()
+	for i, r := range rules {
+		ix.add(l.patterns[r], i)
+	}
+	return ix
+}
+
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.AliasNode:
+		return "an alias"
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			return "nothing"
+		case "!!str":
+			return fmt.Sprintf("%q", n.Value)
+		default:
+			return fmt.Sprintf("%s %s", strings.TrimPrefix(n.Tag, "!!"), n.Value)
+		}
+	}
+	return "something else"
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func summarize(r *Rule) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s rule %s", r.Kind, r.Pattern)
+	if len(r.Tags) > 0 {
+		fmt.Fprintf(&b, " tags [%s]", strings.Join(r.Tags, " "))
+	}
+	if len(r.Digests) > 0 {
+		fmt.Fprintf(&b, " digests [%s]", strings.Join(r.Digests, " "))
+	}
+	if r.Expires != nil {
+		fmt.Fprintf(&b, " until %s", formatExpiry(*r.Expires))
+	}
+	if r.Reason != "" {
+		fmt.Fprintf(&b, " (%s)", r.Reason)
+	}
+	return b.String()
+}
+
+func formatExpiry(t time.Time) string {
+	if t.Equal(t.Truncate(24*time.Hour)) && t.Location() == time.UTC {
+		return t.Format(time.DateOnly)
+	}
+	return t.Format(time.RFC3339)
+}

@@ -1,0 +1,259 @@
+package policy
+
+import (
+	"path"
+	"strings"
+	"time"
+)
+
+// index finds the rules whose image pattern matches a repository without
+// trying every rule: literal hosts are a map lookup, and below each host the
+// path patterns form a trie of segments, so the cost of a lookup grows with
+// the depth of the name and the number of globs on its way, not with the
+// number of rules.
+type index struct {
+	hosts     map[string]*node
+	hostGlobs []hostGlob // one per distinct host pattern with a glob
+	anyHost   *node      // patterns that begin with **
+}
+
+type hostGlob struct {
+	host   string
+	labels []string // host split at ".", globs included
+	root   *node
+}
+
+type node struct {
+	lit   map[string]*node
+	wild  []wildEdge // segments with * inside
+	dstar *node      // a ** segment
+	rules []int      // rules whose pattern ends here, by position in the list
+}
+
+type wildEdge struct {
+	glob string
+	next *node
+}
+
+func newIndex() *index { return &index{hosts: map[string]*node{}} }
+
+func (ix *index) add(p pattern, rule int) {
+	var root *node
+	switch {
+	case p.anyHost:
+		if ix.anyHost == nil {
+			ix.anyHost = &node{}
+		}
+		root = ix.anyHost
+	case strings.Contains(p.host, "*"):
+		for i := range ix.hostGlobs {
+			if ix.hostGlobs[i].host == p.host {
+				root = ix.hostGlobs[i].root
+			}
+		}
+		if root == nil {
+			root = &node{}
+			ix.hostGlobs = append(ix.hostGlobs, hostGlob{host: p.host, labels: strings.Split(p.host, "."), root: root})
+		}
+	default:
+		root = ix.hosts[p.host]
+		if root == nil {
+			root = &node{}
+			ix.hosts[p.host] = root
+		}
+	}
+	segs := p.segments
+	if p.anyHost {
+		segs = segs[1:] // the leading ** is the host and any path before the rest
+		if ix.anyHost.dstar == nil {
+			ix.anyHost.dstar = &node{}
+		}
+		root = ix.anyHost.dstar
+	}
+	n := root
+	for _, s := range segs {
+		n = n.child(s)
+	}
+	n.rules = append(n.rules, rule)
+}
+
+func (n *node) child(seg string) *node {
+	switch {
+	case seg == "**":
+		if n.dstar == nil {
+			n.dstar = &node{}
+		}
+		return n.dstar
+	case strings.Contains(seg, "*"):
+		for _, e := range n.wild {
+			if e.glob == seg {
+				return e.next
+			}
+		}
+		c := &node{}
+		n.wild = append(n.wild, wildEdge{glob: seg, next: c})
+		return c
+	default:
+		if n.lit == nil {
+			n.lit = map[string]*node{}
+		}
+		c := n.lit[seg]
+		if c == nil {
+			c = &node{}
+			n.lit[seg] = c
+		}
+		return c
+	}
+}
+
+// matcher walks an index for one reference and keeps the first rule, in
+// policy order, that matches it in full (repository, tag or digest, not
+// expired), and the first one that only failed by having expired.
+type matcher struct {
+	rules   []*Rule
+	ref     *Ref
+	now     time.Time
+	best    int
+	expired int
+}
+
+func (m *matcher) run(ix *index) {
+	m.best, m.expired = -1, -1
+	if n := ix.hosts[m.ref.Domain]; n != nil {
+		m.walk(n, m.ref.segments)
+	}
+	for i := range ix.hostGlobs {
+		if matchLabels(ix.hostGlobs[i].labels, m.ref.Domain, false) {
+			m.walk(ix.hostGlobs[i].root, m.ref.segments)
+		}
+	}
+	if ix.anyHost != nil {
+		m.walk(ix.anyHost, m.ref.segments)
+	}
+}
+
+func (m *matcher) walk(n *node, segs []string) {
+	if len(segs) == 0 {
+		m.consider(n.rules)
+	} else {
+		if c := n.lit[segs[0]]; c != nil {
+			m.walk(c, segs[1:])
+		}
+		for _, e := range n.wild {
+			if matchSegment(e.glob, segs[0]) {
+				m.walk(e.next, segs[1:])
+			}
+		}
+	}
+	if n.dstar != nil {
+		// ** takes zero or more segments.
+		for i := 0; i <= len(segs); i++ {
+			m.walk(n.dstar, segs[i:])
+		}
+	}
+}
+
+func (m *matcher) consider(candidates []int) {
+	for _, i := range candidates {
+		if m.best >= 0 && i > m.best {
+			continue
+		}
+		r := m.rules[i]
+		if !r.matchesVersion(m.ref) {
+			continue
+		}
+		if r.Expires != nil && !m.now.Before(*r.Expires) {
+			if m.expired < 0 || i < m.expired {
+				m.expired = i
+			}
+			continue
+		}
+		m.best = i
+	}
+}
+
+// matchesVersion applies the rule's tags and digests. A reference with both
+// a tag and a digest matches if either value does: a deny rule for a tag
+// catches it whatever digest is attached, and an allow rule that lists the
+// digest allows exactly the content the runtime fetches.
+func (r *Rule) matchesVersion(ref *Ref) bool {
+	if len(r.Tags) == 0 && len(r.Digests) == 0 {
+		return true
+	}
+	if ref.Tag != "" {
+		for _, g := range r.Tags {
+			if ok, _ := path.Match(g, ref.Tag); ok {
+				return true
+			}
+		}
+	}
+	if ref.Digest != "" {
+		for _, d := range r.Digests {
+			if d == ref.Digest {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// matchLabels matches a host against a host pattern split at dots; the rest
+// of the host is consumed label by label so nothing is allocated.
+func matchLabels(pat []string, rest string, done bool) bool {
+	if len(pat) == 0 {
+		return done
+	}
+	if pat[0] == "**" {
+		if matchLabels(pat[1:], rest, done) {
+			return true
+		}
+		for !done {
+			_, rest, done = nextLabel(rest)
+			if matchLabels(pat[1:], rest, done) {
+				return true
+			}
+		}
+		return false
+	}
+	if done {
+		return false
+	}
+	label, rest, done := nextLabel(rest)
+	return matchSegment(pat[0], label) && matchLabels(pat[1:], rest, done)
+}
+
+func nextLabel(s string) (label, rest string, done bool) {
+	if i := strings.IndexByte(s, '.'); i >= 0 {
+		return s[:i], s[i+1:], false
+	}
+	return s, "", true
+}
+
+// matchSegment matches one path segment or host label against a glob in
+// which * stands for any run of characters (never a / or a ., which the
+// caller has already split at).
+func matchSegment(glob, s string) bool {
+	px, sx := 0, 0
+	nextPx, nextSx := 0, 0
+	for px < len(glob) || sx < len(s) {
+		if px < len(glob) {
+			c := glob[px]
+			if c == '*' {
+				nextPx, nextSx = px, sx+1
+				px++
+				continue
+			}
+			if sx < len(s) && s[sx] == c {
+				px++
+				sx++
+				continue
+			}
+		}
+		if 0 < nextSx && nextSx <= len(s) {
+			px, sx = nextPx, nextSx
+			continue
+		}
+		return false
+	}
+	return true
+}

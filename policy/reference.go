@@ -1,0 +1,198 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/distribution/reference"
+)
+
+// Ref is an image reference normalized the way Docker normalizes it:
+// "nginx" is docker.io/library/nginx:latest.
+type Ref struct {
+	// Name is the repository, host included: docker.io/library/nginx.
+	Name   string
+	Domain string
+	// Path is the repository path below the host: library/nginx.
+	Path string
+	// Tag is the tag; "latest" when the input had neither tag nor digest,
+	// empty when it had only a digest.
+	Tag string
+	// Digest is "sha256:<hex>" when the input carried one.
+	Digest string
+	// String is the full normalized reference: name[:tag][@digest].
+	String string
+
+	segments []string // Path split at "/", kept to match without allocating
+}
+
+// MaxReferenceLength bounds what is handed to the parser. The longest valid
+// reference (255-byte name, 128-byte tag, a sha512 digest) is well under it.
+const MaxReferenceLength = 1024
+
+// ErrImageID is returned for an image ID where a name was expected: an ID
+// says nothing about where an image came from, so it cannot be judged.
+var ErrImageID = errors.New("an image ID, not a reference; judge the image's names instead")
+
+// ParseRef normalizes an image reference. It fails on anything Docker would
+// not accept as a reference, and on image IDs.
+func ParseRef(s string) (Ref, error) {
+	if len(s) > MaxReferenceLength {
+		return Ref{}, fmt.Errorf("reference is %d bytes long, more than %d", len(s), MaxReferenceLength)
+	}
+	if isImageID(s) {
+		return Ref{}, ErrImageID
+	}
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return Ref{}, err
+	}
+	named = reference.TagNameOnly(named)
+	r := Ref{
+		Name:   named.Name(),
+		Domain: reference.Domain(named),
+		Path:   reference.Path(named),
+		String: named.String(),
+	}
+	if t, ok := named.(reference.Tagged); ok {
+		r.Tag = t.Tag()
+	}
+	if d, ok := named.(reference.Digested); ok {
+		r.Digest = d.Digest().String()
+	}
+	r.segments = strings.Split(r.Path, "/")
+	return r, nil
+}
+
+// isImageID reports whether s is a full image ID, bare or with its
+// algorithm: what `docker images --no-trunc` and containerd's config
+// records show.
+func isImageID(s string) bool {
+	s = strings.TrimPrefix(s, "sha256:")
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Glob markers stand in for * and ** while a pattern goes through the
+// reference parser, so that the parser, not pullguard, decides what a valid
+// name is and how it normalizes. They are valid in hosts and paths alike.
+const (
+	starMarker  = "zzpgstarzz"
+	dstarMarker = "zzpgdstarzz"
+)
+
+// pattern is a normalized image pattern split into matchable parts.
+type pattern struct {
+	// anyHost is set for patterns that begin with "**": they match
+	// repositories on every registry.
+	anyHost bool
+	// host is the registry (with port) as written, globs included.
+	host string
+	// segments are the repository path's segments, globs included.
+	segments []string
+}
+
+func (p pattern) String() string {
+	if p.anyHost {
+		return strings.Join(append([]string{"**"}, p.segments[1:]...), "/")
+	}
+	return p.host + "/" + strings.Join(p.segments, "/")
+}
+
+// parsePattern normalizes an allow or deny rule's image pattern. Globs are
+// * (within one host label or path segment) and ** (any number of them, as a
+// whole label or segment only).
+func parsePattern(s string) (pattern, error) {
+	if s == "" {
+		return pattern{}, errors.New("image pattern is empty")
+	}
+	if strings.Contains(s, starMarker) || strings.Contains(s, dstarMarker) {
+		return pattern{}, fmt.Errorf("image pattern %q contains a reserved word", s)
+	}
+	if strings.ContainsAny(s, "?[]{}\\") {
+		return pattern{}, fmt.Errorf("image pattern %q: only * and ** are supported as globs", s)
+	}
+	if err := checkDoubleStars(s); err != nil {
+		return pattern{}, err
+	}
+	// "**" and "**/..." match across registries. Docker's normalization
+	// would put them on docker.io, which is not what anyone writing them means.
+	if s == "**" || strings.HasPrefix(s, "**/") {
+		rest := strings.TrimPrefix(strings.TrimPrefix(s, "**"), "/")
+		segs := []string{"**"}
+		if rest != "" {
+			p, err := parsePath(rest)
+			if err != nil {
+				return pattern{}, fmt.Errorf("image pattern %q: %w", s, err)
+			}
+			segs = append(segs, p...)
+		}
+		return pattern{anyHost: true, segments: collapseDoubleStars(segs)}, nil
+	}
+	marked := strings.ReplaceAll(s, "**", dstarMarker)
+	marked = strings.ReplaceAll(marked, "*", starMarker)
+	named, err := reference.ParseNormalizedNamed(marked)
+	if err != nil {
+		return pattern{}, fmt.Errorf("image pattern %q: %s", s, unmark(err.Error()))
+	}
+	if _, ok := named.(reference.Tagged); ok {
+		return pattern{}, fmt.Errorf("image pattern %q names a tag; put tags in the rule's tags: list", s)
+	}
+	if _, ok := named.(reference.Digested); ok {
+		return pattern{}, fmt.Errorf("image pattern %q names a digest; put digests in the rule's digests: list", s)
+	}
+	host := unmark(reference.Domain(named))
+	segs := strings.Split(unmark(reference.Path(named)), "/")
+	return pattern{host: host, segments: collapseDoubleStars(segs)}, nil
+}
+
+func parsePath(rest string) ([]string, error) {
+	marked := strings.ReplaceAll(rest, "**", dstarMarker)
+	marked = strings.ReplaceAll(marked, "*", starMarker)
+	// Parse under a fixed host so the parser checks the path's grammar
+	// without adding docker.io's library/ prefix.
+	named, err := reference.ParseNamed("pullguard.invalid/" + marked)
+	if err != nil {
+		return nil, errors.New(unmark(err.Error()))
+	}
+	if _, ok := named.(reference.NamedTagged); ok {
+		return nil, errors.New("names a tag; put tags in the rule's tags: list")
+	}
+	return strings.Split(unmark(reference.Path(named)), "/"), nil
+}
+
+// checkDoubleStars rejects ** that is not a whole host label or path segment.
+func checkDoubleStars(s string) error {
+	for _, seg := range strings.FieldsFunc(s, func(r rune) bool { return r == '/' || r == '.' || r == ':' }) {
+		if strings.Contains(seg, "***") || (strings.Contains(seg, "**") && seg != "**") {
+			return fmt.Errorf("image pattern %q: ** must be a whole path segment or host label, found %q", s, seg)
+		}
+	}
+	return nil
+}
+
+// collapseDoubleStars folds "**/**" into "**": they match the same names.
+func collapseDoubleStars(segs []string) []string {
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		if s == "**" && i > 0 && segs[i-1] == "**" {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func unmark(s string) string {
+	s = strings.ReplaceAll(s, dstarMarker, "**")
+	return strings.ReplaceAll(s, starMarker, "*")
+}

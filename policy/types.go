@@ -1,0 +1,110 @@
+// Package policy is pullguard's decision core: it loads and validates the
+// allowlist policy, normalizes image references the way Docker does, and
+// decides whether a reference is allowed. It is pure: no runtime clients, no
+// clock (callers pass the time in), no logging, and no file access beyond
+// loading the policy files.
+package policy
+
+import (
+	"fmt"
+	"time"
+)
+
+// Mode says whether pullguard acts on its decisions.
+type Mode string
+
+const (
+	// ModeAudit logs what enforce would do and acts on nothing. It is the
+	// default so that a new or half-written policy never removes an image.
+	ModeAudit Mode = "audit"
+	// ModeEnforce removes and blocks what the policy does not allow.
+	ModeEnforce Mode = "enforce"
+)
+
+// Default is the decision for a reference that no rule matches.
+type Default string
+
+const (
+	DefaultDeny  Default = "deny"
+	DefaultAllow Default = "allow"
+)
+
+// Running says what happens to containers that are already running when
+// their image becomes disallowed (at start-up or after a reload).
+type Running string
+
+const (
+	// RunningKeep reports such containers and leaves them running.
+	RunningKeep Running = "keep"
+	// RunningStop stops and removes them.
+	RunningStop Running = "stop"
+)
+
+// RuleKind is the list a rule came from.
+type RuleKind string
+
+const (
+	Allow RuleKind = "allow"
+	Deny  RuleKind = "deny"
+)
+
+// Position is where something was written in a policy file.
+type Position struct {
+	File   string
+	Line   int
+	Column int
+}
+
+// String renders the position as file:line, the form shown in decisions.
+func (p Position) String() string {
+	if p.File == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s:%d", p.File, p.Line)
+}
+
+// Rule is one entry of the allow or deny list.
+type Rule struct {
+	Kind RuleKind
+	// Image is the pattern as written; Pattern is its normalized form
+	// (host/path with * and ** left in place), e.g. docker.io/library/*.
+	Image   string
+	Pattern string
+	// Tags are tag globs (path.Match syntax); Digests are exact
+	// "sha256:<hex>" manifest digests. Both empty: any tag or digest.
+	Tags    []string
+	Digests []string
+	// Expires, when set, is the instant from which the rule matches nothing.
+	// A date (2027-01-31) means 00:00 UTC on that date.
+	Expires *time.Time
+	// Reason is the operator's note (a ticket, a justification), shown in
+	// every decision the rule makes.
+	Reason string
+	Source Position
+
+	// summary is the human text of the rule, built once at load so that a
+	// decision allocates nothing to explain itself.
+	summary string
+}
+
+// Policy is a loaded, validated and indexed policy. It is immutable and
+// safe for concurrent use; a reload builds a new one.
+type Policy struct {
+	Mode    Mode
+	Default Default
+	Running Running
+	Allow   []*Rule
+	Deny    []*Rule
+	// Files are the files the policy was read from, in reading order.
+	Files []string
+	// Hash is a content hash over every file read, to tell in logs which
+	// version of the policy made a decision.
+	Hash string
+	// DefaultSource is where default: was set, or empty when implied.
+	DefaultSource Position
+
+	allowIdx *index
+	denyIdx  *index
+	cache    *refCache
+	names    *resemblanceIndex
+}
