@@ -455,6 +455,7 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 	}
 	r.Pattern = pat.String()
 	r.summary = summarize(r)
+	r.matchReason = "matches " + r.summary
 	if l.patterns == nil {
 		l.patterns = map[*Rule]pattern{}
 	}

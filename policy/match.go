@@ -26,8 +26,12 @@ type hostGlob struct {
 type node struct {
 	lit   map[string]*node
 	wild  []wildEdge // segments with * inside
-	dstar *node      // a ** segment
+	dstar *node      // a ** segment followed by more segments
 	rules []int      // rules whose pattern ends here, by position in the list
+	// below holds rules whose pattern ends in "/**" here: they match one or
+	// more further segments, so registry/approved/** covers
+	// registry/approved/x but not registry/approved itself.
+	below []int
 }
 
 type wildEdge struct {
@@ -71,6 +75,13 @@ func (ix *index) add(p pattern, rule int) {
 		root = ix.anyHost.dstar
 	}
 	n := root
+	if len(segs) > 0 && segs[len(segs)-1] == "**" {
+		for _, s := range segs[:len(segs)-1] {
+			n = n.child(s)
+		}
+		n.below = append(n.below, rule)
+		return
+	}
 	for _, s := range segs {
 		n = n.child(s)
 	}
@@ -136,6 +147,7 @@ func (m *matcher) walk(n *node, segs []string) {
 	if len(segs) == 0 {
 		m.consider(n.rules)
 	} else {
+		m.consider(n.below)
 		if c := n.lit[segs[0]]; c != nil {
 			m.walk(c, segs[1:])
 		}

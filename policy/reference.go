@@ -118,7 +118,7 @@ func parsePattern(s string) (pattern, error) {
 	if strings.Contains(s, starMarker) || strings.Contains(s, dstarMarker) {
 		return pattern{}, fmt.Errorf("image pattern %q contains a reserved word", s)
 	}
-	if strings.ContainsAny(s, "?[]{}\\") {
+	if strings.ContainsAny(s, "?{}\\") {
 		return pattern{}, fmt.Errorf("image pattern %q: only * and ** are supported as globs", s)
 	}
 	if err := checkDoubleStars(s); err != nil {

@@ -82,9 +82,11 @@ type Rule struct {
 	Reason string
 	Source Position
 
-	// summary is the human text of the rule, built once at load so that a
-	// decision allocates nothing to explain itself.
-	summary string
+	// summary is the human text of the rule and matchReason the reason of
+	// the decisions it makes, built once at load so that a decision
+	// allocates nothing to explain itself.
+	summary     string
+	matchReason string
 }
 
 // Policy is a loaded, validated and indexed policy. It is immutable and

@@ -1,0 +1,72 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+)
+
+// FuzzDecide: no input panics, nothing unparsable is allowed, and what is
+// allowed has a normalized reference that parses back to itself.
+func FuzzDecide(f *testing.F) {
+	p := loadFixture(f, "decide.yaml")
+	for _, s := range []string{
+		"nginx", "nginx:1.25", "registry.corp.example.com/approved/x:1", "[::1]:5000/ipv6/app:1",
+		"registry.corp.example.com.evil.io/approved/x", "sha256:" + strings.Repeat("a", 64),
+		"ghcr.io/acme/tool:v3@sha256:" + strings.Repeat("a", 64), "Nginx", "", "a/b/c/d/e:1.0",
+		"eu.mirror.example.net/x/y:2", "quay.io/a/stable-base:1",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		d := p.Decide(in, testNow)
+		if d.Input != in {
+			t.Fatalf("Input = %q, want %q", d.Input, in)
+		}
+		if d.Reference == "" {
+			if d.Allowed {
+				t.Fatalf("unparsable %q allowed", in)
+			}
+			return
+		}
+		back, err := ParseRef(d.Reference)
+		if err != nil {
+			t.Fatalf("normalized %q of %q does not parse: %v", d.Reference, in, err)
+		}
+		if back.String != d.Reference {
+			t.Fatalf("normalizing %q is not stable: %q then %q", in, d.Reference, back.String)
+		}
+		if again := p.Decide(d.Reference, testNow); again.Allowed != d.Allowed {
+			t.Fatalf("%q and its normalized form %q are judged differently", in, d.Reference)
+		}
+	})
+}
+
+// FuzzParse: no policy text panics the loader, and a policy that loads
+// decides without panicking.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		"mode: enforce\nallow:\n  - image: nginx\n",
+		"allow:\n  - image: \"**\"\n    tags: [\"1.*\"]\ndeny:\n  - image: \"*.x.io/**/y\"\n",
+		"mode: [\nx",
+		"allow:\n  - image: a\n    digests: [\"sha256:" + strings.Repeat("b", 64) + "\"]\n    expires: 2027-01-01\n",
+		"default: allow\nrunning: stop\n",
+		"allow: &a\n  - image: x\ndeny: *a\n",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, text string) {
+		p, err := Parse(Source{Name: "fuzz.yaml", Data: []byte(text)})
+		if err != nil {
+			if p != nil {
+				t.Fatal("a policy came back with an error")
+			}
+			return
+		}
+		for _, ref := range []string{"nginx", "a/b:c", "x.io/y/z@sha256:" + strings.Repeat("c", 64), "Bad"} {
+			d := p.Decide(ref, testNow)
+			if ref == "Bad" && d.Allowed {
+				t.Fatal("an unparsable reference was allowed")
+			}
+		}
+	})
+}
