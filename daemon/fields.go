@@ -1,0 +1,38 @@
+package daemon
+
+// Journal field names pullguard writes. They are used as logrus field keys
+// as they are, so the JSON written to stderr and the journal entries carry
+// the same names and one filter works on both.
+const (
+	// FieldMessageID is journald's MESSAGE_ID: one of the MessageID*
+	// constants, the kind of entry.
+	FieldMessageID = "MESSAGE_ID"
+
+	FieldAction      = "PULLGUARD_ACTION"       // an enforcer.Action: removed, untagged, would-remove, ...
+	FieldImage       = "PULLGUARD_IMAGE"        // normalized reference, or the input when it did not parse
+	FieldImageID     = "PULLGUARD_IMAGE_ID"     // the runtime's image ID (sha256:...)
+	FieldContainerID = "PULLGUARD_CONTAINER_ID" // the container acted on
+	FieldRuntime     = "PULLGUARD_RUNTIME"      // docker or containerd
+	FieldNamespace   = "PULLGUARD_NAMESPACE"    // containerd namespace
+	FieldEvent       = "PULLGUARD_EVENT"        // what triggered the decision: pull, tag, create, reconcile, authz
+	FieldRule        = "PULLGUARD_RULE"         // file:line of the deciding rule
+	FieldReason      = "PULLGUARD_REASON"       // why the reference is not allowed
+	FieldMode        = "PULLGUARD_MODE"         // audit or enforce
+	FieldResembles   = "PULLGUARD_RESEMBLES"    // the allowed repository a denied one looks like (typosquat)
+	FieldError       = "PULLGUARD_ERROR"        // why an action failed
+	// FieldRepeats is how many identical entries were suppressed by flood
+	// control since the previous one was written.
+	FieldRepeats = "PULLGUARD_REPEATS"
+	// FieldDropped is how many entries were lost because the log could not
+	// keep up.
+	FieldDropped = "PULLGUARD_DROPPED"
+
+	FieldPolicyHash  = "PULLGUARD_POLICY_HASH"  // content hash of the policy in force
+	FieldPolicyPath  = "PULLGUARD_POLICY_PATH"  // the main policy file
+	FieldPolicyFiles = "PULLGUARD_POLICY_FILES" // every file read, comma-separated, in reading order
+	FieldDefault     = "PULLGUARD_DEFAULT"      // the policy's default: deny or allow
+	FieldRunning     = "PULLGUARD_RUNNING"      // the policy's running: keep or stop
+	FieldAllowRules  = "PULLGUARD_ALLOW_RULES"  // number of allow rules
+	FieldDenyRules   = "PULLGUARD_DENY_RULES"   // number of deny rules
+	FieldTrigger     = "PULLGUARD_TRIGGER"      // what started a policy reload: file change, SIGHUP, ...
+)

@@ -1,0 +1,340 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/sirupsen/logrus"
+
+	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/policy"
+)
+
+// DefaultPolicyDebounce is how long the watcher waits after the last change
+// before reloading: editors and `kubectl apply` make several changes to
+// write one file.
+const DefaultPolicyDebounce = 200 * time.Millisecond
+
+// dropInDir is the drop-in directory's name, beside the main policy file.
+const dropInDir = "policy.d"
+
+// Reload triggers, as PULLGUARD_TRIGGER shows them.
+const (
+	TriggerStart      = "start"
+	TriggerFileChange = "file change"
+	TriggerSignal     = "reload request"
+)
+
+// PolicyWatcherConfig configures a PolicyWatcher.
+type PolicyWatcherConfig struct {
+	// Path is the main policy file; drop-ins are read from policy.d/
+	// beside it.
+	Path        string
+	LoadOptions policy.LoadOptions
+	// Log defaults to logrus' standard logger.
+	Log *logrus.Logger
+	// OnReload is called after a new policy is in force (not for the
+	// initial one, nor when a change left the content as it was). It runs
+	// on the reloading goroutine while further reloads wait, so calls come
+	// in order; it must not block for long nor call Reload.
+	OnReload func(*policy.Policy)
+	// Debounce defaults to DefaultPolicyDebounce.
+	Debounce time.Duration
+}
+
+// PolicyWatcher holds the policy in force and replaces it when its files
+// change, only ever with a policy that loaded and validated completely.
+type PolicyWatcher struct {
+	path     string
+	opts     policy.LoadOptions
+	log      *logrus.Logger
+	onReload func(*policy.Policy)
+	debounce time.Duration
+
+	cur atomic.Pointer[policy.Policy]
+
+	mu      sync.Mutex // serializes reloads, so OnReload calls come in order
+	lastErr string     // the last failure logged for a file change
+
+	// watching, when set, is called once Run's watches are in place
+	// (tests: edits made before that would not be seen).
+	watching func()
+}
+
+var _ enforcer.PolicySource = (*PolicyWatcher)(nil)
+
+// NewPolicyWatcher loads the policy and returns a watcher holding it. It
+// fails if the policy cannot be loaded: the daemon must not start without a
+// valid policy.
+func NewPolicyWatcher(cfg PolicyWatcherConfig) (*PolicyWatcher, error) {
+	if cfg.Debounce <= 0 {
+		cfg.Debounce = DefaultPolicyDebounce
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	w := &PolicyWatcher{
+		path:     cfg.Path,
+		opts:     cfg.LoadOptions,
+		log:      cfg.Log,
+		onReload: cfg.OnReload,
+		debounce: cfg.Debounce,
+	}
+	p, err := policy.Load(w.path, w.opts)
+	if err != nil {
+		return nil, fmt.Errorf("loading policy %s: %w", w.path, err)
+	}
+	w.cur.Store(p)
+	w.logLoaded(p, TriggerStart)
+	return w, nil
+}
+
+// Current is the policy in force.
+func (w *PolicyWatcher) Current() *policy.Policy { return w.cur.Load() }
+
+// Reload re-reads the policy now (on SIGHUP). An invalid policy is logged
+// and returned as the error; the policy in force stays.
+func (w *PolicyWatcher) Reload() error {
+	return w.reload(TriggerSignal)
+}
+
+func (w *PolicyWatcher) reload(trigger string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	old := w.cur.Load()
+	p, err := policy.Load(w.path, w.opts)
+	if err != nil {
+		w.logInvalid(err, old, trigger)
+		return fmt.Errorf("reloading policy %s: %w", w.path, err)
+	}
+	w.lastErr = ""
+	if p.Hash == old.Hash {
+		lvl := logrus.DebugLevel
+		if trigger == TriggerSignal {
+			lvl = logrus.InfoLevel // someone asked: say that it was done
+		}
+		w.log.WithFields(logrus.Fields{FieldPolicyHash: p.Hash, FieldTrigger: trigger}).
+			Logf(lvl, "policy unchanged (hash %s)", p.Hash)
+		return nil
+	}
+	w.cur.Store(p)
+	w.logLoaded(p, trigger)
+	if w.onReload != nil {
+		w.onReload(p)
+	}
+	return nil
+}
+
+func (w *PolicyWatcher) logLoaded(p *policy.Policy, trigger string) {
+	allow, deny := p.Counts()
+	w.log.WithFields(logrus.Fields{
+		FieldMessageID:   MessageIDPolicyLoaded,
+		FieldPolicyHash:  p.Hash,
+		FieldMode:        string(p.Mode),
+		FieldDefault:     string(p.Default),
+		FieldRunning:     string(p.Running),
+		FieldAllowRules:  allow,
+		FieldDenyRules:   deny,
+		FieldPolicyFiles: strings.Join(p.Files, ","),
+		FieldPolicyPath:  w.path,
+		FieldTrigger:     trigger,
+	}).Infof("policy loaded (%s): %s", trigger, p.Describe())
+}
+
+// logInvalid logs a rejected policy. A file change that fails the same way
+// as the previous one (an editor saving its swap file next to a broken
+// policy) is logged at debug only, so one mistake makes one error entry.
+func (w *PolicyWatcher) logInvalid(err error, kept *policy.Policy, trigger string) {
+	msg := err.Error()
+	lvl := logrus.ErrorLevel
+	if trigger == TriggerFileChange && msg == w.lastErr {
+		lvl = logrus.DebugLevel
+	}
+	w.lastErr = msg
+	what := "is invalid"
+	if !errors.Is(err, policy.ErrInvalid) {
+		what = "could not be read"
+	}
+	w.log.WithFields(logrus.Fields{
+		FieldMessageID:  MessageIDPolicyInvalid,
+		FieldPolicyPath: w.path,
+		FieldPolicyHash: kept.Hash,
+		FieldError:      msg,
+		FieldTrigger:    trigger,
+	}).Logf(lvl, "policy %s %s; keeping the policy in force (hash %s):\n%s", w.path, what, kept.Hash, msg)
+}
+
+// Run watches the policy's directory and policy.d/ and reloads after
+// changes, until ctx is done. It watches directories rather than files so
+// that every way of replacing a file is seen: rename over it, sed -i,
+// delete and recreate, a Kubernetes ConfigMap's ..data symlink swap.
+func (w *PolicyWatcher) Run(ctx context.Context) error {
+	fw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching policy: %w", err)
+	}
+	defer fw.Close()
+
+	main, err := filepath.Abs(w.path)
+	if err != nil {
+		return fmt.Errorf("watching policy: %w", err)
+	}
+	ws := &watchSet{main: main, fw: fw, log: w.log}
+	if err := ws.sync(); err != nil {
+		return fmt.Errorf("watching policy: %w", err)
+	}
+	if w.watching != nil {
+		w.watching()
+	}
+
+	// Stopped until the first change. (Since Go 1.23 Stop and Reset leave
+	// no stale tick in C.)
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-fw.Events:
+			if !ok {
+				return errors.New("watching policy: the file watcher stopped")
+			}
+			if !ws.relevant(ev.Name) {
+				continue
+			}
+			w.log.WithField(FieldPolicyPath, ev.Name).Tracef("policy change: %s", ev)
+			// Pick up a policy.d that appeared or a symlink that moved
+			// now, so that changes right after it are not missed.
+			_ = ws.sync()
+			debounce.Reset(w.debounce)
+		case err, ok := <-fw.Errors:
+			if !ok {
+				return errors.New("watching policy: the file watcher stopped")
+			}
+			// After an overflow changes may have been missed: reload.
+			w.log.WithError(err).Warn("watching policy: reloading to be sure no change was missed")
+			debounce.Reset(w.debounce)
+		case <-debounce.C:
+			_ = ws.sync()
+			// The error has been logged; the policy in force stays.
+			_ = w.reload(TriggerFileChange)
+		}
+	}
+}
+
+// watchRole says which names in a watched directory matter.
+type watchRole struct {
+	mainBase   string // the main policy file's name, in its directory
+	dropIns    bool   // the drop-in directory: *.yaml
+	targetBase string // the file the main policy symlinks to, in its directory
+}
+
+// watchSet keeps the watched directories in step with the file system:
+// the main file's directory, policy.d/ once it exists, and the directory of
+// the main file's symlink target. Directories are watched by their real
+// path, so that a swapped symlink means a new watch.
+type watchSet struct {
+	main  string // absolute path of the main policy file
+	fw    *fsnotify.Watcher
+	log   *logrus.Logger
+	roles map[string]watchRole
+}
+
+// wanted computes the directories to watch now.
+func (s *watchSet) wanted() map[string]watchRole {
+	roles := map[string]watchRole{}
+	mainDir := realPath(filepath.Dir(s.main))
+	r := roles[mainDir]
+	r.mainBase = filepath.Base(s.main)
+	roles[mainDir] = r
+	if d := realPath(filepath.Join(filepath.Dir(s.main), dropInDir)); isDir(d) {
+		r := roles[d]
+		r.dropIns = true
+		roles[d] = r
+	}
+	if t, err := filepath.EvalSymlinks(s.main); err == nil {
+		if td := filepath.Dir(t); td != mainDir {
+			r := roles[td]
+			r.targetBase = filepath.Base(t)
+			roles[td] = r
+		}
+	}
+	return roles
+}
+
+// sync adds and removes watches to match wanted. It fails only if the
+// main file's directory cannot be watched.
+func (s *watchSet) sync() error {
+	want := s.wanted()
+	have := map[string]bool{}
+	for _, p := range s.fw.WatchList() {
+		have[p] = true
+	}
+	var firstErr error
+	mainDir := realPath(filepath.Dir(s.main))
+	for dir := range want {
+		if have[dir] {
+			continue
+		}
+		if err := s.fw.Add(dir); err != nil {
+			if dir == mainDir {
+				firstErr = err
+			}
+			s.log.WithError(err).WithField(FieldPolicyPath, dir).Warn("cannot watch policy directory")
+			delete(want, dir)
+		}
+	}
+	for dir := range have {
+		if _, ok := want[dir]; !ok {
+			_ = s.fw.Remove(dir) // it may be gone already
+		}
+	}
+	s.roles = want
+	return firstErr
+}
+
+// relevant says whether a change to name can change the policy. Editors'
+// backup and swap files (policy.yaml~, .policy.yaml.swp) and unrelated
+// files are ignored; names starting with ".." are Kubernetes' atomic
+// writer (..data, ..2024_01_01...) swapping a ConfigMap's content.
+func (s *watchSet) relevant(name string) bool {
+	if _, ok := s.roles[name]; ok {
+		return true // a watched directory itself went away
+	}
+	dir, base := filepath.Split(name)
+	r, ok := s.roles[filepath.Clean(dir)]
+	if !ok {
+		return false
+	}
+	if strings.HasPrefix(base, "..") {
+		return true
+	}
+	if r.mainBase != "" && (base == r.mainBase || base == dropInDir) {
+		return true
+	}
+	if r.targetBase != "" && base == r.targetBase {
+		return true
+	}
+	return r.dropIns && !strings.HasPrefix(base, ".") && strings.HasSuffix(base, ".yaml")
+}
+
+func realPath(p string) string {
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		return r
+	}
+	return p
+}
+
+func isDir(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
