@@ -1,0 +1,209 @@
+package integration
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	pollInterval = 50 * time.Millisecond
+	stopTimeout  = 10 * time.Second // how long pullguard gets to exit after SIGTERM
+)
+
+// Eventually polls cond until it returns true, failing the test after deadline with cond's
+// last message. Runtimes report asynchronously (events, journald), so tests wait for an
+// outcome rather than sleep.
+func Eventually(t testing.TB, deadline time.Duration, cond func() (ok bool, why string)) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(end) {
+			t.Fatalf("still not the case after %v: %s", deadline, why)
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// UniqueName returns a name no earlier test or run has used (journald keeps entries across
+// runs), for journal fields, container names and the like.
+func UniqueName(t testing.TB) string {
+	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	return fmt.Sprintf("pgtest-%s-%d", name, time.Now().UnixNano())
+}
+
+// WritePolicy writes yaml to DIR/policy.yaml (a new temporary DIR when dir is "") with mode
+// 0600, and returns the path. It writes a temporary file and renames it, as configuration
+// tools do, so a watching daemon never reads half a policy.
+func WritePolicy(t testing.TB, dir, yaml string) string {
+	t.Helper()
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	path := filepath.Join(dir, "policy.yaml")
+	tmp, err := os.CreateTemp(dir, ".policy-*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = tmp.WriteString(yaml)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o600)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		t.Fatalf("writing policy: %v", err)
+	}
+	return path
+}
+
+// binDir holds the pullguard binary; TestMain removes it.
+var binDir string
+
+var buildPullguard = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "pullguard-bin-")
+	if err != nil {
+		return "", err
+	}
+	binDir = dir
+	bin := filepath.Join(dir, "pullguard")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/pullguard")
+	cmd.Dir = ".." // the module root; go test runs in the package directory
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/pullguard: %w\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// BuildPullguard builds ./cmd/pullguard once per test binary and returns the binary's path;
+// it fails the test with the compiler's output if that does not build.
+func BuildPullguard(t testing.TB) string {
+	t.Helper()
+	bin, err := buildPullguard()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+func removeBinDir() {
+	if binDir != "" {
+		_ = os.RemoveAll(binDir)
+	}
+}
+
+// Pullguard is a running pullguard daemon.
+type Pullguard struct {
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan struct{} // closed when the process has exited; err is then set
+	err  error
+}
+
+// StartPullguard builds and starts pullguard with args, in the environment's variables
+// (DOCKER_HOST etc.) when integration tests run. Its stdout and stderr are captured and shown
+// if the test fails; it gets SIGTERM when the test ends.
+func StartPullguard(t testing.TB, args ...string) *Pullguard {
+	t.Helper()
+	p := &Pullguard{
+		cmd:  exec.Command(BuildPullguard(t), args...),
+		out:  &syncBuffer{},
+		done: make(chan struct{}),
+	}
+	if theEnv != nil {
+		p.cmd.Env = theEnv.Environ()
+	}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.WaitDelay = time.Second // a child holding the output pipe must not block Wait
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting pullguard: %v", err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		err := p.Stop(t)
+		if t.Failed() || err != nil {
+			t.Logf("pullguard %s (exit: %v), output:\n%s", strings.Join(args, " "), err, p.Output())
+		}
+	})
+	return p
+}
+
+// PID is the daemon's process ID; journald records it as _PID on each entry the daemon sends.
+func (p *Pullguard) PID() int { return p.cmd.Process.Pid }
+
+// Output is everything the daemon wrote to stdout and stderr so far.
+func (p *Pullguard) Output() string { return p.out.String() }
+
+// Stop sends SIGTERM and waits for the daemon to exit, killing it (and failing the test) if it
+// takes longer than 10s. It returns the exit error, nil for a clean exit; calling it again
+// returns the same.
+func (p *Pullguard) Stop(t testing.TB) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		t.Errorf("SIGTERM to pullguard: %v", err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(stopTimeout):
+		t.Errorf("pullguard did not exit within %v of SIGTERM; killing it", stopTimeout)
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	return p.err
+}
+
+// Wait waits up to timeout for the daemon to exit on its own (a bad policy, say) and returns
+// its exit error; the test fails if it is still running.
+func (p *Pullguard) Wait(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("pullguard still running after %v; output:\n%s", timeout, p.Output())
+		return nil
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the writing process and a reading test at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
