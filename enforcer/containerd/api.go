@@ -1,0 +1,112 @@
+// Package containerd guards a containerd host (a Kubernetes node, or a
+// plain containerd) with pullguard's policy: it watches image and container
+// events in every namespace, deletes image records the policy does not
+// allow, and removes containers that run disallowed images.
+//
+// containerd never replays events, so what happened while pullguard was not
+// listening is found by reconciling: at start, on every reconnect and after
+// each policy reload.
+package containerd
+
+import (
+	"context"
+	"io"
+)
+
+// API is the part of containerd the guard uses. Every call takes the
+// namespace it applies to; errors are containerd's (errdefs), so that
+// errdefs.IsNotFound works on them.
+type API interface {
+	Namespaces(ctx context.Context) ([]string, error)
+
+	// Images lists every image record of a namespace.
+	Images(ctx context.Context, ns string) ([]Image, error)
+	// ImagesByTarget lists the records whose target has the given digest:
+	// every name of one content.
+	ImagesByTarget(ctx context.Context, ns, digest string) ([]Image, error)
+	Image(ctx context.Context, ns, name string) (Image, error)
+	// DeleteImage deletes one record and waits for the garbage collection
+	// it causes, so that content no name holds is gone when it returns.
+	DeleteImage(ctx context.Context, ns, name string) error
+
+	Containers(ctx context.Context, ns string) ([]Container, error)
+	Container(ctx context.Context, ns, id string) (Container, error)
+	// TaskStatus is the state of the container's task; NotFound when the
+	// container has none.
+	TaskStatus(ctx context.Context, ns, id string) (TaskStatus, error)
+	// KillTask sends SIGKILL to every process of the task and waits for it
+	// to exit.
+	KillTask(ctx context.Context, ns, id string) error
+	DeleteTask(ctx context.Context, ns, id string) error
+	// DeleteContainer deletes the container and its root file system
+	// snapshot.
+	DeleteContainer(ctx context.Context, ns, id string) error
+
+	// Subscribe streams the events of the given topics in every namespace.
+	// The error channel yields one error when the stream ends; the event
+	// channel is never closed.
+	Subscribe(ctx context.Context, topics ...string) (<-chan Event, <-chan error)
+
+	io.Closer
+}
+
+// Image is an image record: a name and the content it points at.
+type Image struct {
+	Name string
+	// Target is the digest of the image's manifest or index.
+	Target string
+}
+
+// Container is what the guard reads of a container.
+type Container struct {
+	ID string
+	// Image is the container's image field. CRI leaves it empty; its
+	// containers name the image in Labels or Annotations instead.
+	Image  string
+	Labels map[string]string
+	// Annotations are the OCI runtime spec's annotations.
+	Annotations map[string]string
+}
+
+// TaskStatus is a task's state, as containerd names it.
+type TaskStatus string
+
+const (
+	TaskCreated TaskStatus = "created"
+	TaskRunning TaskStatus = "running"
+	TaskStopped TaskStatus = "stopped"
+	TaskPaused  TaskStatus = "paused"
+	TaskPausing TaskStatus = "pausing"
+	TaskUnknown TaskStatus = "unknown"
+)
+
+// Event is one containerd event, reduced to what the guard acts on.
+type Event struct {
+	Namespace string
+	Topic     string
+	// Image is the image record's name, for image events.
+	Image string
+	// ContainerID is set for container and task events.
+	ContainerID string
+}
+
+// Topics the guard subscribes to. Image events name a record but carry no
+// digest; container and task events carry the container's ID.
+const (
+	TopicImageCreate     = "/images/create"
+	TopicImageUpdate     = "/images/update"
+	TopicContainerCreate = "/containers/create"
+	TopicTaskCreate      = "/tasks/create"
+	TopicTaskStart       = "/tasks/start"
+)
+
+var topics = []string{TopicImageCreate, TopicImageUpdate, TopicContainerCreate, TopicTaskCreate, TopicTaskStart}
+
+// Annotations and labels that name a CRI container's image. CRI (containerd
+// 1.6 and 2.x) leaves the container's Image field empty and puts the image
+// into the runtime spec's annotations; the user's reference when kubelet
+// passes it, the image's first name or its ID otherwise.
+const (
+	criImageName        = "io.kubernetes.cri.image-name"
+	criSandboxImageName = "io.kubernetes.cri.podsandbox.image-name"
+)

@@ -1,0 +1,166 @@
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/policy"
+)
+
+// containerEvent judges the container a container or task event names.
+func (g *Guard) containerEvent(ctx context.Context, ns, id, topic string) {
+	c, err := g.api.Container(ctx, ns, id)
+	if isNotFound(err) {
+		return
+	}
+	if err != nil {
+		g.log.WithError(err).WithFields(logrus.Fields{"namespace": ns, "container": id, "event": topic}).
+			Warn("containerd: cannot look up the container; the next reconcile judges it")
+		return
+	}
+	g.checkContainer(ctx, ns, c, topic)
+}
+
+// checkContainer removes a container whose image the policy does not
+// allow. A container found by an event is new: it is removed, its task
+// killed first. One found running by a reconcile was running before (before
+// pullguard started, or before a policy reload): it is only reported,
+// unless the policy says running: stop.
+func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, event string) {
+	unlock := g.locks.lock("c\x00" + ns + "\x00" + c.ID)
+	defer unlock()
+	log := g.log.WithFields(logrus.Fields{"namespace": ns, "container": c.ID, "event": event})
+	p := g.policy()
+	if p == nil {
+		return
+	}
+	now := g.now()
+
+	d, imageID, err := g.containerDecision(ctx, ns, c, p, now)
+	if errors.Is(err, errNoImage) {
+		// Containers on a root file system of their own (ctr run --rootfs).
+		log.Debug("containerd: the container names no image; nothing to judge")
+		return
+	}
+	if err != nil {
+		log.WithError(err).Info("containerd: cannot judge the container's image; leaving it alone")
+		return
+	}
+	if d.Allowed {
+		return
+	}
+	status, err := g.api.TaskStatus(ctx, ns, c.ID)
+	switch {
+	case isNotFound(err):
+		status = ""
+	case err != nil:
+		log.WithError(err).Warn("containerd: cannot read the container's task; the next reconcile judges it")
+		return
+	}
+	running := status != "" && status != TaskStopped && status != TaskCreated
+
+	r := enforcer.Record{
+		Action:      enforcer.Removed,
+		Namespace:   ns,
+		Event:       event,
+		ImageID:     imageID,
+		ContainerID: c.ID,
+		Mode:        p.Mode,
+		Decision:    d,
+		Time:        now,
+	}
+	if running {
+		r.Action = enforcer.Stopped
+		if event == reconcileEvent && p.Running != policy.RunningStop {
+			r.Action = enforcer.Reported
+			g.report(r)
+			return
+		}
+	}
+	if p.Mode != policy.ModeEnforce {
+		r.Action = enforcer.Audited(r.Action)
+		g.report(r)
+		return
+	}
+	if err := g.removeContainer(ctx, ns, c.ID, status); err != nil {
+		r.Action = enforcer.Failed
+		r.Err = err
+	}
+	g.report(r)
+}
+
+// removeContainer kills and deletes the task, then deletes the container
+// with its snapshot. Whatever is already gone is skipped.
+func (g *Guard) removeContainer(ctx context.Context, ns, id string, status TaskStatus) error {
+	if status != "" {
+		if status != TaskStopped {
+			if err := g.api.KillTask(ctx, ns, id); err != nil && !isNotFound(err) {
+				return fmt.Errorf("killing the task of container %s in namespace %s: %w", id, ns, err)
+			}
+		}
+		if err := g.api.DeleteTask(ctx, ns, id); err != nil && !isNotFound(err) {
+			return fmt.Errorf("deleting the task of container %s in namespace %s: %w", id, ns, err)
+		}
+	}
+	if err := g.api.DeleteContainer(ctx, ns, id); err != nil && !isNotFound(err) {
+		return fmt.Errorf("deleting container %s in namespace %s: %w", id, ns, err)
+	}
+	return nil
+}
+
+// errNoImage: the container names no image the guard can judge.
+var errNoImage = errors.New("the container names no image")
+
+// containerDecision judges the image a container runs. The image is the
+// container's Image field, or for CRI containers (which leave it empty) the
+// image-name label or runtime-spec annotation, or a sandbox's image
+// annotation. The first of these that is a reference is judged. When they
+// name only an image ID (CRI names the image by ID when kubelet passes no
+// user reference), the image is judged by the names its records have: it
+// is allowed if one of them is. imageID is the content's digest when it was
+// looked up.
+func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p *policy.Policy, now time.Time) (d policy.Decision, imageID string, err error) {
+	candidates := []string{c.Image, c.Labels[criImageName], c.Annotations[criImageName], c.Annotations[criSandboxImageName]}
+	var id string
+	for _, name := range candidates {
+		if name == "" {
+			continue
+		}
+		_, err := policy.ParseRef(name)
+		if errors.Is(err, policy.ErrImageID) {
+			if id == "" {
+				id = name
+			}
+			continue
+		}
+		return p.Decide(name, now), "", nil
+	}
+	if id == "" {
+		return policy.Decision{}, "", errNoImage
+	}
+	if !strings.HasPrefix(id, "sha256:") {
+		id = "sha256:" + id
+	}
+	img, err := g.api.Image(ctx, ns, id)
+	if err != nil {
+		return policy.Decision{}, "", fmt.Errorf("looking up image %s: %w", id, err)
+	}
+	recs, err := g.api.ImagesByTarget(ctx, ns, img.Target)
+	if err != nil {
+		return policy.Decision{}, "", fmt.Errorf("listing the names of image %s: %w", id, err)
+	}
+	allowed, denied, _ := classify(p, now, recs)
+	switch {
+	case len(allowed) > 0:
+		return allowed[0].decision, img.Target, nil
+	case len(denied) > 0:
+		return denied[0].decision, img.Target, nil
+	}
+	return policy.Decision{}, "", fmt.Errorf("image %s has no name to judge", id)
+}
