@@ -1,0 +1,197 @@
+// Package authz is pullguard's Docker authorization plugin. dockerd started
+// with --authorization-plugin=NAME asks the plugin about every API request
+// before serving it, so a disallowed pull, run, tag or build is refused
+// before it takes effect, instead of being undone after the event.
+//
+// Only four endpoints are judged: POST /images/create (pull and import),
+// POST /containers/create, POST /images/{name}/tag and POST /build, with or
+// without a /v{version} prefix. Every other request is allowed at once,
+// without reading the policy.
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/activation"
+	"github.com/sirupsen/logrus"
+
+	"github.com/pullguard/pullguard/enforcer"
+)
+
+const (
+	// maxPluginRequest bounds what is read of one plugin call: dockerd
+	// forwards bodies under 1 MiB (4/3 of that in base64), plus headers.
+	maxPluginRequest = 8 << 20
+	// resolveTimeout bounds an image lookup; dockerd gives up on a plugin
+	// call after 30 s, and a refusal that says why is better than that.
+	resolveTimeout = 10 * time.Second
+	// shutdownTimeout is how long in-flight calls get to finish on stop.
+	shutdownTimeout = 5 * time.Second
+)
+
+// Server answers dockerd's authorization plugin calls. It is safe for
+// concurrent use: dockerd calls it for every API request it serves,
+// pullguard's own image lookups included, so calls are never serialized.
+type Server struct {
+	policies enforcer.PolicySource
+	images   ImageResolver
+	rep      enforcer.Reporter
+	log      logrus.FieldLogger
+	now      func() time.Time
+	handler  http.Handler
+}
+
+// New returns a plugin server that judges requests against the policy
+// in force (read per request, so a reload takes effect at once), looks
+// images up with images and reports every refusal, or audit mode's
+// would-be refusal, to rep.
+func New(policies enforcer.PolicySource, images ImageResolver, rep enforcer.Reporter, log logrus.FieldLogger) *Server {
+	s := &Server{policies: policies, images: images, rep: rep, log: log, now: time.Now}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+pathActivate, s.activate)
+	mux.HandleFunc("POST "+pathAuthZReq, s.authzReq)
+	mux.HandleFunc("POST "+pathAuthZRes, s.authzRes)
+	s.handler = mux
+	return s
+}
+
+// Handler is the plugin's HTTP handler, for callers that run their own
+// http.Server (and for tests).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve answers plugin calls on l until ctx is done, then stops accepting,
+// lets calls in flight finish (for up to 5 s) and closes l. It returns nil
+// after a stop and an error if l fails.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// Calls in flight at shutdown keep their context, so an image
+		// lookup is not cut short into a refusal.
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("authorization plugin on %s: %w", l.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		s.log.WithError(err).WithField("addr", l.Addr().String()).Warn("authorization plugin: calls still running at shutdown were cut off")
+		srv.Close()
+	}
+	<-errc // http.ErrServerClosed
+	return nil
+}
+
+// ErrSocketInUse is returned by Listen when another process answers on the
+// socket path: two plugins on one path would take turns answering dockerd.
+var ErrSocketInUse = errors.New("another process is listening on the socket")
+
+// Listen opens the plugin's unix socket at path, creating its directory and
+// replacing a socket file that nothing listens on any more (what a crash
+// leaves behind). The socket is mode 0660: only dockerd (root) has any
+// business there. dockerd finds the plugin at
+// /run/docker/plugins/NAME.sock, or through a spec file in
+// /etc/docker/plugins/NAME.spec holding unix:///path/to.sock.
+func Listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("authorization plugin socket: %w", err)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("authorization plugin socket: %w", err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("authorization plugin socket: %w", err)
+	}
+	return l, nil
+}
+
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("authorization plugin socket: %w", err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("authorization plugin socket: %s exists and is not a socket; not removing it", path)
+	}
+	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("authorization plugin socket %s: %w", path, ErrSocketInUse)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("authorization plugin socket: removing stale %s: %w", path, err)
+	}
+	return nil
+}
+
+// ListenersFromSystemd returns the sockets systemd passed to the process
+// (socket activation: LISTEN_FDS), or none when it was started without.
+// With a pullguard.socket unit, systemd holds the plugin socket while
+// pullguard restarts, so dockerd's calls wait instead of failing.
+func ListenersFromSystemd() ([]net.Listener, error) {
+	ls, err := activation.Listeners()
+	if err != nil {
+		return nil, fmt.Errorf("socket activation: %w", err)
+	}
+	out := ls[:0]
+	for _, l := range ls {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	if len(out) == 0 && len(ls) > 0 {
+		return nil, fmt.Errorf("socket activation: none of the %d sockets passed by systemd is a stream socket", len(ls))
+	}
+	return out, nil
+}
+
+func (s *Server) activate(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, activateResponse{Implements: []string{implementsAuthZ}})
+}
+
+// authzRes allows every response: pullguard judges requests only. The body
+// (which may hold a large response) is not even decoded.
+func (s *Server) authzRes(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, Response{Allow: true})
+}
+
+func (s *Server) authzReq(w http.ResponseWriter, r *http.Request) {
+	var req Request
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPluginRequest)).Decode(&req); err != nil {
+		// Not something dockerd sends; with no idea what the request is,
+		// it is refused.
+		s.log.WithError(err).Error("authorization plugin: unreadable AuthZReq call; refusing it")
+		writeJSON(w, Response{Msg: "pullguard: unreadable authorization request", Err: err.Error()})
+		return
+	}
+	writeJSON(w, s.authorize(r.Context(), &req))
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", contentType)
+	// The values are small structs of strings; encoding cannot fail, and a
+	// write error means dockerd hung up, which it reports itself.
+	_ = json.NewEncoder(w).Encode(v)
+}
