@@ -1,0 +1,211 @@
+package docker
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/events"
+	"github.com/moby/moby/client"
+)
+
+// mobyAPI is API over the moby Engine API client.
+type mobyAPI struct {
+	host string
+
+	mu sync.RWMutex
+	// cli is replaced by each Ping: a new connection negotiates the API
+	// version afresh (dockerd may have been upgraded or downgraded while
+	// away), and the moby client's own re-negotiation is not safe while
+	// other requests are in flight.
+	cli *client.Client
+}
+
+var _ API = (*mobyAPI)(nil)
+
+// NewAPI returns the API of the dockerd at host (unix:///var/run/docker.sock,
+// tcp://HOST:PORT, ...); an empty host means $DOCKER_HOST or Docker's
+// default socket. The API version is negotiated on Ping, down to what
+// dockerd speaks (Debian 12's dockerd 20.10 speaks 1.41). It does not
+// connect yet.
+func NewAPI(host string) (API, error) {
+	a := &mobyAPI{host: host}
+	cli, err := a.newClient()
+	if err != nil {
+		return nil, err
+	}
+	a.cli = cli
+	return a, nil
+}
+
+func (a *mobyAPI) newClient() (*client.Client, error) {
+	opts := []client.Opt{client.WithHostFromEnv()}
+	if a.host != "" {
+		opts = []client.Opt{client.WithHost(a.host)}
+	}
+	cli, err := client.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("docker host %q: %w", a.host, err)
+	}
+	return cli, nil
+}
+
+func (a *mobyAPI) client() *client.Client {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	return a.cli
+}
+
+func (a *mobyAPI) Ping(ctx context.Context) (string, error) {
+	cli, err := a.newClient()
+	if err != nil {
+		return "", err
+	}
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		cli.Close()
+		return "", fmt.Errorf("ping %s: %w", cli.DaemonHost(), err)
+	}
+	a.mu.Lock()
+	old := a.cli
+	a.cli = cli
+	a.mu.Unlock()
+	old.Close()
+	return cli.ClientVersion(), nil
+}
+
+func (a *mobyAPI) Events(ctx context.Context, since time.Time) (<-chan Event, <-chan error) {
+	f := client.Filters{}
+	f.Add("type", typeImage, typeContainer)
+	f.Add("event", watchedActions...)
+	opts := client.EventsListOptions{Filters: f}
+	if !since.IsZero() {
+		opts.Since = fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond())
+	}
+	res := a.client().Events(ctx, opts)
+	out := make(chan Event)
+	errs := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				errs <- ctx.Err()
+				return
+			case err, ok := <-res.Err:
+				if !ok || err == nil {
+					err = errStreamEnded
+				}
+				errs <- fmt.Errorf("docker events: %w", err)
+				return
+			case m := <-res.Messages:
+				select {
+				case out <- toEvent(m):
+				case <-ctx.Done():
+					errs <- ctx.Err()
+					return
+				}
+			}
+		}
+	}()
+	return out, errs
+}
+
+func toEvent(m events.Message) Event {
+	t := time.Unix(m.Time, 0)
+	if m.TimeNano != 0 {
+		t = time.Unix(0, m.TimeNano)
+	}
+	return Event{Type: string(m.Type), Action: string(m.Action), ID: m.Actor.ID, Attributes: m.Actor.Attributes, Time: t}
+}
+
+func (a *mobyAPI) ListImages(ctx context.Context) ([]Image, error) {
+	res, err := a.client().ImageList(ctx, client.ImageListOptions{})
+	if err != nil {
+		return nil, apiError(err)
+	}
+	out := make([]Image, 0, len(res.Items))
+	for _, s := range res.Items {
+		out = append(out, Image{ID: s.ID, RepoTags: s.RepoTags, RepoDigests: s.RepoDigests})
+	}
+	return out, nil
+}
+
+func (a *mobyAPI) InspectImage(ctx context.Context, refOrID string) (Image, error) {
+	res, err := a.client().ImageInspect(ctx, refOrID)
+	if err != nil {
+		return Image{}, apiError(err)
+	}
+	return Image{ID: res.ID, RepoTags: res.RepoTags, RepoDigests: res.RepoDigests}, nil
+}
+
+func (a *mobyAPI) RemoveImageName(ctx context.Context, name string) (bool, error) {
+	// No force, so Docker only untags an image that keeps other names; no
+	// pruning, so untagged parent images stay (they are not ours to judge).
+	res, err := a.client().ImageRemove(ctx, name, client.ImageRemoveOptions{})
+	if err != nil {
+		return false, apiError(err)
+	}
+	for _, it := range res.Items {
+		if it.Deleted != "" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (a *mobyAPI) ListContainers(ctx context.Context) ([]Container, error) {
+	res, err := a.client().ContainerList(ctx, client.ContainerListOptions{All: true})
+	if err != nil {
+		return nil, apiError(err)
+	}
+	out := make([]Container, 0, len(res.Items))
+	for _, s := range res.Items {
+		c := Container{ID: s.ID, Image: s.Image, ImageID: s.ImageID, State: string(s.State)}
+		if len(s.Names) > 0 {
+			c.Name = strings.TrimPrefix(s.Names[0], "/")
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func (a *mobyAPI) InspectContainer(ctx context.Context, id string) (Container, error) {
+	res, err := a.client().ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return Container{}, apiError(err)
+	}
+	r := res.Container
+	c := Container{ID: r.ID, Name: strings.TrimPrefix(r.Name, "/"), ImageID: r.Image}
+	if r.Config != nil {
+		c.Image = r.Config.Image
+	}
+	if r.State != nil {
+		c.State = string(r.State.Status)
+	}
+	return c, nil
+}
+
+func (a *mobyAPI) StopContainer(ctx context.Context, id string) error {
+	_, err := a.client().ContainerStop(ctx, id, client.ContainerStopOptions{})
+	return apiError(err)
+}
+
+func (a *mobyAPI) RemoveContainer(ctx context.Context, id string) error {
+	_, err := a.client().ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
+	return apiError(err)
+}
+
+// apiError marks the errors the guard tells apart.
+func apiError(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case cerrdefs.IsNotFound(err):
+		return fmt.Errorf("%w: %w", ErrNotFound, err)
+	case cerrdefs.IsConflict(err):
+		return fmt.Errorf("%w: %w", ErrInUse, err)
+	}
+	return err
+}

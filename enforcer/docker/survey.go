@@ -1,0 +1,228 @@
+package docker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/policy"
+)
+
+// containerStep is what the policy asks about one disallowed container.
+type containerStep struct {
+	Container Container
+	Verdict   verdict
+	// Action is Removed (not running), Stopped (running, running: stop) or
+	// Reported (running, running: keep).
+	Action enforcer.Action
+}
+
+// imageStep is what the policy asks about one image with disallowed names.
+type imageStep struct {
+	Plan imagePlan
+	// UsedBy lists the containers that stay and use the image. When the plan
+	// would leave the image without names, Docker refuses to remove the last
+	// one, so the image is left alone while they exist.
+	UsedBy []string
+}
+
+// LeftInUse reports whether the image is left alone because containers use it.
+func (s imageStep) LeftInUse() bool { return s.Plan.Empties && len(s.UsedBy) > 0 }
+
+// survey is a full pass over the host: every container and image the policy
+// disallows, and what to do about each. It acts on nothing; the guard's
+// reconcile carries it out and Scan reports it.
+type survey struct {
+	Containers []containerStep
+	Images     []imageStep
+	// Counts, for logs.
+	ImageCount, ContainerCount int
+}
+
+// takeSurvey lists the host's images and containers and judges them.
+// Containers are judged first: an image stays in use only through the
+// containers that stay.
+func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time) (*survey, error) {
+	images, err := api.ListImages(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	containers, err := api.ListContainers(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing containers: %w", err)
+	}
+	s := &survey{ImageCount: len(images), ContainerCount: len(containers)}
+	byID := make(map[string]*Image, len(images))
+	for i := range images {
+		byID[images[i].ID] = &images[i]
+	}
+
+	usedBy := map[string][]string{} // image ID -> containers that stay
+	for _, c := range containers {
+		step, stays, err := judgeListed(ctx, api, c, byID, p, now)
+		if err != nil {
+			return nil, err
+		}
+		if step != nil {
+			s.Containers = append(s.Containers, *step)
+		}
+		if stays {
+			usedBy[c.ImageID] = append(usedBy[c.ImageID], c.ID)
+		}
+	}
+
+	for _, img := range images {
+		plan := planImage(img, p, now, "")
+		if len(plan.Removals) == 0 {
+			continue
+		}
+		s.Images = append(s.Images, imageStep{Plan: plan, UsedBy: usedBy[img.ID]})
+	}
+	return s, nil
+}
+
+// judgeListed judges one listed container: the step to take (nil when it is
+// allowed or already being removed) and whether it stays afterwards.
+func judgeListed(ctx context.Context, api API, c Container, byID map[string]*Image, p *policy.Policy, now time.Time) (*containerStep, bool, error) {
+	img, err := imageOf(ctx, api, c.ImageID, byID)
+	if err != nil {
+		return nil, false, err
+	}
+	v := judgeContainer(c.Image, c.ImageID, img, p, now)
+	if !v.Allowed {
+		// A listing shows the image ID where the name the container was
+		// created from has moved on to a newer image (a re-pull); the name
+		// as given is in the container's configuration, and may allow it.
+		full, err := api.InspectContainer(ctx, c.ID)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil, false, nil
+		case err != nil:
+			return nil, false, fmt.Errorf("inspecting container %s: %w", shortID(c.ID), err)
+		}
+		c.Image, c.State = full.Image, full.State
+		v = judgeContainer(c.Image, c.ImageID, img, p, now)
+	}
+	if v.Allowed {
+		return nil, true, nil
+	}
+	step := &containerStep{Container: c, Verdict: v, Action: enforcer.Removed}
+	switch {
+	case c.State == "removing":
+		return nil, false, nil
+	case containerRunning(c.State) && p.Running == policy.RunningStop:
+		step.Action = enforcer.Stopped
+	case containerRunning(c.State):
+		step.Action = enforcer.Reported
+		return step, true, nil
+	}
+	return step, false, nil
+}
+
+// imageOf finds a container's image in a listing, or asks for it (it may
+// be an intermediate image that listings leave out). nil: it is gone.
+func imageOf(ctx context.Context, api API, id string, byID map[string]*Image) (*Image, error) {
+	if img, ok := byID[id]; ok {
+		return img, nil
+	}
+	if id == "" {
+		return nil, nil
+	}
+	img, err := api.InspectImage(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("inspecting image %s: %w", shortID(id), err)
+	}
+	byID[id] = &img
+	return &img, nil
+}
+
+// FindingKind says what a Finding is about.
+type FindingKind string
+
+const (
+	FindingImage     FindingKind = "image"
+	FindingContainer FindingKind = "container"
+)
+
+// Finding is one denied image name or container found by Scan.
+type Finding struct {
+	Kind    FindingKind
+	ImageID string
+	// Reference is the denied name (image findings) or the image as the
+	// container was created from it (container findings).
+	Reference      string
+	ContainerID    string
+	ContainerName  string
+	ContainerState string
+	Decision       policy.Decision
+	// Action is what the guard does about it in enforce mode: Removed or
+	// Untagged for an image name, Removed, Stopped or Reported for a
+	// container; Reported for a name left because containers use the
+	// image; Failed for a name it cannot remove without removing an
+	// allowed one (Note says which).
+	Action enforcer.Action
+	// Note explains a finding that is left in place.
+	Note string
+}
+
+// Scan lists every denied image name and container on the host under p, as
+// of now, without acting: containers first, then images, in Docker's
+// listing order. It is what `pullguard scan` prints.
+func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]Finding, error) {
+	s, err := takeSurvey(ctx, api, p, now)
+	if err != nil {
+		return nil, err
+	}
+	var out []Finding
+	for _, c := range s.Containers {
+		out = append(out, Finding{
+			Kind: FindingContainer, ImageID: c.Container.ImageID, Reference: c.Verdict.Decision.Input,
+			ContainerID: c.Container.ID, ContainerName: c.Container.Name, ContainerState: c.Container.State,
+			Decision: c.Verdict.Decision, Action: c.Action,
+		})
+	}
+	for _, st := range s.Images {
+		for _, r := range st.Plan.Removals {
+			f := Finding{Kind: FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision}
+			switch {
+			case st.LeftInUse():
+				f.Action = enforcer.Reported
+				f.Note = "in use by container " + joinShort(st.UsedBy)
+			case r.Blocked != nil:
+				f.Action = enforcer.Failed
+				f.Note = r.Blocked.Error()
+			case r.Last:
+				f.Action = enforcer.Removed
+			default:
+				f.Action = enforcer.Untagged
+			}
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// shortID is the 12-character form Docker prints.
+func shortID(id string) string {
+	id = strings.TrimPrefix(id, "sha256:")
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func joinShort(ids []string) string {
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = shortID(id)
+	}
+	sort.Strings(s)
+	return strings.Join(s, ", ")
+}
