@@ -27,8 +27,12 @@ func (f *policyFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.insecure, "insecure-policy-permissions", false, "accept a policy file that group or others can write, or that another user owns (development only)")
 }
 
+func (f *policyFlags) loadOptions() policy.LoadOptions {
+	return policy.LoadOptions{InsecurePermissions: f.insecure}
+}
+
 func (f *policyFlags) load() (*policy.Policy, error) {
-	return policy.Load(f.path, policy.LoadOptions{InsecurePermissions: f.insecure})
+	return policy.Load(f.path, f.loadOptions())
 }
 
 func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
@@ -56,6 +60,9 @@ PULLGUARD_POLICY=/etc/pullguard/policy.yaml, as /etc/default/pullguard does.`,
 		newCheckCmd(),
 		newPolicyCmd(),
 		newVersionCmd(),
+		newDaemonCmd(),
+		newScanCmd(),
+		newVerifyImageCmd(),
 	)
 	return root
 }

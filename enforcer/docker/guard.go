@@ -515,6 +515,10 @@ func (g *Guard) isKept(id string) bool {
 	return ok
 }
 
+// Reconcile brings the whole host in line with the policy in force once,
+// synchronously: what `pullguard scan --enforce` does.
+func (g *Guard) Reconcile(ctx context.Context) error { return g.reconcile(ctx, "scan") }
+
 // reconcile brings the whole host in line with the policy in force.
 func (g *Guard) reconcile(ctx context.Context, why string) error {
 	p := g.policies.Current()

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/moby/moby/client"
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+
+	"github.com/pullguard/pullguard/daemon"
+	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/authz"
+	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
+	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
+)
+
+// runtimeFlags say which runtimes to guard; "none" turns one off.
+type runtimeFlags struct {
+	dockerHost          string
+	containerdAddress   string
+	containerdNamespace []string
+}
+
+func (f *runtimeFlags) register(cmd *cobra.Command) {
+	dockerDefault := os.Getenv("DOCKER_HOST")
+	if dockerDefault == "" {
+		dockerDefault = "unix:///var/run/docker.sock"
+	}
+	cmd.Flags().StringVar(&f.dockerHost, "docker-host", dockerDefault, `Docker Engine address, $DOCKER_HOST when set; "none" turns Docker off`)
+	cmd.Flags().StringVar(&f.containerdAddress, "containerd-address", "/run/containerd/containerd.sock", `containerd socket; "none" turns containerd off`)
+	cmd.Flags().StringSliceVar(&f.containerdNamespace, "containerd-namespaces", nil, "containerd namespaces to guard (default: all, including ones created later)")
+}
+
+func (f *runtimeFlags) docker() bool { return f.dockerHost != "none" && f.dockerHost != "" }
+func (f *runtimeFlags) containerd() bool {
+	return f.containerdAddress != "none" && f.containerdAddress != ""
+}
+
+type logFlags struct{ target, format, level string }
+
+func (f *logFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.target, "log-target", daemon.LogTargetAuto, "where logs go: auto (journald when available), journald or stderr")
+	cmd.Flags().StringVar(&f.format, "log-format", daemon.LogFormatText, "stderr log format: text or json")
+	cmd.Flags().StringVar(&f.level, "log-level", "info", "log level: debug, info, warning, error")
+}
+
+func newDaemonCmd() *cobra.Command {
+	var (
+		pf         policyFlags
+		rf         runtimeFlags
+		lf         logFlags
+		authzPath  string
+		authzLabel string
+	)
+	cmd := &cobra.Command{
+		Use:   "daemon",
+		Short: "Guard the host's runtimes until stopped",
+		Long: `daemon follows Docker's and containerd's events, judges every image and
+container against the policy, and (in enforce mode) removes what it does not
+allow; audit mode only logs. It reconciles at start, after every reconnect and
+after every policy reload, reloads the policy when its files change or on
+SIGHUP, and logs every decision that acts to journald.
+
+With --authz-socket, or a socket passed by systemd (pullguard-authz.socket), it
+also serves Docker's authorization plugin API and refuses disallowed pulls,
+creates, tags and builds before they happen.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := daemon.NewLogger(lf.target, lf.format, lf.level)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			var closers []func()
+			defer func() {
+				for _, c := range closers {
+					c()
+				}
+			}()
+			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
+				return buildGuards(rf, authzPath, authzLabel, policies, rep, log, &closers)
+			}
+			err = daemon.Run(cmd.Context(), daemon.Config{
+				PolicyPath:  pf.path,
+				LoadOptions: pf.loadOptions(),
+				Log:         log,
+				Guards:      factory,
+			})
+			if errors.Is(err, daemon.ErrStartup) {
+				return &exitError{code: exitUsage, err: err}
+			}
+			return err
+		},
+	}
+	pf.register(cmd.Flags())
+	rf.register(cmd)
+	lf.register(cmd)
+	cmd.Flags().StringVar(&authzPath, "authz-socket", "", "serve Docker's authorization plugin API on this unix socket (e.g. /run/docker/plugins/pullguard.sock); a socket passed by systemd is used when present")
+	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")
+	return cmd
+}
+
+// namedGuard gives a runtime guard the name the daemon shows for it.
+type namedGuard struct {
+	name string
+	runGuard
+}
+
+type runGuard interface {
+	Run(context.Context) error
+	RequestReconcile()
+	FirstPass() <-chan struct{}
+}
+
+func (g namedGuard) Name() string { return g.name }
+
+func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
+	log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
+	var guards []daemon.Guard
+	if rf.docker() {
+		api, err := dockerguard.NewAPI(rf.dockerHost)
+		if err != nil {
+			return nil, fmt.Errorf("--docker-host: %w", err)
+		}
+		guards = append(guards, namedGuard{enforcer.RuntimeDocker, dockerguard.New(api, policies, rep, log)})
+	}
+	if rf.containerd() {
+		api, err := cdguard.NewAPI(rf.containerdAddress)
+		if err != nil {
+			return nil, fmt.Errorf("--containerd-address: %w", err)
+		}
+		*closers = append(*closers, func() { api.Close() })
+		var opts []cdguard.Option
+		if len(rf.containerdNamespace) > 0 {
+			opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
+		}
+		if rf.docker() {
+			// Docker's containers live in these namespaces; they are
+			// Docker's to judge, with the names Docker knows them by.
+			opts = append(opts, cdguard.WithSkipNamespaces([]string{"moby", "plugins.moby"}))
+		}
+		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
+	}
+	if authzMode != "off" {
+		g, err := buildAuthz(rf, authzPath, policies, rep, log, closers)
+		if err != nil {
+			return nil, err
+		}
+		if g != nil {
+			guards = append(guards, g)
+		}
+	}
+	if len(guards) == 0 {
+		return nil, errors.New("nothing to guard: --docker-host and --containerd-address are both none and no authorization plugin socket is set")
+	}
+	return guards, nil
+}
+
+// authzGuard runs the authorization plugin server as one of the daemon's
+// components. Its socket is listening before the daemon reports ready, so
+// a dockerd ordered after pullguard finds it.
+type authzGuard struct {
+	server    *authz.Server
+	listeners []net.Listener
+	ready     chan struct{}
+}
+
+func (g *authzGuard) Name() string               { return "docker-authz" }
+func (g *authzGuard) RequestReconcile()          {}
+func (g *authzGuard) FirstPass() <-chan struct{} { return g.ready }
+func (g *authzGuard) Run(ctx context.Context) error {
+	errs := make(chan error, len(g.listeners))
+	for _, l := range g.listeners {
+		go func(l net.Listener) { errs <- g.server.Serve(ctx, l) }(l)
+	}
+	var first error
+	for range g.listeners {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter,
+	log *logrus.Logger, closers *[]func()) (daemon.Guard, error) {
+	listeners, err := authz.ListenersFromSystemd()
+	if err != nil {
+		return nil, err
+	}
+	if len(listeners) == 0 && path != "" {
+		l, err := authz.Listen(path)
+		if err != nil {
+			return nil, fmt.Errorf("--authz-socket: %w", err)
+		}
+		listeners = []net.Listener{l}
+	}
+	if len(listeners) == 0 {
+		return nil, nil
+	}
+	if !rf.docker() {
+		return nil, errors.New("the authorization plugin needs --docker-host to resolve local images")
+	}
+	c, err := client.New(client.WithHost(rf.dockerHost), client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("--docker-host: %w", err)
+	}
+	*closers = append(*closers, func() { c.Close() })
+	ready := make(chan struct{})
+	close(ready)
+	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log)
+	return &authzGuard{server: srv, listeners: listeners, ready: ready}, nil
+}
