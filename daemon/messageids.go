@@ -1,5 +1,7 @@
 package daemon
 
+import "github.com/pullguard/pullguard/enforcer"
+
 // MESSAGE_IDs of pullguard's journal entries. Each is a fixed random 128-bit
 // ID (generated once, never to be changed: SREs' filters and the journald
 // catalog depend on them). Filter with e.g.
@@ -42,11 +44,11 @@ const (
 
 	// MessageIDRuntimeConnected: pullguard connected (or reconnected) to a
 	// container runtime and is watching its events (PULLGUARD_RUNTIME).
-	MessageIDRuntimeConnected = "c79fbfa9afc24b5f8b0d3ba6bd2301f3"
+	MessageIDRuntimeConnected = enforcer.MessageIDRuntimeConnected
 
 	// MessageIDRuntimeDisconnected: the connection to a runtime was lost;
 	// pullguard is reconnecting and will reconcile what it missed.
-	MessageIDRuntimeDisconnected = "82e3253dbd0844049a88d072592d7394"
+	MessageIDRuntimeDisconnected = enforcer.MessageIDRuntimeDisconnected
 
 	// MessageIDStarted: the daemon started and is enforcing (or auditing).
 	MessageIDStarted = "86b70b17b49b40deaa40068acfd22c57"

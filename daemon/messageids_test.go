@@ -34,7 +34,12 @@ func TestMessageIDs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	consts := regexp.MustCompile(`(?m)^\s*MessageID(\w+)\s*=\s*"([0-9a-f]+)"`).FindAllStringSubmatch(string(src), -1)
+	consts := regexp.MustCompile(`(?m)^\s*MessageID(\w+)\s*=\s*(?:"([0-9a-f]+)"|enforcer\.MessageID\w+)`).FindAllStringSubmatch(string(src), -1)
+	for _, c := range consts {
+		if c[2] == "" { // defined in enforcer, where the guards log it
+			c[2] = map[string]string{"RuntimeConnected": MessageIDRuntimeConnected, "RuntimeDisconnected": MessageIDRuntimeDisconnected}[c[1]]
+		}
+	}
 	if len(consts) != len(MessageIDs()) {
 		t.Errorf("%d MessageID constants, %d listed by MessageIDs()", len(consts), len(MessageIDs()))
 	}

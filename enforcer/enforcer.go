@@ -56,6 +56,15 @@ const (
 	RuntimeContainerd = "containerd"
 )
 
+// Journal MESSAGE_IDs of the guards' own connection entries, so that SREs
+// can find outages (journalctl MESSAGE_ID=...). daemon/messageids.go lists
+// every MESSAGE_ID pullguard writes, these included.
+const (
+	FieldMessageID               = "MESSAGE_ID"
+	MessageIDRuntimeConnected    = "c79fbfa9afc24b5f8b0d3ba6bd2301f3"
+	MessageIDRuntimeDisconnected = "82e3253dbd0844049a88d072592d7394"
+)
+
 // Record is one decision that led to an action or a would-be action.
 type Record struct {
 	Action    Action

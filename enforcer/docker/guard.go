@@ -156,7 +156,8 @@ func (g *Guard) follow(ctx context.Context) {
 			delay = g.minBackoff // the connection held: start over
 		}
 		if !down {
-			g.log.WithFields(logrus.Fields{"error": err, "retry_in": delay.String()}).
+			g.log.WithFields(logrus.Fields{"error": err, "retry_in": delay.String(),
+				enforcer.FieldMessageID: enforcer.MessageIDRuntimeDisconnected, "runtime": enforcer.RuntimeDocker}).
 				Warn("disconnected from dockerd; reconnecting")
 			down = true
 		} else {
@@ -186,7 +187,9 @@ func (g *Guard) session(ctx context.Context, down *bool) error {
 	cancelPing()
 	if err != nil {
 		if !*down {
-			g.log.WithFields(logrus.Fields{"error": err}).Warn("dockerd unreachable; retrying")
+			g.log.WithFields(logrus.Fields{"error": err,
+				enforcer.FieldMessageID: enforcer.MessageIDRuntimeDisconnected, "runtime": enforcer.RuntimeDocker}).
+				Warn("dockerd unreachable; retrying")
 			*down = true
 		}
 		return err
@@ -204,7 +207,9 @@ func (g *Guard) session(ctx context.Context, down *bool) error {
 	wg.Go(func() { streamErr <- g.read(sctx, events, errs) })
 
 	*down = false
-	g.log.WithFields(logrus.Fields{"api_version": version}).Info("connected to dockerd")
+	g.log.WithFields(logrus.Fields{"api_version": version,
+		enforcer.FieldMessageID: enforcer.MessageIDRuntimeConnected, "runtime": enforcer.RuntimeDocker}).
+		Info("connected to dockerd")
 
 	select { // this connection reconciles anyway
 	case <-g.reconcileReq:
