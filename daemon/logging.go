@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"golang.org/x/sys/unix"
+
 	"errors"
 	"fmt"
 	"io"
@@ -66,8 +68,8 @@ func withJournalSender(send journalSender) LoggerOption {
 // NewLogger builds the daemon's logger.
 //
 // target is auto, journald or stderr. auto picks journald when the process
-// runs under systemd ($JOURNAL_STREAM or $INVOCATION_ID set) or journald's
-// socket exists, and stderr otherwise. With journald, entries go only to
+// runs under systemd ($JOURNAL_STREAM or $INVOCATION_ID set), or when
+// journald's socket exists and stderr is not a terminal; stderr otherwise. With journald, entries go only to
 // the journal: under systemd stderr is captured by journald too, and
 // writing both would log everything twice.
 //
@@ -100,7 +102,8 @@ func NewLogger(target, format, level string, opts ...LoggerOption) (*logrus.Logg
 	var journald bool
 	switch target {
 	case LogTargetAuto, "":
-		journald = journaldAvailable(cfg.getenv, cfg.journalSocket)
+		journald = journaldAvailable(cfg.getenv, cfg.journalSocket) &&
+			(underSystemd(cfg.getenv) || !isTerminal(cfg.stderr))
 	case LogTargetJournald:
 		if !socketExists(cfg.journalSocket) {
 			return nil, fmt.Errorf("%w: log target journald: %s does not exist (is systemd-journald running?)", ErrLogConfig, cfg.journalSocket)
@@ -130,10 +133,25 @@ func NewLogger(target, format, level string, opts ...LoggerOption) (*logrus.Logg
 
 // journaldAvailable is auto's choice: under systemd, or journald running.
 func journaldAvailable(getenv func(string) string, socket string) bool {
-	if getenv("JOURNAL_STREAM") != "" || getenv("INVOCATION_ID") != "" {
+	if underSystemd(getenv) {
 		return true
 	}
 	return socketExists(socket)
+}
+
+func underSystemd(getenv func(string) string) bool {
+	return getenv("JOURNAL_STREAM") != "" || getenv("INVOCATION_ID") != ""
+}
+
+// isTerminal reports whether w is a terminal: someone running pullguard by
+// hand, outside systemd, wants to see its log where they typed the command.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
 
 func socketExists(path string) bool {
