@@ -1,14 +1,13 @@
 package daemon
 
 import (
-	"golang.org/x/sys/unix"
-
 	"errors"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // Log targets, as given to --log-target.

@@ -6,6 +6,8 @@
 #   testenv.sh seed DIR   build a tiny busybox image from nothing, push it under the test names,
 #                         then remove the local copies so dockerd starts with an empty image store
 #   testenv.sh down DIR   stop what `up` started, unmount what is left under DIR; safe to repeat
+#   testenv.sh restart-dockerd DIR  (root) start the environment's dockerd again, same flags
+#   testenv.sh restart-containerd DIR  (root) kill -9 the environment's containerd, start it again
 #
 # Everything `up` starts lives under DIR (sockets, state, logs), so several environments can run
 # side by side and the host's /var/lib/docker, /run/docker.sock, /etc/docker etc. are not used.
@@ -48,7 +50,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -525,6 +527,55 @@ unmount_under() {
 	return 1
 }
 
+# ------------------------------------------------------------------------------ restart-dockerd
+
+# cmd_restart_dockerd DIR: start the environment's dockerd again with the flags `up` gave it,
+# stopping it first if it still runs. Tests kill dockerd (kill -9 "$DOCKERD_PID_FILE") to see
+# that pullguard survives a runtime that vanishes, then bring it back with this.
+cmd_restart_dockerd() {
+	need_root restart-dockerd
+	load_env "$@"
+	pid_of "$RUN/containerd.pid" "$CTRD_CONF" || die "containerd of $DIR is not running"
+	stop dockerd "$RUN/dockerd-launch.pid" "$DOCKER_SOCK"
+	# dockerd refuses to start while its --pidfile names a process that still exists, and one
+	# killed with SIGKILL takes a moment to go (and to be reaped).
+	local pid i
+	if [[ -r $RUN/dockerd.pid ]]; then
+		pid=$(<"$RUN/dockerd.pid")
+		for ((i = 0; i < 100; i++)); do
+			[[ $pid =~ ^[0-9]+$ && -e /proc/$pid ]] || break
+			sleep 0.1
+		done
+		[[ ! -e /proc/$pid ]] || die "the previous dockerd ($pid) is still there after 10s"
+	fi
+	up_dockerd
+	log "dockerd restarted in $DIR"
+}
+
+# --------------------------------------------------------------------------- restart-containerd
+
+# cmd_restart_containerd DIR: kill the environment's containerd with SIGKILL, as a crash or the
+# OOM killer would, and start it again with the same configuration once it is gone. Its shims
+# (and their containers) keep running and are picked up again, as after a real crash; dockerd
+# and pullguard have to reconnect by themselves.
+cmd_restart_containerd() {
+	need_root restart-containerd
+	load_env "$@"
+	local pid i
+	if pid_of "$RUN/containerd.pid" "$CTRD_CONF"; then
+		pid=$(<"$RUN/containerd.pid")
+		kill -KILL "$pid" 2>/dev/null || true
+		for ((i = 0; i < 100; i++)); do
+			pid_of "$RUN/containerd.pid" "$CTRD_CONF" || break
+			sleep 0.1
+		done
+		! pid_of "$RUN/containerd.pid" "$CTRD_CONF" || die "containerd ($pid) is still there 10s after SIGKILL"
+	fi
+	start containerd "$RUN/containerd.pid" containerd --config "$CTRD_CONF"
+	wait_ready containerd "$RUN/containerd.pid" "$CTRD_CONF" 20 ctr --address "$CTRD_SOCK" version
+	log "containerd restarted in $DIR"
+}
+
 # ---------------------------------------------------------------------------------------- main
 
 main() {
@@ -535,6 +586,8 @@ main() {
 	up) cmd_up "$@" ;;
 	seed) cmd_seed "$@" ;;
 	down) cmd_down "$@" ;;
+	restart-dockerd) cmd_restart_dockerd "$@" ;;
+	restart-containerd) cmd_restart_containerd "$@" ;;
 	*) usage ;;
 	esac
 }
