@@ -13,6 +13,12 @@ import (
 // same key over and over.
 type floodKey struct {
 	action, runtime, namespace, image, reason string
+	// container: a record about a container is never "the same" as one
+	// about its image. A pulled disallowed image and the container then
+	// made from it are two decisions on two objects, and the container's
+	// must not wait a whole window to be logged. (Containers of one image
+	// share a key: a crash-looping pod makes a new container each time.)
+	container bool
 }
 
 func keyOf(rec enforcer.Record) floodKey {
@@ -22,6 +28,7 @@ func keyOf(rec enforcer.Record) floodKey {
 		namespace: rec.Namespace,
 		image:     imageOf(rec),
 		reason:    rec.Decision.Reason,
+		container: rec.ContainerID != "",
 	}
 }
 

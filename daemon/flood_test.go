@@ -25,6 +25,10 @@ func TestFloodGate(t *testing.T) {
 	aOtherNS := blockedPull(p, "default", "localhost:5000/evil/miner:1")
 	aFailed := a
 	aFailed.Action = enforcer.Failed
+	aContainer := a
+	aContainer.ContainerID = "0123456789ab"
+	aOtherContainer := a
+	aOtherContainer.ContainerID = "ba9876543210"
 	t0 := testTime
 
 	type step struct {
@@ -59,6 +63,12 @@ func TestFloodGate(t *testing.T) {
 			{3 * time.Second, aFailed, true, 0},
 			{4 * time.Second, a, false, 0},
 		},
+		"an image and a container of it are different entries; containers of one image are not": {
+			{0, a, true, 0},
+			{1 * time.Second, aContainer, true, 0},
+			{2 * time.Second, aOtherContainer, false, 0},
+			{3 * time.Second, a, false, 0},
+		},
 	}
 	for name, steps := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -83,7 +93,7 @@ func TestFloodGateExpire(t *testing.T) {
 	g.admit(a, t0)
 	for i := 1; i <= 5; i++ {
 		last := a
-		last.ContainerID = fmt.Sprint(i) // to tell which record is kept
+		last.ImageID = fmt.Sprint(i) // to tell which record is kept
 		g.admit(last, t0.Add(time.Duration(i)*time.Second))
 	}
 	g.admit(b, t0.Add(30*time.Second))
@@ -94,7 +104,7 @@ func TestFloodGateExpire(t *testing.T) {
 	// The retries stopped: the count is written without waiting for
 	// another one, as the latest record plus 4 earlier ones.
 	due := g.expire(t0.Add(61 * time.Second))
-	if len(due) != 1 || due[0].repeats != 4 || due[0].rec.ContainerID != "5" {
+	if len(due) != 1 || due[0].repeats != 4 || due[0].rec.ImageID != "5" {
 		t.Fatalf("expire = %+v, want the 5th record with 4 repeats", due)
 	}
 	if g.size() != 2 {

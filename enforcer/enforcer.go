@@ -61,6 +61,7 @@ const (
 // every MESSAGE_ID pullguard writes, these included.
 const (
 	FieldMessageID               = "MESSAGE_ID"
+	FieldRuntime                 = "PULLGUARD_RUNTIME"
 	MessageIDRuntimeConnected    = "c79fbfa9afc24b5f8b0d3ba6bd2301f3"
 	MessageIDRuntimeDisconnected = "82e3253dbd0844049a88d072592d7394"
 )

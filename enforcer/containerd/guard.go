@@ -147,7 +147,7 @@ func (g *Guard) Run(ctx context.Context) error {
 		failures++
 		entry := g.log.WithError(err).WithField("retry_in", delay.String())
 		if failures == 1 {
-			entry.WithFields(logrus.Fields{enforcer.FieldMessageID: enforcer.MessageIDRuntimeDisconnected, "runtime": enforcer.RuntimeContainerd}).
+			entry.WithFields(logrus.Fields{enforcer.FieldMessageID: enforcer.MessageIDRuntimeDisconnected, enforcer.FieldRuntime: enforcer.RuntimeContainerd}).
 				Warn("containerd: lost or could not reach containerd; retrying, and reconciling once it is back")
 		} else {
 			entry.Debug("containerd: still unreachable")
@@ -220,7 +220,7 @@ func (g *Guard) session(ctx context.Context, q *queue) (connected bool, err erro
 			}
 			if !connected {
 				connected = true
-				g.log.WithFields(logrus.Fields{enforcer.FieldMessageID: enforcer.MessageIDRuntimeConnected, "runtime": enforcer.RuntimeContainerd}).
+				g.log.WithFields(logrus.Fields{enforcer.FieldMessageID: enforcer.MessageIDRuntimeConnected, enforcer.FieldRuntime: enforcer.RuntimeContainerd}).
 					Info("containerd: connected; every guarded namespace reconciled, watching events")
 			}
 			if pending {

@@ -157,7 +157,7 @@ func (g *Guard) follow(ctx context.Context) {
 		}
 		if !down {
 			g.log.WithFields(logrus.Fields{"error": err, "retry_in": delay.String(),
-				enforcer.FieldMessageID: enforcer.MessageIDRuntimeDisconnected, "runtime": enforcer.RuntimeDocker}).
+				enforcer.FieldMessageID: enforcer.MessageIDRuntimeDisconnected, enforcer.FieldRuntime: enforcer.RuntimeDocker}).
 				Warn("disconnected from dockerd; reconnecting")
 			down = true
 		} else {
@@ -188,7 +188,7 @@ func (g *Guard) session(ctx context.Context, down *bool) error {
 	if err != nil {
 		if !*down {
 			g.log.WithFields(logrus.Fields{"error": err,
-				enforcer.FieldMessageID: enforcer.MessageIDRuntimeDisconnected, "runtime": enforcer.RuntimeDocker}).
+				enforcer.FieldMessageID: enforcer.MessageIDRuntimeDisconnected, enforcer.FieldRuntime: enforcer.RuntimeDocker}).
 				Warn("dockerd unreachable; retrying")
 			*down = true
 		}
@@ -208,7 +208,7 @@ func (g *Guard) session(ctx context.Context, down *bool) error {
 
 	*down = false
 	g.log.WithFields(logrus.Fields{"api_version": version,
-		enforcer.FieldMessageID: enforcer.MessageIDRuntimeConnected, "runtime": enforcer.RuntimeDocker}).
+		enforcer.FieldMessageID: enforcer.MessageIDRuntimeConnected, enforcer.FieldRuntime: enforcer.RuntimeDocker}).
 		Info("connected to dockerd")
 
 	select { // this connection reconciles anyway
