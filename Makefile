@@ -10,7 +10,11 @@ FUZZTIME ?= 10s
 # Where `make demo` keeps its environment.
 DEMO_DIR ?= /tmp/pullguard-demo
 
-.PHONY: all build test test-unit test-fuzz test-integration test-env bench lint demo clean
+# Package version: v1.2.3 tags give 1.2.3; see packaging/version.sh.
+PKG_VERSION ?= $(shell packaging/version.sh)
+PKG_ARCHES ?= amd64 arm64
+
+.PHONY: all build test test-unit test-fuzz test-integration test-env test-packaging bench lint demo package clean
 
 all: build
 
@@ -19,7 +23,7 @@ build:
 
 ## test: unit tests (with the race detector), a fuzz smoke run, and the
 ## end-to-end tests against real containerd, dockerd, a registry and journald.
-test: test-env test-unit test-fuzz test-integration
+test: test-env test-unit test-fuzz test-integration test-packaging
 
 # As root, install the runtimes the end-to-end tests drive (a no-op once
 # installed). Without root the end-to-end tests say why they skip.
@@ -41,16 +45,28 @@ test-fuzz:
 test-integration:
 	$(GO) test -count=1 -timeout 15m -v ./integration/ 2>&1 | tee /tmp/pullguard-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SKIP|panic)|integration:' ; exit $${PIPESTATUS[0]}
 
-## bench: the performance figures quoted in the README.
+## test-packaging: build the packages, lint them, and install, reinstall,
+## remove and purge the .deb for real (root on Debian; the host is left as found).
+test-packaging:
+	@if [ "$$(id -u)" = 0 ]; then packaging/verify.sh; \
+	else echo "not root: packaging checks skip (run: sudo make test)"; fi
+
+## package: dist/pullguard_VERSION_ARCH.deb and .rpm for amd64 and arm64.
+package:
+	packaging/build.sh $(PKG_VERSION) $(PKG_ARCHES)
+
+## bench: the performance figures quoted in the README. The policy core in
+## Go's harness; the end-to-end figures against the real runtimes (root).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 5 ./policy/ | tee /tmp/pullguard-bench-policy.txt
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./integration/ | tee /tmp/pullguard-bench-integration.txt
 
 ## lint: formatting, vet and staticcheck (pinned).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
-	@if command -v shellcheck >/dev/null; then shellcheck integration/*.sh .ci/run; fi
+	@if command -v shellcheck >/dev/null; then shellcheck integration/*.sh .ci/run packaging/*.sh packaging/deb/post* packaging/deb/prerm packaging/rpm/*; fi
 
 ## demo: bring up the environment, run pullguard in enforce mode, pull an
 ## allowed and a disallowed image, and show what happened.

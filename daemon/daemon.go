@@ -44,7 +44,8 @@ type Config struct {
 	Log         *logrus.Logger
 	Guards      GuardFactory
 	// StopTimeout bounds shutdown after SIGTERM; systemd is told STOPPING=1
-	// at once. Default 4 s, inside the 5 s the unit allows.
+	// at once. Default 4 s: the promise is a stop within 5 s (the unit's
+	// TimeoutStopSec is a looser 10 s).
 	StopTimeout time.Duration
 	// FloodWindow is passed to the Reporter (0: its default).
 	FloodWindow time.Duration

@@ -91,7 +91,7 @@ func MessageIDs() []MessageIDInfo {
 		{MessageIDPolicyLoaded, "PolicyLoaded", "pullguard policy loaded",
 			"A policy was loaded and is now in force. PULLGUARD_POLICY_HASH identifies its content; PULLGUARD_MODE, PULLGUARD_ALLOW_RULES and PULLGUARD_DENY_RULES summarize it."},
 		{MessageIDPolicyInvalid, "PolicyInvalid", "pullguard rejected an invalid policy",
-			"A changed policy file could not be used; the previous policy stays in force. The message lists every problem as file:line:col. Fix the file (pullguard check validates it) and pullguard picks it up."},
+			"A changed policy file could not be used; the previous policy stays in force. The message lists every problem as file:line:col. Fix the file (pullguard policy validate checks it) and pullguard picks it up."},
 		{MessageIDRuntimeConnected, "RuntimeConnected", "pullguard connected to a container runtime",
 			"pullguard is connected to the runtime named in PULLGUARD_RUNTIME and watches its events."},
 		{MessageIDRuntimeDisconnected, "RuntimeDisconnected", "pullguard lost its connection to a container runtime",

@@ -29,6 +29,8 @@ const (
 	DefaultWorkers    = 4
 
 	pingTimeout = 10 * time.Second
+	// firstPingTimeout bounds the very first ping (see session).
+	firstPingTimeout = 2 * time.Second
 )
 
 // Guard follows one dockerd and enforces the policy on it.
@@ -182,7 +184,17 @@ var errStreamEnded = errors.New("event stream ended")
 func (g *Guard) session(ctx context.Context, down *bool) error {
 	// A dockerd that accepts connections but does not answer must not
 	// hold the guard forever.
-	pctx, cancelPing := context.WithTimeout(ctx, pingTimeout)
+	timeout := pingTimeout
+	select {
+	case <-g.first:
+	default:
+		// At boot, systemd holds docker.socket open while docker.service
+		// waits for pullguard to be ready (Before=docker.service): a ping
+		// then hangs until it times out, and so would pullguard's start.
+		// The first attempt gives up quickly; the next ones wait longer.
+		timeout = firstPingTimeout
+	}
+	pctx, cancelPing := context.WithTimeout(ctx, timeout)
 	version, err := g.api.Ping(pctx)
 	cancelPing()
 	if err != nil {
