@@ -1,0 +1,140 @@
+package integration
+
+import (
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// authzBenchRequests is the least number of requests measured per case and plugin state.
+const authzBenchRequests = 2000
+
+// authzBenchWarmup requests precede each measured run, unmeasured: connections, caches.
+const authzBenchWarmup = 100
+
+// BenchmarkAuthzAddedLatency measures the latency pullguard's authorization plugin adds to
+// Docker API requests: the same requests to the same dockerd, one after another over one
+// keep-alive connection, with the plugin off and then on (dockerd reloads daemon.json between
+// the two). Cases:
+//
+//   - GET-ping and GET-containers (docker ps): the common requests, which the plugin allows
+//     without policy work (dockerd still calls it twice, AuthZReq and AuthZRes). Not
+//     GET /version: dockerd 20.10 runs runc and docker-init for it, tens of milliseconds;
+//   - POST-tag-allowed: a judged request that goes through (the plugin decides on the new
+//     name and resolves the source image through Docker's API, a nested request);
+//   - POST-create-denied: a judged request that is refused (resolve, decide, report). Off,
+//     dockerd answers 404 (no such image) itself; on, the plugin answers 403 first.
+//
+// Each case reports p50 and p99 off and on, and p99-added-us = p99 on - p99 off (goal: ≤ 1000).
+// At least 2,000 requests are measured per case and state, whatever b.N; run it with
+// -benchtime=1x:
+//
+//	go test -run '^$' -bench BenchmarkAuthzAddedLatency -benchtime 1x ./integration/
+func BenchmarkAuthzAddedLatency(b *testing.B) {
+	e := rtRequireBenchEnv(b)
+	name := authzPluginName()
+	sock := authzSocket(b, name)
+	startRtDaemon(b, WritePolicy(b, "", cdPolicy(e, "enforce", "keep")),
+		"--docker-host", e.DockerHost, "--containerd-address", "none", "--authz-socket", sock)
+	allowed, evil := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:latest")
+	e.Docker(b, "pull", "--quiet", allowed)
+	raw := newRawDocker(b, e)
+
+	type request struct {
+		name, method, uri string
+		body              []byte
+		headers           [][2]string
+		statusOff         int
+		statusOn          int
+	}
+	cases := []request{
+		{name: "GET-ping", method: "GET", uri: "/_ping", statusOff: 200, statusOn: 200},
+		{name: "GET-containers", method: "GET", uri: "/v1.41/containers/json?all=1", statusOff: 200, statusOn: 200},
+		{name: "POST-tag-allowed", method: "POST",
+			uri:       "/v1.41/images/" + allowed + "/tag?" + url.Values{"repo": {e.Ref("approved/busybox")}, "tag": {"bench"}}.Encode(),
+			statusOff: 201, statusOn: 201},
+		{name: "POST-create-denied", method: "POST", uri: "/v1.41/containers/create",
+			body:      []byte(`{"Image":"` + evil + `","Cmd":["true"]}`),
+			headers:   [][2]string{{"Content-Type", "application/json"}},
+			statusOff: 404, statusOn: 403},
+	}
+	measure := func(b *testing.B, r request, n, status int) []time.Duration {
+		b.Helper()
+		lat := make([]time.Duration, 0, n)
+		for i := range authzBenchWarmup + n {
+			start := time.Now()
+			resp := raw.do(b, r.method, r.uri, r.body, r.headers...)
+			took := time.Since(start)
+			if resp.Status != status {
+				b.Fatalf("%s %s: status %d, want %d: %s", r.method, r.uri, resp.Status, status, resp.Body)
+			}
+			if i >= authzBenchWarmup {
+				lat = append(lat, took)
+			}
+		}
+		slices.Sort(lat)
+		return lat
+	}
+
+	// pullguard's own share: the plugin calls dockerd makes, sent straight to its socket.
+	plugin := newRawUnix(b, sock)
+	for _, c := range []struct{ name, body string }{
+		{"plugin-AuthZReq-ping", `{"RequestMethod":"GET","RequestUri":"/_ping"}`},
+		{"plugin-AuthZReq-pull-denied", `{"RequestMethod":"POST","RequestUri":"/v1.41/images/create?fromImage=` +
+			url.QueryEscape(evil) + `","RequestHeaders":{"Content-Length":"0"}}`},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			r := request{method: "POST", uri: "/AuthZPlugin.AuthZReq", body: []byte(c.body),
+				headers: [][2]string{{"Content-Type", "application/json"}}}
+			lat := make([]time.Duration, 0, authzBenchRequests)
+			for i := range authzBenchWarmup + max(b.N, authzBenchRequests) {
+				start := time.Now()
+				resp := plugin.do(b, r.method, r.uri, r.body, r.headers...)
+				took := time.Since(start)
+				if resp.Status != 200 || !strings.Contains(resp.Body, `"Allow"`) {
+					b.Fatalf("AuthZReq: status %d: %s", resp.Status, resp.Body)
+				}
+				if i >= authzBenchWarmup {
+					lat = append(lat, took)
+				}
+			}
+			slices.Sort(lat)
+			p50, p99 := sampleQuantile(lat, 0.5), sampleQuantile(lat, 0.99)
+			b.ReportMetric(rtMicros(p50), "p50-us")
+			b.ReportMetric(rtMicros(p99), "p99-us")
+			b.Logf("%s: %d calls: p50 %v p99 %v", c.name, len(lat), p50, p99)
+		})
+	}
+
+	for _, r := range cases {
+		b.Run(r.name, func(b *testing.B) {
+			n := max(b.N, authzBenchRequests)
+			off := measure(b, r, n, r.statusOff)
+			on := false
+			b.Cleanup(func() {
+				if on { // this case failed with the plugin on: turn it off before pullguard stops
+					setAuthzPlugins(b, e, []string{})
+				}
+			})
+			on = true
+			setAuthzPlugins(b, e, []string{name})
+			with := measure(b, r, n, r.statusOn)
+			setAuthzPlugins(b, e, []string{})
+			on = false
+
+			p50off, p99off := sampleQuantile(off, 0.5), sampleQuantile(off, 0.99)
+			p50on, p99on := sampleQuantile(with, 0.5), sampleQuantile(with, 0.99)
+			b.ReportMetric(rtMicros(p50off), "p50-off-us")
+			b.ReportMetric(rtMicros(p50on), "p50-on-us")
+			b.ReportMetric(rtMicros(p99off), "p99-off-us")
+			b.ReportMetric(rtMicros(p99on), "p99-on-us")
+			b.ReportMetric(rtMicros(p50on-p50off), "p50-added-us")
+			b.ReportMetric(rtMicros(p99on-p99off), "p99-added-us")
+			b.Logf("%s: %d requests each: off p50 %v p90 %v p99 %v max %v; on p50 %v p90 %v p99 %v max %v; added p50 %v p99 %v",
+				r.name, n, p50off, sampleQuantile(off, 0.9), p99off, off[len(off)-1],
+				p50on, sampleQuantile(with, 0.9), p99on, with[len(with)-1], p50on-p50off, p99on-p99off)
+		})
+	}
+}
