@@ -199,6 +199,9 @@ func messageIDOf(a enforcer.Action) string {
 // imageOf is the image as PULLGUARD_IMAGE shows it: the normalized
 // reference, or what the runtime gave when it did not parse.
 func imageOf(rec enforcer.Record) string {
+	if rec.Image != "" {
+		return rec.Image
+	}
 	if rec.Decision.Reference != "" {
 		return rec.Decision.Reference
 	}

@@ -73,7 +73,12 @@ type Record struct {
 	Namespace string // containerd namespace; empty for Docker
 	// Event is what triggered the decision: the runtime's event action
 	// (pull, tag, create, ...), "reconcile", or "authz".
-	Event       string
+	Event string
+	// Image is the image's name as the runtime lists it, normalized; when
+	// empty, the decision's reference is shown. containerd judges a record
+	// with its digest attached, but SREs filter on the name alone, as for
+	// Docker.
+	Image       string
 	ImageID     string
 	ContainerID string
 	Mode        policy.Mode

@@ -150,6 +150,7 @@ func (g *Guard) deleteImage(ctx context.Context, p *policy.Policy, now time.Time
 		Action:    action,
 		Namespace: ns,
 		Event:     event,
+		Image:     displayName(j.Name),
 		ImageID:   j.Target,
 		Mode:      p.Mode,
 		Decision:  j.decision,
@@ -169,4 +170,14 @@ func (g *Guard) deleteImage(ctx context.Context, p *policy.Policy, now time.Time
 		r.Err = fmt.Errorf("deleting image %s in namespace %s: %w", j.Name, ns, err)
 	}
 	g.report(r)
+}
+
+// displayName is a record's name normalized as Docker shows names
+// (docker.io/library/nginx:latest), without the digest the judgement
+// attached; an image-ID record keeps its name.
+func displayName(name string) string {
+	if r, err := policy.ParseRef(name); err == nil {
+		return r.String
+	}
+	return name
 }
