@@ -159,9 +159,11 @@ func TestReporterFloodControl(t *testing.T) {
 	}
 	// Written at 0s, 60s (5 repeats: 10..50s) and 120s (5 repeats: 70..110s);
 	// 130..170s are held until the window ends or the reporter stops.
-	entries := waitEntries(t, hook, 3)
+	if got := waitEntries(t, hook, 3); len(got) != 3 {
+		t.Fatalf("%d entries before the reporter stopped, want 3", len(got))
+	}
 	stop()
-	entries = waitEntries(t, hook, 4)
+	entries := waitEntries(t, hook, 4)
 	if len(entries) != 4 {
 		t.Fatalf("%d entries, want 4", len(entries))
 	}

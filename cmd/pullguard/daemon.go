@@ -204,7 +204,7 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	if !rf.docker() {
 		return nil, errors.New("the authorization plugin needs --docker-host to resolve local images")
 	}
-	c, err := client.New(client.WithHost(rf.dockerHost), client.WithAPIVersionNegotiation())
+	c, err := client.New(client.WithHost(rf.dockerHost))
 	if err != nil {
 		return nil, fmt.Errorf("--docker-host: %w", err)
 	}
