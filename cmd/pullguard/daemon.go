@@ -191,6 +191,20 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	if err != nil {
 		return nil, err
 	}
+	if !rf.docker() {
+		if path != "" {
+			return nil, errors.New("--authz-socket needs Docker (--docker-host) to resolve local images")
+		}
+		// The packaged unit always passes the plugin's socket; on a host
+		// without Docker (a Kubernetes node) nobody will call it.
+		for _, l := range listeners {
+			l.Close()
+		}
+		if len(listeners) > 0 {
+			log.Info("Docker is off (--docker-host none): not serving the authorization plugin socket systemd passed")
+		}
+		return nil, nil
+	}
 	if len(listeners) == 0 && path != "" {
 		l, err := authz.Listen(path)
 		if err != nil {
@@ -200,9 +214,6 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	}
 	if len(listeners) == 0 {
 		return nil, nil
-	}
-	if !rf.docker() {
-		return nil, errors.New("the authorization plugin needs --docker-host to resolve local images")
 	}
 	c, err := client.New(client.WithHost(rf.dockerHost))
 	if err != nil {

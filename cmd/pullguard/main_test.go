@@ -167,3 +167,33 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version: exit %d, %q", code, out)
 	}
 }
+
+func TestDaemonRefusesToStart(t *testing.T) {
+	pol := fixedPolicy(t)
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("allow: nginx\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases := map[string]struct {
+		args   []string
+		stderr string
+	}{
+		"nothing to guard": {[]string{"daemon", "--policy", pol, "--log-target", "stderr", "--docker-host", "none", "--containerd-address", "none"},
+			"nothing to guard"},
+		"invalid policy": {[]string{"daemon", "--policy", bad, "--log-target", "stderr", "--docker-host", "none"},
+			bad + ":1:8: allow: expected a list of rules"},
+		"missing policy": {[]string{"daemon", "--policy", "/nonexistent/policy.yaml", "--log-target", "stderr"},
+			"policy file does not exist"},
+		"authz without docker": {[]string{"daemon", "--policy", pol, "--log-target", "stderr", "--docker-host", "none",
+			"--containerd-address", "none", "--authz-socket", filepath.Join(t.TempDir(), "p.sock")}, "--authz-socket needs Docker"},
+		"bad log target": {[]string{"daemon", "--policy", pol, "--log-target", "syslog"}, "log target"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			code, _, errOut := pullguard(t, "", tc.args...)
+			if code != exitUsage || !strings.Contains(errOut, tc.stderr) {
+				t.Errorf("exit %d, stderr %q; want exit 2 and %q", code, errOut, tc.stderr)
+			}
+		})
+	}
+}
