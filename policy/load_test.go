@@ -147,22 +147,6 @@ func TestLoadRefusesForeignOwner(t *testing.T) {
 	}
 }
 
-// TestShippedPolicies loads every policy the project ships with the real
-// loader, the way the daemon will on a fresh install.
-func TestShippedPolicies(t *testing.T) {
-	files, _ := filepath.Glob("../packaging/*.yaml")
-	examples, _ := filepath.Glob("../examples/*.yaml")
-	files = append(files, examples...)
-	if len(files) == 0 {
-		t.Skip("no shipped policy files yet")
-	}
-	for _, f := range files {
-		if _, err := LoadFiles([]string{f}, LoadOptions{InsecurePermissions: true}); err != nil {
-			t.Errorf("%s: %v", f, err)
-		}
-	}
-}
-
 func write(t *testing.T, name, content string) {
 	t.Helper()
 	if err := os.MkdirAll(filepath.Dir(name), 0o755); err != nil {
