@@ -26,13 +26,17 @@ type runtimeFlags struct {
 }
 
 func (f *runtimeFlags) register(cmd *cobra.Command) {
+	f.registerDocker(cmd)
+	cmd.Flags().StringVar(&f.containerdAddress, "containerd-address", "/run/containerd/containerd.sock", `containerd socket; "none" turns containerd off`)
+	cmd.Flags().StringSliceVar(&f.containerdNamespace, "containerd-namespaces", nil, "containerd namespaces to guard (default: all, including ones created later)")
+}
+
+func (f *runtimeFlags) registerDocker(cmd *cobra.Command) {
 	dockerDefault := os.Getenv("DOCKER_HOST")
 	if dockerDefault == "" {
 		dockerDefault = "unix:///var/run/docker.sock"
 	}
 	cmd.Flags().StringVar(&f.dockerHost, "docker-host", dockerDefault, `Docker Engine address, $DOCKER_HOST when set; "none" turns Docker off`)
-	cmd.Flags().StringVar(&f.containerdAddress, "containerd-address", "/run/containerd/containerd.sock", `containerd socket; "none" turns containerd off`)
-	cmd.Flags().StringSliceVar(&f.containerdNamespace, "containerd-namespaces", nil, "containerd namespaces to guard (default: all, including ones created later)")
 }
 
 func (f *runtimeFlags) docker() bool { return f.dockerHost != "none" && f.dockerHost != "" }

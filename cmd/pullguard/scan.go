@@ -26,7 +26,7 @@ func newScanCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "scan [--enforce]",
-		Short: "List every image name and container on the host that the policy denies",
+		Short: "List every image name and container on the Docker host that the policy denies",
 		Long: `scan lists every image reference and container on the Docker host that the
 policy denies, with the rule and reason, and what the daemon would do about
 it. With --enforce it then does it, exactly as the daemon's reconcile would
@@ -79,7 +79,7 @@ policy error or when Docker cannot be reached.`,
 		},
 	}
 	pf.register(cmd.Flags())
-	rf.register(cmd)
+	rf.registerDocker(cmd) // containerd hosts: the daemon's reconcile; scan covers Docker
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (one object a line)")
 	cmd.Flags().BoolVar(&enforce, "enforce", false, "act on what was found, as the daemon would")
 	return cmd
