@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -85,32 +85,10 @@ func (f *fakeImages) callCount() int {
 	return f.calls
 }
 
-type policySource struct {
-	p     atomic.Pointer[policy.Policy]
-	reads atomic.Int64
-}
+// records adds this package's view to the shared fake reporter.
+type records struct{ enforcertest.Recorder }
 
-func (s *policySource) Current() *policy.Policy {
-	s.reads.Add(1)
-	return s.p.Load()
-}
-
-type records struct {
-	mu   sync.Mutex
-	list []enforcer.Record
-}
-
-func (r *records) Report(rec enforcer.Record) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.list = append(r.list, rec)
-}
-
-func (r *records) all() []enforcer.Record {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]enforcer.Record(nil), r.list...)
-}
+func (r *records) all() []enforcer.Record { return r.Records() }
 
 // loadPolicy parses testdata/policy.yaml under the name policy.yaml, with
 // edit applied to its text.
@@ -133,7 +111,7 @@ func loadPolicy(t testing.TB, edit func(string) string) *policy.Policy {
 
 type fixture struct {
 	srv      *Server
-	policies *policySource
+	policies *enforcertest.Policies
 	images   *fakeImages
 	rec      *records
 }
@@ -142,10 +120,10 @@ var testNow = time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
 
 func newFixture(t testing.TB, p *policy.Policy) *fixture {
 	t.Helper()
-	f := &fixture{policies: &policySource{}, images: &fakeImages{images: localImages(), errs: map[string]error{
+	f := &fixture{policies: enforcertest.NewPolicies(nil), images: &fakeImages{images: localImages(), errs: map[string]error{
 		reg + "/approved/flaky:1": errors.New("connection reset by peer"),
 	}}, rec: &records{}}
-	f.policies.p.Store(p)
+	f.policies.Set(p)
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	f.srv = New(f.policies, f.images, f.rec, log)
@@ -436,7 +414,7 @@ func TestAuthZReq(t *testing.T) {
 					res := f.call(t, pathAuthZReq, tc.call)
 					checkVerdict(t, tc, res, f.rec.all(), policy.ModeEnforce)
 					if group == "fast path" {
-						if n := f.policies.reads.Load(); n != 0 {
+						if n := f.policies.Reads(); n != 0 {
 							t.Errorf("fast path read the policy %d times", n)
 						}
 						if n := f.images.callCount(); n != 0 {
@@ -577,7 +555,7 @@ func TestPolicyReadPerRequest(t *testing.T) {
 	if res := f.call(t, pathAuthZReq, call); res.Allow {
 		t.Fatal("allowed before the reload")
 	}
-	f.policies.p.Store(loadPolicy(t, func(s string) string {
+	f.policies.Set(loadPolicy(t, func(s string) string {
 		return strings.Replace(s, "allow:\n", "allow:\n  - image: "+reg+"/evil/**\n", 1)
 	}))
 	if res := f.call(t, pathAuthZReq, call); !res.Allow {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/pullguard/pullguard/enforcer/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -326,8 +327,7 @@ func activationChild() {
 		fmt.Println(err)
 		os.Exit(1)
 	}
-	src := &policySource{}
-	src.p.Store(p)
+	src := enforcertest.NewPolicies(p)
 	srv := New(src, &fakeImages{}, &records{}, discardLogger())
 	ctx, stop := signalContext()
 	defer stop()

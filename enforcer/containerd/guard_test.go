@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -46,32 +46,10 @@ func mustPolicy(t *testing.T, mode policy.Mode, running policy.Running) *policy.
 	return p
 }
 
-type policySource struct{ p atomic.Pointer[policy.Policy] }
+// recorder adds this package's views to the shared fake reporter.
+type recorder struct{ enforcertest.Recorder }
 
-func (s *policySource) Current() *policy.Policy { return s.p.Load() }
-
-func sourceOf(p *policy.Policy) *policySource {
-	s := &policySource{}
-	s.p.Store(p)
-	return s
-}
-
-type recorder struct {
-	mu   sync.Mutex
-	recs []enforcer.Record
-}
-
-func (r *recorder) Report(rec enforcer.Record) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.recs = append(r.recs, rec)
-}
-
-func (r *recorder) records() []enforcer.Record {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.recs)
-}
+func (r *recorder) records() []enforcer.Record { return r.Records() }
 
 // summary renders each record as "action namespace subject", subject being
 // the container ID or the judged image record's name, sorted.
@@ -237,7 +215,7 @@ func TestReconcileImages(t *testing.T) {
 			for name, target := range tc.images {
 				f.addImage(k8s, name, target)
 			}
-			_, rec := startGuard(t, f, sourceOf(mustPolicy(t, tc.mode, policy.RunningKeep)))
+			_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, tc.mode, policy.RunningKeep)))
 			if got := f.imageNames(k8s); !slices.Equal(got, tc.wantLeft) {
 				t.Errorf("images left:\n got %q\nwant %q", got, tc.wantLeft)
 			}
@@ -256,7 +234,7 @@ func TestReconcileImages(t *testing.T) {
 func TestImageRecordCarriesDecision(t *testing.T) {
 	f := newFake()
 	f.addImage(k8s, "registry.local/evil/miner:1.0", dg('1'))
-	_, rec := startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
 	recs := rec.records()
 	if len(recs) != 1 {
 		t.Fatalf("records: %+v", recs)
@@ -276,7 +254,7 @@ func TestCRIPullEvents(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			f := newFake()
 			f.addImage(k8s, "registry.local/approved/busybox:1.0", dg('2'))
-			_, rec := startGuard(t, f, sourceOf(mustPolicy(t, mode, policy.RunningKeep)))
+			_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, mode, policy.RunningKeep)))
 			steps := []struct {
 				name, topic string
 			}{
@@ -327,7 +305,7 @@ func TestCRIPullEvents(t *testing.T) {
 
 func TestImageEventForAllowedNameKeepsEverything(t *testing.T) {
 	f := newFake()
-	_, rec := startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
 	f.addImage(k8s, "registry.local/approved/busybox:1.0", dg('2'))
 	f.emit(Event{Namespace: k8s, Topic: TopicImageCreate, Image: "registry.local/approved/busybox:1.0"})
 	f.addImage(k8s, dg('b'), dg('2'))
@@ -499,7 +477,7 @@ func TestContainers(t *testing.T) {
 				seed()
 				f.addContainer(k8s, tc.container, tc.task)
 			}
-			_, rec := startGuard(t, f, sourceOf(mustPolicy(t, tc.mode, running)))
+			_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, tc.mode, running)))
 			if tc.event != "" {
 				seed()
 				f.addContainer(k8s, tc.container, tc.task)
@@ -533,7 +511,7 @@ func TestNamespaces(t *testing.T) {
 	evil := "registry.local/evil/miner:1.0"
 	t.Run("namespace created later is reconciled after a request", func(t *testing.T) {
 		f := newFake()
-		g, rec := startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
+		g, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
 		f.addImage("tenant-b", evil, dg('1'))
 		g.RequestReconcile()
 		eventually(t, "image in the new namespace removed", func() bool { return len(f.imageNames("tenant-b")) == 0 })
@@ -543,7 +521,7 @@ func TestNamespaces(t *testing.T) {
 	})
 	t.Run("events of a namespace created later are handled", func(t *testing.T) {
 		f := newFake()
-		startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
+		startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
 		f.addImage("tenant-c", evil, dg('1'))
 		f.emit(Event{Namespace: "tenant-c", Topic: TopicImageCreate, Image: evil})
 		eventually(t, "image removed", func() bool { return len(f.imageNames("tenant-c")) == 0 })
@@ -552,7 +530,7 @@ func TestNamespaces(t *testing.T) {
 		f := newFake()
 		f.addImage("moby", evil, dg('1'))
 		f.addImage(k8s, evil, dg('1'))
-		_, rec := startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)),
+		_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)),
 			WithSkipNamespaces([]string{"moby", "plugins.moby"}))
 		f.addContainer("moby", Container{ID: "d1", Image: evil}, TaskRunning)
 		f.emit(Event{Namespace: "moby", Topic: TopicTaskStart, ContainerID: "d1"})
@@ -568,7 +546,7 @@ func TestNamespaces(t *testing.T) {
 		f := newFake()
 		f.addImage("a", evil, dg('1'))
 		f.addImage("b", evil, dg('1'))
-		startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)), WithNamespaces([]string{"b"}))
+		startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)), WithNamespaces([]string{"b"}))
 		f.addImage("a", "registry.local/evil/other:1", dg('3'))
 		f.emit(Event{Namespace: "a", Topic: TopicImageCreate, Image: "registry.local/evil/other:1"})
 		settle()
@@ -582,7 +560,7 @@ func TestReconnect(t *testing.T) {
 	evil := "registry.local/evil/miner:1.0"
 	t.Run("stream error: resubscribe, then reconcile what happened meanwhile", func(t *testing.T) {
 		f := newFake()
-		_, rec := startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
+		_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
 		waitSubscribed(t, f)
 		f.setDown(true)
 		f.breakStream(fmt.Errorf("transport is closing: %w", errdefs.ErrUnavailable))
@@ -610,7 +588,7 @@ func TestReconnect(t *testing.T) {
 		f := newFake()
 		f.setDown(true)
 		f.addImage(k8s, evil, dg('1'))
-		startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep))) // returns after FirstPass
+		startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep))) // returns after FirstPass
 		if len(f.imageNames(k8s)) != 1 {
 			t.Fatal("acted while down")
 		}
@@ -619,7 +597,7 @@ func TestReconnect(t *testing.T) {
 	})
 	t.Run("subscribes to the five topics", func(t *testing.T) {
 		f := newFake()
-		startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
+		startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
 		f.mu.Lock()
 		got := slices.Clone(f.topics)
 		f.mu.Unlock()
@@ -634,12 +612,12 @@ func TestPolicyReloadReconciles(t *testing.T) {
 	f := newFake()
 	f.addImage(k8s, "registry.local/evil/miner:1.0", dg('1'))
 	f.addContainer(k8s, Container{ID: "c1", Image: "registry.local/evil/miner:1.0"}, TaskRunning)
-	src := sourceOf(mustPolicy(t, policy.ModeAudit, policy.RunningKeep))
+	src := enforcertest.NewPolicies(mustPolicy(t, policy.ModeAudit, policy.RunningKeep))
 	g, rec := startGuard(t, f, src)
 	if len(f.imageNames(k8s)) != 1 || !f.hasContainer(k8s, "c1") {
 		t.Fatal("audit acted")
 	}
-	src.p.Store(mustPolicy(t, policy.ModeEnforce, policy.RunningStop))
+	src.Set(mustPolicy(t, policy.ModeEnforce, policy.RunningStop))
 	g.RequestReconcile()
 	eventually(t, "enforced after reload", func() bool { return len(f.imageNames(k8s)) == 0 && !f.hasContainer(k8s, "c1") })
 	want := []string{"removed k8s.io registry.local/evil/miner:1.0", "reported k8s.io c1", "stopped k8s.io c1", "would-remove k8s.io registry.local/evil/miner:1.0"}
@@ -658,7 +636,7 @@ func TestEventsFlowWhileAnActionBlocks(t *testing.T) {
 			<-release
 		}
 	}
-	_, rec := startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
 	f.addImage(k8s, "registry.local/evil/slow:1", dg('5'))
 	f.emit(Event{Namespace: k8s, Topic: TopicImageCreate, Image: "registry.local/evil/slow:1"})
 	eventually(t, "delete blocked", blocked.Load)
@@ -689,7 +667,7 @@ func TestDeleteFailureIsReported(t *testing.T) {
 	f := newFake()
 	f.addImage(k8s, "registry.local/evil/miner:1.0", dg('1'))
 	f.beforeDelete = func(string, string) { f.setDown(true) }
-	_, rec := startGuard(t, f, sourceOf(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
 	recs := rec.records()
 	if len(recs) != 1 || recs[0].Action != enforcer.Failed || !errors.Is(recs[0].Err, errdefs.ErrUnavailable) {
 		t.Fatalf("records %+v", recs)

@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -44,27 +44,6 @@ allow:
 	return p
 }
 
-type policyBox struct{ p atomic.Pointer[policy.Policy] }
-
-func (b *policyBox) Current() *policy.Policy { return b.p.Load() }
-
-type recorder struct {
-	mu   sync.Mutex
-	recs []enforcer.Record
-}
-
-func (r *recorder) Report(rec enforcer.Record) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.recs = append(r.recs, rec)
-}
-
-func (r *recorder) all() []enforcer.Record {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.recs)
-}
-
 // line renders a record for comparison: action, event, the reference
 // judged, and the container when there is one.
 func line(rec enforcer.Record) string {
@@ -91,8 +70,8 @@ type harness struct {
 	t          *testing.T
 	f          *fakeDocker
 	g          *Guard
-	pol        *policyBox
-	rec        *recorder
+	pol        *enforcertest.Policies
+	rec        *enforcertest.Recorder
 	logs       *logtest.Hook
 	stream     *fakeStream
 	reconciles chan error
@@ -105,9 +84,9 @@ func startGuard(t *testing.T, f *fakeDocker, p *policy.Policy, opts ...Option) *
 	t.Helper()
 	log, hook := logtest.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
-	h := &harness{t: t, f: f, pol: &policyBox{}, rec: &recorder{}, logs: hook,
+	h := &harness{t: t, f: f, pol: enforcertest.NewPolicies(nil), rec: &enforcertest.Recorder{}, logs: hook,
 		reconciles: make(chan error, 64), done: make(chan error, 1)}
-	h.pol.p.Store(p)
+	h.pol.Set(p)
 	opts = append([]Option{WithBackoff(time.Millisecond, 20*time.Millisecond), WithClock(func() time.Time { return testNow })}, opts...)
 	h.g = New(f, h.pol, h.rec, log, opts...)
 	h.g.afterReconcile = func(err error) { h.reconciles <- err }
@@ -177,7 +156,7 @@ func (h *harness) settle() {
 
 func (h *harness) wantRecords(want ...string) {
 	h.t.Helper()
-	got := lines(h.rec.all())
+	got := lines(h.rec.Records())
 	sort.Strings(want)
 	if !slices.Equal(got, want) {
 		h.t.Errorf("records:\n got  %q\n want %q", got, want)
@@ -469,7 +448,7 @@ func TestEvents(t *testing.T) {
 			}
 			h := startGuard(t, f, testPolicy(t, mode, policy.RunningKeep), opts...)
 			h.connected()
-			if recs := h.rec.all(); len(recs) != 0 {
+			if recs := h.rec.Records(); len(recs) != 0 {
 				t.Fatalf("the setup is not policy-conformant: %q", lines(recs))
 			}
 			f.mu.Lock()
@@ -479,7 +458,7 @@ func TestEvents(t *testing.T) {
 			h.settle()
 			h.wantRecords(tt.want...)
 			if tt.check != nil {
-				recs := h.rec.all()
+				recs := h.rec.Records()
 				if len(tt.want) > 0 && len(recs) == 0 {
 					return
 				}
@@ -617,12 +596,12 @@ func TestKeptContainerIsLeftAloneUntilItIsGone(t *testing.T) {
 	f.addContainer(Container{ID: cid(1), Image: evil, ImageID: id(1), State: "running"})
 	h := startGuard(t, f, testPolicy(t, policy.ModeEnforce, policy.RunningKeep))
 	h.connected()
-	before := len(h.rec.all())
+	before := len(h.rec.Records())
 
 	// A restart (restart policy, dockerd restart) is not a new container.
 	h.stream.send(t, containerEvent(actionStart, cid(1)), containerEvent(actionStart, cid(1)))
 	h.settle()
-	if got := h.rec.all()[before:]; len(got) != 0 {
+	if got := h.rec.Records()[before:]; len(got) != 0 {
 		t.Fatalf("start of a kept container made records: %q", lines(got))
 	}
 	if !f.hasContainer(cid(1)) {
@@ -635,7 +614,7 @@ func TestKeptContainerIsLeftAloneUntilItIsGone(t *testing.T) {
 	f.mu.Unlock()
 	h.stream.send(t, containerEvent(actionDestroy, cid(1)))
 	h.settle()
-	eq(t, "records after destroy", lines(h.rec.all()[before:]), []string{"removed destroy " + evil})
+	eq(t, "records after destroy", lines(h.rec.Records()[before:]), []string{"removed destroy " + evil})
 	if f.hasImage(id(1)) {
 		t.Error("the image is still there")
 	}
@@ -714,7 +693,7 @@ func TestUnreachableAtStart(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("FirstPass not closed while dockerd is unreachable")
 	}
-	if len(h.rec.all()) != 0 {
+	if len(h.rec.Records()) != 0 {
 		t.Fatal("records without dockerd")
 	}
 	if n := h.logged("dockerd unreachable; retrying"); n != 1 {
@@ -758,7 +737,7 @@ func TestRequestReconcileAppliesANewPolicyAndCoalesces(t *testing.T) {
 	f.mu.Lock()
 	f.listGate = gate
 	f.mu.Unlock()
-	h.pol.p.Store(testPolicy(t, policy.ModeEnforce, policy.RunningKeep))
+	h.pol.Set(testPolicy(t, policy.ModeEnforce, policy.RunningKeep))
 	h.g.RequestReconcile()
 	time.Sleep(20 * time.Millisecond) // let it start and block
 	for range 5 {
