@@ -332,7 +332,7 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	}
 	var first, same *policy.Decision
 	for _, n := range img.Names {
-		d := p.Decide(n, now)
+		d := enforcer.DecideName(p, now, n, img.Names)
 		if d.Allowed {
 			return allowed
 		}

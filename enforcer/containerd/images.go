@@ -140,7 +140,24 @@ func classify(p *policy.Policy, now time.Time, recs []Image) (allowed, denied []
 			denied = append(denied, judged{r, d})
 		}
 	}
-	return allowed, denied, ids
+	// CRI records a pull of repo:tag also as repo@digest. That record has
+	// no tag, so a rule with tags: cannot allow it on its own; it follows
+	// the tag of its repository that is allowed for the same content.
+	allowedRepos := map[string]bool{}
+	for _, j := range allowed {
+		if ref, err := policy.ParseRef(j.Name); err == nil && ref.Tag != "" {
+			allowedRepos[ref.Name] = true
+		}
+	}
+	kept := denied[:0]
+	for _, j := range denied {
+		if ref, err := policy.ParseRef(j.Name); err == nil && ref.Tag == "" && ref.Digest != "" && allowedRepos[ref.Name] {
+			allowed = append(allowed, j)
+			continue
+		}
+		kept = append(kept, j)
+	}
+	return allowed, kept, ids
 }
 
 // deleteImage deletes one record (in enforce mode) and reports it. A record

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
@@ -314,7 +315,11 @@ func jobsFor(ev Event) []job {
 	case typeImage:
 		switch ev.Action {
 		case actionPull:
-			// The actor is the reference pulled, by tag or by digest.
+			// The actor is the reference pulled, by tag or by digest, or
+			// the bare repository when every tag was pulled.
+			if isRepositoryOnly(ev.ID) {
+				return []job{{kind: jobRepository, event: ev.Action, ref: ev.ID}}
+			}
 			return []job{imageJob(ev.Action, ev.ID)}
 		case actionTag:
 			// The actor is the image ID; the new name is an attribute.
@@ -340,6 +345,16 @@ func jobsFor(ev Event) []job {
 		}
 	}
 	return nil
+}
+
+// isRepositoryOnly reports whether s names a repository without a tag or
+// digest (what a pull of all tags reports), as opposed to an image ID.
+func isRepositoryOnly(s string) bool {
+	if looksLikeID(s) {
+		return false
+	}
+	named, err := reference.ParseNormalizedNamed(s)
+	return err == nil && reference.IsNameOnly(named)
 }
 
 // imageJob judges an event's image: the one name, or, for an ID, all names.
@@ -368,6 +383,8 @@ func (g *Guard) handle(ctx context.Context, j job) {
 		return
 	}
 	switch j.kind {
+	case jobRepository:
+		g.handleRepository(ctx, p, j)
 	case jobImageName:
 		g.handleImageName(ctx, p, j)
 	case jobImageID:
@@ -388,10 +405,9 @@ func (g *Guard) handle(ctx context.Context, j job) {
 
 // handleImageName acts on one name an event put on an image.
 func (g *Guard) handleImageName(ctx context.Context, p *policy.Policy, j job) {
+	// Even a name the policy allows on its own is looked at with the
+	// image: a deny rule may list the digest it was pulled as.
 	d := p.Decide(j.ref, g.now())
-	if d.Allowed {
-		return
-	}
 	img, err := g.api.InspectImage(ctx, j.ref)
 	switch {
 	case errors.Is(err, ErrNotFound):
@@ -403,6 +419,29 @@ func (g *Guard) handleImageName(ctx context.Context, p *policy.Policy, j job) {
 		return
 	}
 	g.enforceImage(ctx, p, j.event, img.ID, j.ref, nil)
+}
+
+// handleRepository judges every image with a name in the repository a
+// pull of all tags brought: which images it brought is not in the event.
+func (g *Guard) handleRepository(ctx context.Context, p *policy.Policy, j job) {
+	repo := normalize(j.ref)
+	if r, err := policy.ParseRef(j.ref); err == nil {
+		repo = r.Name
+	}
+	imgs, err := g.api.ListImages(ctx)
+	if err != nil {
+		g.log.WithFields(logrus.Fields{"event": j.event, "repository": repo, "error": err}).
+			Error("cannot list images after a pull of all tags; the next reconcile judges them")
+		return
+	}
+	for _, img := range imgs {
+		for _, n := range namesOf(img) {
+			if n.repo == repo {
+				g.enforceImage(ctx, p, j.event, img.ID, "", nil)
+				break
+			}
+		}
+	}
 }
 
 // enforceImage brings one image in line: its name only, or all its names.
@@ -433,13 +472,25 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id, o
 	}
 	for _, r := range plan.Removals {
 		rec := g.record(p, event)
-		rec.ImageID, rec.Decision = img.ID, r.Decision
+		rec.Image, rec.ImageID, rec.Decision = normalize(r.Name), img.ID, r.Decision
 		switch {
 		case r.Blocked != nil:
 			rec.Action, rec.Err = enforcer.Failed, r.Blocked
 		case p.Mode != policy.ModeEnforce:
 			rec.Action = enforcer.Audited(enforcer.Removed)
 		default:
+			if g.policies.Current() != p {
+				// A reload landed: the reconcile it requested judges
+				// again under the new policy; acting on under the old one
+				// could remove what the operator just allowed.
+				return
+			}
+			// Docker removes whatever the name points to now. A pull may
+			// have moved it to another image since the plan was made;
+			// that image's own event judges it.
+			if cur, err := g.api.InspectImage(ctx, r.Name); err != nil || cur.ID != img.ID {
+				continue
+			}
 			deleted, err := g.api.RemoveImageName(ctx, r.Name)
 			switch {
 			case errors.Is(err, ErrNotFound):
@@ -570,6 +621,10 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 	g.kept = kept
 	g.keptMu.Unlock()
 	for _, st := range s.Images {
+		if g.policies.Current() != p {
+			g.log.WithField("policy_hash", p.Hash).Info("policy reloaded during reconcile; the next reconcile judges under the new one")
+			return nil
+		}
 		g.enforceImage(ctx, p, eventReconcile, st.Plan.Image.ID, "", st.UsedBy)
 	}
 	g.log.WithFields(logrus.Fields{
@@ -589,6 +644,9 @@ func (g *Guard) carryOutContainer(ctx context.Context, p *policy.Policy, st cont
 	rec := g.record(p, eventReconcile)
 	rec.ContainerID, rec.ImageID, rec.Decision = st.Container.ID, st.Container.ImageID, st.Verdict.Decision
 	rec.Action = st.Action
+	if p.Mode == policy.ModeEnforce && st.Action != enforcer.Reported && g.policies.Current() != p {
+		return // a reload landed; its reconcile judges this container again
+	}
 	if p.Mode != policy.ModeEnforce || st.Action == enforcer.Reported {
 		rec.Action = enforcer.Audited(st.Action)
 		g.rep.Report(rec)

@@ -22,11 +22,13 @@ import (
 var (
 	digestA = "sha256:" + strings.Repeat("a", 64) // allowed for reg.example/pinned/app
 	digestB = "sha256:" + strings.Repeat("b", 64)
+	digestC = "sha256:" + strings.Repeat("c", 64) // denied everywhere (a compromised build)
 	testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 )
 
 // testPolicy allows everything under reg.example/approved/ and one pinned
-// digest of reg.example/pinned/app; everything else is denied.
+// digest of reg.example/pinned/app, except its tag edge; content with
+// digestC is denied wherever it comes from; everything else is denied.
 func testPolicy(t testing.TB, mode policy.Mode, running policy.Running) *policy.Policy {
 	t.Helper()
 	src := fmt.Sprintf(`mode: %s
@@ -36,7 +38,12 @@ allow:
   - image: reg.example/approved/**
   - image: reg.example/pinned/app
     digests: ["%s"]
-`, mode, running, digestA)
+deny:
+  - image: reg.example/pinned/app
+    tags: [edge]
+  - image: reg.example/**
+    digests: ["%s"]
+`, mode, running, digestA, digestC)
 	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte(src)})
 	if err != nil {
 		t.Fatalf("test policy: %v", err)
@@ -412,16 +419,25 @@ func TestEvents(t *testing.T) {
 			eq(t, "names", f.names(id(7)), []string{"reg.example/evil/x:1"})
 		},
 	}, {
+		name: "a tag pulled as an allowed pinned digest is allowed",
+		events: func(f *fakeDocker) []Event {
+			return []Event{f.pull(id(8), "reg.example/pinned/app:latest", "reg.example/pinned/app@"+digestA)}
+		},
+		want: nil,
+		check: func(t *testing.T, f *fakeDocker, _ []enforcer.Record) {
+			eq(t, "names", f.names(id(8)), []string{"reg.example/pinned/app:latest", "reg.example/pinned/app@" + digestA})
+		},
+	}, {
 		name: "a denied tag whose removal would take an allowed digest reference stays",
 		events: func(f *fakeDocker) []Event {
-			return []Event{f.pull(id(9), "reg.example/pinned/app:latest", "reg.example/pinned/app@"+digestA)}
+			return []Event{f.pull(id(9), "reg.example/pinned/app:edge", "reg.example/pinned/app@"+digestA)}
 		},
-		want: []string{"failed pull reg.example/pinned/app:latest err"},
+		want: []string{"failed pull reg.example/pinned/app:edge err"},
 		check: func(t *testing.T, f *fakeDocker, recs []enforcer.Record) {
 			if !errors.Is(recs[0].Err, ErrWouldRemoveAllowed) || !strings.Contains(recs[0].Err.Error(), digestA) {
 				t.Errorf("Err = %v, want ErrWouldRemoveAllowed naming the digest", recs[0].Err)
 			}
-			eq(t, "names", f.names(id(9)), []string{"reg.example/pinned/app:latest", "reg.example/pinned/app@" + digestA})
+			eq(t, "names", f.names(id(9)), []string{"reg.example/pinned/app:edge", "reg.example/pinned/app@" + digestA})
 		},
 	}, {
 		name: "a commit under a denied name is removed",

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -104,6 +105,10 @@ func planImage(img Image, p *policy.Policy, now time.Time, only string) imagePla
 		}
 	}
 
+	raws := make([]string, len(names))
+	for i, n := range names {
+		raws[i] = n.raw
+	}
 	// The candidates: denied tags, and denied digests of untagged repositories.
 	var cands []int
 	decisions := make([]policy.Decision, len(names))
@@ -114,7 +119,7 @@ func planImage(img Image, p *policy.Policy, now time.Time, only string) imagePla
 		if onlyNorm != "" && n.norm != onlyNorm {
 			continue
 		}
-		decisions[i] = p.Decide(n.raw, now)
+		decisions[i] = enforcer.DecideName(p, now, n.raw, raws)
 		if !decisions[i].Allowed {
 			cands = append(cands, i)
 		}
@@ -212,18 +217,19 @@ type verdict struct {
 // ID, short or full, is not a name and proves nothing; an image without
 // names is decided by the policy's default.
 func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now time.Time) verdict {
-	var cands []string
-	if typed != "" && !isIDOf(typed, imageID) {
-		cands = append(cands, typed)
-	}
+	var names []string
 	if img != nil {
 		for _, n := range namesOf(*img) {
-			cands = append(cands, n.raw)
+			names = append(names, n.raw)
 		}
+	}
+	cands := names
+	if typed != "" && !isIDOf(typed, imageID) {
+		cands = append([]string{typed}, names...)
 	}
 	var denial *policy.Decision
 	for _, c := range cands {
-		d := p.Decide(c, now)
+		d := enforcer.DecideName(p, now, c, names)
 		if d.Allowed {
 			return verdict{Allowed: true, Decision: d}
 		}

@@ -48,9 +48,15 @@ func TestPlanImage(t *testing.T) {
 		{name: "a digest reference without a tag in its repository is judged on its own",
 			tags: []string{"reg.example/approved/app:1"}, digests: []string{"evil@" + digestB},
 			want: []string{"evil@" + digestB}},
-		{name: "an allowed digest reference stays, and so does one tag that would take it along",
+		{name: "a tag pulled as an allowed pinned digest stays; a denied tag of the same content goes",
 			tags: []string{"reg.example/pinned/app:latest", "reg.example/pinned/app:edge"}, digests: []string{"reg.example/pinned/app@" + digestA},
-			want: []string{"reg.example/pinned/app:latest blocked", "reg.example/pinned/app:edge"}},
+			want: []string{"reg.example/pinned/app:edge"}},
+		{name: "an allowed digest reference stays, and so does the one tag that would take it along",
+			tags: []string{"reg.example/pinned/app:edge"}, digests: []string{"reg.example/pinned/app@" + digestA},
+			want: []string{"reg.example/pinned/app:edge blocked"}},
+		{name: "a deny rule listing the digest a tag was pulled as removes the tag",
+			tags: []string{"reg.example/approved/app:1"}, digests: []string{"reg.example/approved/app@" + digestC},
+			want: []string{"reg.example/approved/app:1 last"}, empties: true},
 		{name: "an allowed digest reference keeps the image even without tags",
 			digests: []string{"reg.example/pinned/app@" + digestA, "evil@" + digestB},
 			want:    []string{"evil@" + digestB}},
@@ -138,11 +144,11 @@ func TestJudgeContainer(t *testing.T) {
 
 func TestScan(t *testing.T) {
 	f := newFake()
-	f.addImage(id(1), "reg.example/approved/app:1", "evil:1")                             // untag evil:1
-	f.addImage(id(2), "reg.example/evil/miner:1")                                         // used by a running container
-	f.addImage(id(3), "reg.example/evil/old:1")                                           // used by an exited container
-	f.addImage(id(4), "reg.example/pinned/app:latest", "reg.example/pinned/app@"+digestA) // blocked
-	f.addImage(id(5))                                                                     // dangling
+	f.addImage(id(1), "reg.example/approved/app:1", "evil:1")                           // untag evil:1
+	f.addImage(id(2), "reg.example/evil/miner:1")                                       // used by a running container
+	f.addImage(id(3), "reg.example/evil/old:1")                                         // used by an exited container
+	f.addImage(id(4), "reg.example/pinned/app:edge", "reg.example/pinned/app@"+digestA) // blocked
+	f.addImage(id(5))                                                                   // dangling
 	f.addContainer(Container{ID: cid(2), Name: "miner", Image: "reg.example/evil/miner:1", ImageID: id(2), State: "running"})
 	f.addContainer(Container{ID: cid(3), Name: "old", Image: "reg.example/evil/old:1", ImageID: id(3), State: "exited"})
 	f.addContainer(Container{ID: cid(1), Name: "ok", Image: "reg.example/approved/app:1", ImageID: id(1), State: "running"})
@@ -175,7 +181,7 @@ func TestScan(t *testing.T) {
 			"image untagged evil:1 " + shortID(id(1)),
 			"image reported reg.example/evil/miner:1 " + shortID(id(2)) + " (in use by container " + shortID(cid(2)) + ")",
 			"image removed reg.example/evil/old:1 " + shortID(id(3)),
-			"image failed reg.example/pinned/app:latest " + shortID(id(4)) + " (removing it would also remove an allowed digest reference reg.example/pinned/app@" + digestA + ")",
+			"image failed reg.example/pinned/app:edge " + shortID(id(4)) + " (removing it would also remove an allowed digest reference reg.example/pinned/app@" + digestA + ")",
 		},
 	}, {
 		running: policy.RunningStop,
@@ -185,7 +191,7 @@ func TestScan(t *testing.T) {
 			"image untagged evil:1 " + shortID(id(1)),
 			"image removed reg.example/evil/miner:1 " + shortID(id(2)),
 			"image removed reg.example/evil/old:1 " + shortID(id(3)),
-			"image failed reg.example/pinned/app:latest " + shortID(id(4)) + " (removing it would also remove an allowed digest reference reg.example/pinned/app@" + digestA + ")",
+			"image failed reg.example/pinned/app:edge " + shortID(id(4)) + " (removing it would also remove an allowed digest reference reg.example/pinned/app@" + digestA + ")",
 		},
 	}} {
 		t.Run(string(tt.running), func(t *testing.T) {

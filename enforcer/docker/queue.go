@@ -17,6 +17,9 @@ const (
 	jobContainer
 	// jobContainerGone forgets a destroyed container.
 	jobContainerGone
+	// jobRepository judges every image of a repository: `docker pull -a`
+	// sends one pull event naming the repository alone.
+	jobRepository
 )
 
 // job is one unit of work for the workers.
