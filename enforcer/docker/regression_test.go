@@ -66,9 +66,14 @@ func TestRegressionReloadDuringReconcile(t *testing.T) {
 	for i := 1; i <= 3; i++ {
 		f.addImage(id(i), fmt.Sprintf("reg.example/team/x%d:1", i))
 	}
-	var h *harness
-	f.beforeRemove = func(string) { h.pol.Set(allowAll) } // the operator reverts after the first removal
-	h = startGuard(t, f, testPolicy(t, policy.ModeEnforce, policy.RunningKeep))
+	started := make(chan *harness, 1)
+	f.beforeRemove = func(string) { // the operator reverts after the first removal
+		h := <-started
+		started <- h
+		h.pol.Set(allowAll)
+	}
+	h := startGuard(t, f, testPolicy(t, policy.ModeEnforce, policy.RunningKeep))
+	started <- h
 	h.connected()
 	left := 0
 	for i := 1; i <= 3; i++ {
