@@ -37,10 +37,10 @@ const authzBenchWarmup = 100
 //
 //	go test -run '^$' -bench BenchmarkAuthzAddedLatency -benchtime 1x ./integration/
 func BenchmarkAuthzAddedLatency(b *testing.B) {
-	e := rtRequireBenchEnv(b)
+	e := RequireEnv(b)
 	name := authzPluginName()
 	sock := authzSocket(b, name)
-	startRtDaemon(b, WritePolicy(b, "", cdPolicy(e, "enforce", "keep")),
+	StartDaemon(b, WritePolicy(b, "", policyWithRunning(e, "enforce", "keep")),
 		"--docker-host", e.DockerHost, "--containerd-address", "none", "--authz-socket", sock)
 	allowed, evil := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:latest")
 	e.Docker(b, "pull", "--quiet", allowed)
@@ -104,10 +104,9 @@ func BenchmarkAuthzAddedLatency(b *testing.B) {
 					lat = append(lat, took)
 				}
 			}
-			slices.Sort(lat)
-			p50, p99 := sampleQuantile(lat, 0.5), sampleQuantile(lat, 0.99)
-			b.ReportMetric(rtMicros(p50), "p50-us")
-			b.ReportMetric(rtMicros(p99), "p99-us")
+			p50, p99 := percentile(lat, 50), percentile(lat, 99)
+			b.ReportMetric(micros(p50), "p50-us")
+			b.ReportMetric(micros(p99), "p99-us")
 			b.Logf("%s: %d calls: p50 %v p99 %v", c.name, len(lat), p50, p99)
 		})
 	}
@@ -128,10 +127,10 @@ func BenchmarkAuthzAddedLatency(b *testing.B) {
 			setAuthzPlugins(b, e, []string{floorName})
 			with := measure(b, r, n, r.statusOn)
 			setAuthzPlugins(b, e, []string{})
-			p50, p99 := sampleQuantile(with, 0.5)-sampleQuantile(off, 0.5), sampleQuantile(with, 0.99)-sampleQuantile(off, 0.99)
+			p50, p99 := percentile(with, 50)-percentile(off, 50), percentile(with, 99)-percentile(off, 99)
 			floorAdded[r.name] = [2]time.Duration{p50, p99}
-			b.ReportMetric(rtMicros(p50), "p50-added-us")
-			b.ReportMetric(rtMicros(p99), "p99-added-us")
+			b.ReportMetric(micros(p50), "p50-added-us")
+			b.ReportMetric(micros(p99), "p99-added-us")
 		})
 	}
 
@@ -151,21 +150,21 @@ func BenchmarkAuthzAddedLatency(b *testing.B) {
 			setAuthzPlugins(b, e, []string{})
 			on = false
 
-			p50off, p99off := sampleQuantile(off, 0.5), sampleQuantile(off, 0.99)
-			p50on, p99on := sampleQuantile(with, 0.5), sampleQuantile(with, 0.99)
-			b.ReportMetric(rtMicros(p50off), "p50-off-us")
-			b.ReportMetric(rtMicros(p50on), "p50-on-us")
-			b.ReportMetric(rtMicros(p99off), "p99-off-us")
-			b.ReportMetric(rtMicros(p99on), "p99-on-us")
-			b.ReportMetric(rtMicros(p50on-p50off), "p50-added-us")
-			b.ReportMetric(rtMicros(p99on-p99off), "p99-added-us")
+			p50off, p99off := percentile(off, 50), percentile(off, 99)
+			p50on, p99on := percentile(with, 50), percentile(with, 99)
+			b.ReportMetric(micros(p50off), "p50-off-us")
+			b.ReportMetric(micros(p50on), "p50-on-us")
+			b.ReportMetric(micros(p99off), "p99-off-us")
+			b.ReportMetric(micros(p99on), "p99-on-us")
+			b.ReportMetric(micros(p50on-p50off), "p50-added-us")
+			b.ReportMetric(micros(p99on-p99off), "p99-added-us")
 			if f, ok := floorAdded[r.name]; ok && f[0] > 0 && f[1] > 0 {
 				b.ReportMetric(float64(p50on-p50off)/float64(f[0]), "p50-added/floor")
 				b.ReportMetric(float64(p99on-p99off)/float64(f[1]), "p99-added/floor")
 			}
 			b.Logf("%s: %d requests each: off p50 %v p90 %v p99 %v max %v; on p50 %v p90 %v p99 %v max %v; added p50 %v p99 %v",
-				r.name, n, p50off, sampleQuantile(off, 0.9), p99off, off[len(off)-1],
-				p50on, sampleQuantile(with, 0.9), p99on, with[len(with)-1], p50on-p50off, p99on-p99off)
+				r.name, n, p50off, percentile(off, 90), p99off, off[len(off)-1],
+				p50on, percentile(with, 90), p99on, with[len(with)-1], p50on-p50off, p99on-p99off)
 		})
 	}
 }

@@ -1,9 +1,8 @@
 package integration
 
-// Helpers of the containerd and authorization plugin tests and benchmarks (containerd_test.go,
-// authz_test.go, authz_bench_test.go): a pullguard daemon and its journal entries, the
-// authorization plugin switched on and off in the environment's dockerd, raw Docker API
-// requests, and latency quantiles.
+// Helpers of the authorization plugin tests and benchmark (authz_test.go, authz_bench_test.go):
+// pullguard started by socket activation, the authorization plugin switched on and off in the
+// environment's dockerd, and raw Docker API requests.
 
 import (
 	"bytes"
@@ -17,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -25,89 +23,8 @@ import (
 	"time"
 )
 
-const (
-	// rtActDeadline is how long pullguard gets to act on an event, a reload or a reconnect.
-	// It takes milliseconds; the margin is for a loaded 2-core machine.
-	rtActDeadline = 15 * time.Second
-	// rtReadyDeadline bounds a daemon's start-up: policy load and first reconcile.
-	rtReadyDeadline = 20 * time.Second
-	// rtDockerdReloadDeadline bounds dockerd's handling of SIGHUP.
-	rtDockerdReloadDeadline = 20 * time.Second
-)
-
-// MESSAGE_IDs the tests filter on, copied rather than imported from daemon/: SREs' filters
-// depend on these exact values, so a change there must fail here.
-const (
-	midActionTaken  = "7c8e982039f1450dbce9a0e2f612b68a"
-	midWouldAct     = "668fa933e1a941c29710f7a5d45f3c82"
-	midBlocked      = "3200d7a028b349449e396b19d51742a6"
-	midPolicyLoaded = "f502ef608d7c4b22b87f111f60c2546d"
-	midStarted      = "86b70b17b49b40deaa40068acfd22c57"
-
-	midRuntimeConnected    = "c79fbfa9afc24b5f8b0d3ba6bd2301f3"
-	midRuntimeDisconnected = "82e3253dbd0844049a88d072592d7394"
-)
-
-// rtDaemon is a running `pullguard daemon` that logs to journald.
-type rtDaemon struct {
-	*Pullguard
-	// since is when it was started: journald keeps entries across runs and PIDs are reused,
-	// so only the entries of its PID written after this are its own.
-	since time.Time
-}
-
-// startRtDaemon starts `pullguard daemon --policy policyPath --log-target journald args...`
-// and waits until it reports that it started (the policy is loaded and each runtime's first
-// reconcile is done).
-func startRtDaemon(t testing.TB, policyPath string, args ...string) *rtDaemon {
-	t.Helper()
-	since := time.Now()
-	p := StartPullguard(t, append([]string{"daemon", "--policy", policyPath, "--log-target", "journald"}, args...)...)
-	d := &rtDaemon{Pullguard: p, since: since}
-	d.waitEntries(t, rtReadyDeadline, 1, "MESSAGE_ID="+midStarted)
-	return d
-}
-
-// entries are the daemon's journal entries matching matches, oldest first.
-func (d *rtDaemon) entries(t testing.TB, matches ...string) []map[string]string {
-	t.Helper()
-	all := JournalEntries(t, append([]string{"_PID=" + strconv.Itoa(d.PID())}, matches...)...)
-	since := d.since.Add(-time.Second).UnixMicro() // one clock, but be lenient
-	return slices.DeleteFunc(all, func(e map[string]string) bool {
-		ts, err := strconv.ParseInt(e["__REALTIME_TIMESTAMP"], 10, 64)
-		return err != nil || ts < since
-	})
-}
-
-// waitEntries waits until at least n of the daemon's entries match and returns them all.
-func (d *rtDaemon) waitEntries(t testing.TB, deadline time.Duration, n int, matches ...string) []map[string]string {
-	t.Helper()
-	var got []map[string]string
-	Eventually(t, deadline, func() (bool, string) {
-		got = d.entries(t, matches...)
-		return len(got) >= n, fmt.Sprintf("%d journal entries of pullguard (pid %d) match %q, want %d; its output:\n%s",
-			len(got), d.PID(), matches, n, d.Output())
-	})
-	return got
-}
-
-// signal sends sig to the daemon.
-func (d *rtDaemon) signal(t testing.TB, sig syscall.Signal) {
-	t.Helper()
-	if err := d.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("%v to pullguard: %v", sig, err)
-	}
-}
-
-// rtRequireFields fails the test for each field of want that entry does not hold with that value.
-func rtRequireFields(t testing.TB, entry map[string]string, want map[string]string) {
-	t.Helper()
-	for field, value := range want {
-		if got, ok := entry[field]; !ok || got != value {
-			t.Errorf("journal entry %s = %q, want %q (MESSAGE: %s)", field, got, value, entry["MESSAGE"])
-		}
-	}
-}
+// dockerdReloadDeadline bounds dockerd's handling of SIGHUP.
+const dockerdReloadDeadline = 20 * time.Second
 
 // startActivatedPullguard starts pullguard the way a systemd socket unit does: from
 // systemd-socket-activate, which listens on socket itself and, at the first connection,
@@ -118,45 +35,13 @@ func startActivatedPullguard(t testing.TB, socket string, args ...string) *Pullg
 	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
 		t.Fatalf("systemd-socket-activate (package systemd) is not installed: %v", err)
 	}
-	argv := append([]string{"--listen=" + socket, BuildPullguard(t)}, args...)
-	p := &Pullguard{
-		cmd:  exec.Command("systemd-socket-activate", argv...),
-		out:  &syncBuffer{},
-		done: make(chan struct{}),
-	}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.WaitDelay = time.Second
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting systemd-socket-activate: %v", err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		err := p.Stop(t)
-		if t.Failed() || err != nil {
-			t.Logf("systemd-socket-activate %s (exit: %v), output:\n%s", strings.Join(argv, " "), err, p.Output())
-		}
-	})
+	p := startProcess(t, "systemd-socket-activate", append([]string{"--listen=" + socket, BuildPullguard(t)}, args...)...)
 	Eventually(t, 10*time.Second, func() (bool, string) {
 		fi, err := os.Stat(socket)
 		return err == nil && fi.Mode().Type() == os.ModeSocket,
 			fmt.Sprintf("systemd-socket-activate does not listen on %s; output:\n%s", socket, p.Output())
 	})
 	return p
-}
-
-// rtSocketDir is a temporary directory with a path short enough for unix sockets (t.TempDir()
-// can exceed their 107 bytes), removed when the test ends.
-func rtSocketDir(t testing.TB, prefix string) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("/tmp", prefix)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 // dockerPluginDir is where dockerd looks for plugin sockets by name (NAME.sock): the path ops
@@ -244,15 +129,15 @@ func setAuthzPlugins(t testing.TB, e *Env, names []string) {
 	}
 
 	logPath := filepath.Join(e.Dir, "logs", "dockerd.log")
-	offset := rtFileSize(t, logPath)
-	pid := rtDockerdPID(t, e)
+	offset := fileSize(t, logPath)
+	pid := e.DockerdPID(t)
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {
 		t.Fatalf("SIGHUP to dockerd (%d): %v", pid, err)
 	}
-	Eventually(t, rtDockerdReloadDeadline, func() (bool, string) {
-		tail := rtReadFrom(t, logPath, offset)
+	Eventually(t, dockerdReloadDeadline, func() (bool, string) {
+		tail := readFrom(t, logPath, offset)
 		if i := strings.Index(tail, "Error validating authorization plugin"); i >= 0 {
-			t.Fatalf("dockerd refused authorization-plugins %q: %s", names, rtFirstLine(tail[i:]))
+			t.Fatalf("dockerd refused authorization-plugins %q: %s", names, firstLine(tail[i:]))
 		}
 		if err := syscall.Kill(pid, 0); err != nil {
 			t.Fatalf("dockerd (%d) exited on reloading authorization-plugins %q; its log:\n%s", pid, names, tail)
@@ -262,20 +147,7 @@ func setAuthzPlugins(t testing.TB, e *Env, names []string) {
 	})
 }
 
-func rtDockerdPID(t testing.TB, e *Env) int {
-	t.Helper()
-	b, err := os.ReadFile(e.vars["DOCKERD_PID_FILE"])
-	if err != nil {
-		t.Fatalf("dockerd's pid file: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("dockerd's pid file: %v", err)
-	}
-	return pid
-}
-
-func rtFileSize(t testing.TB, path string) int64 {
+func fileSize(t testing.TB, path string) int64 {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -284,7 +156,7 @@ func rtFileSize(t testing.TB, path string) int64 {
 	return fi.Size()
 }
 
-func rtReadFrom(t testing.TB, path string, offset int64) string {
+func readFrom(t testing.TB, path string, offset int64) string {
 	t.Helper()
 	f, err := os.Open(path)
 	if err != nil {
@@ -298,7 +170,7 @@ func rtReadFrom(t testing.TB, path string, offset int64) string {
 	return string(b)
 }
 
-func rtFirstLine(s string) string {
+func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
 }
@@ -367,26 +239,4 @@ func (r *rawDocker) do(t testing.TB, method, uri string, body []byte, headers ..
 		out.Message = msg.Message
 	}
 	return out
-}
-
-// sampleQuantile is the q-quantile (0 < q <= 1) of sorted samples, by the nearest-rank method.
-func sampleQuantile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	rank := int(float64(len(sorted))*q+0.999999) - 1
-	return sorted[max(0, min(rank, len(sorted)-1))]
-}
-
-func rtMicros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-func rtMillis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
-
-// rtRequireBenchEnv is RequireEnv for benchmarks.
-func rtRequireBenchEnv(b *testing.B) *Env {
-	b.Helper()
-	if theEnv == nil {
-		b.Skip(skipReason)
-	}
-	b.Cleanup(func() { theEnv.Reset(b) })
-	return theEnv
 }

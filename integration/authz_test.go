@@ -12,17 +12,17 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
-// startAuthzDaemon starts pullguard with its authorization plugin on dockerd's discovery path
-// (/run/docker/plugins/NAME.sock) and the Docker guard (the plugin resolves local images
-// through Docker's API), then enables the plugin in dockerd. It returns the plugin's name.
-func startAuthzDaemon(t testing.TB, e *Env, policyPath string) (*rtDaemon, string) {
+// startAuthzGuard starts pullguard (StartDaemon) with its authorization plugin on dockerd's
+// discovery path (/run/docker/plugins/NAME.sock) and the Docker guard (the plugin resolves
+// local images through Docker's API), then enables the plugin in dockerd. It returns the
+// plugin's name.
+func startAuthzGuard(t testing.TB, e *Env, policyPath string) (*Pullguard, string) {
 	t.Helper()
 	name := authzPluginName()
 	sock := authzSocket(t, name)
-	d := startRtDaemon(t, policyPath, "--docker-host", e.DockerHost, "--containerd-address", "none",
+	d := StartDaemon(t, policyPath, "--docker-host", e.DockerHost, "--containerd-address", "none",
 		"--authz-socket", sock)
 	enableAuthzPlugin(t, e, name)
 	return d, name
@@ -54,8 +54,8 @@ func requireRefused(t testing.TB, err error, plugin string, parts ...string) {
 // refusal is a journal entry; an allowed pull works.
 func TestAuthzPull(t *testing.T) {
 	e := RequireEnv(t)
-	path := WritePolicy(t, "", cdPolicy(e, "enforce", "keep"))
-	d, plugin := startAuthzDaemon(t, e, path)
+	path := WritePolicy(t, "", policyWithRunning(e, "enforce", "keep"))
+	d, plugin := startAuthzGuard(t, e, path)
 	evil, allowed := e.Ref("evil/miner:latest"), e.Ref("approved/busybox:1.0")
 	rule := " (" + path + ":7)" // the deny rule for evil/**
 
@@ -67,9 +67,9 @@ func TestAuthzPull(t *testing.T) {
 		t.Errorf("images landed in dockerd despite the refusals: %q", ids)
 	}
 
-	blocked := d.waitEntries(t, rtActDeadline, 2, "PULLGUARD_ACTION=blocked")
-	rtRequireFields(t, blocked[0], map[string]string{
-		"MESSAGE_ID":        midBlocked,
+	blocked := d.WaitEntries(t, actDeadline, 2, "PULLGUARD_ACTION=blocked")
+	requireFields(t, blocked[0], map[string]string{
+		"MESSAGE_ID":        msgBlocked,
 		"PRIORITY":          "4",
 		"SYSLOG_IDENTIFIER": "pullguard",
 		"PULLGUARD_EVENT":   "authz",
@@ -86,7 +86,7 @@ func TestAuthzPull(t *testing.T) {
 	if !e.ImageExists(t, allowed) {
 		t.Errorf("%s is not in dockerd after an allowed pull", allowed)
 	}
-	if n := len(d.entries(t, "PULLGUARD_ACTION=removed")); n > 0 {
+	if n := len(d.Entries(t, "PULLGUARD_ACTION=removed")); n > 0 {
 		t.Errorf("%d removed entries: something disallowed landed after all", n)
 	}
 }
@@ -101,9 +101,9 @@ func TestAuthzLocalImages(t *testing.T) {
 	// Before pullguard: the disallowed image, in use.
 	e.Docker(t, "pull", "--quiet", evil)
 	keeper := e.Docker(t, "run", "-d", evil, "sleep", "300")
-	evilID := imageIDOf(t, e, evil)
+	evilID := imageID(t, e, evil)
 
-	_, plugin := startAuthzDaemon(t, e, WritePolicy(t, "", cdPolicy(e, "enforce", "keep")))
+	_, plugin := startAuthzGuard(t, e, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")))
 	if !e.ImageExists(t, evil) {
 		t.Fatalf("the Docker guard removed %s although a running container uses it (running: keep); "+
 			"this test needs it in Docker's store", evil)
@@ -150,22 +150,13 @@ func TestAuthzLocalImages(t *testing.T) {
 	}
 }
 
-func imageIDOf(t testing.TB, e *Env, ref string) string {
-	t.Helper()
-	img, ok := e.InspectImage(t, ref)
-	if !ok {
-		t.Fatalf("%s is not in dockerd", ref)
-	}
-	return img.ID
-}
-
 // TestAuthzFormBody: raw API pulls whose parameters are in a urlencoded body, which dockerd
 // reads before the query's. dockerd forwards only application/json bodies to the plugin, so
 // such a request is refused, not waved through, whatever it asks for; a body dockerd does
 // forward is read as the form it is and judged by what it asks for.
 func TestAuthzFormBody(t *testing.T) {
 	e := RequireEnv(t)
-	d, plugin := startAuthzDaemon(t, e, WritePolicy(t, "", cdPolicy(e, "enforce", "keep")))
+	d, plugin := startAuthzGuard(t, e, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")))
 	raw := newRawDocker(t, e)
 	form := func(repo, tag string) []byte {
 		return []byte(url.Values{"fromImage": {e.Ref(repo)}, "tag": {tag}}.Encode())
@@ -198,10 +189,10 @@ func TestAuthzFormBody(t *testing.T) {
 		}
 	}
 	// Two entries: the identical refusals of unforwarded bodies are one entry (flood control).
-	d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_ACTION=blocked", "PULLGUARD_IMAGE="+e.Ref("evil/miner:1.0"))
-	withheld := d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_ACTION=blocked", "PULLGUARD_IMAGE=POST /v1.41/images/create")
-	if !strings.Contains(withheld[0]["PULLGUARD_REASON"], "did not forward") {
-		t.Errorf("PULLGUARD_REASON = %q", withheld[0]["PULLGUARD_REASON"])
+	d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=blocked", "PULLGUARD_IMAGE="+e.Ref("evil/miner:1.0"))
+	withheld := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=blocked", "PULLGUARD_IMAGE=POST /v1.41/images/create")
+	if !strings.Contains(withheld["PULLGUARD_REASON"], "did not forward") {
+		t.Errorf("PULLGUARD_REASON = %q", withheld["PULLGUARD_REASON"])
 	}
 }
 
@@ -209,25 +200,25 @@ func TestAuthzFormBody(t *testing.T) {
 // have refused.
 func TestAuthzAuditMode(t *testing.T) {
 	e := RequireEnv(t)
-	d, _ := startAuthzDaemon(t, e, WritePolicy(t, "", cdPolicy(e, "audit", "keep")))
+	d, _ := startAuthzGuard(t, e, WritePolicy(t, "", policyWithRunning(e, "audit", "keep")))
 	evil := e.Ref("evil/miner:latest")
 
 	e.Docker(t, "pull", "--quiet", evil)
 	e.Docker(t, "tag", evil, e.Ref("evil/miner:2.0"))
 
-	en := d.waitEntries(t, rtActDeadline, 2, "PULLGUARD_ACTION=would-block")
-	rtRequireFields(t, en[0], map[string]string{
-		"MESSAGE_ID":        midWouldAct,
+	en := d.WaitEntries(t, actDeadline, 2, "PULLGUARD_ACTION=would-block")
+	requireFields(t, en[0], map[string]string{
+		"MESSAGE_ID":        msgWouldAct,
 		"PULLGUARD_EVENT":   "authz",
 		"PULLGUARD_RUNTIME": "docker",
 		"PULLGUARD_IMAGE":   evil,
 		"PULLGUARD_MODE":    "audit",
 	})
-	if n := len(d.entries(t, "PULLGUARD_ACTION=blocked")); n > 0 {
+	if n := len(d.Entries(t, "PULLGUARD_ACTION=blocked")); n > 0 {
 		t.Errorf("%d blocked entries in audit mode", n)
 	}
 	// The event watcher audits the pull too, and nothing is removed.
-	d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_ACTION=would-remove", "PULLGUARD_RUNTIME=docker")
+	d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=would-remove", "PULLGUARD_RUNTIME=docker")
 	for _, ref := range []string{evil, e.Ref("evil/miner:2.0")} {
 		if !e.ImageExists(t, ref) {
 			t.Errorf("%s is not in dockerd; audit mode must act on nothing", ref)
@@ -240,16 +231,14 @@ func TestAuthzAuditMode(t *testing.T) {
 // connection starts pullguard, which answers on the passed socket without opening one itself.
 func TestAuthzSocketActivation(t *testing.T) {
 	e := RequireEnv(t)
-	path := WritePolicy(t, "", cdPolicy(e, "enforce", "keep"))
+	path := WritePolicy(t, "", policyWithRunning(e, "enforce", "keep"))
 	name := authzPluginName()
-	sock := filepath.Join(rtSocketDir(t, "pgsa-"), "authz.sock")
+	sock := filepath.Join(socketDir(t, "pgsa-"), "authz.sock")
 	writeAuthzSpec(t, name, sock) // a socket outside /run/docker/plugins: found through a spec file
 
-	d := &rtDaemon{since: time.Now()}
-	d.Pullguard = startActivatedPullguard(t, sock, "daemon", "--policy", path, "--docker-host", e.DockerHost,
-		"--containerd-address", "none", "--log-target", "journald")
+	d := startActivatedPullguard(t, sock, daemonArgs(path, "--docker-host", e.DockerHost, "--containerd-address", "none")...)
 	enableAuthzPlugin(t, e, name) // dockerd connects: pullguard starts
-	d.waitEntries(t, rtReadyDeadline, 1, "MESSAGE_ID="+midStarted)
+	d.WaitEntry(t, readyDeadline, "MESSAGE_ID="+msgStarted)
 	exe, err := os.Readlink("/proc/" + strconv.Itoa(d.PID()) + "/exe")
 	if err != nil || exe != BuildPullguard(t) {
 		t.Fatalf("the activated process runs %q (%v), want pullguard", exe, err)
@@ -258,8 +247,8 @@ func TestAuthzSocketActivation(t *testing.T) {
 	evil := e.Ref("evil/miner:latest")
 	_, err = e.DockerErr(t, "pull", evil)
 	requireRefused(t, err, name, deniedBy(name, evil))
-	en := d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_ACTION=blocked")
-	rtRequireFields(t, en[0], map[string]string{"PULLGUARD_EVENT": "authz", "PULLGUARD_IMAGE": evil})
+	en := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=blocked")
+	requireFields(t, en, map[string]string{"PULLGUARD_EVENT": "authz", "PULLGUARD_IMAGE": evil})
 	e.Docker(t, "pull", "--quiet", e.Ref("approved/busybox:1.0"))
 	if e.ImageExists(t, evil) {
 		t.Errorf("%s landed in dockerd", evil)

@@ -27,16 +27,6 @@ const latencySamples = 100
 // rssGoalMiB is the idle daemon's RSS goal (issue 4).
 const rssGoalMiB = 30
 
-// requireEnvB is RequireEnv for benchmarks.
-func requireEnvB(b *testing.B) *Env {
-	b.Helper()
-	if theEnv == nil {
-		b.Skip(skipReason)
-	}
-	b.Cleanup(func() { theEnv.Reset(b) })
-	return theEnv
-}
-
 // BenchmarkDockerPullToRemoval: the time from dockerd's pull event for a disallowed image to
 // its untag event (the reference is gone), by dockerd's own event timestamps (timeNano), over
 // latencySamples pulls. The baseline, in the same run, is the floor any event watcher could
@@ -44,7 +34,7 @@ func requireEnvB(b *testing.B) *Env {
 // it sees the pull event, with no pullguard running. Reported: p50-ms and p99-ms for each,
 // and pullguard's ratio to the baseline.
 func BenchmarkDockerPullToRemoval(b *testing.B) {
-	e := requireEnvB(b)
+	e := RequireEnv(b)
 	api := dockerAPI(b, e)
 	ref := e.Ref("evil/miner:latest")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -76,7 +66,7 @@ func BenchmarkDockerPullToRemoval(b *testing.B) {
 
 	b.ResetTimer()
 	base := measure(true)
-	g := startGuard(b, e, WritePolicy(b, "", policyYAML(e, "enforce", false)))
+	g := startDockerGuard(b, e, WritePolicy(b, "", policyYAML(e, "enforce", false)))
 	guarded := measure(false)
 	b.StopTimer()
 	if err := g.Stop(b); err != nil {
@@ -85,12 +75,12 @@ func BenchmarkDockerPullToRemoval(b *testing.B) {
 
 	bp50, bp99 := percentile(base, 50), percentile(base, 99)
 	p50, p99 := percentile(guarded, 50), percentile(guarded, 99)
-	b.ReportMetric(ms(p50), "p50-ms")
-	b.ReportMetric(ms(p99), "p99-ms")
-	b.ReportMetric(ms(bp50), "baseline-p50-ms")
-	b.ReportMetric(ms(bp99), "baseline-p99-ms")
-	b.ReportMetric(ms(p50)/ms(bp50), "p50-ratio")
-	b.ReportMetric(ms(p99)/ms(bp99), "p99-ratio")
+	b.ReportMetric(millis(p50), "p50-ms")
+	b.ReportMetric(millis(p99), "p99-ms")
+	b.ReportMetric(millis(bp50), "baseline-p50-ms")
+	b.ReportMetric(millis(bp99), "baseline-p99-ms")
+	b.ReportMetric(millis(p50)/millis(bp50), "p50-ratio")
+	b.ReportMetric(millis(p99)/millis(bp99), "p99-ratio")
 	b.Logf("pull event to untag event over %d pulls: pullguard p50 %v p99 %v max %v; baseline (rmi by the watcher itself) p50 %v p99 %v max %v",
 		latencySamples, p50, p99, slices.Max(guarded), bp50, bp99, slices.Max(base))
 }
@@ -99,7 +89,7 @@ func BenchmarkDockerPullToRemoval(b *testing.B) {
 // the highest of five VmRSS readings over 2 s, in MiB and as a fraction of the 30 MiB goal:
 // guarding Docker only, and Docker and containerd.
 func BenchmarkDaemonIdleRSS(b *testing.B) {
-	e := requireEnvB(b)
+	e := RequireEnv(b)
 	// Something to reconcile: the seeded images, allowed and not (audit: they stay).
 	for _, name := range []string{"approved/busybox:1.0", "myorg/base:1.0", "library/nginx:1.25", "evil/miner:latest"} {
 		e.Docker(b, "pull", "-q", e.Ref(name))
@@ -113,7 +103,7 @@ func BenchmarkDaemonIdleRSS(b *testing.B) {
 		{"docker+containerd", []string{"--containerd-address", e.ContainerdAddress}},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			g := startGuard(b, e, path, tc.args...)
+			g := startDockerGuard(b, e, path, tc.args...)
 			var peak int64
 			for i := range 5 {
 				time.Sleep(400 * time.Millisecond)
@@ -178,14 +168,19 @@ func (s *imageEventStream) next(b *testing.B, action, actor string) events.Messa
 	}
 }
 
-// percentile is the p-th percentile of ds by the nearest-rank method.
-func percentile(ds []time.Duration, p int) time.Duration {
-	s := slices.Sorted(slices.Values(ds))
+// percentile is the p-th percentile (0 < p <= 100) of samples, in any order, by the
+// nearest-rank method; 0 when there are none. The benchmarks of all runtimes report it.
+func percentile(samples []time.Duration, p int) time.Duration {
+	if len(samples) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(samples))
 	rank := (p*len(s) + 99) / 100 // ceil(p/100 * n)
 	return s[max(rank, 1)-1]
 }
 
-func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // vmRSS is the process's resident set size in KiB, from /proc/PID/status.
 func vmRSS(b *testing.B, pid int) int64 {

@@ -22,23 +22,10 @@ import (
 	"github.com/containerd/typeurl/v2"
 )
 
-// cdPolicy is a policy for the seeded images: it allows approved/** and denies evil/** by an
-// explicit rule; everything else (library/nginx, myorg/...) falls to default: deny.
-func cdPolicy(e *Env, mode, running string) string {
-	return fmt.Sprintf(`mode: %s
-default: deny
-running: %s
-allow:
-  - image: %s/approved/**
-deny:
-  - image: %s/evil/**
-`, mode, running, e.Registry, e.Registry)
-}
-
-// startCdDaemon starts pullguard on the environment's containerd only.
-func startCdDaemon(t testing.TB, e *Env, policyPath string, extra ...string) *rtDaemon {
+// startContainerdGuard starts pullguard on the environment's containerd only (StartDaemon).
+func startContainerdGuard(t testing.TB, e *Env, policyPath string, extra ...string) *Pullguard {
 	t.Helper()
-	return startRtDaemon(t, policyPath, append([]string{"--docker-host", "none",
+	return StartDaemon(t, policyPath, append([]string{"--docker-host", "none",
 		"--containerd-address", e.ContainerdAddress}, extra...)...)
 }
 
@@ -51,7 +38,7 @@ func ctrPull(t testing.TB, e *Env, ns, ref string) {
 // waitCtrImageGone waits until no image record named ref is left in the namespace.
 func waitCtrImageGone(t testing.TB, e *Env, ns, ref string) {
 	t.Helper()
-	Eventually(t, rtActDeadline, func() (bool, string) {
+	Eventually(t, actDeadline, func() (bool, string) {
 		imgs := e.CtrImages(t, ns)
 		return !slices.Contains(imgs, ref), fmt.Sprintf("%s is still in namespace %s: %q", ref, ns, imgs)
 	})
@@ -138,8 +125,8 @@ func ctrSnapshots(t testing.TB, e *Env, ns string) []string {
 // an allowed image stays.
 func TestContainerdPullEnforced(t *testing.T) {
 	e := RequireEnv(t)
-	path := WritePolicy(t, "", cdPolicy(e, "enforce", "keep"))
-	d := startCdDaemon(t, e, path)
+	path := WritePolicy(t, "", policyWithRunning(e, "enforce", "keep"))
+	d := startContainerdGuard(t, e, path)
 	allowed, alias, evil := e.Ref("approved/busybox:1.0"), e.Ref("library/nginx:1.25"), e.Ref("evil/miner:latest")
 
 	for _, ns := range []string{"k8s.io", "default"} {
@@ -150,24 +137,24 @@ func TestContainerdPullEnforced(t *testing.T) {
 			// Same content as the allowed image, under a name the default denies.
 			ctrPull(t, e, ns, alias)
 			waitCtrImageGone(t, e, ns, alias)
-			untagged := d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_ACTION=untagged")
-			if img := untagged[0]["PULLGUARD_IMAGE"]; img != alias {
+			untagged := d.WaitEntry(t, actDeadline, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_ACTION=untagged")
+			if img := untagged["PULLGUARD_IMAGE"]; img != alias {
 				t.Errorf("untagged entry names %q, want %s", img, alias)
 			}
 
 			ctrPull(t, e, ns, evil)
 			waitCtrImageGone(t, e, ns, evil)
-			removed := d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_ACTION=removed")
-			rtRequireFields(t, removed[0], map[string]string{
-				"MESSAGE_ID":        midActionTaken,
+			removed := d.WaitEntry(t, actDeadline, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_ACTION=removed")
+			requireFields(t, removed, map[string]string{
+				"MESSAGE_ID":        msgActionTaken,
 				"PULLGUARD_RUNTIME": "containerd",
 				"PULLGUARD_MODE":    "enforce",
 				"PULLGUARD_RULE":    path + ":7",
 			})
-			evilTarget := removed[0]["PULLGUARD_IMAGE_ID"]
-			if removed[0]["PULLGUARD_IMAGE"] != evil || !strings.HasPrefix(evilTarget, "sha256:") {
+			evilTarget := removed["PULLGUARD_IMAGE_ID"]
+			if removed["PULLGUARD_IMAGE"] != evil || !strings.HasPrefix(evilTarget, "sha256:") {
 				t.Errorf("removed entry: PULLGUARD_IMAGE=%q PULLGUARD_IMAGE_ID=%q, want %s and its digest",
-					removed[0]["PULLGUARD_IMAGE"], evilTarget, evil)
+					removed["PULLGUARD_IMAGE"], evilTarget, evil)
 			}
 
 			requireCtrImages(t, e, ns, allowed)
@@ -177,7 +164,7 @@ func TestContainerdPullEnforced(t *testing.T) {
 			// The disallowed image's content is collected, the allowed content stays. (Not
 			// necessarily by the synchronous delete itself: ctr holds a lease on what it
 			// pulls until it has unpacked it, and containerd collects it soon after.)
-			Eventually(t, rtActDeadline, func() (bool, string) {
+			Eventually(t, actDeadline, func() (bool, string) {
 				content := strings.Fields(e.Ctr(t, ns, "content", "ls", "--quiet"))
 				return !slices.Contains(content, evilTarget),
 					fmt.Sprintf("the manifest %s of the removed image is still in the content store", evilTarget)
@@ -185,7 +172,7 @@ func TestContainerdPullEnforced(t *testing.T) {
 			if content := strings.Fields(e.Ctr(t, ns, "content", "ls", "--quiet")); !slices.Contains(content, allowedTarget) {
 				t.Errorf("the manifest %s of the allowed image is gone from the content store", allowedTarget)
 			}
-			for _, en := range d.entries(t, "PULLGUARD_NAMESPACE="+ns) {
+			for _, en := range d.Entries(t, "PULLGUARD_NAMESPACE="+ns) {
 				if strings.HasPrefix(en["PULLGUARD_IMAGE"], allowed) {
 					t.Errorf("a journal entry acts on the allowed %s: %s", allowed, en["MESSAGE"])
 				}
@@ -206,11 +193,11 @@ func TestContainerdReconcileCRIRecords(t *testing.T) {
 	alias := e.Ref("library/nginx:1.25")
 	ctrPull(t, e, ns, alias)
 
-	d := startCdDaemon(t, e, WritePolicy(t, "", cdPolicy(e, "enforce", "keep")))
+	d := startContainerdGuard(t, e, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")))
 
-	// startCdDaemon returned after the first reconcile.
+	// startContainerdGuard returned after the first reconcile.
 	requireCtrImages(t, e, ns, allowed...)
-	entries := d.entries(t, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_EVENT=reconcile")
+	entries := d.Entries(t, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_EVENT=reconcile")
 	var removed, untagged []string
 	for _, en := range entries {
 		switch en["PULLGUARD_ACTION"] {
@@ -243,7 +230,7 @@ func TestContainerdRunningStopOnReload(t *testing.T) {
 	const ns = "default"
 	ref := e.Ref("approved/busybox:1.0")
 	dir := t.TempDir()
-	d := startCdDaemon(t, e, WritePolicy(t, dir, cdPolicy(e, "enforce", "keep")))
+	d := startContainerdGuard(t, e, WritePolicy(t, dir, policyWithRunning(e, "enforce", "keep")))
 
 	ctrPull(t, e, ns, ref)
 	id := ctrContainerID()
@@ -254,22 +241,22 @@ func TestContainerdRunningStopOnReload(t *testing.T) {
 	if !slices.Contains(ctrSnapshots(t, e, ns), id) {
 		t.Fatalf("no snapshot %s for the container", id)
 	}
-	if n := len(d.entries(t, "PULLGUARD_CONTAINER_ID="+id)); n > 0 {
+	if n := len(d.Entries(t, "PULLGUARD_CONTAINER_ID="+id)); n > 0 {
 		t.Fatalf("pullguard acted on the container of an allowed image (%d entries)", n)
 	}
 
 	// approved/** is no longer allowed: only myorg/base is.
 	WritePolicy(t, dir, fmt.Sprintf("mode: enforce\ndefault: deny\nrunning: stop\nallow:\n  - image: %s/myorg/base\n", e.Registry))
-	d.waitEntries(t, rtActDeadline, 2, "MESSAGE_ID="+midPolicyLoaded)
+	d.WaitEntries(t, actDeadline, 2, "MESSAGE_ID="+msgPolicyLoaded)
 
-	Eventually(t, rtActDeadline, func() (bool, string) {
+	Eventually(t, actDeadline, func() (bool, string) {
 		tasks := e.Ctr(t, ns, "tasks", "ls", "--quiet")
 		containers := e.Ctr(t, ns, "containers", "ls", "--quiet")
 		return !strings.Contains(tasks+containers, id), fmt.Sprintf("tasks %q, containers %q still hold %s", tasks, containers, id)
 	})
-	stopped := d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_CONTAINER_ID="+id)
-	rtRequireFields(t, stopped[0], map[string]string{
-		"MESSAGE_ID":          midActionTaken,
+	stopped := d.WaitEntry(t, actDeadline, "PULLGUARD_CONTAINER_ID="+id)
+	requireFields(t, stopped, map[string]string{
+		"MESSAGE_ID":          msgActionTaken,
 		"PULLGUARD_ACTION":    "stopped",
 		"PULLGUARD_EVENT":     "reconcile",
 		"PULLGUARD_RUNTIME":   "containerd",
@@ -278,7 +265,7 @@ func TestContainerdRunningStopOnReload(t *testing.T) {
 	})
 	waitCtrImageGone(t, e, ns, ref)
 	// The container's snapshot went with it, and the image's layers with the image.
-	Eventually(t, rtActDeadline, func() (bool, string) {
+	Eventually(t, actDeadline, func() (bool, string) {
 		snaps := ctrSnapshots(t, e, ns)
 		return len(snaps) == 0, fmt.Sprintf("snapshots left in %s: %q", ns, snaps)
 	})
@@ -291,7 +278,7 @@ func TestContainerdRunningStopOnReload(t *testing.T) {
 // tenant) is guarded like the others.
 func TestContainerdNewNamespace(t *testing.T) {
 	e := RequireEnv(t)
-	d := startCdDaemon(t, e, WritePolicy(t, "", cdPolicy(e, "enforce", "keep")))
+	d := startContainerdGuard(t, e, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")))
 	ns := "tenant-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	if slices.Contains(strings.Fields(e.Ctr(t, "default", "namespaces", "ls", "--quiet")), ns) {
 		t.Fatalf("namespace %s exists already", ns)
@@ -312,8 +299,8 @@ func TestContainerdNewNamespace(t *testing.T) {
 
 	waitCtrImageGone(t, e, ns, evil)
 	requireCtrImages(t, e, ns, allowed)
-	en := d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_NAMESPACE="+ns)
-	rtRequireFields(t, en[0], map[string]string{"PULLGUARD_ACTION": "removed", "PULLGUARD_RUNTIME": "containerd"})
+	en := d.WaitEntry(t, actDeadline, "PULLGUARD_NAMESPACE="+ns)
+	requireFields(t, en, map[string]string{"PULLGUARD_ACTION": "removed", "PULLGUARD_RUNTIME": "containerd"})
 }
 
 // TestContainerdRestartReconnect: containerd is killed and restarted while pullguard runs, and
@@ -324,22 +311,20 @@ func TestContainerdNewNamespace(t *testing.T) {
 func TestContainerdRestartReconnect(t *testing.T) {
 	e := RequireEnv(t)
 	const ns = "default"
-	d := startCdDaemon(t, e, WritePolicy(t, "", cdPolicy(e, "enforce", "keep")))
+	d := startContainerdGuard(t, e, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")))
 	evil, evil2 := e.Ref("evil/miner:latest"), e.Ref("evil/miner:1.0")
 
-	d.signal(t, syscall.SIGSTOP)
-	// Before Stop's SIGTERM (cleanups run last-in first-out), whatever fails below.
-	t.Cleanup(func() { _ = d.cmd.Process.Signal(syscall.SIGCONT) })
+	d.Pause(t)
 	if out, err := testenv("restart-containerd", e.Dir); err != nil {
 		t.Fatalf("testenv.sh restart-containerd: %v\n%s", err, out)
 	}
 	ctrPull(t, e, ns, evil)
 	requireCtrImages(t, e, ns, evil) // pullguard is stopped: nothing acts yet
-	d.signal(t, syscall.SIGCONT)
+	d.Signal(t, syscall.SIGCONT)
 
 	waitCtrImageGone(t, e, ns, evil)
-	en := d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_ACTION=removed")
-	rtRequireFields(t, en[0], map[string]string{"PULLGUARD_EVENT": "reconcile", "PULLGUARD_RUNTIME": "containerd"})
+	en := d.WaitEntries(t, actDeadline, 1, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_ACTION=removed")
+	requireFields(t, en[0], map[string]string{"PULLGUARD_EVENT": "reconcile", "PULLGUARD_RUNTIME": "containerd"})
 	if en[0]["PULLGUARD_IMAGE"] != evil {
 		t.Errorf("removed entry names %q, want %s", en[0]["PULLGUARD_IMAGE"], evil)
 	}
@@ -347,14 +332,14 @@ func TestContainerdRestartReconnect(t *testing.T) {
 	// The new subscription works: a pull now is handled by its event.
 	ctrPull(t, e, ns, evil2)
 	waitCtrImageGone(t, e, ns, evil2)
-	en = d.waitEntries(t, rtActDeadline, 2, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_ACTION=removed")
+	en = d.WaitEntries(t, actDeadline, 2, "PULLGUARD_NAMESPACE="+ns, "PULLGUARD_ACTION=removed")
 	if ev := en[1]["PULLGUARD_EVENT"]; ev == "reconcile" || ev == "" {
 		t.Errorf("the pull after the reconnect was handled by %q, want its event", ev)
 	}
-	if n := len(d.entries(t, "MESSAGE_ID="+midRuntimeDisconnected)); n != 1 {
+	if n := len(d.Entries(t, "MESSAGE_ID="+msgRuntimeDisconnected)); n != 1 {
 		t.Errorf("%d journal entries say pullguard lost containerd, want 1", n)
 	}
-	if n := len(d.entries(t, "MESSAGE_ID="+midRuntimeConnected)); n != 2 {
+	if n := len(d.Entries(t, "MESSAGE_ID="+msgRuntimeConnected)); n != 2 {
 		t.Errorf("%d journal entries say pullguard connected to containerd, want 2 (start, reconnect)", n)
 	}
 	// dockerd, which the other tests use, is connected to the new containerd too.
@@ -374,7 +359,7 @@ func TestContainerdSkipsDockerNamespaces(t *testing.T) {
 	for _, ns := range dockerNS {
 		ctrPull(t, e, ns, evil)
 	}
-	d := startRtDaemon(t, WritePolicy(t, "", cdPolicy(e, "enforce", "keep")),
+	d := StartDaemon(t, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")),
 		"--docker-host", e.DockerHost, "--containerd-address", e.ContainerdAddress)
 
 	for _, ns := range dockerNS {
@@ -386,7 +371,7 @@ func TestContainerdSkipsDockerNamespaces(t *testing.T) {
 	waitCtrImageGone(t, e, "default", evil2)
 	for _, ns := range dockerNS {
 		requireCtrImages(t, e, ns, evil, evil2)
-		if n := len(d.entries(t, "PULLGUARD_NAMESPACE="+ns)); n > 0 {
+		if n := len(d.Entries(t, "PULLGUARD_NAMESPACE="+ns)); n > 0 {
 			t.Errorf("%d journal entries for namespace %s", n, ns)
 		}
 	}
@@ -397,17 +382,17 @@ func TestContainerdSkipsDockerNamespaces(t *testing.T) {
 // and PULLGUARD_NAMESPACE added, so that one journalctl filter finds both.
 func TestContainerdJournalFieldsMatchDocker(t *testing.T) {
 	e := RequireEnv(t)
-	path := WritePolicy(t, "", cdPolicy(e, "enforce", "keep"))
-	d := startRtDaemon(t, path, "--docker-host", e.DockerHost, "--containerd-address", e.ContainerdAddress)
+	path := WritePolicy(t, "", policyWithRunning(e, "enforce", "keep"))
+	d := StartDaemon(t, path, "--docker-host", e.DockerHost, "--containerd-address", e.ContainerdAddress)
 	evil := e.Ref("evil/miner:latest")
 
 	e.Docker(t, "pull", "--quiet", evil)
-	Eventually(t, rtActDeadline, func() (bool, string) { return !e.ImageExists(t, evil), evil + " is still in dockerd" })
-	docker := d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_RUNTIME=docker", "PULLGUARD_ACTION=removed")[0]
+	waitImageGone(t, e, evil)
+	docker := d.WaitEntry(t, actDeadline, "PULLGUARD_RUNTIME=docker", "PULLGUARD_ACTION=removed")
 
 	ctrPull(t, e, "default", evil)
 	waitCtrImageGone(t, e, "default", evil)
-	cd := d.waitEntries(t, rtActDeadline, 1, "PULLGUARD_RUNTIME=containerd", "PULLGUARD_ACTION=removed")[0]
+	cd := d.WaitEntry(t, actDeadline, "PULLGUARD_RUNTIME=containerd", "PULLGUARD_ACTION=removed")
 
 	fieldsOf := func(en map[string]string) []string {
 		var keys []string
@@ -430,7 +415,7 @@ func TestContainerdJournalFieldsMatchDocker(t *testing.T) {
 			t.Errorf("%s: containerd %q, Docker %q", k, cd[k], docker[k])
 		}
 	}
-	rtRequireFields(t, cd, map[string]string{
+	requireFields(t, cd, map[string]string{
 		"PULLGUARD_RUNTIME":   "containerd",
 		"PULLGUARD_NAMESPACE": "default",
 		"PULLGUARD_RULE":      path + ":7",
@@ -456,7 +441,7 @@ func TestContainerdJournalFieldsMatchDocker(t *testing.T) {
 func TestContainerdFloodControl(t *testing.T) {
 	e := RequireEnv(t)
 	const ns, pulls = "k8s.io", 5
-	d := startCdDaemon(t, e, WritePolicy(t, "", cdPolicy(e, "enforce", "keep")))
+	d := startContainerdGuard(t, e, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")))
 	evil := e.Ref("evil/miner:latest")
 
 	for range pulls {
@@ -464,10 +449,10 @@ func TestContainerdFloodControl(t *testing.T) {
 		waitCtrImageGone(t, e, ns, evil)
 	}
 	matches := []string{"PULLGUARD_NAMESPACE=" + ns, "PULLGUARD_ACTION=removed"}
-	d.waitEntries(t, rtActDeadline, 1, matches...)
+	d.WaitEntry(t, actDeadline, matches...)
 	time.Sleep(time.Second) // entries are written asynchronously: give extra ones time to show
-	if got := d.entries(t, matches...); len(got) != 1 {
-		t.Fatalf("%d journal entries for %d identical denied pulls, want 1:\n%s", len(got), pulls, rtMessages(got))
+	if got := d.Entries(t, matches...); len(got) != 1 {
+		t.Fatalf("%d journal entries for %d identical denied pulls, want 1:\n%s", len(got), pulls, describeEntries(got))
 	} else if r := got[0]["PULLGUARD_REPEATS"]; r != "" {
 		t.Errorf("the first entry has PULLGUARD_REPEATS=%s", r)
 	}
@@ -475,7 +460,7 @@ func TestContainerdFloodControl(t *testing.T) {
 	if err := d.Stop(t); err != nil {
 		t.Fatalf("pullguard exited with %v", err)
 	}
-	got := d.waitEntries(t, rtActDeadline, 2, matches...)
+	got := d.WaitEntries(t, actDeadline, 2, matches...)
 	total := 0
 	for _, en := range got {
 		n := 0
@@ -488,11 +473,12 @@ func TestContainerdFloodControl(t *testing.T) {
 		total += 1 + n
 	}
 	if len(got) != 2 || total != pulls {
-		t.Errorf("after stopping: %d entries standing for %d pulls, want 2 standing for %d:\n%s", len(got), total, pulls, rtMessages(got))
+		t.Errorf("after stopping: %d entries standing for %d pulls, want 2 standing for %d:\n%s", len(got), total, pulls, describeEntries(got))
 	}
 }
 
-func rtMessages(entries []map[string]string) string {
+// describeEntries is one line for each entry: its MESSAGE and PULLGUARD_REPEATS.
+func describeEntries(entries []map[string]string) string {
 	var b strings.Builder
 	for _, en := range entries {
 		fmt.Fprintf(&b, "  %s (PULLGUARD_REPEATS=%s)\n", en["MESSAGE"], en["PULLGUARD_REPEATS"])
@@ -500,15 +486,15 @@ func rtMessages(entries []map[string]string) string {
 	return b.String()
 }
 
-// cdBenchPulls is the least number of pulls BenchmarkContainerdPullToDeletion measures.
-const cdBenchPulls = 50
+// containerdBenchPulls is the least number of pulls BenchmarkContainerdPullToDeletion measures.
+const containerdBenchPulls = 50
 
 // BenchmarkContainerdPullToDeletion measures how long a disallowed image exists in containerd:
 // from its /images/create event to its /images/delete event, both stamped by containerd, for
 // pulls with ctr into k8s.io while pullguard runs. It reports the median and p99 over at least
 // 50 pulls (whatever b.N; run it with -benchtime=1x), and ns/op per pull-and-delete cycle.
 func BenchmarkContainerdPullToDeletion(b *testing.B) {
-	e := rtRequireBenchEnv(b)
+	e := RequireEnv(b)
 	const ns = "k8s.io"
 	ref := e.Ref("evil/miner:latest")
 
@@ -520,15 +506,15 @@ func BenchmarkContainerdPullToDeletion(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	envelopes, errs := c.EventService().Subscribe(ctx, `topic=="/images/create"`, `topic=="/images/delete"`)
-	startCdDaemon(b, e, WritePolicy(b, "", cdPolicy(e, "enforce", "keep")))
+	startContainerdGuard(b, e, WritePolicy(b, "", policyWithRunning(e, "enforce", "keep")))
 
-	pulls := max(b.N, cdBenchPulls)
+	pulls := max(b.N, containerdBenchPulls)
 	lat := make([]time.Duration, 0, pulls)
 	b.ResetTimer()
 	for i := range pulls {
 		ctrPull(b, e, ns, ref)
 		var created time.Time
-		deadline := time.After(rtActDeadline)
+		deadline := time.After(actDeadline)
 		for deleted := false; !deleted; {
 			select {
 			case env := <-envelopes:
@@ -548,18 +534,17 @@ func BenchmarkContainerdPullToDeletion(b *testing.B) {
 			case err := <-errs:
 				b.Fatalf("containerd events: %v", err)
 			case <-deadline:
-				b.Fatalf("pull %d: %s not deleted within %v", i, ref, rtActDeadline)
+				b.Fatalf("pull %d: %s not deleted within %v", i, ref, actDeadline)
 			}
 		}
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed())/float64(pulls), "ns/op")
 
-	slices.Sort(lat)
-	p50, p99 := sampleQuantile(lat, 0.5), sampleQuantile(lat, 0.99)
-	b.ReportMetric(rtMillis(p50), "p50-ms")
-	b.ReportMetric(rtMillis(p99), "p99-ms")
-	b.Logf("%d pulls: pull-event-to-deletion p50 %v, p99 %v, max %v", len(lat), p50, p99, lat[len(lat)-1])
+	p50, p99 := percentile(lat, 50), percentile(lat, 99)
+	b.ReportMetric(millis(p50), "p50-ms")
+	b.ReportMetric(millis(p99), "p99-ms")
+	b.Logf("%d pulls: pull-event-to-deletion p50 %v, p99 %v, max %v", len(lat), p50, p99, slices.Max(lat))
 }
 
 // imageEventName is the image name an /images/ event carries.

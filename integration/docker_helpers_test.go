@@ -1,7 +1,9 @@
 package integration
 
-// Helpers shared by the tests and benchmarks of `pullguard daemon` and `pullguard scan` on
-// Docker (docker_test.go, reload_test.go, bench_test.go).
+// Helpers of the tests and benchmarks of `pullguard daemon` and `pullguard scan` on Docker
+// (docker_test.go, reload_test.go, bench_test.go): pullguard guarding the environment's dockerd
+// with a stand-in for systemd's notification socket, images and containers in dockerd, and
+// dockerd killed and restarted.
 
 import (
 	"archive/tar"
@@ -14,163 +16,39 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
-
-	"github.com/pullguard/pullguard/policy"
 )
 
-const (
-	// actDeadline is how long pullguard gets to act on an event. It usually takes a few
-	// milliseconds; the margin is for a loaded 2-core machine.
-	actDeadline = 15 * time.Second
-	// readyDeadline bounds the start-up: policy load plus the first reconcile.
-	readyDeadline = 20 * time.Second
-	// notifyDeadline bounds the wait for one sd_notify datagram.
-	notifyDeadline = 10 * time.Second
-)
+// notifyDeadline bounds the wait for one sd_notify datagram.
+const notifyDeadline = 10 * time.Second
 
-// MESSAGE_IDs the tests filter on. They are copied, not imported from daemon/: SREs' filters
-// depend on these exact values, so a change there must fail here.
-const (
-	msgActionTaken   = "7c8e982039f1450dbce9a0e2f612b68a"
-	msgWouldAct      = "668fa933e1a941c29710f7a5d45f3c82"
-	msgPolicyLoaded  = "f502ef608d7c4b22b87f111f60c2546d"
-	msgPolicyInvalid = "cc9e6ea108b94998b2762bd6a27b5152"
-	msgStarted       = "86b70b17b49b40deaa40068acfd22c57"
-	msgStopping      = "e16248c5ec4c41288948d42b2ba3fcf6"
-
-	msgRuntimeConnected    = "c79fbfa9afc24b5f8b0d3ba6bd2301f3"
-	msgRuntimeDisconnected = "82e3253dbd0844049a88d072592d7394"
-)
-
-// policyYAML is a policy for the seeded images: it allows approved/** (and myorg/base when
-// withMyorgBase), denies evil/** by an explicit rule, and leaves the rest (library/nginx,
-// the typosquat myorg-base) to the default, deny.
-func policyYAML(e *Env, mode string, withMyorgBase bool, extra ...string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "mode: %s\n", mode)
-	for _, line := range extra {
-		b.WriteString(line + "\n")
-	}
-	fmt.Fprintf(&b, "allow:\n  - image: %s/approved/**\n", e.Registry)
-	if withMyorgBase {
-		fmt.Fprintf(&b, "  - image: %s/myorg/base\n", e.Registry)
-	}
-	fmt.Fprintf(&b, "deny:\n  - image: %s/evil/**\n", e.Registry)
-	return b.String()
-}
-
-// lineOf is the 1-based line of yaml holding substr, for the file:line pullguard reports.
-func lineOf(t testing.TB, yaml, substr string) int {
+// startDockerGuard starts `pullguard daemon` on the environment's dockerd only (containerd has
+// its own tests), logging to journald at debug level, with NOTIFY_SOCKET set, and waits for
+// READY=1: the policy is loaded and the first reconcile is done.
+func startDockerGuard(t testing.TB, e *Env, policyPath string, extra ...string) *Pullguard {
 	t.Helper()
-	for i, line := range strings.Split(yaml, "\n") {
-		if strings.Contains(line, substr) {
-			return i + 1
-		}
+	p, notify := startDockerGuardNoWait(t, e, policyPath, extra...)
+	if msg := notify.WaitFor(t, readyDeadline, "READY=1"); msg == "" {
+		t.Fatalf("no READY=1 from pullguard; output:\n%s", p.Output())
 	}
-	t.Fatalf("%q not in the policy:\n%s", substr, yaml)
-	return 0
+	return p
 }
 
-// policyHash is the hash pullguard logs for the policy at path (given as the daemon was):
-// computed by the policy package itself, so the test checks that the daemon loaded exactly
-// what is on disk.
-func policyHash(t testing.TB, path string) string {
+// startDockerGuardNoWait is startDockerGuard without waiting for READY=1; it returns the
+// notification socket the daemon reports to.
+func startDockerGuardNoWait(t testing.TB, e *Env, policyPath string, extra ...string) (*Pullguard, *notifySocket) {
 	t.Helper()
-	p, err := policy.Load(path, policy.LoadOptions{})
-	if err != nil {
-		t.Fatalf("the test's own policy does not load: %v", err)
-	}
-	return p.Hash
-}
-
-// guard is a running `pullguard daemon` guarding the environment's dockerd.
-type guard struct {
-	*Pullguard
-	Notify *notifySocket
-	// since is when it was started; its journal entries are the ones after (a _PID may have
-	// been used by an earlier run, and journald keeps entries across runs).
-	since time.Time
-}
-
-// startGuard starts `pullguard daemon` on the environment's dockerd only (containerd has its
-// own tests), logging to journald, with NOTIFY_SOCKET set, and waits for READY=1: the policy
-// is loaded and the first reconcile is done.
-func startGuard(t testing.TB, e *Env, policyPath string, extra ...string) *guard {
-	t.Helper()
-	g := startGuardNoWait(t, e, policyPath, extra...)
-	if msg := g.Notify.WaitFor(t, readyDeadline, "READY=1"); msg == "" {
-		t.Fatalf("no READY=1 from pullguard; output:\n%s", g.Output())
-	}
-	return g
-}
-
-// startGuardNoWait is startGuard without waiting for READY=1.
-func startGuardNoWait(t testing.TB, e *Env, policyPath string, extra ...string) *guard {
-	t.Helper()
-	n := listenNotify(t)
+	notify := listenNotify(t)
 	// StartPullguard passes the test process's environment on (Env.Environ), so this reaches
 	// the daemon; t.Setenv restores it when the test ends.
-	t.Setenv("NOTIFY_SOCKET", n.Path)
-	args := append([]string{"daemon", "--policy", policyPath,
-		"--docker-host", e.DockerHost, "--containerd-address", "none",
-		"--log-target", "journald", "--log-level", "debug"}, extra...)
-	since := time.Now()
-	p := StartPullguard(t, args...)
-	return &guard{Pullguard: p, Notify: n, since: since}
-}
-
-// Entries are the daemon's journal entries matching matches, oldest first.
-func (g *guard) Entries(t testing.TB, matches ...string) []map[string]string {
-	t.Helper()
-	all := JournalEntries(t, append([]string{"_PID=" + strconv.Itoa(g.PID())}, matches...)...)
-	since := g.since.Add(-time.Second).UnixMicro() // journald and we read one clock; be lenient
-	return slices.DeleteFunc(all, func(e map[string]string) bool {
-		ts, err := strconv.ParseInt(e["__REALTIME_TIMESTAMP"], 10, 64)
-		return err != nil || ts < since
-	})
-}
-
-// WaitEntry waits for the daemon's first journal entry matching matches and returns it.
-func (g *guard) WaitEntry(t testing.TB, deadline time.Duration, matches ...string) map[string]string {
-	t.Helper()
-	return g.WaitEntries(t, deadline, 1, matches...)[0]
-}
-
-// WaitEntries waits until at least n of the daemon's journal entries match and returns them.
-func (g *guard) WaitEntries(t testing.TB, deadline time.Duration, n int, matches ...string) []map[string]string {
-	t.Helper()
-	var entries []map[string]string
-	Eventually(t, deadline, func() (bool, string) {
-		entries = g.Entries(t, matches...)
-		return len(entries) >= n, fmt.Sprintf("%d journal entries of pullguard (pid %d) match %q, want %d; output:\n%s",
-			len(entries), g.PID(), matches, n, g.Output())
-	})
-	return entries
-}
-
-// Signal sends sig to the daemon.
-func (g *guard) Signal(t testing.TB, sig syscall.Signal) {
-	t.Helper()
-	if err := g.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("%v to pullguard: %v", sig, err)
-	}
-}
-
-// Running reports whether the daemon has not exited.
-func (g *guard) Running() bool {
-	select {
-	case <-g.done:
-		return false
-	default:
-		return true
-	}
+	t.Setenv("NOTIFY_SOCKET", notify.Path)
+	args := append([]string{"--docker-host", e.DockerHost, "--containerd-address", "none", "--log-level", "debug"}, extra...)
+	return StartPullguard(t, daemonArgs(policyPath, args...)...), notify
 }
 
 // notifySocket is a stand-in for systemd's notification socket: it collects what the daemon
@@ -183,12 +61,7 @@ type notifySocket struct {
 
 func listenNotify(t testing.TB) *notifySocket {
 	t.Helper()
-	// Unix socket paths are limited to 107 bytes: t.TempDir() can be longer.
-	dir, err := os.MkdirTemp("", "pgnotify-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, "notify.sock")
+	path := filepath.Join(socketDir(t, "pgnotify-"), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
 	if err != nil {
 		t.Fatal(err)
@@ -205,10 +78,7 @@ func listenNotify(t testing.TB) *notifySocket {
 			n.msgs <- string(buf[:k])
 		}
 	}()
-	t.Cleanup(func() {
-		conn.Close()
-		os.RemoveAll(dir)
-	})
+	t.Cleanup(func() { conn.Close() })
 	return n
 }
 
@@ -365,14 +235,7 @@ func rootfsTar(t testing.TB, marker string) string {
 // would, and waits until the process is gone.
 func killDockerd(t testing.TB, e *Env) {
 	t.Helper()
-	b, err := os.ReadFile(e.vars["DOCKERD_PID_FILE"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("dockerd pid file: %v", err)
-	}
+	pid := e.DockerdPID(t)
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill -9 dockerd (%d): %v", pid, err)
 	}

@@ -42,7 +42,7 @@ func TestDockerRemovesDisallowedArrivals(t *testing.T) {
 	e.Reset(t)
 	rootfs := rootfsTar(t, UniqueName(t))
 
-	g := startGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false)))
+	g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false)))
 	e.Docker(t, "pull", "-q", approved)
 	approvedID := imageID(t, e, approved)
 
@@ -142,7 +142,7 @@ func TestDockerKeepsAllowedNameOfSharedImage(t *testing.T) {
 	e := RequireEnv(t)
 	approved, myorg := e.Ref("approved/busybox:1.0"), e.Ref("myorg/base:1.0")
 	nginx, typo := e.Ref("library/nginx:1.25"), e.Ref("myorg-base:1.0")
-	g := startGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", true)))
+	g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", true)))
 
 	e.Docker(t, "pull", "-q", approved)
 	id := imageID(t, e, approved)
@@ -182,7 +182,7 @@ func TestDockerKeepsAllowedNameOfSharedImage(t *testing.T) {
 func TestDockerAuditModeRemovesNothing(t *testing.T) {
 	e := RequireEnv(t)
 	evil, approved, badName := e.Ref("evil/miner:latest"), e.Ref("approved/busybox:1.0"), e.Ref("evil/tagged:1")
-	g := startGuard(t, e, WritePolicy(t, "", policyYAML(e, "audit", false)))
+	g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "audit", false)))
 
 	e.Docker(t, "pull", "-q", approved)
 	e.Docker(t, "pull", "-q", evil)
@@ -192,11 +192,7 @@ func TestDockerAuditModeRemovesNothing(t *testing.T) {
 	// Once the would-remove entries are there, pullguard has decided; then nothing may be gone.
 	for _, match := range []string{"PULLGUARD_IMAGE=" + evil, "PULLGUARD_IMAGE=" + badName, "PULLGUARD_CONTAINER_ID=" + cid} {
 		entry := g.WaitEntry(t, actDeadline, match, "PULLGUARD_ACTION=would-remove")
-		for field, want := range map[string]string{"MESSAGE_ID": msgWouldAct, "PULLGUARD_MODE": "audit", "PRIORITY": "4"} {
-			if entry[field] != want {
-				t.Errorf("%s: %s = %q, want %q", match, field, entry[field], want)
-			}
-		}
+		requireFields(t, entry, map[string]string{"MESSAGE_ID": msgWouldAct, "PULLGUARD_MODE": "audit", "PRIORITY": "4"})
 	}
 	for _, ref := range []string{evil, badName, approved} {
 		requireImage(t, e, ref, "")
@@ -220,17 +216,17 @@ func TestDockerJournalFields(t *testing.T) {
 	yaml := policyYAML(e, "enforce", false)
 	path := WritePolicy(t, "", yaml)
 	hash := policyHash(t, path)
-	g := startGuard(t, e, path)
+	g := startDockerGuard(t, e, path)
 
 	loaded := g.WaitEntry(t, actDeadline, "MESSAGE_ID="+msgPolicyLoaded)
-	checkFields(t, "policy loaded", loaded, map[string]string{
+	requireFields(t, loaded, map[string]string{
 		"PULLGUARD_POLICY_HASH": hash, "PULLGUARD_MODE": "enforce", "PRIORITY": "6",
 		"SYSLOG_IDENTIFIER": "pullguard", "PULLGUARD_ALLOW_RULES": "1", "PULLGUARD_DENY_RULES": "1",
 	})
 
 	e.Docker(t, "pull", "-q", evil)
 	entry := g.WaitEntry(t, actDeadline, "PULLGUARD_IMAGE="+evil)
-	checkFields(t, "image removal", entry, map[string]string{
+	requireFields(t, entry, map[string]string{
 		"MESSAGE_ID":            msgActionTaken,
 		"PRIORITY":              "4",
 		"SYSLOG_IDENTIFIER":     "pullguard",
@@ -258,7 +254,7 @@ func TestDockerJournalFields(t *testing.T) {
 	nameless := e.Docker(t, "import", rootfsTar(t, UniqueName(t)))
 	cid := e.Docker(t, "create", "--stop-timeout", "1", nameless, "sleep", "300")
 	centry := g.WaitEntry(t, actDeadline, "PULLGUARD_CONTAINER_ID="+cid)
-	checkFields(t, "container removal", centry, map[string]string{
+	requireFields(t, centry, map[string]string{
 		"MESSAGE_ID":         msgActionTaken,
 		"PRIORITY":           "4",
 		"PULLGUARD_ACTION":   "removed",
@@ -273,15 +269,6 @@ func TestDockerJournalFields(t *testing.T) {
 		t.Error("container removal: no PULLGUARD_REASON")
 	}
 	waitContainerGone(t, e, cid)
-}
-
-func checkFields(t *testing.T, what string, entry, want map[string]string) {
-	t.Helper()
-	for field, value := range want {
-		if got, ok := entry[field]; !ok || got != value {
-			t.Errorf("%s: %s = %q (present: %v), want %q", what, field, got, ok, value)
-		}
-	}
 }
 
 // TestDockerReconcilesAfterDockerdRestart: dockerd dies (SIGKILL) under a running pullguard,
@@ -299,11 +286,10 @@ func checkFields(t *testing.T, what string, entry, want map[string]string) {
 func TestDockerReconcilesAfterDockerdRestart(t *testing.T) {
 	e := RequireEnv(t)
 	evil, approved, myorg := e.Ref("evil/miner:latest"), e.Ref("approved/busybox:1.0"), e.Ref("myorg/base:1.0")
-	g := startGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", true)))
+	g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", true)))
 	e.Docker(t, "pull", "-q", approved)
 
-	g.Signal(t, syscall.SIGSTOP)
-	t.Cleanup(func() { _ = g.cmd.Process.Signal(syscall.SIGCONT) })
+	g.Pause(t)
 	killDockerd(t, e)
 	startDockerd(t, e) // #2
 	e.Docker(t, "pull", "-q", evil)
@@ -343,7 +329,7 @@ func TestDockerReconcilesAfterDockerdRestart(t *testing.T) {
 func TestDockerTagBurst(t *testing.T) {
 	e := RequireEnv(t)
 	approved := e.Ref("approved/busybox:1.0")
-	g := startGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false)))
+	g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false)))
 	e.Docker(t, "pull", "-q", approved)
 	id := imageID(t, e, approved)
 
@@ -429,8 +415,8 @@ func TestDaemonNotifiesSystemdAndStopsOnSIGTERM(t *testing.T) {
 	path := WritePolicy(t, "", policyYAML(e, "enforce", false))
 	hash := policyHash(t, path)
 
-	g := startGuardNoWait(t, e, path)
-	ready := g.Notify.WaitFor(t, readyDeadline, "READY=1")
+	g, notify := startDockerGuardNoWait(t, e, path)
+	ready := notify.WaitFor(t, readyDeadline, "READY=1")
 	// READY=1 means the first reconcile has run: the image must be gone already.
 	if e.ImageExists(t, evil) {
 		t.Errorf("READY=1 was sent while %s was still there: before the first reconcile finished", evil)
@@ -446,7 +432,7 @@ func TestDaemonNotifiesSystemdAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.Signal(t, syscall.SIGHUP)
-	reloading := g.Notify.Next(t, notifyDeadline)
+	reloading := notify.Next(t, notifyDeadline)
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &after); err != nil {
 		t.Fatal(err)
 	}
@@ -460,7 +446,7 @@ func TestDaemonNotifiesSystemdAndStopsOnSIGTERM(t *testing.T) {
 	} else if lo, hi := before.Nano()/1000, after.Nano()/1000; usec < lo || usec > hi {
 		t.Errorf("MONOTONIC_USEC=%d is not between %d and %d (CLOCK_MONOTONIC around the SIGHUP)", usec, lo, hi)
 	}
-	if msg := g.Notify.Next(t, notifyDeadline); notifyFields(msg)["READY"] != "1" {
+	if msg := notify.Next(t, notifyDeadline); notifyFields(msg)["READY"] != "1" {
 		t.Errorf("message after RELOADING=1 = %q, want READY=1", msg)
 	}
 	g.WaitEntry(t, actDeadline, "PULLGUARD_TRIGGER=reload request", "PULLGUARD_POLICY_HASH="+hash)
@@ -468,7 +454,7 @@ func TestDaemonNotifiesSystemdAndStopsOnSIGTERM(t *testing.T) {
 	// SIGTERM: STOPPING=1, a clean exit within 5 s.
 	began := time.Now()
 	g.Signal(t, syscall.SIGTERM)
-	if msg := g.Notify.Next(t, notifyDeadline); notifyFields(msg)["STOPPING"] != "1" {
+	if msg := notify.Next(t, notifyDeadline); notifyFields(msg)["STOPPING"] != "1" {
 		t.Errorf("message after SIGTERM = %q, want STOPPING=1", msg)
 	}
 	select {

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -29,10 +30,10 @@ type Env struct {
 	vars              map[string]string
 }
 
-// RequireEnv returns the environment, or skips the test when integration tests cannot run
-// here. It also resets the runtimes when the test ends, so each test starts with no
-// containers and no images.
-func RequireEnv(t *testing.T) *Env {
+// RequireEnv returns the environment, or skips the test or benchmark when integration tests
+// cannot run here. It also resets the runtimes when the test ends, so each test starts with
+// no containers and no images.
+func RequireEnv(t testing.TB) *Env {
 	t.Helper()
 	if theEnv == nil {
 		t.Skip(skipReason)
@@ -187,6 +188,21 @@ func (e *Env) ImageIDs(t testing.TB) []string {
 func (e *Env) CtrImages(t testing.TB, namespace string) []string {
 	t.Helper()
 	return sortedFields(e.Ctr(t, namespace, "images", "ls", "--quiet"))
+}
+
+// DockerdPID is the process ID of the environment's dockerd (it changes when a test restarts
+// dockerd).
+func (e *Env) DockerdPID(t testing.TB) int {
+	t.Helper()
+	b, err := os.ReadFile(e.vars["DOCKERD_PID_FILE"])
+	if err != nil {
+		t.Fatalf("dockerd's pid file: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("dockerd's pid file: %v", err)
+	}
+	return pid
 }
 
 // Reset removes every container and image from the private dockerd and containerd, so the

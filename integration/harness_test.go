@@ -12,11 +12,19 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pullguard/pullguard/policy"
 )
 
 const (
 	pollInterval = 50 * time.Millisecond
 	stopTimeout  = 10 * time.Second // how long pullguard gets to exit after SIGTERM
+
+	// actDeadline is how long pullguard gets to act on an event, a reload or a reconnect.
+	// It takes milliseconds; the margin is for a loaded 2-core machine.
+	actDeadline = 15 * time.Second
+	// readyDeadline bounds a daemon's start-up: policy load and first reconcile.
+	readyDeadline = 20 * time.Second
 )
 
 // Eventually polls cond until it returns true, failing the test after deadline with cond's
@@ -74,6 +82,66 @@ func WritePolicy(t testing.TB, dir, yaml string) string {
 	return path
 }
 
+// policyYAML is a policy for the seeded images: it allows approved/** (and myorg/base when
+// withMyorgBase), denies evil/** by an explicit rule, and leaves the rest (library/nginx,
+// the typosquat myorg-base) to the default, deny. extra lines go right after the mode.
+func policyYAML(e *Env, mode string, withMyorgBase bool, extra ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "mode: %s\n", mode)
+	for _, line := range extra {
+		b.WriteString(line + "\n")
+	}
+	fmt.Fprintf(&b, "allow:\n  - image: %s/approved/**\n", e.Registry)
+	if withMyorgBase {
+		fmt.Fprintf(&b, "  - image: %s/myorg/base\n", e.Registry)
+	}
+	fmt.Fprintf(&b, "deny:\n  - image: %s/evil/**\n", e.Registry)
+	return b.String()
+}
+
+// policyWithRunning is policyYAML without myorg/base, with `default: deny` and `running:
+// RUNNING` spelled out: the deny rule for evil/** is on line 7, which tests expect in
+// PULLGUARD_RULE.
+func policyWithRunning(e *Env, mode, running string) string {
+	return policyYAML(e, mode, false, "default: deny", "running: "+running)
+}
+
+// lineOf is the 1-based line of yaml holding substr, for the file:line pullguard reports.
+func lineOf(t testing.TB, yaml, substr string) int {
+	t.Helper()
+	for i, line := range strings.Split(yaml, "\n") {
+		if strings.Contains(line, substr) {
+			return i + 1
+		}
+	}
+	t.Fatalf("%q not in the policy:\n%s", substr, yaml)
+	return 0
+}
+
+// policyHash is the hash pullguard logs for the policy at path (given as the daemon was):
+// computed by the policy package itself, so the test checks that the daemon loaded exactly
+// what is on disk.
+func policyHash(t testing.TB, path string) string {
+	t.Helper()
+	p, err := policy.Load(path, policy.LoadOptions{})
+	if err != nil {
+		t.Fatalf("the test's own policy does not load: %v", err)
+	}
+	return p.Hash
+}
+
+// socketDir is a temporary directory with a path short enough for unix sockets (t.TempDir()
+// can exceed their 107 bytes), removed when the test ends.
+func socketDir(t testing.TB, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
 // binDir holds the pullguard binary; TestMain removes it.
 var binDir string
 
@@ -115,6 +183,9 @@ type Pullguard struct {
 	out  *syncBuffer
 	done chan struct{} // closed when the process has exited; err is then set
 	err  error
+	// since is when it was started: journald keeps entries across runs and PIDs are reused,
+	// so only the entries of its PID written after this are its own (see Entries).
+	since time.Time
 }
 
 // StartPullguard builds and starts pullguard with args, in the environment's variables
@@ -122,10 +193,34 @@ type Pullguard struct {
 // if the test fails; it gets SIGTERM when the test ends.
 func StartPullguard(t testing.TB, args ...string) *Pullguard {
 	t.Helper()
+	return startProcess(t, BuildPullguard(t), args...)
+}
+
+// StartDaemon starts `pullguard daemon --policy policyPath --log-target journald args...` and
+// waits until its journal says it started: the policy is loaded, each runtime's first
+// reconcile is done, and the entries about that are in the journal.
+func StartDaemon(t testing.TB, policyPath string, args ...string) *Pullguard {
+	t.Helper()
+	p := StartPullguard(t, daemonArgs(policyPath, args...)...)
+	p.WaitEntries(t, readyDeadline, 1, "MESSAGE_ID="+msgStarted)
+	return p
+}
+
+// daemonArgs is the command line of `pullguard daemon` with the policy at policyPath, logging
+// to journald (where the tests read what it did), and args.
+func daemonArgs(policyPath string, args ...string) []string {
+	return append([]string{"daemon", "--policy", policyPath, "--log-target", "journald"}, args...)
+}
+
+// startProcess starts name with args as StartPullguard starts pullguard: name is pullguard
+// itself, or a program that execs it in the same process (systemd-socket-activate).
+func startProcess(t testing.TB, name string, args ...string) *Pullguard {
+	t.Helper()
 	p := &Pullguard{
-		cmd:  exec.Command(BuildPullguard(t), args...),
-		out:  &syncBuffer{},
-		done: make(chan struct{}),
+		cmd:   exec.Command(name, args...),
+		out:   &syncBuffer{},
+		done:  make(chan struct{}),
+		since: time.Now(),
 	}
 	if theEnv != nil {
 		p.cmd.Env = theEnv.Environ()
@@ -133,7 +228,7 @@ func StartPullguard(t testing.TB, args ...string) *Pullguard {
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.WaitDelay = time.Second // a child holding the output pipe must not block Wait
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting pullguard: %v", err)
+		t.Fatalf("starting %s: %v", filepath.Base(name), err)
 	}
 	go func() {
 		p.err = p.cmd.Wait()
@@ -142,7 +237,7 @@ func StartPullguard(t testing.TB, args ...string) *Pullguard {
 	t.Cleanup(func() {
 		err := p.Stop(t)
 		if t.Failed() || err != nil {
-			t.Logf("pullguard %s (exit: %v), output:\n%s", strings.Join(args, " "), err, p.Output())
+			t.Logf("%s %s (exit: %v), output:\n%s", filepath.Base(name), strings.Join(args, " "), err, p.Output())
 		}
 	})
 	return p
@@ -188,6 +283,33 @@ func (p *Pullguard) Wait(t testing.TB, timeout time.Duration) error {
 		t.Fatalf("pullguard still running after %v; output:\n%s", timeout, p.Output())
 		return nil
 	}
+}
+
+// Running reports whether the daemon has not exited.
+func (p *Pullguard) Running() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// Signal sends sig to the daemon.
+func (p *Pullguard) Signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%v to pullguard: %v", sig, err)
+	}
+}
+
+// Pause stops the daemon with SIGSTOP, so that it misses whatever happens until
+// Signal(t, syscall.SIGCONT). It gets SIGCONT when the test ends in any case, before Stop's
+// SIGTERM (cleanups run last-in first-out), which a stopped process would not act on.
+func (p *Pullguard) Pause(t testing.TB) {
+	t.Helper()
+	p.Signal(t, syscall.SIGSTOP)
+	t.Cleanup(func() { _ = p.cmd.Process.Signal(syscall.SIGCONT) })
 }
 
 // syncBuffer is a bytes.Buffer safe for the writing process and a reading test at once.

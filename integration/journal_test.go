@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,7 +15,7 @@ import (
 
 // JournalEntries returns the journal entries matching all of matches ("FIELD=value", as
 // journalctl takes them), oldest first. journald keeps entries across runs, so match on
-// something unique to the test: a UniqueName, or the daemon's "_PID=" + strconv.Itoa(p.PID()).
+// something unique to the test, such as a UniqueName; a daemon's own entries are its Entries.
 func JournalEntries(t testing.TB, matches ...string) []map[string]string {
 	t.Helper()
 	for _, m := range matches {
@@ -46,6 +48,47 @@ func WaitJournal(t testing.TB, deadline time.Duration, matches ...string) []map[
 		return len(entries) > 0, fmt.Sprintf("no journal entry matches %q", matches)
 	})
 	return entries
+}
+
+// Entries are the daemon's journal entries matching matches, oldest first: those of its _PID
+// written since it started (journald keeps entries across runs, and PIDs are reused).
+func (p *Pullguard) Entries(t testing.TB, matches ...string) []map[string]string {
+	t.Helper()
+	all := JournalEntries(t, append([]string{"_PID=" + strconv.Itoa(p.PID())}, matches...)...)
+	since := p.since.Add(-time.Second).UnixMicro() // journald and we read one clock; be lenient
+	return slices.DeleteFunc(all, func(e map[string]string) bool {
+		ts, err := strconv.ParseInt(e["__REALTIME_TIMESTAMP"], 10, 64)
+		return err != nil || ts < since
+	})
+}
+
+// WaitEntries waits until at least n of the daemon's journal entries match and returns them
+// all.
+func (p *Pullguard) WaitEntries(t testing.TB, deadline time.Duration, n int, matches ...string) []map[string]string {
+	t.Helper()
+	var entries []map[string]string
+	Eventually(t, deadline, func() (bool, string) {
+		entries = p.Entries(t, matches...)
+		return len(entries) >= n, fmt.Sprintf("%d journal entries of pullguard (pid %d) match %q, want %d; its output:\n%s",
+			len(entries), p.PID(), matches, n, p.Output())
+	})
+	return entries
+}
+
+// WaitEntry waits for the daemon's first journal entry matching matches and returns it.
+func (p *Pullguard) WaitEntry(t testing.TB, deadline time.Duration, matches ...string) map[string]string {
+	t.Helper()
+	return p.WaitEntries(t, deadline, 1, matches...)[0]
+}
+
+// requireFields fails the test for each field of want that entry does not hold with that value.
+func requireFields(t testing.TB, entry, want map[string]string) {
+	t.Helper()
+	for field, value := range want {
+		if got, ok := entry[field]; !ok || got != value {
+			t.Errorf("journal entry %s = %q (present: %v), want %q (MESSAGE: %s)", field, got, ok, value, entry["MESSAGE"])
+		}
+	}
 }
 
 // parseJournalJSON decodes journalctl --output=json: one object per line, one member per field.

@@ -89,7 +89,7 @@ func TestReloadAppliesEditedPolicy(t *testing.T) {
 			second := policyYAML(e, "enforce", false) // myorg/base no longer allowed
 			path, edit, after := layout.setup(t, first)
 			firstHash := policyHash(t, path)
-			g := startGuard(t, e, path)
+			g := startDockerGuard(t, e, path)
 
 			e.Docker(t, "pull", "-q", approved)
 			e.Docker(t, "pull", "-q", myorg)
@@ -131,7 +131,7 @@ func TestReloadInvalidPolicyKeepsLastGood(t *testing.T) {
 	good := policyYAML(e, "enforce", true)
 	path := WritePolicy(t, dir, good)
 	goodHash := policyHash(t, path)
-	g := startGuard(t, e, path)
+	g := startDockerGuard(t, e, path)
 
 	// Broken: an unknown key. It also drops myorg/base, so that a daemon that applied any
 	// part of it would remove myorg/base.

@@ -339,7 +339,10 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 		if first == nil {
 			first = &d
 		}
-		if same == nil && typedRef != "" && d.Reference == typedRef {
+		// The name as the image has it: d.Reference may carry the digest
+		// the name was judged with.
+		if r, err := policy.ParseRef(n); same == nil && typedRef != "" && err == nil && r.String == typedRef {
+			d.Reference = typedRef // as the user typed it, for the message
 			same = &d
 		}
 	}
