@@ -53,6 +53,11 @@ func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, even
 		return
 	}
 	if d.Allowed {
+		g.setKept(ns, c.ID, false)
+		return
+	}
+	if event != reconcileEvent && g.isKept(ns, c.ID) {
+		log.Debug("containerd: a container left running under running: keep started again; left alone")
 		return
 	}
 	status, err := g.api.TaskStatus(ctx, ns, c.ID)
@@ -79,6 +84,7 @@ func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, even
 		r.Action = enforcer.Stopped
 		if event == reconcileEvent && p.Running != policy.RunningStop {
 			r.Action = enforcer.Reported
+			g.setKept(ns, c.ID, true)
 			g.report(r)
 			return
 		}
@@ -91,8 +97,29 @@ func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, even
 	if err := g.removeContainer(ctx, ns, c.ID, status); err != nil {
 		r.Action = enforcer.Failed
 		r.Err = err
+	} else {
+		g.setKept(ns, c.ID, false)
 	}
 	g.report(r)
+}
+
+func (g *Guard) isKept(ns, id string) bool {
+	g.keptMu.Lock()
+	defer g.keptMu.Unlock()
+	return g.kept[ns+"\x00"+id]
+}
+
+func (g *Guard) setKept(ns, id string, kept bool) {
+	g.keptMu.Lock()
+	defer g.keptMu.Unlock()
+	if !kept {
+		delete(g.kept, ns+"\x00"+id)
+		return
+	}
+	if g.kept == nil {
+		g.kept = map[string]bool{}
+	}
+	g.kept[ns+"\x00"+id] = true
 }
 
 // removeContainer kills and deletes the task, then deletes the container

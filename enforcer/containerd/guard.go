@@ -47,6 +47,12 @@ type Guard struct {
 	// judged together) and on one container, between event workers and
 	// reconciles.
 	locks keyedMutex
+	// kept holds the containers a reconcile found running a disallowed
+	// image and left running (running: keep), by namespace and ID: a
+	// restart of their task (restart monitor, nerdctl --restart) is not a
+	// new container, and killing it would overrule the policy.
+	keptMu sync.Mutex
+	kept   map[string]bool
 }
 
 // Option configures a Guard.

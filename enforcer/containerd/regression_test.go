@@ -28,3 +28,20 @@ func TestRegressionTagRuleDeletesCRIDigestRecordOfAllowedImage(t *testing.T) {
 		t.Errorf("allowed CRI pull lost records:\n got %q\nwant %q\nrecords %q", got, want, rec.summary())
 	}
 }
+
+// A container left running under running: keep by the reconcile is
+// killed and deleted when its task is restarted (restart monitor, nerdctl
+// --restart), unlike Docker's guard, which leaves kept containers' starts
+// alone.
+func TestRegressionKeptContainerRestarted(t *testing.T) {
+	f := newFake()
+	f.addContainer(k8s, Container{ID: "c1", Image: "registry.local/evil/miner:1.0"}, TaskRunning)
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)))
+	// The task exits and is started again.
+	f.addContainer(k8s, Container{ID: "c1", Image: "registry.local/evil/miner:1.0"}, TaskRunning)
+	f.emit(Event{Namespace: k8s, Topic: TopicTaskStart, ContainerID: "c1"})
+	settle()
+	if !f.hasContainer(k8s, "c1") {
+		t.Errorf("running: keep container deleted on restart; records %q", rec.summary())
+	}
+}
