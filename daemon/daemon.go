@@ -49,11 +49,19 @@ type Config struct {
 	StopTimeout time.Duration
 	// FloodWindow is passed to the Reporter (0: its default).
 	FloodWindow time.Duration
+	// ResyncInterval is how often every guard reconciles even when nothing
+	// asked for it (0: DefaultResyncInterval; negative: never). Events are
+	// delivered after the fact and actions can fail; a periodic pass is
+	// what eventually mends anything an event could not.
+	ResyncInterval time.Duration
 	// FirstPassTimeout bounds how long READY=1 waits for the guards' first
 	// reconcile. A runtime that hangs must not keep systemd, and the
 	// runtimes ordered after pullguard, waiting forever.
 	FirstPassTimeout time.Duration
 }
+
+// DefaultResyncInterval is the default of Config.ResyncInterval.
+const DefaultResyncInterval = 5 * time.Minute
 
 // ErrStartup wraps failures to start (bad policy, bad flags): the caller
 // exits with a usage status instead of being restarted in a loop.
@@ -72,6 +80,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.FirstPassTimeout <= 0 {
 		cfg.FirstPassTimeout = 30 * time.Second
+	}
+	if cfg.ResyncInterval == 0 {
+		cfg.ResyncInterval = DefaultResyncInterval
 	}
 
 	var guards []Guard
@@ -140,12 +151,21 @@ func Run(ctx context.Context, cfg Config) error {
 	_ = notifier.Ready(status)
 	log.WithFields(logrus.Fields{FieldMessageID: MessageIDStarted, "status": status}).Info("pullguard started")
 
+	var resync <-chan time.Time
+	if cfg.ResyncInterval > 0 {
+		t := time.NewTicker(cfg.ResyncInterval)
+		defer t.Stop()
+		resync = t.C
+	}
+
 	var runErr error
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
+		case <-resync:
+			reconcileAll(nil)
 		case <-hup:
 			_ = notifier.Reloading()
 			if err := watcher.Reload(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 
 	"github.com/sirupsen/logrus"
@@ -153,9 +154,21 @@ func isTerminal(w io.Writer) bool {
 	return err == nil
 }
 
+// socketExists reports whether something listens on the datagram socket
+// at path. A socket file alone is not enough: a stopped journald leaves its
+// socket behind, and logging into it would send every entry to the
+// fallback.
 func socketExists(path string) bool {
 	st, err := os.Stat(path)
-	return err == nil && st.Mode()&os.ModeSocket != 0
+	if err != nil || st.Mode()&os.ModeSocket == 0 {
+		return false
+	}
+	c, err := net.Dial("unixgram", path)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // discardFormatter spares formatting entries that only the hook sends.

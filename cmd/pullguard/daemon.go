@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"time"
 
 	"github.com/moby/moby/client"
 	"github.com/sirupsen/logrus"
@@ -59,6 +60,7 @@ func newDaemonCmd() *cobra.Command {
 		lf         logFlags
 		authzPath  string
 		authzLabel string
+		resync     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -88,10 +90,11 @@ creates, tags and builds before they happen.`,
 				return buildGuards(rf, authzPath, authzLabel, policies, rep, log, &closers)
 			}
 			err = daemon.Run(cmd.Context(), daemon.Config{
-				PolicyPath:  pf.path,
-				LoadOptions: pf.loadOptions(),
-				Log:         log,
-				Guards:      factory,
+				PolicyPath:     pf.path,
+				LoadOptions:    pf.loadOptions(),
+				Log:            log,
+				Guards:         factory,
+				ResyncInterval: resyncInterval(resync),
 			})
 			if errors.Is(err, daemon.ErrStartup) {
 				return &exitError{code: exitUsage, err: err}
@@ -103,8 +106,18 @@ creates, tags and builds before they happen.`,
 	rf.register(cmd)
 	lf.register(cmd)
 	cmd.Flags().StringVar(&authzPath, "authz-socket", "", "serve Docker's authorization plugin API on this unix socket (e.g. /run/docker/plugins/pullguard.sock); a socket passed by systemd is used when present")
+	cmd.Flags().DurationVar(&resync, "resync-interval", daemon.DefaultResyncInterval, "reconcile every runtime this often even without events (0: never)")
 	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")
 	return cmd
+}
+
+// resyncInterval maps the flag, where 0 means never, to the daemon's
+// setting, where 0 means the default and a negative value never.
+func resyncInterval(flag time.Duration) time.Duration {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }
 
 // namedGuard gives a runtime guard the name the daemon shows for it.
