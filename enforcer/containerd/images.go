@@ -178,6 +178,14 @@ func (g *Guard) deleteImage(ctx context.Context, p *policy.Policy, now time.Time
 		g.report(r)
 		return
 	}
+	if g.policy() != p {
+		return // a reload landed; its reconcile judges this record again
+	}
+	// Deleting is by name: a pull may have re-pointed the record at other
+	// content since it was judged. Its /images/update event judges that.
+	if cur, err := g.api.Image(ctx, ns, j.Name); err != nil || cur.Target != j.Target {
+		return
+	}
 	err := g.api.DeleteImage(ctx, ns, j.Name)
 	if isNotFound(err) {
 		return
