@@ -58,6 +58,7 @@ func newDaemonCmd() *cobra.Command {
 		pf         policyFlags
 		rf         runtimeFlags
 		lf         logFlags
+		of         observeFlags
 		authzPath  string
 		authzLabel string
 		resync     time.Duration
@@ -86,8 +87,14 @@ creates, tags and builds before they happen.`,
 					c()
 				}
 			}()
+			obs, err := startObservability(of, rf, log)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			defer obs.stop()
 			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
-				return buildGuards(rf, authzPath, authzLabel, policies, rep, log, &closers)
+				obs.m.SetPolicy(policies)
+				return buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), log, &closers)
 			}
 			err = daemon.Run(cmd.Context(), daemon.Config{
 				PolicyPath:     pf.path,
@@ -105,6 +112,7 @@ creates, tags and builds before they happen.`,
 	pf.register(cmd.Flags())
 	rf.register(cmd)
 	lf.register(cmd)
+	of.register(cmd)
 	cmd.Flags().StringVar(&authzPath, "authz-socket", "", "serve Docker's authorization plugin API on this unix socket (e.g. /run/docker/plugins/pullguard.sock); a socket passed by systemd is used when present")
 	cmd.Flags().DurationVar(&resync, "resync-interval", daemon.DefaultResyncInterval, "reconcile every runtime this often even without events (0: never)")
 	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")

@@ -63,6 +63,7 @@ PULLGUARD_POLICY=/etc/pullguard/policy.yaml, as /etc/default/pullguard does.`,
 		newDaemonCmd(),
 		newScanCmd(),
 		newVerifyImageCmd(),
+		newStatusCmd(),
 	)
 	return root
 }
