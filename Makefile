@@ -13,13 +13,27 @@ DEMO_DIR ?= /tmp/pullguard-demo
 # Package version: v1.2.3 tags give 1.2.3; see packaging/version.sh.
 PKG_VERSION ?= $(shell packaging/version.sh)
 PKG_ARCHES ?= amd64 arm64
+# The container image: its name, and the tarball `make image` writes.
+IMAGE ?= pullguard/pullguard:$(subst +,-,$(VERSION))
+IMAGE_TAR ?= dist/pullguard-image.tar
 
-.PHONY: all build test test-unit test-fuzz test-integration test-env test-packaging bench lint demo package clean
+.PHONY: all build image manifests test test-unit test-fuzz test-integration test-env test-packaging bench lint demo package clean
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/pullguard ./cmd/pullguard
+
+## image: the container image (the static binary and CA certificates, from
+## scratch) as a tarball for `docker load` or `ctr image import`. No
+## container engine and no base image needed.
+image: build
+	$(GO) run ./deploy/image -binary bin/pullguard -tag $(IMAGE) -version $(VERSION) -o $(IMAGE_TAR)
+
+## manifests: deploy/kubernetes/pullguard.yaml, rendered from the Helm chart
+## (needs helm: the test environment's, or PULLGUARD_HELM).
+manifests:
+	$(GO) test -count=1 -run '^TestManifestIsTheRenderedChart$$' ./deploy/ -update
 
 ## test: unit tests (with the race detector), a fuzz smoke run, and the
 ## end-to-end tests against real containerd, dockerd, a registry and journald.

@@ -75,6 +75,7 @@ type Metrics struct {
 	lastReloadOK      prometheus.Gauge
 	loadTime          prometheus.Gauge
 	connected         *prometheus.GaugeVec
+	connections       *prometheus.CounterVec
 	reconciles        *prometheus.CounterVec
 	reconcileDuration *prometheus.HistogramVec
 	reconcileLastOK   *prometheus.GaugeVec
@@ -123,6 +124,10 @@ func New(opts Options) *Metrics {
 			Name: "pullguard_runtime_connected",
 			Help: "1 while pullguard is connected to the runtime and following its events, 0 while it is reconnecting.",
 		}, []string{"runtime"}),
+		connections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pullguard_runtime_connections_total",
+			Help: "Connections made to the runtime: the first, and one per reconnect after it was lost (a runtime restart).",
+		}, []string{"runtime"}),
 		reconciles: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pullguard_reconcile_runs_total",
 			Help: "Reconcile passes (every image and container judged again), by runtime and result (success, failure).",
@@ -161,7 +166,7 @@ func New(opts Options) *Metrics {
 	}
 	m.state.started = m.now()
 	m.reg.MustRegister(
-		m.actions, m.reloads, m.lastReloadOK, m.loadTime, m.connected,
+		m.actions, m.reloads, m.lastReloadOK, m.loadTime, m.connected, m.connections,
 		m.reconciles, m.reconcileDuration, m.reconcileLastOK,
 		m.eventsReceived, m.eventsDropped, m.logDropped,
 		m.authzRequests, m.authzDuration,
@@ -191,6 +196,7 @@ func New(opts Options) *Metrics {
 		m.eventsReceived.WithLabelValues(rt)
 		m.eventsDropped.WithLabelValues(rt)
 		m.connected.WithLabelValues(rt).Set(0)
+		m.connections.WithLabelValues(rt)
 		m.state.runtimes[rt] = &RuntimeStatus{Name: rt}
 	}
 	m.lastReloadOK.Set(1)
@@ -271,6 +277,7 @@ func (m *Metrics) RuntimeConnected(runtime string, connected bool) {
 	v := 0.0
 	if connected {
 		v = 1
+		m.connections.WithLabelValues(runtime).Inc()
 	}
 	m.connected.WithLabelValues(runtime).Set(v)
 	m.mu.Lock()

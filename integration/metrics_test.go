@@ -1,0 +1,206 @@
+package integration
+
+// End-to-end tests of pullguard's metrics and status (issue 15): the daemon guards the
+// environment's containerd with both metrics outputs and the status socket on, and the test
+// scrapes /metrics over HTTP, reads the textfile as node_exporter would, and runs `pullguard
+// status`, after real events: a disallowed pull removed, a policy edit rejected, containerd
+// restarted.
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// textfileDeadline covers the textfile's 5 s rewrite interval on a loaded machine.
+const textfileDeadline = 30 * time.Second
+
+// samples are scraped series by "name{label="value",...}" (labels sorted), the text a person
+// would grep for.
+type samples map[string]float64
+
+func parseSamples(t testing.TB, text string) samples {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("not Prometheus text: %v\n%s", err, text)
+	}
+	s := samples{}
+	for name, f := range families {
+		for _, m := range f.GetMetric() {
+			var v float64
+			switch f.GetType() {
+			case dto.MetricType_COUNTER:
+				v = m.GetCounter().GetValue()
+			case dto.MetricType_GAUGE:
+				v = m.GetGauge().GetValue()
+			case dto.MetricType_HISTOGRAM:
+				v = float64(m.GetHistogram().GetSampleCount())
+			default:
+				continue
+			}
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			sort.Strings(labels)
+			s[name+"{"+strings.Join(labels, ",")+"}"] = v
+		}
+	}
+	return s
+}
+
+// scrape GETs url and returns its text.
+func scrape(t testing.TB, url string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("scraping %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("scraping %s: %v", url, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("scraping %s: %s\n%s", url, resp.Status, body)
+	}
+	return string(body)
+}
+
+// freeAddr is a 127.0.0.1 address nothing listens on now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// waitSamples polls read until every want holds (a series equal to its value), and returns
+// the last samples.
+func waitSamples(t testing.TB, what string, deadline time.Duration, read func() samples, want map[string]float64) samples {
+	t.Helper()
+	var got samples
+	Eventually(t, deadline, func() (bool, string) {
+		got = read()
+		var wrong []string
+		for k, v := range want {
+			if g, ok := got[k]; !ok || g != v {
+				wrong = append(wrong, fmt.Sprintf("%s = %v (present %v), want %v", k, g, ok, v))
+			}
+		}
+		sort.Strings(wrong)
+		return len(wrong) == 0, what + ": " + strings.Join(wrong, "; ")
+	})
+	return got
+}
+
+func TestMetricsScrapedAfterRealEvents(t *testing.T) {
+	e := RequireEnv(t)
+	const ns = "k8s.io"
+	dir := socketDir(t, "pgmetrics-")
+	policyDir := t.TempDir()
+	policyPath := WritePolicy(t, policyDir, policyWithRunning(e, "enforce", "keep"))
+	hash := policyHash(t, policyPath)
+	addr := freeAddr(t)
+	textfile := filepath.Join(dir, "pullguard.prom")
+	statusSock := filepath.Join(dir, "status.sock")
+	startContainerdGuard(t, e, policyPath,
+		"--metrics-listen", addr, "--metrics-textfile", textfile, "--status-socket", statusSock)
+
+	url := "http://" + addr + "/metrics"
+	fromHTTP := func() samples { return parseSamples(t, scrape(t, url)) }
+	fromFile := func() samples {
+		b, err := os.ReadFile(textfile)
+		if err != nil {
+			t.Fatalf("textfile: %v", err)
+		}
+		return parseSamples(t, string(b))
+	}
+	removed := `pullguard_actions_total{action="removed",runtime="containerd"}`
+	connected := `pullguard_runtime_connected{runtime="containerd"}`
+	connections := `pullguard_runtime_connections_total{runtime="containerd"}`
+	reloadFailures := `pullguard_policy_reloads_total{result="failure"}`
+	lastReloadOK := `pullguard_policy_last_reload_successful{}`
+	info := fmt.Sprintf(`pullguard_policy_info{hash=%q,mode="enforce"}`, hash)
+
+	// The exposition passes Prometheus' own lint.
+	problems, err := promlint.New(strings.NewReader(scrape(t, url))).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
+
+	waitSamples(t, "at start", actDeadline, fromHTTP, map[string]float64{
+		connected: 1, connections: 1, removed: 0, reloadFailures: 0, lastReloadOK: 1, info: 1,
+		`pullguard_policy_rules{kind="allow"}`: 1, `pullguard_policy_rules{kind="deny"}`: 1,
+	})
+
+	t.Log("a disallowed pull is removed")
+	evil := e.Ref("evil/miner:latest")
+	ctrPull(t, e, ns, evil)
+	waitCtrImageGone(t, e, ns, evil)
+	waitSamples(t, "after the removal", actDeadline, fromHTTP, map[string]float64{removed: 1})
+
+	t.Log("a policy edit is rejected")
+	WritePolicy(t, policyDir, "mode: enforce\nallow:\n  - image: [not, a, string]\n")
+	waitSamples(t, "after the rejected edit", actDeadline, fromHTTP, map[string]float64{
+		reloadFailures: 1, lastReloadOK: 0, info: 1, // the old policy stays in force
+	})
+
+	t.Log("containerd restarts")
+	if out, err := testenv("restart-containerd", e.Dir); err != nil {
+		t.Fatalf("testenv.sh restart-containerd: %v\n%s", err, out)
+	}
+	waitSamples(t, "after containerd restarted", readyDeadline, fromHTTP, map[string]float64{connections: 2, connected: 1})
+
+	t.Log("the textfile says the same")
+	got := waitSamples(t, "textfile", textfileDeadline, fromFile, map[string]float64{
+		removed: 1, reloadFailures: 1, lastReloadOK: 0, connections: 2, connected: 1, info: 1,
+	})
+	for k := range got {
+		if !strings.HasPrefix(k, "pullguard_") {
+			t.Errorf("textfile holds %s: node_exporter has its own and would reject it", k)
+		}
+	}
+
+	t.Log("pullguard status")
+	out, stderr, code := runPullguard(t, e, "status", "--status-socket", statusSock)
+	if code != 0 {
+		t.Fatalf("pullguard status: exit %d\n%s", code, stderr)
+	}
+	for _, want := range []string{
+		"mode:            enforce",
+		"policy:          " + hash + " (1 allow, 1 deny rules)",
+		"files:           " + policyPath,
+		"last reload:     FAILED",
+		"containerd:      connected",
+		"removed 1",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("pullguard status lacks %q:\n%s", want, out)
+		}
+	}
+	if fi, err := os.Stat(statusSock); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("status socket: %v, mode %v; want 0600", err, fi.Mode().Perm())
+	}
+}
