@@ -35,7 +35,7 @@ func (h metricsHook) Fire(e *logrus.Entry) error {
 		h.m.PolicyRejected(errors.New(msg))
 	case MessageIDRuntimeConnected, MessageIDRuntimeDisconnected:
 		if rt, ok := e.Data[enforcer.FieldRuntime].(string); ok {
-			h.m.RuntimeConnected(rt, id == MessageIDRuntimeConnected)
+			h.m.Connected(rt, id == MessageIDRuntimeConnected)
 		}
 	case MessageIDReportsDropped:
 		var n int

@@ -370,7 +370,7 @@ func TestAlertRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := metrics.New(metrics.Options{Runtimes: []string{"containerd"}, Policy: staticPolicy{p}})
-	m.ReconcileDone("containerd", time.Second, nil) // a gauge set only by a reconcile
+	m.Reconciled("containerd", "start", time.Second, nil) // a gauge set only by a reconcile
 	families, err := m.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)

@@ -80,7 +80,7 @@ type Metrics struct {
 	reconcileDuration *prometheus.HistogramVec
 	reconcileLastOK   *prometheus.GaugeVec
 	eventsReceived    *prometheus.CounterVec
-	eventsDropped     *prometheus.CounterVec
+	eventsLagging     *prometheus.CounterVec
 	logDropped        prometheus.Counter
 	authzRequests     *prometheus.CounterVec
 	authzDuration     prometheus.Histogram
@@ -145,9 +145,9 @@ func New(opts Options) *Metrics {
 			Name: "pullguard_events_received_total",
 			Help: "Runtime events received, by runtime.",
 		}, []string{"runtime"}),
-		eventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "pullguard_events_dropped_total",
-			Help: "Runtime events lost or not handled in time (a full queue, a lagging or broken event stream), by runtime; the next reconcile mends what they missed.",
+		eventsLagging: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "pullguard_events_lagging_total",
+			Help: "Times the guard noticed it may have missed runtime events (an event read late, a pause in its own clock), by runtime; each time it reconciles at once to make up for them.",
 		}, []string{"runtime"}),
 		logDropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "pullguard_log_entries_dropped_total",
@@ -168,11 +168,13 @@ func New(opts Options) *Metrics {
 	m.reg.MustRegister(
 		m.actions, m.reloads, m.lastReloadOK, m.loadTime, m.connected, m.connections,
 		m.reconciles, m.reconcileDuration, m.reconcileLastOK,
-		m.eventsReceived, m.eventsDropped, m.logDropped,
+		m.eventsReceived, m.eventsLagging, m.logDropped,
 		m.authzRequests, m.authzDuration,
 		&m.policy,
+		// process_* (resident memory, CPU, open files) but not go_*: the
+		// Go collector's allocations on every scrape cost the idle daemon
+		// more memory than its series are worth here.
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		collectors.NewGoCollector(),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "pullguard_build_info",
 			Help:        "Always 1; the version label says which pullguard runs.",
@@ -194,7 +196,7 @@ func New(opts Options) *Metrics {
 		}
 		m.reconcileDuration.WithLabelValues(rt)
 		m.eventsReceived.WithLabelValues(rt)
-		m.eventsDropped.WithLabelValues(rt)
+		m.eventsLagging.WithLabelValues(rt)
 		m.connected.WithLabelValues(rt).Set(0)
 		m.connections.WithLabelValues(rt)
 		m.state.runtimes[rt] = &RuntimeStatus{Name: rt}
@@ -268,9 +270,9 @@ func (m *Metrics) PolicyRejected(err error) {
 	m.mu.Unlock()
 }
 
-// RuntimeConnected notes that pullguard connected to runtime (true) or lost
-// it (false).
-func (m *Metrics) RuntimeConnected(runtime string, connected bool) {
+// Connected notes that pullguard connected to runtime (true) or lost it
+// (false).
+func (m *Metrics) Connected(runtime string, connected bool) {
 	if m == nil {
 		return
 	}
@@ -287,9 +289,9 @@ func (m *Metrics) RuntimeConnected(runtime string, connected bool) {
 	m.mu.Unlock()
 }
 
-// ReconcileDone notes one reconcile pass of runtime that took d; err is
-// nil when it succeeded.
-func (m *Metrics) ReconcileDone(runtime string, d time.Duration, err error) {
+// Reconciled notes one reconcile pass of runtime (for trigger) that took
+// d; err is nil when it succeeded.
+func (m *Metrics) Reconciled(runtime, _ string, d time.Duration, err error) {
 	if m == nil {
 		return
 	}
@@ -319,12 +321,13 @@ func (m *Metrics) EventReceived(runtime string) {
 	m.eventsReceived.WithLabelValues(runtime).Inc()
 }
 
-// EventsDropped counts n events of runtime that were lost or not handled.
-func (m *Metrics) EventsDropped(runtime string, n int) {
-	if m == nil || n <= 0 {
+// Behind notes that the guard of runtime may have missed events (why says
+// how it noticed) and reconciles to make up for them.
+func (m *Metrics) Behind(runtime, _ string) {
+	if m == nil {
 		return
 	}
-	m.eventsDropped.WithLabelValues(runtime).Add(float64(n))
+	m.eventsLagging.WithLabelValues(runtime).Inc()
 }
 
 // LogEntriesDropped counts enforcement log entries the log lost.

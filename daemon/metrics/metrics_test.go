@@ -46,7 +46,7 @@ func newTestMetrics(t *testing.T) (*Metrics, *fixedPolicy) {
 func TestLint(t *testing.T) {
 	m, _ := newTestMetrics(t)
 	m.Record(enforcer.Record{Runtime: enforcer.RuntimeDocker, Action: enforcer.Removed})
-	m.ReconcileDone(enforcer.RuntimeDocker, time.Second, nil)
+	m.Reconciled(enforcer.RuntimeDocker, "start", time.Second, nil)
 	m.AuthzRequest(VerdictBlocked, time.Millisecond)
 	problems, err := testutil.GatherAndLint(m.Registry())
 	if err != nil {
@@ -86,10 +86,10 @@ func TestNilMetricsIsANoOp(t *testing.T) {
 	m.Record(enforcer.Record{})
 	m.PolicyLoaded("x")
 	m.PolicyRejected(errors.New("x"))
-	m.RuntimeConnected("docker", true)
-	m.ReconcileDone("docker", time.Second, nil)
+	m.Connected("docker", true)
+	m.Reconciled("docker", "start", time.Second, nil)
 	m.EventReceived("docker")
-	m.EventsDropped("docker", 1)
+	m.Behind("docker", "late event")
 	m.AuthzRequest(VerdictAllowed, time.Millisecond)
 	rep := enforcer.ReporterFunc(func(enforcer.Record) {})
 	if m.Reporter(rep) == nil {
@@ -201,8 +201,8 @@ func TestTextfileInMissingDirectoryFails(t *testing.T) {
 
 func TestStatusSocket(t *testing.T) {
 	m, src := newTestMetrics(t)
-	m.RuntimeConnected(enforcer.RuntimeContainerd, true)
-	m.ReconcileDone(enforcer.RuntimeContainerd, 1500*time.Millisecond, nil)
+	m.Connected(enforcer.RuntimeContainerd, true)
+	m.Reconciled(enforcer.RuntimeContainerd, "start", 1500*time.Millisecond, nil)
 	m.Record(enforcer.Record{Runtime: enforcer.RuntimeContainerd, Action: enforcer.Removed})
 	path := filepath.Join(t.TempDir(), "run", "status.sock")
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -266,9 +266,9 @@ func TestStatusRender(t *testing.T) {
 	src := &fixedPolicy{testPolicy(t, "mode: enforce\nallow:\n  - image: reg.example/**\n")}
 	m := New(Options{Runtimes: []string{"containerd", "docker"}, Policy: src, Now: func() time.Time { return clock }})
 	clock = start.Add(2 * time.Second)
-	m.RuntimeConnected("containerd", true)
-	m.RuntimeConnected("docker", false)
-	m.ReconcileDone("containerd", 230*time.Millisecond, nil)
+	m.Connected("containerd", true)
+	m.Connected("docker", false)
+	m.Reconciled("containerd", "start", 230*time.Millisecond, nil)
 	m.EventReceived("containerd")
 	m.Record(enforcer.Record{Runtime: "containerd", Action: enforcer.Removed})
 	m.Record(enforcer.Record{Runtime: "containerd", Action: enforcer.Failed})

@@ -23,9 +23,12 @@ const DefaultTextfileInterval = 5 * time.Second
 // DefaultStatusSocket is where the daemon serves its status.
 const DefaultStatusSocket = "/run/pullguard/status.sock"
 
-// Handler serves the registry in Prometheus' exposition formats.
+// Handler serves the registry in Prometheus' exposition formats,
+// uncompressed: the page is a few kilobytes, and a gzip writer (which
+// Prometheus would ask for) costs the idle daemon far more memory than the
+// bytes it saves.
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, DisableCompression: true})
 }
 
 // ServeHTTP serves /metrics on l until ctx is done.

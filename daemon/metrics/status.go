@@ -27,7 +27,8 @@ type Status struct {
 	Actions map[string]int64 `json:"actions"`
 	// AuthzRequests counts authorization requests by verdict.
 	AuthzRequests map[string]int64 `json:"authz_requests,omitempty"`
-	EventsDropped int64            `json:"events_dropped"`
+	// Lagging counts the times a guard fell behind its runtime's events.
+	Lagging int64 `json:"lagging"`
 }
 
 // ReloadStatus is the outcome of the last policy load.
@@ -67,8 +68,8 @@ func (m *Metrics) Snapshot(version string) Status {
 				s.Actions[label(mt, "action")] += v
 			case "pullguard_authz_requests_total":
 				s.AuthzRequests[label(mt, "verdict")] += v
-			case "pullguard_events_dropped_total":
-				s.EventsDropped += v
+			case "pullguard_events_lagging_total":
+				s.Lagging += v
 			case "pullguard_events_received_total":
 				events[label(mt, "runtime")] += v
 			}
@@ -141,7 +142,7 @@ func (s Status) Render(w io.Writer, now time.Time) error {
 	if counts(s.AuthzRequests) != "none" {
 		p("authorization:\t%s", counts(s.AuthzRequests))
 	}
-	p("events dropped:\t%d", s.EventsDropped)
+	p("fell behind:\t%d times", s.Lagging)
 	return tw.Flush()
 }
 
