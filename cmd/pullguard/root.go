@@ -58,6 +58,7 @@ PULLGUARD_POLICY=/etc/pullguard/policy.yaml, as /etc/default/pullguard does.`,
 	})
 	root.AddCommand(
 		newCheckCmd(),
+		newLintCmd(),
 		newPolicyCmd(),
 		newVersionCmd(),
 		newDaemonCmd(),
