@@ -140,7 +140,7 @@ func WriteSARIF(w io.Writer, version string, findings []Finding) error {
 		}
 		results = append(results, sarifResult{
 			RuleID: sarifRules[idx].ID, RuleIndex: idx, Level: "error",
-			Message: sarifText{f.Source + " " + f.Input + ": " + f.Decision.Err().Error()},
+			Message: sarifText{sarifMessage(f)},
 			Locations: []sarifLocation{{PhysicalLocation: sarifPhysical{
 				ArtifactLocation: artifact(f.File),
 				Region:           sarifRegion{StartLine: line},
@@ -162,6 +162,16 @@ func WriteSARIF(w io.Writer, version string, findings []Finding) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(log)
+}
+
+// sarifMessage is the denial as the authorization plugin words it, after
+// what named the image and, when it differs, the image as written.
+func sarifMessage(f Finding) string {
+	msg := f.Source
+	if d := f.Decision; d.Reference != "" && f.Input != d.Reference {
+		msg += " " + f.Input
+	}
+	return msg + ": " + f.Decision.Err().Error()
 }
 
 // artifact names a file as code scanning expects: a relative path, with
