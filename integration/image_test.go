@@ -1,10 +1,11 @@
 package integration
 
 // End-to-end test of pullguard's container image (issue 15): the image `make image` builds is
-// imported into the environment's containerd and run the way deploy/kubernetes runs it on a
-// node — root without capabilities, no new privileges, a read-only root file system,
-// containerd's directory mounted read-write, the policy mounted read-only as a ConfigMap
-// directory, an emptyDir for /run/pullguard, JSON logs on stderr — and it removes a
+// imported into the environment's containerd and run the way deploy/kubernetes/pullguard.yaml
+// runs it on a node — its arguments, volume mounts and security context are read from the
+// manifest: root without capabilities, no new privileges, a read-only root file system,
+// containerd's directory mounted read-write, the policy as a ConfigMap directory (mode 0777,
+// as kubelet makes it), an emptyDir for /run/pullguard, JSON logs on stderr — and it removes a
 // disallowed image pulled into k8s.io while keeping its own image and the allowed ones.
 
 import (
@@ -14,11 +15,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // buildImage builds the static binary and the image tarball once per test binary, as `make
@@ -55,11 +61,12 @@ var ctrDefaultCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CA
 	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE"}
 
 // configMapDir lays policy out as kubelet mounts a ConfigMap: the file is a symlink through
-// ..data to a timestamped directory, which an update replaces by swapping ..data.
+// ..data to a timestamped directory, which an update replaces by swapping ..data, and the
+// volume's directory has an emptyDir's mode, 0777.
 func configMapDir(t testing.TB, policy string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o755); err != nil {
+	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
 	}
 	swapConfigMap(t, dir, policy)
@@ -151,6 +158,32 @@ func procStatus(t testing.TB, pid int) map[string]string {
 	return fields
 }
 
+// daemonSetContainer is pullguard's container as deploy/kubernetes/pullguard.yaml runs it,
+// with the volumes it mounts.
+func daemonSetContainer(t testing.TB) (corev1.Container, map[string]corev1.Volume) {
+	t.Helper()
+	b, err := os.ReadFile("../deploy/kubernetes/pullguard.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(b), "\n---") {
+		if !strings.Contains(doc, "kind: DaemonSet") {
+			continue
+		}
+		var ds appsv1.DaemonSet
+		if err := yaml.UnmarshalStrict([]byte(doc), &ds); err != nil {
+			t.Fatal(err)
+		}
+		volumes := map[string]corev1.Volume{}
+		for _, v := range ds.Spec.Template.Spec.Volumes {
+			volumes[v.Name] = v
+		}
+		return ds.Spec.Template.Spec.Containers[0], volumes
+	}
+	t.Fatal("no DaemonSet in deploy/kubernetes/pullguard.yaml")
+	return corev1.Container{}, nil
+}
+
 func TestImageRunsAsTheDaemonSetDoes(t *testing.T) {
 	e := RequireEnv(t)
 	const ns = "k8s.io"
@@ -163,24 +196,57 @@ func TestImageRunsAsTheDaemonSetDoes(t *testing.T) {
 	allowed, evil, evil2 := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:latest"), e.Ref("evil/miner:1.0")
 	policy := fmt.Sprintf("mode: enforce\nallow:\n  - image: %s/approved/**\n  - image: pullguard/pullguard\n", e.Registry)
 	policyDir := configMapDir(t, policy)
-	runDir := socketDir(t, "pgrun-")
-	sockDir := filepath.Dir(e.ContainerdAddress)
+	// The node's side of each volume the DaemonSet mounts.
+	hostDirs := map[string]string{
+		"hostPath":  filepath.Dir(e.ContainerdAddress),
+		"configMap": policyDir,
+		"emptyDir":  socketDir(t, "pgrun-"),
+	}
+	c, volumes := daemonSetContainer(t)
+	sc := c.SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem || sc.Capabilities == nil ||
+		!slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) || sc.RunAsUser == nil || *sc.RunAsUser != 0 ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
+		t.Fatalf("the DaemonSet's securityContext changed (%+v): update how this test runs it", sc)
+	}
 	logFile := filepath.Join(t.TempDir(), "pullguard.log")
 	id := ctrContainerID()
+	// readOnlyRootFilesystem; runAsUser 0 is the image's user; ctr sets no_new_privs
+	// (allowPrivilegeEscalation: false) by default.
 	args := []string{"run", "-d", "--read-only", "--log-uri", "file://" + logFile}
 	// capabilities.drop: [ALL]. ctr takes no ALL: drop each of its default set.
 	for _, c := range ctrDefaultCaps {
 		args = append(args, "--cap-drop", c)
 	}
-	e.Ctr(t, ns, append(args,
-		"--mount", "type=bind,src="+sockDir+",dst=/run/containerd,options=rbind:rw",
-		"--mount", "type=bind,src="+policyDir+",dst=/etc/pullguard,options=rbind:ro",
-		"--mount", "type=bind,src="+runDir+",dst=/run/pullguard,options=rbind:rw",
-		imageRef, id,
-		// deploy/kubernetes's args, after the image's entrypoint (ctr replaces both).
-		"/pullguard", "daemon", "--policy=/etc/pullguard/policy.yaml", "--docker-host=none",
-		"--containerd-address=/run/containerd/"+filepath.Base(e.ContainerdAddress),
-		"--containerd-namespaces="+ns, "--log-target=stderr", "--log-format=json")...)
+	for _, m := range c.VolumeMounts {
+		v := volumes[m.Name]
+		var kind string
+		switch {
+		case v.HostPath != nil:
+			kind = "hostPath"
+		case v.ConfigMap != nil:
+			kind = "configMap"
+		case v.EmptyDir != nil:
+			kind = "emptyDir"
+		default:
+			t.Fatalf("volume %s: a kind this test cannot provide", m.Name)
+		}
+		mode := "rw"
+		if m.ReadOnly || kind == "configMap" { // kubelet mounts ConfigMaps read-only
+			mode = "ro"
+		}
+		args = append(args, "--mount", fmt.Sprintf("type=bind,src=%s,dst=%s,options=rbind:%s", hostDirs[kind], m.MountPath, mode))
+	}
+	// The DaemonSet's arguments after the image's entrypoint (ctr replaces both), with the
+	// environment's socket name and only the namespace this test uses.
+	args = append(args, imageRef, id, "/pullguard")
+	for _, a := range c.Args {
+		if strings.HasPrefix(a, "--containerd-address=") {
+			a = "--containerd-address=/run/containerd/" + filepath.Base(e.ContainerdAddress)
+		}
+		args = append(args, a)
+	}
+	e.Ctr(t, ns, append(args, "--containerd-namespaces="+ns)...)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(logFile)
@@ -224,11 +290,13 @@ func TestImageRunsAsTheDaemonSetDoes(t *testing.T) {
 	// Its own image, the allowed one: still there.
 	requireCtrImages(t, e, ns, imageRef, allowed)
 
-	// pullguard status, inside the container, over the socket in the emptyDir.
-	out := e.Ctr(t, ns, "tasks", "exec", "--exec-id", "status-"+id, id, "/pullguard", "status")
+	// pullguard status, inside the container, over the socket in the emptyDir: the
+	// liveness probe's command.
+	probe := c.LivenessProbe.Exec.Command
+	out := e.Ctr(t, ns, append([]string{"tasks", "exec", "--exec-id", "probe-" + id, id}, probe...)...)
 	for _, want := range []string{"mode: enforce", "containerd: connected", "removed 1"} {
 		if !strings.Contains(oneSpace(out), want) {
-			t.Errorf("pullguard status in the container lacks %q:\n%s", want, out)
+			t.Errorf("%s in the container lacks %q:\n%s", strings.Join(probe, " "), want, out)
 		}
 	}
 
