@@ -266,17 +266,39 @@ func helmBinary(t *testing.T) string {
 
 func helm(t *testing.T, args ...string) []byte {
 	t.Helper()
+	out, stderr, err := runHelm(t, args...)
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, stderr)
+	}
+	return out
+}
+
+func runHelm(t *testing.T, args ...string) (stdout []byte, stderr string, err error) {
+	t.Helper()
 	cmd := exec.Command(helmBinary(t), args...)
 	// No user configuration, cache or repositories: the chart alone.
 	home := t.TempDir()
 	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home, "HELM_CACHE_HOME="+home, "HELM_DATA_HOME="+home)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("helm %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	var errOut bytes.Buffer
+	cmd.Stderr = &errOut
+	stdout, err = cmd.Output()
+	return stdout, errOut.String(), err
+}
+
+// A misspelt value is an error, not silently ignored (values.schema.json).
+func TestHelmRejectsBadValues(t *testing.T) {
+	for name, set := range map[string]string{
+		"misspelt key":      "metrics.enable=false",
+		"relative socket":   "containerd.socket=containerd.sock",
+		"unknown log level": "logLevel=verbose",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, stderr, err := runHelm(t, "template", releaseName, chartDir, "--set", set)
+			if err == nil || !strings.Contains(stderr, "schema") {
+				t.Errorf("--set %s: err %v, stderr %q; want a schema error", set, err, stderr)
+			}
+		})
 	}
-	return out
 }
 
 func TestHelmLint(t *testing.T) {
