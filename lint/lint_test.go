@@ -43,20 +43,17 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 }
 
-// lintPaths collects and lints as the CLI does, failing on any error.
+// lintPaths collects and lints as the CLI does (in parallel, findings in
+// input order), failing on any error.
 func lintPaths(t *testing.T, l *Linter, paths ...string) []Finding {
 	t.Helper()
 	inputs, err := Collect(paths, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var all []Finding
-	for _, in := range inputs {
-		fs, err := l.LintInput(in)
-		if err != nil {
-			t.Fatal(err)
-		}
-		all = append(all, fs...)
+	all, errs := l.LintAll(inputs)
+	if len(errs) > 0 {
+		t.Fatal(errs)
 	}
 	return all
 }

@@ -5,7 +5,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 )
 
 // Input is one file to lint.
@@ -107,4 +109,42 @@ func (l *Linter) LintInput(in Input) ([]Finding, error) {
 		return l.judge(in.Path, uses), nil
 	}
 	return l.Lint(in.Path, in.Kind, data)
+}
+
+// LintAll lints the inputs on every CPU and returns the findings in input
+// order, with every error (each names its file).
+func (l *Linter) LintAll(inputs []Input) ([]Finding, []error) {
+	type result struct {
+		findings []Finding
+		err      error
+	}
+	results := make([]result, len(inputs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(runtime.GOMAXPROCS(0), len(inputs)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fs, err := l.LintInput(inputs[i])
+				results[i] = result{fs, err}
+			}
+		}()
+	}
+	for i := range inputs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	var (
+		findings []Finding
+		errs     []error
+	)
+	for _, r := range results {
+		findings = append(findings, r.findings...)
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+	}
+	return findings, errs
 }

@@ -82,22 +82,20 @@ policy error or a file that cannot be parsed.`,
 
 			var findings []lint.Finding
 			var parseErrs []error
-			add := func(fs []lint.Finding, err error) {
-				if err != nil {
-					parseErrs = append(parseErrs, err)
-				}
-				findings = append(findings, fs...)
-			}
 			if stdin {
 				data, err := io.ReadAll(cmd.InOrStdin())
 				if err != nil {
 					return usageError("reading standard input: %v", err)
 				}
-				add(l.Lint(stdinName, kind, data))
+				fs, err := l.Lint(stdinName, kind, data)
+				if err != nil {
+					parseErrs = append(parseErrs, err)
+				}
+				findings = fs
 			}
-			for _, in := range inputs {
-				add(l.LintInput(in))
-			}
+			fs, errs := l.LintAll(inputs)
+			findings = append(findings, fs...)
+			parseErrs = append(parseErrs, errs...)
 			if err := writeFindings(cmd.OutOrStdout(), output, findings); err != nil {
 				return err
 			}
