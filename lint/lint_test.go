@@ -213,3 +213,38 @@ func TestKindOf(t *testing.T) {
 		}
 	}
 }
+
+// TestAliasBomb: nested aliases that would expand to billions of nodes are
+// refused at once with a position instead of keeping CI busy.
+func TestAliasBomb(t *testing.T) {
+	src := "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+	prev := "a"
+	for _, name := range []string{"b", "c", "d", "e", "f", "g", "h", "i"} {
+		src += name + ": &" + name + " [" + strings.Repeat("*"+prev+", ", 9) + "*" + prev + "]\n"
+		prev = name
+	}
+	src += "apiVersion: v1\nkind: List\nitems: [*i, *i]\n"
+	for _, kind := range []Kind{Kubernetes, Compose} {
+		start := time.Now()
+		_, err := testLinter(t, nil).Lint("bomb.yaml", kind, []byte(src))
+		var pe *ParseError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "aliases") {
+			t.Errorf("%s: want a ParseError about aliases, got %v", kind, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: took %v", kind, d)
+		}
+	}
+}
+
+// TestSyntaxBuildArg: --build-arg BUILDKIT_SYNTAX replaces the # syntax=
+// directive as the frontend image, as BuildKit's builder does.
+func TestSyntaxBuildArg(t *testing.T) {
+	l := testLinter(t, map[string]string{"BUILDKIT_SYNTAX": "evil.io/frontend:1 --some-option"})
+	got := lintString(t, l, Dockerfile, "# syntax=docker/dockerfile:1\nFROM alpine:3.20\n")
+	want := []string{"--build-arg BUILDKIT_SYNTAX | evil.io/frontend:1 --some-option | DENY | evil.io/frontend:1",
+		"FROM | alpine:3.20 | ALLOW | docker.io/library/alpine:3.20"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
