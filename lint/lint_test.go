@@ -52,8 +52,11 @@ func lintPaths(t *testing.T, l *Linter, paths ...string) []Finding {
 		t.Fatal(err)
 	}
 	all, errs := l.LintAll(inputs)
-	if len(errs) > 0 {
-		t.Fatal(errs)
+	for _, err := range errs {
+		var skipped *Skipped
+		if !errors.As(err, &skipped) {
+			t.Fatal(err)
+		}
 	}
 	return all
 }
@@ -246,5 +249,26 @@ func TestSyntaxBuildArg(t *testing.T) {
 		"FROM | alpine:3.20 | ALLOW | docker.io/library/alpine:3.20"}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestWalkSkipsUnparsableYAML: a Helm template found by the walk is not an
+// error but is reported as skipped, with the parser's line.
+func TestWalkSkipsUnparsableYAML(t *testing.T) {
+	inputs, err := Collect([]string{"testdata/corpus/helm"}, "")
+	if err != nil || len(inputs) != 1 || !inputs[0].Probe {
+		t.Fatalf("%+v, %v", inputs, err)
+	}
+	fs, err := testLinter(t, nil).LintInput(inputs[0])
+	var skipped *Skipped
+	if fs != nil || !errors.As(err, &skipped) || !strings.HasPrefix(err.Error(), "testdata/corpus/helm/templates/deployment.yaml:") {
+		t.Fatalf("findings %v, error %v", fs, err)
+	}
+	// Named on the command line, the same file is a parse error.
+	inputs, _ = Collect([]string{"testdata/corpus/helm/templates/deployment.yaml"}, "")
+	_, err = testLinter(t, nil).LintInput(inputs[0])
+	var pe *ParseError
+	if !errors.As(err, &pe) || errors.As(err, &skipped) {
+		t.Fatalf("named file: %v", err)
 	}
 }

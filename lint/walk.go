@@ -1,6 +1,7 @@
 package lint
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -94,8 +95,25 @@ func Collect(paths []string, forced Kind) ([]Input, error) {
 	return inputs, nil
 }
 
+// Skipped is a YAML file found by a directory walk that does not parse (a
+// Helm template, say): it is not linted, and the caller should say so, but
+// it is not an error, since nothing shows it is a manifest.
+type Skipped struct {
+	File string
+	Err  error
+}
+
+func (s *Skipped) Error() string {
+	var pe *ParseError
+	if errors.As(s.Err, &pe) && pe.Line > 0 {
+		return fmt.Sprintf("%s:%d: skipped, not YAML lint can read: %v", s.File, pe.Line, pe.Err)
+	}
+	return fmt.Sprintf("%s: skipped, not YAML lint can read: %v", s.File, s.Err)
+}
+
 // LintInput reads and lints one collected file. A probed YAML file that
-// does not parse or holds no Kubernetes object yields nothing.
+// holds no Kubernetes object yields nothing; one that does not parse yields
+// a *Skipped.
 func (l *Linter) LintInput(in Input) ([]Finding, error) {
 	data, err := os.ReadFile(in.Path)
 	if err != nil {
@@ -103,7 +121,10 @@ func (l *Linter) LintInput(in Input) ([]Finding, error) {
 	}
 	if in.Probe {
 		uses, objects, err := kubernetesImages(data)
-		if err != nil || objects == 0 {
+		if err != nil {
+			return nil, &Skipped{File: in.Path, Err: err}
+		}
+		if objects == 0 {
 			return nil, nil
 		}
 		return l.judge(in.Path, uses), nil

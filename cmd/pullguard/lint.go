@@ -95,7 +95,14 @@ policy error or a file that cannot be parsed.`,
 			}
 			fs, errs := l.LintAll(inputs)
 			findings = append(findings, fs...)
-			parseErrs = append(parseErrs, errs...)
+			for _, err := range errs {
+				var skipped *lint.Skipped
+				if errors.As(err, &skipped) {
+					fmt.Fprintln(cmd.ErrOrStderr(), "pullguard: note:", skipped)
+				} else {
+					parseErrs = append(parseErrs, err)
+				}
+			}
 			if err := writeFindings(cmd.OutOrStdout(), output, findings); err != nil {
 				return err
 			}
