@@ -245,12 +245,18 @@ func firstLine(loc []parser.Range) int {
 	return loc[0].Start.Line
 }
 
-// positioned gives a BuildKit parse error the line it reports.
+// positioned gives a BuildKit parse error the line it reports. The line
+// goes in front, as file:line; instructions.Parse also writes it into its
+// message ("dockerfile parse error on line N: ..."), which is then dropped.
 func positioned(err error) error {
 	pe := &ParseError{Err: err}
 	var le *parser.LocationError
 	if errors.As(err, &le) && len(le.Locations) > 0 {
 		pe.Line = firstLine(le.Locations[0])
+	}
+	if inner := errors.Unwrap(err); inner != nil && pe.Line > 0 &&
+		strings.HasPrefix(err.Error(), fmt.Sprintf("dockerfile parse error on line %d: ", pe.Line)) {
+		pe.Err = inner
 	}
 	return pe
 }

@@ -1,7 +1,7 @@
 package lint
 
 import (
-	"fmt"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -88,7 +88,7 @@ func objectImages(obj *yaml.Node, uses *[]imageUse, objects *int, depth int) err
 			}
 			_, cn := lookup(c, "name")
 			cname, _ := scalar(cn)
-			u, err := imageAt(k, v, fmt.Sprintf("%s %s %s %s", kind, name, list.noun, cname))
+			u, err := imageAt(k, v, strings.Join(nonEmpty(kind, name, list.noun, cname), " "))
 			if err != nil {
 				return err
 			}
@@ -96,4 +96,16 @@ func objectImages(obj *yaml.Node, uses *[]imageUse, objects *int, depth int) err
 		}
 	}
 	return nil
+}
+
+// nonEmpty drops the empty words, so that an object or container without a
+// name leaves no double space in a finding's source.
+func nonEmpty(words ...string) []string {
+	out := words[:0]
+	for _, w := range words {
+		if w != "" {
+			out = append(out, w)
+		}
+	}
+	return out
 }
