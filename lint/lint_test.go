@@ -131,6 +131,8 @@ func TestDockerfileCases(t *testing.T) {
 			[]string{"FROM | golang:1.22 | ALLOW | docker.io/library/golang:1.22"}},
 		{"a later stage is an image for FROM, as in BuildKit", "FROM later\nFROM alpine:3.20 AS later\n",
 			[]string{"FROM | later | DENY | docker.io/library/later:latest", "FROM | alpine:3.20 | ALLOW | docker.io/library/alpine:3.20"}},
+		{"FROM matches an earlier stage's name as written", "FROM alpine:3.20 AS build\nFROM Build\n",
+			[]string{"FROM | alpine:3.20 | ALLOW | docker.io/library/alpine:3.20", "FROM | Build | DENY | "}},
 		{"ARG default expanded", "ARG R=registry.corp.example.com\nFROM $R/app:1\n",
 			[]string{"FROM | $R/app:1 | ALLOW | registry.corp.example.com/app:1"}},
 		{"ARG without value fails closed", "ARG R\nFROM ${R:-registry.corp.example.com}/app:1\n",
