@@ -274,3 +274,24 @@ func TestWalkSkipsUnparsableYAML(t *testing.T) {
 		t.Fatalf("named file: %v", err)
 	}
 }
+
+// TestComposeInlineDockerfile: a Dockerfile held in the Compose file is
+// linted with build.args; an arg Compose takes from the environment is
+// unresolved until --build-arg gives it, and its lines are the Compose
+// file's.
+func TestComposeInlineDockerfile(t *testing.T) {
+	src := "services:\n  app:\n    build:\n      args: [BASE]\n      dockerfile_inline: |\n        ARG BASE=alpine\n        FROM ${BASE}:3.20\n"
+	got := lintString(t, testLinter(t, nil), Compose, src)
+	if want := "compose service app dockerfile_inline FROM | ${BASE}:3.20 | DENY | "; len(got) != 1 || got[0] != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	fs, err := testLinter(t, map[string]string{"BASE": "registry.corp.example.com/base"}).Lint("c.yml", Compose, []byte(src))
+	if err != nil || len(fs) != 1 || !fs[0].Decision.Allowed || fs[0].Line != 7 {
+		t.Fatalf("with --build-arg BASE: %+v, %v", fs, err)
+	}
+	_, err = testLinter(t, nil).Lint("c.yml", Compose, []byte("services:\n  app:\n    build:\n      dockerfile_inline: |\n        FROM a\n        FROM a b\n"))
+	var pe *ParseError
+	if !errors.As(err, &pe) || pe.Line != 6 || !strings.Contains(err.Error(), "compose service app dockerfile_inline") {
+		t.Fatalf("parse error: %v", err)
+	}
+}
