@@ -103,6 +103,12 @@ policy error or a file that cannot be parsed.`,
 					parseErrs = append(parseErrs, err)
 				}
 			}
+			if !stdin && len(inputs) == 0 {
+				// Not an error (a repository may have nothing to lint yet),
+				// but a CI job pointed at the wrong path should not pass
+				// without a word.
+				fmt.Fprintln(cmd.ErrOrStderr(), "pullguard: note: no Dockerfile, Compose file or Kubernetes manifest found in", strings.Join(files, ", "))
+			}
 			if err := writeFindings(cmd.OutOrStdout(), output, findings); err != nil {
 				return err
 			}
