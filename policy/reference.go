@@ -44,6 +44,14 @@ func ParseRef(s string) (Ref, error) {
 	if isImageID(s) {
 		return Ref{}, ErrImageID
 	}
+	if r, ok := fastParse(s); ok {
+		return r, nil
+	}
+	return parseRefWithLibrary(s)
+}
+
+// parseRefWithLibrary is ParseRef by distribution/reference alone.
+func parseRefWithLibrary(s string) (Ref, error) {
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
 		return Ref{}, err

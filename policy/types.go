@@ -6,7 +6,7 @@
 package policy
 
 import (
-	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -60,7 +60,7 @@ func (p Position) String() string {
 	if p.File == "" {
 		return ""
 	}
-	return fmt.Sprintf("%s:%d", p.File, p.Line)
+	return p.File + ":" + strconv.Itoa(p.Line) // once a decision: no fmt
 }
 
 // Rule is one entry of the allow or deny list.
