@@ -8,51 +8,16 @@ package policy
 // other input, which then goes to the library: errors always come from
 // there. FuzzFastParse holds the two to the same answers.
 func fastParse(s string) (r Ref, ok bool) {
-	if isImageID(s) {
-		return Ref{}, false // the library refuses 64 hex digits as a name
-	}
-	rest, digest := s, ""
-	if i := indexByte(s, '@'); i >= 0 {
-		rest, digest = s[:i], s[i+1:]
-		if !isSHA256Digest(digest) {
-			return Ref{}, false
-		}
-	}
-	name, tag := rest, ""
-	if i := lastIndexByte(rest, ':'); i >= 0 && indexByte(rest[i:], '/') < 0 {
-		name, tag = rest[:i], rest[i+1:]
-		if !isTag(tag) {
-			return Ref{}, false
-		}
-	}
-	domain, path := "docker.io", name
-	if i := indexByte(name, '/'); i >= 0 {
-		first := name[:i]
-		if first == "localhost" || containsAny(first, ".:") || hasUpper(first) {
-			if !isPlainHost(first) {
-				return Ref{}, false // upper case, :443, IPv6, Hub's aliases: the slow path
-			}
-			domain, path = first, name[i+1:]
-		}
-	}
-	if !isPath(path) {
+	domain, path, tag, digest, ok := splitFast(s)
+	if !ok {
 		return Ref{}, false
-	}
-	if domain == "docker.io" && indexByte(path, '/') < 0 {
-		path = "library/" + path
 	}
 	r.Domain, r.Path = domain, path
 	r.Name = domain + "/" + path
-	if len(r.Name) > 255 {
-		return Ref{}, false
-	}
 	if tag == "" && digest == "" {
 		tag = "latest"
 	}
-	r.Tag = tag
-	if digest != "" {
-		r.Digest = digest
-	}
+	r.Tag, r.Digest = tag, digest
 	n := len(r.Name)
 	if tag != "" {
 		n += 1 + len(tag)
@@ -73,6 +38,48 @@ func fastParse(s string) (r Ref, ok bool) {
 	r.String = string(b)
 	r.segments = splitPath(r.Path)
 	return r, true
+}
+
+// splitFast splits a reference in its common shapes into its normalized
+// host and path and its tag and digest as written, or declines.
+func splitFast(s string) (domain, path, tag, digest string, ok bool) {
+	if isImageID(s) {
+		return "", "", "", "", false // the library refuses 64 hex digits as a name
+	}
+	rest := s
+	if i := indexByte(s, '@'); i >= 0 {
+		rest, digest = s[:i], s[i+1:]
+		if !isSHA256Digest(digest) {
+			return "", "", "", "", false
+		}
+	}
+	name := rest
+	if i := lastIndexByte(rest, ':'); i >= 0 && indexByte(rest[i:], '/') < 0 {
+		name, tag = rest[:i], rest[i+1:]
+		if !isTag(tag) {
+			return "", "", "", "", false
+		}
+	}
+	domain, path = "docker.io", name
+	if i := indexByte(name, '/'); i >= 0 {
+		first := name[:i]
+		if first == "localhost" || containsAny(first, ".:") || hasUpper(first) {
+			if !isPlainHost(first) {
+				return "", "", "", "", false // upper case, :443, IPv6, Hub's aliases: the slow path
+			}
+			domain, path = first, name[i+1:]
+		}
+	}
+	if !isPath(path) {
+		return "", "", "", "", false
+	}
+	if domain == "docker.io" && indexByte(path, '/') < 0 {
+		path = "library/" + path
+	}
+	if len(domain)+1+len(path) > 255 {
+		return "", "", "", "", false
+	}
+	return domain, path, tag, digest, true
 }
 
 func splitPath(p string) []string {

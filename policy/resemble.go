@@ -2,7 +2,6 @@ package policy
 
 import (
 	"math/bits"
-	"sort"
 	"strings"
 	"time"
 )
@@ -51,7 +50,8 @@ const (
 func newResemblanceIndex(allow []*Rule, patterns map[*Rule]pattern) *resemblanceIndex {
 	ix := &resemblanceIndex{allow: allow, hostIDs: map[string]int32{},
 		ruleHost: make([]int32, len(allow)), ruleShape: make([]int8, len(allow))}
-	var pb postingBuilder
+	// About 24 postings a name of fleet-like length, allocated once.
+	pb := postingBuilder{words: make([]uint64, 0, 24*len(allow)+64)}
 	var hb hasher
 	for i, r := range allow {
 		ix.ruleHost[i] = -1
@@ -194,8 +194,7 @@ func (pb *postingBuilder) add(k uint32, id uint32) {
 }
 
 func (pb *postingBuilder) build() postings {
-	w := pb.words
-	sort.Slice(w, func(i, j int) bool { return w[i] < w[j] })
+	w := radixSortKeys(pb.words)
 	// Drop repeats (a name's variants often coincide) and spare capacity.
 	out := w[:0]
 	for i, x := range w {
@@ -203,8 +202,11 @@ func (pb *postingBuilder) build() postings {
 			out = append(out, x)
 		}
 	}
-	words := make([]uint64, len(out))
-	copy(words, out)
+	words := out
+	if len(out) < cap(w)*3/4 {
+		words = make([]uint64, len(out))
+		copy(words, out)
+	}
 	dir := make([]uint32, 1<<16+1)
 	j := 0
 	for k := 0; k <= 1<<16; k++ {
@@ -224,6 +226,31 @@ func (pb *postingBuilder) build() postings {
 		present[b/64] |= 1 << (b % 64)
 	}
 	return postings{words: words, dir: dir, present: present, mask: size - 1}
+}
+
+// radixSortKeys sorts postings by key, four passes of a byte each over the
+// key's 32 bits: several times faster than a comparison sort on the
+// millions of postings of a large allowlist. The sort is stable, so the
+// postings of one key stay in id order and repeats end up adjacent.
+func radixSortKeys(w []uint64) []uint64 {
+	tmp := make([]uint64, len(w))
+	src, dst := w, tmp
+	for shift := uint(32); shift < 64; shift += 8 {
+		var count [257]int
+		for _, x := range src {
+			count[(x>>shift)&0xff+1]++
+		}
+		for i := 1; i < len(count); i++ {
+			count[i] += count[i-1]
+		}
+		for _, x := range src {
+			b := (x >> shift) & 0xff
+			dst[count[b]] = x
+			count[b]++
+		}
+		src, dst = dst, src
+	}
+	return src // four passes: back in w
 }
 
 // lookup calls fn with every id posted under k.

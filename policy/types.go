@@ -82,10 +82,8 @@ type Rule struct {
 	Reason string
 	Source Position
 
-	// summary is the human text of the rule and matchReason the reason of
-	// the decisions it makes, built once at load so that a decision
-	// allocates nothing to explain itself.
-	summary     string
+	// matchReason is the reason of the decisions the rule makes, built
+	// once at load so that a decision allocates nothing to explain itself.
 	matchReason string
 }
 

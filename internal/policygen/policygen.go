@@ -31,3 +31,27 @@ func Fleet(n int) string {
 	b.WriteString("deny:\n  - image: \"**\"\n    tags: [latest]\n  - image: ghcr.io/team3/**\n    tags: [\"*-debug\"]\n")
 	return b.String()
 }
+
+// Organization is a large organization's allowlist: every approved
+// repository listed, n rules of about 80 bytes (100,000 rules make 8 MB),
+// spread over Hosts, most with a tag constraint, some with a reason.
+func Organization(n int) string {
+	var b strings.Builder
+	b.Grow(n * 84)
+	b.WriteString("mode: enforce\ndefault: deny\nallow:\n")
+	for i := 0; i < n; i++ {
+		h := Hosts[i%len(Hosts)]
+		switch i % 4 {
+		case 0:
+			fmt.Fprintf(&b, "  - image: %s/team%d/service-%d\n    tags: [\"1.*\", \"2.*\"]\n", h, i/50, i)
+		case 1:
+			fmt.Fprintf(&b, "  - image: %s/team%d/service-%d\n    reason: PLAT-%d, approved by platform security\n    expires: 2030-01-31\n", h, i/50, i, i)
+		case 2:
+			fmt.Fprintf(&b, "  - image: %s/team%d/service-%d\n    tags: [\"v*\", \"stable\"]\n", h, i/50, i)
+		default:
+			fmt.Fprintf(&b, "  - image: %s/team%d/service-%d/**\n", h, i/50, i)
+		}
+	}
+	b.WriteString("deny:\n  - image: \"**\"\n    tags: [latest]\n")
+	return b.String()
+}
