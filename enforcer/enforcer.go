@@ -65,8 +65,11 @@ const (
 // can find outages (journalctl MESSAGE_ID=...). daemon/messageids.go lists
 // every MESSAGE_ID pullguard writes, these included.
 const (
-	FieldMessageID               = "MESSAGE_ID"
-	FieldRuntime                 = "PULLGUARD_RUNTIME"
+	FieldMessageID = "MESSAGE_ID"
+	FieldRuntime   = "PULLGUARD_RUNTIME"
+	// FieldTrigger says why a guard reconciles when it logs that it does
+	// so on its own ("behind": events may have been lost).
+	FieldTrigger                 = "PULLGUARD_TRIGGER"
 	MessageIDRuntimeConnected    = "c79fbfa9afc24b5f8b0d3ba6bd2301f3"
 	MessageIDRuntimeDisconnected = "82e3253dbd0844049a88d072592d7394"
 )

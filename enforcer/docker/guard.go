@@ -16,6 +16,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/reference"
@@ -321,12 +322,31 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		g.log.WithFields(logrus.Fields{"event": event, "image_id": id, "error": err}).Error("cannot inspect image")
 		return true
 	}
-	for _, st := range g.imageSteps(planImage(img, p, g.now(), only), p, event, usedBy) {
-		if g.exec.Execute(ctx, st) == engine.Stale {
-			return false
-		}
+	steps := g.imageSteps(planImage(img, p, g.now(), only), p, event, usedBy)
+	if len(steps) == 1 {
+		return g.exec.Execute(ctx, steps[0]) != engine.Stale
 	}
-	return true
+	// Many names (a burst of tags, a reconcile of a host that was
+	// unguarded): removed side by side, as each is one API call that
+	// dockerd mostly spends waiting on its store.
+	var stale atomic.Bool
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, max(g.cfg.Workers, 1))
+	for _, st := range steps {
+		slots <- struct{}{}
+		if stale.Load() {
+			<-slots
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if g.exec.Execute(ctx, st) == engine.Stale {
+				stale.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	return !stale.Load()
 }
 
 // imageSteps turns an image's plan into the executor's steps.
@@ -342,6 +362,11 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 		}
 		return steps
 	}
+	// A name the policy denies whatever content it names (no allow rule
+	// pins digests, and the bare name is denied) need not be checked
+	// against the image again before it is removed: if it moved to other
+	// content meanwhile, that content may not have it either.
+	pinned := slices.ContainsFunc(p.Allow, func(r *policy.Rule) bool { return len(r.Digests) > 0 })
 	for _, r := range plan.Removals {
 		rec := enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(r.Name), ImageID: img.ID, Decision: r.Decision}
 		if r.Last {
@@ -353,8 +378,11 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 			continue
 		}
 		name := r.Name
+		check := pinned || p.Decide(name, g.now()).Allowed
 		steps = append(steps, engine.Step{Policy: p, Record: rec,
-			Do: func(ctx context.Context) (enforcer.Action, error) { return g.removeName(ctx, img.ID, name, event) },
+			Do: func(ctx context.Context) (enforcer.Action, error) {
+				return g.removeName(ctx, img.ID, name, event, check)
+			},
 			AllowedBy: func(prev *policy.Policy) bool {
 				return planImage(img, prev, g.now(), []string{name}).Removals == nil
 			},
@@ -363,13 +391,16 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 	return steps
 }
 
-// removeName removes one name of image id, if it still points there.
-func (g *Guard) removeName(ctx context.Context, id, name, event string) (enforcer.Action, error) {
+// removeName removes one name of image id; with check, only if it still
+// points there.
+func (g *Guard) removeName(ctx context.Context, id, name, event string, check bool) (enforcer.Action, error) {
 	// Docker removes whatever the name points to now. A pull may have
 	// moved it to another image since the plan was made; that image's own
 	// event judges it.
-	if cur, err := g.api.InspectImage(ctx, name); err != nil || cur.ID != id {
-		return "", engine.ErrNotNow
+	if check {
+		if cur, err := g.api.InspectImage(ctx, name); err != nil || cur.ID != id {
+			return "", engine.ErrNotNow
+		}
 	}
 	deleted, err := g.api.RemoveImageName(ctx, name)
 	switch {
