@@ -136,3 +136,36 @@ type ReporterFunc func(Record)
 
 // Report calls f.
 func (f ReporterFunc) Report(r Record) { f(r) }
+
+// FindingKind says what a Finding is about.
+type FindingKind string
+
+const (
+	FindingImage     FindingKind = "image"
+	FindingContainer FindingKind = "container"
+)
+
+// Finding is one denied image name or container that a scan found: what
+// the guard's reconcile would do about it in enforce mode, planned by the
+// same planner, without acting.
+type Finding struct {
+	Runtime   string
+	Namespace string // containerd namespace; empty for Docker
+	Kind      FindingKind
+	ImageID   string
+	// Reference is the denied name (image findings) or the image as the
+	// container was created from it (container findings).
+	Reference      string
+	ContainerID    string
+	ContainerName  string
+	ContainerState string
+	Decision       policy.Decision
+	// Action is what the guard does about it in enforce mode: Removed or
+	// Untagged for an image name, Removed, Stopped or Reported for a
+	// container; Reported for a name left because containers use the
+	// image; Failed for a name it cannot remove without removing an
+	// allowed one (Note says which).
+	Action Action
+	// Note explains a finding that is left in place.
+	Note string
+}

@@ -21,6 +21,10 @@ import (
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
 )
 
+// dockerNamespaces are the containerd namespaces Docker keeps its
+// containers in: they are Docker's to judge, by the names Docker knows.
+var dockerNamespaces = []string{"moby", "plugins.moby"}
+
 // runtimeFlags say which runtimes to guard; "none" turns one off.
 type runtimeFlags struct {
 	dockerHost          string
@@ -193,7 +197,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		if rf.docker() {
 			// Docker's containers live in these namespaces; they are
 			// Docker's to judge, with the names Docker knows them by.
-			opts = append(opts, cdguard.WithSkipNamespaces([]string{"moby", "plugins.moby"}))
+			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}
