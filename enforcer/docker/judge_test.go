@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/policy"
 )
 
