@@ -177,12 +177,20 @@ func (g namedGuard) Stalled(now time.Time, limit time.Duration) bool {
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
 	log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
 	var guards []daemon.Guard
+	// The plugin's image index forgets what it knows whenever the Docker
+	// guard reads an image event; the plugin is built after the guard.
+	var plugin *authz.Server
 	if rf.docker() {
 		api, err := dockerguard.NewAPI(rf.dockerHost)
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
-		guards = append(guards, namedGuard{enforcer.RuntimeDocker, dockerguard.New(api, policies, rep, log)})
+		g := dockerguard.New(api, policies, rep, log, dockerguard.WithImageEvents(func() {
+			if plugin != nil {
+				plugin.ImagesChanged()
+			}
+		}))
+		guards = append(guards, namedGuard{enforcer.RuntimeDocker, g})
 	}
 	if rf.containerd() {
 		api, err := cdguard.NewAPI(rf.containerdAddress)
@@ -207,6 +215,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			return nil, err
 		}
 		if g != nil {
+			plugin = g.server
 			guards = append(guards, g)
 		}
 	}
@@ -243,7 +252,7 @@ func (g *authzGuard) Run(ctx context.Context) error {
 }
 
 func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter,
-	log *logrus.Logger, closers *[]func()) (daemon.Guard, error) {
+	log *logrus.Logger, closers *[]func()) (*authzGuard, error) {
 	listeners, err := authz.ListenersFromSystemd()
 	if err != nil {
 		return nil, err

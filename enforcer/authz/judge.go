@@ -328,9 +328,7 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	if _, err := reference.ParseAnyReference(typed); err != nil {
 		return denied(p, invalid(typed, err))
 	}
-	rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
-	img, found, err := s.images.ResolveImage(rctx, typed)
-	cancel()
+	img, found, err := s.resolve(ctx, typed)
 	if err != nil {
 		log.WithError(err).WithField("image", typed).Warn("authorization plugin: image lookup failed; refusing the request")
 		d := policy.Decision{Input: typed, Reason: "pullguard could not look the image up in Docker's image store: " + err.Error(), PolicyHash: p.Hash}

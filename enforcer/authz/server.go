@@ -48,6 +48,7 @@ type Server struct {
 	log      logrus.FieldLogger
 	now      func() time.Time
 	handler  http.Handler
+	index    imageIndex
 }
 
 // New returns a plugin server that judges requests against the policy
@@ -171,9 +172,13 @@ func (s *Server) activate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, activateResponse{Implements: []string{implementsAuthZ}})
 }
 
-// authzRes allows every response: pullguard judges requests only. The body
-// (which may hold a large response) is not even decoded.
+// authzRes allows every response: pullguard judges requests only. Only the
+// request line is read (not the response body, which may be large): once a
+// request that changes images is done, the image index is forgotten.
 func (s *Server) authzRes(w http.ResponseWriter, r *http.Request) {
+	if method, uri, ok := requestLine(http.MaxBytesReader(w, r.Body, maxPluginRequest)); !ok || changesImages(method, uri) {
+		s.index.forget()
+	}
 	writeJSON(w, Response{Allow: true})
 }
 
@@ -185,6 +190,9 @@ func (s *Server) authzReq(w http.ResponseWriter, r *http.Request) {
 		s.log.WithError(err).Error("authorization plugin: unreadable AuthZReq call; refusing it")
 		writeJSON(w, Response{Msg: "pullguard: unreadable authorization request", Err: err.Error()})
 		return
+	}
+	if changesImages(req.RequestMethod, req.RequestURI) {
+		s.index.forget()
 	}
 	writeJSON(w, s.authorize(r.Context(), &req))
 }

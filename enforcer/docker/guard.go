@@ -49,6 +49,9 @@ type Guard struct {
 	// (by ID) between event workers and reconciles.
 	locks *locker.Locker
 
+	// imageEvents, when set, is called for every image event read.
+	imageEvents func()
+
 	keptMu sync.Mutex
 	// kept are the disallowed containers left in place and already
 	// reported: by the last reconcile under running: keep, or by audit
@@ -74,6 +77,10 @@ func WithWorkers(n int) Option { return func(g *Guard) { g.cfg.Workers = n } }
 
 // WithObserver has the guard tell o about reconciles, connections and lag.
 func WithObserver(o enforcer.Observer) Option { return func(g *Guard) { g.cfg.Observer = o } }
+
+// WithImageEvents has the guard call f for every image event it reads:
+// the authorization plugin forgets its image index then.
+func WithImageEvents(f func()) Option { return func(g *Guard) { g.imageEvents = f } }
 
 // New makes a Guard. It does nothing until Run.
 func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log logrus.FieldLogger, opts ...Option) *Guard {
@@ -124,6 +131,9 @@ func (a adapter) Subscribe(ctx context.Context, since time.Time) (<-chan Event, 
 }
 
 func (a adapter) Jobs(ev Event) (time.Time, []engine.Job[jobKey, jobValue]) {
+	if ev.Type == typeImage && a.g.imageEvents != nil {
+		a.g.imageEvents()
+	}
 	return ev.Time, jobsFor(ev)
 }
 
