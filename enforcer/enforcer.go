@@ -7,6 +7,7 @@
 package enforcer
 
 import (
+	"context"
 	"time"
 
 	"github.com/pullguard/pullguard/policy"
@@ -129,6 +130,28 @@ type Observer interface {
 	Connected(runtime string, up bool)
 	// Behind: the guard noticed it may have missed events and reconciles.
 	Behind(runtime, why string)
+}
+
+// Evidence is consulted about an image that the policy allows by its
+// names, before a guard lets it stay: signatures, provenance, anything
+// that a name cannot prove about content. It can only deny: an image the
+// policy denies stays denied whatever the evidence.
+type Evidence interface {
+	// Check returns nil to let the allowing decision stand, or the
+	// denial that overrules it (its Reason says what was missing). An
+	// error to look (a registry that does not answer) is the evidence's
+	// to turn into a denial or not.
+	Check(ctx context.Context, img ImageSubject, d policy.ImageDecision) *policy.Decision
+}
+
+// ImageSubject is the image Evidence is asked about.
+type ImageSubject struct {
+	Runtime   string
+	Namespace string // containerd namespace; empty for Docker
+	// ID is the runtime's image ID; Digest the manifest digest when known
+	// (containerd's record target).
+	ID, Digest string
+	Names      []string
 }
 
 // ReporterFunc adapts a function to Reporter.

@@ -51,6 +51,8 @@ type Guard struct {
 
 	// imageEvents, when set, is called for every image event read.
 	imageEvents func()
+	// evidence, when set, may overrule the policy's allowing decisions.
+	evidence enforcer.Evidence
 
 	keptMu sync.Mutex
 	// kept are the disallowed containers left in place and already
@@ -81,6 +83,10 @@ func WithObserver(o enforcer.Observer) Option { return func(g *Guard) { g.cfg.Ob
 // WithImageEvents has the guard call f for every image event it reads:
 // the authorization plugin forgets its image index then.
 func WithImageEvents(f func()) Option { return func(g *Guard) { g.imageEvents = f } }
+
+// WithEvidence has the guard consult e about every image the policy
+// allows by name; an image it denies loses all its names.
+func WithEvidence(e enforcer.Evidence) Option { return func(g *Guard) { g.evidence = e } }
 
 // New makes a Guard. It does nothing until Run.
 func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log logrus.FieldLogger, opts ...Option) *Guard {
@@ -332,7 +338,13 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		g.log.WithFields(logrus.Fields{"event": event, "image_id": id, "error": err}).Error("cannot inspect image")
 		return true
 	}
-	steps := g.imageSteps(planImage(img, p, g.now(), only), p, event, usedBy)
+	plan := planImage(img, p, g.now(), only)
+	if g.evidence != nil && len(plan.Removals) == 0 {
+		if d := g.vet(ctx, p, img); d != nil {
+			plan = planImageDenied(p, img, *d)
+		}
+	}
+	steps := g.imageSteps(plan, p, event, usedBy)
 	if len(steps) == 1 {
 		return g.exec.Execute(ctx, steps[0]) != engine.Stale
 	}
@@ -357,6 +369,19 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 	}
 	wg.Wait()
 	return !stale.Load()
+}
+
+// vet asks the evidence about an image the policy allows by its names.
+func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image) *policy.Decision {
+	var names []string
+	for _, n := range namesOf(p, img) {
+		names = append(names, n.raw)
+	}
+	d := p.DecideImage(names, "", g.now())
+	if !d.Allowed || len(names) == 0 {
+		return nil
+	}
+	return g.evidence.Check(ctx, enforcer.ImageSubject{Runtime: enforcer.RuntimeDocker, ID: img.ID, Names: names}, d)
 }
 
 // imageSteps turns an image's plan into the executor's steps.
@@ -510,7 +535,7 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 		return errors.New("no policy in force")
 	}
 	began := time.Now()
-	s, err := takeSurvey(ctx, g.api, p, g.now())
+	s, err := takeSurvey(ctx, g.api, p, g.now(), g.evidence != nil)
 	if err != nil {
 		return err
 	}

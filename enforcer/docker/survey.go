@@ -46,7 +46,10 @@ type survey struct {
 // takeSurvey lists the host's images and containers and judges them.
 // Containers are judged first: an image stays in use only through the
 // containers that stay.
-func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time) (*survey, error) {
+//
+// With all, images the policy allows are listed too (with an empty plan):
+// evidence beyond names may still deny them.
+func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, all bool) (*survey, error) {
 	images, err := api.ListImages(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
@@ -77,7 +80,7 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time) (
 
 	for _, img := range images {
 		plan := planImage(img, p, now, nil)
-		if len(plan.Removals) == 0 {
+		if len(plan.Removals) == 0 && !all {
 			continue
 		}
 		s.Images = append(s.Images, imageStep{Plan: plan, UsedBy: usedBy[img.ID]})
@@ -147,7 +150,7 @@ func imageOf(ctx context.Context, api API, id string, byID map[string]*Image) (*
 // of now, without acting: containers first, then images, in Docker's
 // listing order. It is what `pullguard scan` prints.
 func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
-	s, err := takeSurvey(ctx, api, p, now)
+	s, err := takeSurvey(ctx, api, p, now, false)
 	if err != nil {
 		return nil, err
 	}
