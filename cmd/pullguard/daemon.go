@@ -102,11 +102,18 @@ creates, tags and builds before they happen.`,
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			reload := make(chan struct{})
+			stopped := make(chan struct{})
+			defer close(stopped)
 			go func() {
-				for range hup {
+				for {
+					select {
+					case <-hup:
+					case <-stopped:
+						return
+					}
 					select {
 					case reload <- struct{}{}:
-					case <-cmd.Context().Done():
+					case <-stopped:
 						return
 					}
 				}
