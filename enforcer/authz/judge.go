@@ -255,6 +255,12 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	}
 	// The image is allowed if it may stay and run: one of its names is.
 	judged := p.DecideImage(img.Names, "", now)
+	if judged.Allowed && s.evidence != nil && len(img.Names) > 0 {
+		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeDocker, ID: img.ID, Names: img.Names}
+		if d := s.evidence.Check(ctx, subject, judged); d != nil {
+			return verdict{imageID: img.ID, decision: *d, msg: noAllowedNameRefusal(p, typed, img.ID, *d)}
+		}
+	}
 	if judged.Allowed {
 		return allowed
 	}

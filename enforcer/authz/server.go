@@ -49,14 +49,26 @@ type Server struct {
 	now      func() time.Time
 	handler  http.Handler
 	index    imageIndex
+	evidence enforcer.Evidence
 }
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithEvidence has the plugin consult e about a local image the policy
+// allows by its names before a container is created from it or it is
+// tagged; a denial refuses the request.
+func WithEvidence(e enforcer.Evidence) Option { return func(s *Server) { s.evidence = e } }
 
 // New returns a plugin server that judges requests against the policy
 // in force (read per request, so a reload takes effect at once), looks
 // images up with images and reports every refusal, or audit mode's
 // would-be refusal, to rep.
-func New(policies enforcer.PolicySource, images ImageResolver, rep enforcer.Reporter, log logrus.FieldLogger) *Server {
+func New(policies enforcer.PolicySource, images ImageResolver, rep enforcer.Reporter, log logrus.FieldLogger, opts ...Option) *Server {
 	s := &Server{policies: policies, images: images, rep: rep, log: log, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+pathActivate, s.activate)
 	mux.HandleFunc("POST "+pathAuthZReq, s.authzReq)
