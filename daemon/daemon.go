@@ -70,6 +70,15 @@ type Config struct {
 	Settle time.Duration
 	// PolicyDebounce is passed to the policy watcher (0: its default).
 	PolicyDebounce time.Duration
+	// PolicyObserver, when set, is told of every reload's outcome.
+	PolicyObserver PolicyObserver
+}
+
+// PolicyObserver is told whether each policy reload was taken or rejected
+// (for metrics). Its methods must not block.
+type PolicyObserver interface {
+	PolicyLoaded(hash string)
+	PolicyRejected(err error)
 }
 
 // DefaultResyncInterval is the default of Config.ResyncInterval.
@@ -107,9 +116,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	// The watcher calls OnReload only from Run's goroutines, which start
 	// after guards is set.
+	onReload, onReject := reconcileAll, func(error) {}
+	if o := cfg.PolicyObserver; o != nil {
+		onReload = func(p *policy.Policy) { reconcileAll(p); o.PolicyLoaded(p.Hash) }
+		onReject = o.PolicyRejected
+	}
 	watcher, err := NewPolicyWatcher(PolicyWatcherConfig{
-		Path: cfg.PolicyPath, LoadOptions: cfg.LoadOptions, Log: log, OnReload: func(p *policy.Policy) { reconcileAll(p) },
-		Settle: cfg.Settle, Debounce: cfg.PolicyDebounce,
+		Path: cfg.PolicyPath, LoadOptions: cfg.LoadOptions, Log: log, OnReload: onReload,
+		OnReject: onReject, Settle: cfg.Settle, Debounce: cfg.PolicyDebounce,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStartup, err)

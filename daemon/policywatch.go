@@ -46,6 +46,9 @@ type PolicyWatcherConfig struct {
 	// on the reloading goroutine while further reloads wait, so calls come
 	// in order; it must not block for long nor call Reload.
 	OnReload func(*policy.Policy)
+	// OnReject is called, like OnReload, after a changed policy was
+	// rejected; the policy in force stays.
+	OnReject func(error)
 	// Debounce defaults to DefaultPolicyDebounce.
 	Debounce time.Duration
 	// Settle is how long the policy files must stay unchanged after a
@@ -65,6 +68,7 @@ type PolicyWatcher struct {
 	opts     policy.LoadOptions
 	log      *logrus.Logger
 	onReload func(*policy.Policy)
+	onReject func(error)
 	debounce time.Duration
 
 	cur atomic.Pointer[policy.Policy]
@@ -118,6 +122,7 @@ func NewPolicyWatcher(cfg PolicyWatcherConfig) (*PolicyWatcher, error) {
 		opts:     cfg.LoadOptions,
 		log:      cfg.Log,
 		onReload: cfg.OnReload,
+		onReject: cfg.OnReject,
 		debounce: cfg.Debounce,
 	}
 	p, err := policy.Load(w.path, w.opts)
@@ -152,6 +157,9 @@ func (w *PolicyWatcher) reload(trigger string) error {
 	p, err := policy.Load(w.path, w.opts)
 	if err != nil {
 		w.logInvalid(err, old, trigger)
+		if w.onReject != nil {
+			w.onReject(err)
+		}
 		return fmt.Errorf("reloading policy %s: %w", w.path, err)
 	}
 	w.lastErr = ""

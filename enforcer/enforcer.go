@@ -130,6 +130,8 @@ type Observer interface {
 	Connected(runtime string, up bool)
 	// Behind: the guard noticed it may have missed events and reconciles.
 	Behind(runtime, why string)
+	// Event: an event was read from the runtime's stream.
+	Event(runtime string)
 }
 
 // Evidence is consulted about an image that the policy allows by its

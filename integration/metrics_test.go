@@ -93,9 +93,9 @@ func freeAddr(t testing.TB) string {
 	return l.Addr().String()
 }
 
-// waitSamples polls read until every want holds (a series equal to its value), and returns
-// the last samples.
-func waitSamples(t testing.TB, what string, deadline time.Duration, read func() samples, want map[string]float64) samples {
+// waitSamples polls read until every want holds (a series equal to its value) and every
+// atLeast (a series at least its value), and returns the last samples.
+func waitSamples(t testing.TB, what string, deadline time.Duration, read func() samples, want map[string]float64, atLeast ...map[string]float64) samples {
 	t.Helper()
 	var got samples
 	Eventually(t, deadline, func() (bool, string) {
@@ -104,6 +104,13 @@ func waitSamples(t testing.TB, what string, deadline time.Duration, read func() 
 		for k, v := range want {
 			if g, ok := got[k]; !ok || g != v {
 				wrong = append(wrong, fmt.Sprintf("%s = %v (present %v), want %v", k, g, ok, v))
+			}
+		}
+		for _, m := range atLeast {
+			for k, v := range m {
+				if g, ok := got[k]; !ok || g < v {
+					wrong = append(wrong, fmt.Sprintf("%s = %v (present %v), want at least %v", k, g, ok, v))
+				}
 			}
 		}
 		sort.Strings(wrong)
@@ -135,6 +142,10 @@ func TestMetricsScrapedAfterRealEvents(t *testing.T) {
 		return parseSamples(t, string(b))
 	}
 	removed := `pullguard_actions_total{action="removed",runtime="containerd"}`
+	reconciled := `pullguard_reconcile_runs_total{result="success",runtime="containerd"}`
+	reconcileTime := `pullguard_reconcile_duration_seconds{runtime="containerd"}` // the histogram's count
+	lastReconcile := `pullguard_reconcile_last_success_timestamp_seconds{runtime="containerd"}`
+	events := `pullguard_events_received_total{runtime="containerd"}`
 	connected := `pullguard_runtime_connected{runtime="containerd"}`
 	connections := `pullguard_runtime_connections_total{runtime="containerd"}`
 	reloadFailures := `pullguard_policy_reloads_total{result="failure"}`
@@ -150,33 +161,37 @@ func TestMetricsScrapedAfterRealEvents(t *testing.T) {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 
-	waitSamples(t, "at start", actDeadline, fromHTTP, map[string]float64{
+	start := waitSamples(t, "at start", actDeadline, fromHTTP, map[string]float64{
 		connected: 1, connections: 1, removed: 0, reloadFailures: 0, lastReloadOK: 1, info: 1,
 		`pullguard_policy_rules{kind="allow"}`: 1, `pullguard_policy_rules{kind="deny"}`: 1,
-	})
+		`pullguard_reconcile_runs_total{result="failure",runtime="containerd"}`: 0,
+	}, map[string]float64{reconciled: 1, reconcileTime: 1, lastReconcile: float64(time.Now().Add(-time.Hour).Unix())})
 
 	t.Log("a disallowed pull is removed")
 	evil := e.Ref("evil/miner:latest")
 	ctrPull(t, e, ns, evil)
 	waitCtrImageGone(t, e, ns, evil)
-	waitSamples(t, "after the removal", actDeadline, fromHTTP, map[string]float64{removed: 1})
+	waitSamples(t, "after the removal", actDeadline, fromHTTP, map[string]float64{removed: 1},
+		map[string]float64{events: start[events] + 1})
 
 	t.Log("a policy edit is rejected")
 	WritePolicy(t, policyDir, "mode: enforce\nallow:\n  - image: [not, a, string]\n")
 	waitSamples(t, "after the rejected edit", actDeadline, fromHTTP, map[string]float64{
-		reloadFailures: 1, lastReloadOK: 0, info: 1, // the old policy stays in force
-	})
+		lastReloadOK: 0, info: 1, // the old policy stays in force
+	}, map[string]float64{reloadFailures: 1})
 
 	t.Log("containerd restarts")
 	if out, err := testenv("restart-containerd", e.Dir); err != nil {
 		t.Fatalf("testenv.sh restart-containerd: %v\n%s", err, out)
 	}
-	waitSamples(t, "after containerd restarted", readyDeadline, fromHTTP, map[string]float64{connections: 2, connected: 1})
+	// The reconnect reconciles: one more successful pass.
+	waitSamples(t, "after containerd restarted", readyDeadline, fromHTTP, map[string]float64{connections: 2, connected: 1},
+		map[string]float64{reconciled: start[reconciled] + 1})
 
 	t.Log("the textfile says the same")
 	got := waitSamples(t, "textfile", textfileDeadline, fromFile, map[string]float64{
-		removed: 1, reloadFailures: 1, lastReloadOK: 0, connections: 2, connected: 1, info: 1,
-	})
+		removed: 1, lastReloadOK: 0, connections: 2, connected: 1, info: 1,
+	}, map[string]float64{reloadFailures: 1, reconciled: start[reconciled] + 1})
 	for k := range got {
 		if !strings.HasPrefix(k, "pullguard_") {
 			t.Errorf("textfile holds %s: node_exporter has its own and would reject it", k)
@@ -263,4 +278,39 @@ func oneSpace(s string) string {
 		lines[i] = strings.Join(strings.Fields(l), " ")
 	}
 	return strings.Join(lines, "\n")
+}
+
+// TestMetricsDockerAndAuthz: pullguard guards the environment's dockerd with its authorization
+// plugin and /metrics on; a refused pull, an allowed pull and the plugin's other calls move
+// the authorization and Docker series.
+func TestMetricsDockerAndAuthz(t *testing.T) {
+	e := RequireEnv(t)
+	path := WritePolicy(t, "", policyWithRunning(e, "enforce", "keep"))
+	addr := freeAddr(t)
+	name := authzPluginName()
+	StartDaemon(t, path, "--docker-host", e.DockerHost, "--containerd-address", "none",
+		"--authz-socket", authzSocket(t, name), "--metrics-listen", addr)
+	enableAuthzPlugin(t, e, name)
+	url := "http://" + addr + "/metrics"
+	fromHTTP := func() samples { return parseSamples(t, scrape(t, url)) }
+
+	blocked := `pullguard_authz_requests_total{verdict="blocked"}`
+	allowed := `pullguard_authz_requests_total{verdict="allowed"}`
+	handled := `pullguard_authz_request_duration_seconds{}` // the histogram's count
+	start := waitSamples(t, "at start", actDeadline, fromHTTP, map[string]float64{
+		`pullguard_runtime_connected{runtime="docker"}`: 1, blocked: 0,
+		`pullguard_authz_requests_total{verdict="error"}`: 0,
+	}, map[string]float64{`pullguard_reconcile_runs_total{result="success",runtime="docker"}`: 1})
+
+	evil, ok := e.Ref("evil/miner:latest"), e.Ref("approved/busybox:1.0")
+	_, err := e.DockerErr(t, "pull", evil)
+	requireRefused(t, err, name, deniedBy(name, evil))
+	e.Docker(t, "pull", "--quiet", ok)
+	waitSamples(t, "after a refused and an allowed pull", actDeadline, fromHTTP, map[string]float64{
+		blocked: 1, `pullguard_actions_total{action="blocked",runtime="docker"}`: 1,
+	}, map[string]float64{
+		allowed: start[allowed] + 1,
+		handled: start[handled] + 2, // every call is timed
+		`pullguard_events_received_total{runtime="docker"}`: start[`pullguard_events_received_total{runtime="docker"}`] + 1,
+	})
 }

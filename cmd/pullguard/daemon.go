@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pullguard/pullguard/daemon"
+	"github.com/pullguard/pullguard/daemon/metrics"
 	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/enforcer/authz"
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
@@ -101,7 +102,7 @@ creates, tags and builds before they happen.`,
 			defer obs.stop()
 			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
 				obs.m.SetPolicy(policies)
-				return buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), log, &closers)
+				return buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, log, &closers)
 			}
 			// The CLI owns the signals: SIGHUP (systemd's ExecReload) is a
 			// reload request.
@@ -133,6 +134,7 @@ creates, tags and builds before they happen.`,
 				Reload:         reload,
 				ResyncInterval: resyncInterval(resync),
 				Settle:         settleFlag(settle),
+				PolicyObserver: obs.m,
 			})
 			if errors.Is(err, daemon.ErrStartup) {
 				return &exitError{code: exitUsage, err: err}
@@ -189,8 +191,10 @@ func (g namedGuard) Stalled(now time.Time, limit time.Duration) bool {
 	return ok && s.Stalled(now, limit)
 }
 
+// buildGuards builds the guards the flags ask for; m (nil: none) is told
+// what they do.
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
-	log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
+	m *metrics.Metrics, log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
 	var guards []daemon.Guard
 	// The plugin's image index forgets what it knows whenever the Docker
 	// guard reads an image event; the plugin is built after the guard.
@@ -200,7 +204,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
-		g := dockerguard.New(api, policies, rep, log, dockerguard.WithImageEvents(func() {
+		g := dockerguard.New(api, policies, rep, log, dockerguard.WithObserver(m), dockerguard.WithImageEvents(func() {
 			if plugin != nil {
 				plugin.ImagesChanged()
 			}
@@ -213,7 +217,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			return nil, fmt.Errorf("--containerd-address: %w", err)
 		}
 		*closers = append(*closers, func() { api.Close() })
-		var opts []cdguard.Option
+		opts := []cdguard.Option{cdguard.WithObserver(m)}
 		if len(rf.containerdNamespace) > 0 {
 			opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 		}
@@ -225,7 +229,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}
 	if authzMode != "off" {
-		g, err := buildAuthz(rf, authzPath, policies, rep, log, closers)
+		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers)
 		if err != nil {
 			return nil, err
 		}
@@ -266,7 +270,7 @@ func (g *authzGuard) Run(ctx context.Context) error {
 	return first
 }
 
-func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter,
+func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter, m *metrics.Metrics,
 	log *logrus.Logger, closers *[]func()) (*authzGuard, error) {
 	listeners, err := authz.ListenersFromSystemd()
 	if err != nil {
@@ -303,6 +307,6 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	*closers = append(*closers, func() { c.Close() })
 	ready := make(chan struct{})
 	close(ready)
-	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log)
+	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest))
 	return &authzGuard{server: srv, listeners: listeners, ready: ready}, nil
 }

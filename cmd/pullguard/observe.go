@@ -12,6 +12,7 @@ import (
 	"github.com/pullguard/pullguard/daemon"
 	"github.com/pullguard/pullguard/daemon/metrics"
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/authz"
 )
 
 // observeFlags say where the daemon's metrics and status go. Metrics are
@@ -49,7 +50,11 @@ func startObservability(f observeFlags, rf runtimeFlags, log *logrus.Logger) (*o
 	if rf.containerd() {
 		runtimes = append(runtimes, enforcer.RuntimeContainerd)
 	}
-	m := metrics.New(metrics.Options{Runtimes: runtimes, Version: buildVersion()})
+	m := metrics.New(metrics.Options{
+		Runtimes:      runtimes,
+		AuthzVerdicts: []string{authz.VerdictAllowed, authz.VerdictBlocked, authz.VerdictError},
+		Version:       buildVersion(),
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	o := &observability{m: m, cancel: cancel}
 	run := func(name string, fn func(context.Context) error) {

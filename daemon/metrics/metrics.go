@@ -29,15 +29,6 @@ const (
 	ResultFailure = "failure"
 )
 
-// Authorization verdicts, the values of pullguard_authz_requests_total's
-// verdict label.
-const (
-	VerdictAllowed    = "allowed"
-	VerdictBlocked    = "blocked"
-	VerdictWouldBlock = "would-block"
-	VerdictError      = "error"
-)
-
 // actions are every enforcer.Action, so that each series exists (at 0)
 // from the start: an alert on increase() needs the series before the first
 // removal.
@@ -56,6 +47,9 @@ type Options struct {
 	// pullguard_policy_info and the rule counts, so they always show the
 	// policy in force.
 	Policy enforcer.PolicySource
+	// AuthzVerdicts are the verdicts the authorization plugin reports
+	// (pullguard_authz_requests_total's label), created at 0.
+	AuthzVerdicts []string
 	// Version is pullguard's version, for pullguard_build_info.
 	Version string
 	// Now is the clock (tests); default time.Now.
@@ -155,7 +149,7 @@ func New(opts Options) *Metrics {
 		}),
 		authzRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pullguard_authz_requests_total",
-			Help: "Docker authorization plugin requests judged against the policy, by verdict (allowed, blocked, would-block, error).",
+			Help: "Docker authorization plugin requests (AuthZReq calls), by verdict: allowed (audit mode's would-be refusals included), blocked, or error (unreadable, refused).",
 		}, []string{"verdict"}),
 		authzDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pullguard_authz_request_duration_seconds",
@@ -184,7 +178,7 @@ func New(opts Options) *Metrics {
 	for _, r := range []string{ResultSuccess, ResultFailure} {
 		m.reloads.WithLabelValues(r)
 	}
-	for _, v := range []string{VerdictAllowed, VerdictBlocked, VerdictWouldBlock, VerdictError} {
+	for _, v := range opts.AuthzVerdicts {
 		m.authzRequests.WithLabelValues(v)
 	}
 	for _, rt := range opts.Runtimes {
@@ -313,8 +307,8 @@ func (m *Metrics) Reconciled(runtime, _ string, d time.Duration, err error) {
 	m.mu.Unlock()
 }
 
-// EventReceived counts one event from runtime.
-func (m *Metrics) EventReceived(runtime string) {
+// Event counts one event read from runtime's stream.
+func (m *Metrics) Event(runtime string) {
 	if m == nil {
 		return
 	}
@@ -338,8 +332,8 @@ func (m *Metrics) LogEntriesDropped(n int) {
 	m.logDropped.Add(float64(n))
 }
 
-// AuthzRequest counts one authorization request judged with verdict,
-// answered in d.
+// AuthzRequest counts one authorization request answered with verdict in
+// d.
 func (m *Metrics) AuthzRequest(verdict string, d time.Duration) {
 	if m == nil {
 		return
@@ -400,6 +394,8 @@ func (c *policyCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(policyRulesDesc, prometheus.GaugeValue, float64(allow), "allow")
 	ch <- prometheus.MustNewConstMetric(policyRulesDesc, prometheus.GaugeValue, float64(deny), "deny")
 }
+
+var _ enforcer.Observer = (*Metrics)(nil)
 
 // Reporter returns a Reporter that counts every record and passes it on
 // to next.

@@ -50,7 +50,16 @@ type Server struct {
 	handler  http.Handler
 	index    imageIndex
 	evidence enforcer.Evidence
+	observe  func(verdict string, took time.Duration)
 }
+
+// Verdicts, as WithRequestObserver's callback receives them.
+const (
+	VerdictAllowed = "allowed"
+	VerdictBlocked = "blocked"
+	// VerdictError: the call could not be read, and was refused.
+	VerdictError = "error"
+)
 
 // Option configures a Server.
 type Option func(*Server)
@@ -59,6 +68,13 @@ type Option func(*Server)
 // allows by its names before a container is created from it or it is
 // tagged; a denial refuses the request.
 func WithEvidence(e enforcer.Evidence) Option { return func(s *Server) { s.evidence = e } }
+
+// WithRequestObserver has the plugin tell observe how it answered each
+// AuthZReq call and how long that took (for metrics). observe must not
+// block.
+func WithRequestObserver(observe func(verdict string, took time.Duration)) Option {
+	return func(s *Server) { s.observe = observe }
+}
 
 // New returns a plugin server that judges requests against the policy
 // in force (read per request, so a reload takes effect at once), looks
@@ -195,18 +211,32 @@ func (s *Server) authzRes(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) authzReq(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	var req Request
 	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPluginRequest)).Decode(&req); err != nil {
 		// Not something dockerd sends; with no idea what the request is,
 		// it is refused.
 		s.log.WithError(err).Error("authorization plugin: unreadable AuthZReq call; refusing it")
 		writeJSON(w, Response{Msg: "pullguard: unreadable authorization request", Err: err.Error()})
+		s.observed(VerdictError, start)
 		return
 	}
 	if changesImages(req.RequestMethod, req.RequestURI) {
 		s.index.forget()
 	}
-	writeJSON(w, s.authorize(r.Context(), &req))
+	resp := s.authorize(r.Context(), &req)
+	writeJSON(w, resp)
+	if resp.Allow {
+		s.observed(VerdictAllowed, start)
+	} else {
+		s.observed(VerdictBlocked, start)
+	}
+}
+
+func (s *Server) observed(verdict string, start time.Time) {
+	if s.observe != nil {
+		s.observe(verdict, time.Since(start))
+	}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -177,6 +177,7 @@ type reconcileObserver chan error
 func (o reconcileObserver) Reconciled(_, _ string, _ time.Duration, err error) { o <- err }
 func (o reconcileObserver) Connected(string, bool)                             {}
 func (o reconcileObserver) Behind(string, string)                              {}
+func (o reconcileObserver) Event(string)                                       {}
 
 // loggedID counts the log entries with a MESSAGE_ID, what SREs filter on.
 func (h *harness) loggedID(id string) int {

@@ -84,6 +84,7 @@ type nopObserver struct{}
 func (nopObserver) Reconciled(string, string, time.Duration, error) {}
 func (nopObserver) Connected(string, bool)                          {}
 func (nopObserver) Behind(string, string)                           {}
+func (nopObserver) Event(string)                                    {}
 
 // Loop runs one runtime guard.
 type Loop[E any, K comparable, V any] struct {
@@ -372,6 +373,7 @@ func (l *Loop[E, K, V]) read(ctx context.Context, began time.Time, events <-chan
 				events = nil // wait for the error
 				continue
 			}
+			l.cfg.Observer.Event(l.cfg.Runtime)
 			at, jobs := l.rt.Jobs(ev)
 			if !at.IsZero() {
 				n := at.UnixNano()
