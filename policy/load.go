@@ -123,7 +123,7 @@ func LoadFiles(files []string, opts LoadOptions) (*Policy, error) {
 	if len(problems) > 0 {
 		return nil, &LoadError{Problems: problems}
 	}
-	return Parse(sources...)
+	return parse(opts, sources...)
 }
 
 func readPolicyFile(name string, opts LoadOptions) ([]byte, error) {
@@ -191,8 +191,12 @@ type Source struct {
 // Parse builds a policy from file contents, in order. It checks everything
 // and reports every problem it finds.
 func Parse(sources ...Source) (*Policy, error) {
+	return parse(LoadOptions{}, sources...)
+}
+
+func parse(opts LoadOptions, sources ...Source) (*Policy, error) {
 	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep}
-	l := &loader{policy: p, set: map[string]Position{}}
+	l := &loader{policy: p, set: map[string]Position{}, opts: opts}
 	h := sha256.New()
 	for _, s := range sources {
 		p.Files = append(p.Files, s.Name)
@@ -202,6 +206,10 @@ func Parse(sources ...Source) (*Policy, error) {
 	}
 	if len(l.problems) > 0 {
 		return nil, &LoadError{Problems: l.problems}
+	}
+	for _, k := range l.keyData { // a new key is a new policy
+		fmt.Fprintf(h, "%s\x00%d\x00", k.Name, len(k.Data))
+		h.Write(k.Data)
 	}
 	p.Hash = hex.EncodeToString(h.Sum(nil))[:16]
 	p.allowIdx = buildIndex(p.Allow, l)
@@ -217,6 +225,9 @@ type loader struct {
 	set      map[string]Position // top-level scalars set so far, across files
 	problems []Problem
 	patterns map[*Rule]pattern
+	opts     LoadOptions
+	keys     map[string]*Key // signed-by key files read so far, by path
+	keyData  []Source
 }
 
 func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
@@ -362,7 +373,7 @@ func (l *loader) strList(v *yaml.Node, key string) ([]string, bool) {
 	return out, ok
 }
 
-var ruleKeys = []string{"image", "tags", "digests", "expires", "reason"}
+var ruleKeys = []string{"image", "tags", "digests", "expires", "reason", "signed-by"}
 
 func (l *loader) rules(v *yaml.Node, kind RuleKind) []*Rule {
 	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -445,6 +456,8 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 			if s, ok := l.str(v, key); ok {
 				r.Reason = s
 			}
+		case "signed-by":
+			r.SignedBy = l.signedBy(v, kind)
 		}
 	})
 	if !hasImage {
@@ -546,6 +559,9 @@ func summarize(r *Rule) string {
 	}
 	if r.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", r.Reason)
+	}
+	if r.SignedBy != nil {
+		fmt.Fprintf(&b, " signed-by [%s]", r.SignedBy.Describe())
 	}
 	return b.String()
 }

@@ -126,10 +126,17 @@ type matcher struct {
 	now     time.Time
 	best    int
 	expired int
+
+	// Signature requirements (signed.go): the evidence, the first rule that
+	// lacked evidence, and the first that failed with its result.
+	evidence       *Evidence
+	needs          int
+	unsigned       int
+	unsignedResult SignatureResult
 }
 
 func (m *matcher) run(ix *index) {
-	m.best, m.expired = -1, -1
+	m.best, m.expired, m.needs, m.unsigned = -1, -1, -1, -1
 	if n := ix.hosts[m.ref.Domain]; n != nil {
 		m.walk(n, m.ref.segments)
 	}
@@ -178,6 +185,9 @@ func (m *matcher) consider(candidates []int) {
 			if m.expired < 0 || i < m.expired {
 				m.expired = i
 			}
+			continue
+		}
+		if r.SignedBy != nil && !m.signed(i, r) {
 			continue
 		}
 		m.best = i

@@ -80,7 +80,10 @@ type Rule struct {
 	// Reason is the operator's note (a ticket, a justification), shown in
 	// every decision the rule makes.
 	Reason string
-	Source Position
+	// SignedBy, on an allow rule, requires a signature by one of these keys
+	// on the image's manifest digest (signed.go).
+	SignedBy *KeySet
+	Source   Position
 
 	// summary is the human text of the rule and matchReason the reason of
 	// the decisions it makes, built once at load so that a decision
