@@ -63,6 +63,18 @@ func Verify(p *policy.Policy, now time.Time, name, digest string) (allowed bool,
 // one containerd resolved is denied: the two must agree, and which content
 // would be fetched is then unclear.
 func Judge(p *policy.Policy, now time.Time, name, digest string) Result {
+	return JudgeWith(p, now, name, digest, nil)
+}
+
+// Decider decides one reference; signature.Decide is one that verifies
+// signatures where the policy asks for them. nil means policy.Decide.
+type Decider func(p *policy.Policy, ref string, now time.Time) policy.Decision
+
+// JudgeWith is Judge deciding with decide.
+func JudgeWith(p *policy.Policy, now time.Time, name, digest string, decide Decider) Result {
+	if decide == nil {
+		decide = (*policy.Policy).Decide
+	}
 	r := Result{Mode: p.Mode}
 	ref := name
 	if digest != "" {
@@ -81,7 +93,7 @@ func Judge(p *policy.Policy, now time.Time, name, digest string) Result {
 		}
 	}
 	if r.Decision.Input == "" {
-		r.Decision = p.Decide(ref, now)
+		r.Decision = decide(p, ref, now)
 	}
 	d := r.Decision
 	switch {

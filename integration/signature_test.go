@@ -1,0 +1,479 @@
+package integration
+
+// Signature requirements (signed-by) end to end, against signatures made by
+// the real cosign CLI in a private registry of this test's own (so that it
+// can be stopped mid-test without disturbing the others).
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// sigFixtures is a registry holding images signed every way the tests need.
+type sigFixtures struct {
+	reg        *privateRegistry
+	allowedKey string // cosign.pub of the key the policy lists
+	otherKey   string // cosign.pub of a key it does not
+	trustRoot  string // an empty trusted root: cosign never asks the public Sigstore TUF repository
+	// digests by image name (repository:tag below the registry)
+	digests map[string]string
+}
+
+// The fixture images, repository:tag below the registry.
+const (
+	imgClassic      = "signed/classic:1.0"   // signed by the allowed key, classic .sig format
+	imgBundle       = "signed/bundle:1.0"    // signed by the allowed key, Sigstore bundle (referrers tag)
+	imgOtherKey     = "signed/otherkey:1.0"  // signed by another key
+	imgUnsigned     = "signed/unsigned:1.0"  // no signature
+	imgMoved        = "signed/classic:moved" // carries imgClassic's classic signature under its own .sig tag
+	imgMovedBundle  = "signed/bundle:moved"  // carries imgBundle's bundle under its own referrers tag
+	imgOpen         = "open/app:1.0"         // under a rule without signed-by
+	cosignSignFlags = "--allow-http-registry --allow-insecure-registry --yes"
+)
+
+func (f *sigFixtures) ref(img string) string { return f.reg.addr + "/" + img }
+
+// digestRef is repository@digest of a fixture image.
+func (f *sigFixtures) digestRef(img string) string {
+	repo, _, _ := strings.Cut(img, ":")
+	return f.reg.addr + "/" + repo + "@" + f.digests[img]
+}
+
+// cosignBinary is the cosign the test environment built (PGENV_TOOLS).
+func cosignBinary(t testing.TB, e *Env) string {
+	t.Helper()
+	tools := e.vars["PGENV_TOOLS"]
+	if tools == "" {
+		tools = os.Getenv("PGENV_TOOLS")
+	}
+	bin := filepath.Join(tools, "cosign")
+	if _, err := os.Stat(bin); tools == "" || err != nil {
+		msg := "no cosign in PGENV_TOOLS (" + tools + "): integration/testenv.sh install builds it"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return bin
+}
+
+func newSigFixtures(t *testing.T, e *Env) *sigFixtures {
+	t.Helper()
+	cosign := cosignBinary(t, e)
+	dir := t.TempDir()
+	f := &sigFixtures{reg: startRegistry(t), digests: map[string]string{}}
+
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(cosign, args...)
+		cmd.Dir = dir
+		// No password on the test keys; no TUF cache or config from $HOME.
+		cmd.Env = append(os.Environ(), "COSIGN_PASSWORD=", "HOME="+dir, "TUF_ROOT="+filepath.Join(dir, "tuf"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("cosign %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	for _, k := range []string{"allowed", "other"} {
+		run("generate-key-pair", "--output-key-prefix", k)
+		if err := os.Chmod(filepath.Join(dir, k+".pub"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.allowedKey, f.otherKey = filepath.Join(dir, "allowed.pub"), filepath.Join(dir, "other.pub")
+	signingConfig := filepath.Join(dir, "signing-config.json")
+	f.trustRoot = filepath.Join(dir, "trusted-root.json")
+	writeTestFile(t, signingConfig, `{"mediaType":"application/vnd.dev.sigstore.signingconfig.v0.2+json","rekorTlogConfig":{},"tsaConfig":{}}`)
+	writeTestFile(t, f.trustRoot, `{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`)
+
+	for _, img := range []string{imgClassic, imgBundle, imgOtherKey, imgUnsigned, imgMoved, imgMovedBundle, imgOpen} {
+		f.digests[img] = f.reg.pushRandom(t, img)
+	}
+	classic := strings.Fields("sign --tlog-upload=false --use-signing-config=false --new-bundle-format=false " + cosignSignFlags)
+	bundle := append(strings.Fields("sign --signing-config "+signingConfig+" --trusted-root "+f.trustRoot), strings.Fields(cosignSignFlags)...)
+	run(append(classic, "--key", "allowed.key", f.digestRef(imgClassic))...)
+	run(append(classic, "--key", "other.key", f.digestRef(imgOtherKey))...)
+	run(append(bundle, "--key", "allowed.key", f.digestRef(imgBundle))...)
+
+	// A signature moved onto other content: the classic payload and the
+	// bundle's statement name the original digest.
+	f.reg.copyManifest(t, sigTag(imgClassic, f.digests[imgClassic], ".sig"), sigTag(imgMoved, f.digests[imgMoved], ".sig"))
+	f.reg.copyManifest(t, sigTag(imgBundle, f.digests[imgBundle], ""), sigTag(imgMovedBundle, f.digests[imgMovedBundle], ""))
+
+	// cosign itself, not pullguard, confirms what each fixture is.
+	verify := func(img, key string, bundleFormat bool) error {
+		args := []string{"verify", "--key", key, "--insecure-ignore-tlog=true", "--allow-http-registry", "--allow-insecure-registry"}
+		if bundleFormat {
+			args = append(args, "--new-bundle-format", "--trusted-root", f.trustRoot)
+		}
+		cmd := exec.Command(cosign, append(args, f.digestRef(img))...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "HOME="+dir, "TUF_ROOT="+filepath.Join(dir, "tuf"))
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+		}
+		return nil
+	}
+	for _, c := range []struct {
+		img    string
+		key    string
+		bundle bool
+		valid  bool
+	}{
+		{imgClassic, f.allowedKey, false, true},
+		{imgBundle, f.allowedKey, true, true},
+		{imgOtherKey, f.otherKey, false, true},
+		{imgOtherKey, f.allowedKey, false, false},
+		{imgUnsigned, f.allowedKey, false, false},
+		{imgMoved, f.allowedKey, false, false},
+		{imgMovedBundle, f.allowedKey, true, false},
+	} {
+		if err := verify(c.img, c.key, c.bundle); (err == nil) != c.valid {
+			t.Fatalf("fixture %s: cosign verify --key %s: %v, want valid=%v", c.img, filepath.Base(c.key), err, c.valid)
+		}
+	}
+	return f
+}
+
+// sigTag is the repository:tag cosign uses for a digest's signatures:
+// sha256-<hex>.sig (classic) or sha256-<hex> (the referrers tag).
+func sigTag(img, digest, suffix string) string {
+	repo, _, _ := strings.Cut(img, ":")
+	return repo + ":" + strings.Replace(digest, ":", "-", 1) + suffix
+}
+
+func writeTestFile(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// privateRegistry is Debian's docker-registry on a loopback port.
+type privateRegistry struct {
+	addr string
+	conf string
+	log  string // the registry's log; it logs every 404 at error level
+	cmd  *exec.Cmd
+}
+
+func startRegistry(t *testing.T) *privateRegistry {
+	t.Helper()
+	dir := t.TempDir()
+	r := &privateRegistry{conf: filepath.Join(dir, "config.yml"), log: filepath.Join(dir, "registry.log")}
+	// A free port: the kernel picks one, which is released for the registry.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = l.Addr().String()
+	l.Close()
+	writeTestFile(t, r.conf, fmt.Sprintf(`version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: %s
+http:
+  addr: %s
+`, filepath.Join(dir, "storage"), r.addr))
+	r.start(t)
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+func (r *privateRegistry) start(t *testing.T) {
+	t.Helper()
+	r.cmd = exec.Command("docker-registry", "serve", r.conf)
+	logf, err := os.OpenFile(r.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	r.cmd.Stdout, r.cmd.Stderr = logf, logf
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, 10*time.Second, func() (bool, string) {
+		resp, err := http.Get("http://" + r.addr + "/v2/")
+		if err != nil {
+			return false, err.Error()
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200, "GET /v2/: " + resp.Status
+	})
+}
+
+func (r *privateRegistry) stop(t *testing.T) {
+	t.Helper()
+	if r.cmd == nil || r.cmd.Process == nil {
+		return
+	}
+	_ = r.cmd.Process.Kill()
+	_ = r.cmd.Wait()
+	r.cmd = nil
+}
+
+// pushRandom pushes a small random image (content is not what these tests
+// judge) and returns its manifest digest.
+func (r *privateRegistry) pushRandom(t *testing.T, img string) string {
+	t.Helper()
+	image, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(r.addr+"/"+img, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, image); err != nil {
+		t.Fatalf("pushing %s: %v", ref, err)
+	}
+	d, err := image.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
+}
+
+// copyManifest copies what from names (an image or an index) to to,
+// unchanged: moving a signature, not making one.
+func (r *privateRegistry) copyManifest(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := name.ParseReference(r.addr+"/"+from, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst, err := name.ParseReference(r.addr+"/"+to, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc, err := remote.Get(src)
+	if err != nil {
+		t.Fatalf("reading %s: %v", src, err)
+	}
+	if desc.MediaType.IsIndex() {
+		idx, err := desc.ImageIndex()
+		if err == nil {
+			err = remote.WriteIndex(dst, idx)
+		}
+		if err != nil {
+			t.Fatalf("copying %s to %s: %v", src, dst, err)
+		}
+		return
+	}
+	img, err := desc.Image()
+	if err == nil {
+		err = remote.Write(dst, img)
+	}
+	if err != nil {
+		t.Fatalf("copying %s to %s: %v", src, dst, err)
+	}
+}
+
+// signaturePolicy requires the allowed key under signed/** and nothing
+// under open/**.
+func (f *sigFixtures) policy(t *testing.T) string {
+	return WritePolicy(t, "", fmt.Sprintf(`mode: enforce
+allow:
+  - image: %[1]s/signed/**
+    signed-by:
+      - key: %[2]s
+  - image: %[1]s/open/**
+`, f.reg.addr, f.allowedKey))
+}
+
+type checkLine struct {
+	Input     string `json:"input"`
+	Reference string `json:"reference"`
+	Allowed   bool   `json:"allowed"`
+	Rule      string `json:"rule"`
+	Reason    string `json:"reason"`
+	Signature string `json:"signature"`
+}
+
+func runCheck(t *testing.T, bin, policyPath string, extra []string, refs ...string) (map[string]checkLine, int) {
+	t.Helper()
+	args := append([]string{"check", "--policy", policyPath, "--output", "json"}, extra...)
+	cmd := exec.Command(bin, append(args, refs...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	code := exitStatus(t, err)
+	lines := map[string]checkLine{}
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var c checkLine
+		if err := json.Unmarshal([]byte(l), &c); err != nil {
+			t.Fatalf("check printed %q (stderr %s): %v", l, stderr.String(), err)
+		}
+		lines[c.Input] = c
+		t.Logf("check: %s", l)
+	}
+	return lines, code
+}
+
+func TestSignatureCheck(t *testing.T) {
+	e := RequireEnv(t)
+	f := newSigFixtures(t, e)
+	bin := BuildPullguard(t)
+	pol := f.policy(t)
+	keyID := fingerprintOf(t, f.allowedKey)
+
+	refs := []string{f.ref(imgClassic), f.ref(imgBundle), f.ref(imgOtherKey), f.ref(imgUnsigned),
+		f.ref(imgMoved), f.ref(imgMovedBundle), f.ref(imgOpen), f.digestRef(imgClassic)}
+	got, code := runCheck(t, bin, pol, nil, refs...)
+	if code != 1 {
+		t.Errorf("exit status %d, want 1 (some denied)", code)
+	}
+	want := []struct {
+		input     string
+		allowed   bool
+		signature string
+		reason    string
+	}{
+		{f.ref(imgClassic), true, "verified:" + keyID, "signed by " + f.allowedKey + " (ECDSA P-256 " + keyID[:23] + "…, cosign signature)"},
+		{f.digestRef(imgClassic), true, "verified:" + keyID, "cosign signature"},
+		{f.ref(imgBundle), true, "verified:" + keyID, "Sigstore bundle"},
+		{f.ref(imgOtherKey), false, "invalid", "no valid signature by a listed key for " + f.digests[imgOtherKey] + " in " + f.reg.addr + "/signed/otherkey: 1 signature by another key"},
+		{f.ref(imgUnsigned), false, "missing", "no signature for " + f.digests[imgUnsigned] + " in " + f.reg.addr + "/signed/unsigned"},
+		{f.ref(imgMoved), false, "invalid", "1 signature by a listed key for another digest (" + f.digests[imgClassic] + ")"},
+		{f.ref(imgMovedBundle), false, "invalid", "1 signature by a listed key for another digest"},
+		{f.ref(imgOpen), true, "", "matches allow rule " + f.reg.addr + "/open/**"},
+	}
+	for _, w := range want {
+		c, ok := got[w.input]
+		if !ok {
+			t.Errorf("%s: no line in check's output", w.input)
+			continue
+		}
+		if c.Allowed != w.allowed || c.Signature != w.signature || !strings.Contains(c.Reason, w.reason) {
+			t.Errorf("%s:\n got allowed=%v signature=%q reason=%q\nwant allowed=%v signature=%q reason containing %q",
+				w.input, c.Allowed, c.Signature, c.Reason, w.allowed, w.signature, w.reason)
+		}
+	}
+	// A tag is judged with the digest it resolved to, so the output says
+	// which content was verified.
+	if c := got[f.ref(imgClassic)]; c.Reference != f.ref(imgClassic)+"@"+f.digests[imgClassic] {
+		t.Errorf("reference = %s, want the tag with its resolved digest", c.Reference)
+	}
+
+	got, code = runCheck(t, bin, pol, []string{"--offline"}, f.ref(imgClassic), f.ref(imgOpen))
+	if c := got[f.ref(imgClassic)]; c.Allowed || c.Signature != "unverifiable" || !strings.HasSuffix(c.Reason, "signature not verified (offline)") || code != 1 {
+		t.Errorf("--offline: %+v exit %d", c, code)
+	}
+	if c := got[f.ref(imgOpen)]; !c.Allowed {
+		t.Errorf("--offline denied a reference that needs no signature: %+v", c)
+	}
+
+	// The registry goes away: nothing that needs a signature is allowed,
+	// and the reason says the registry could not be asked.
+	f.reg.stop(t)
+	got, code = runCheck(t, bin, pol, nil, f.ref(imgClassic), f.digestRef(imgBundle), f.ref(imgOpen))
+	if code != 1 {
+		t.Errorf("registry stopped: exit %d, want 1", code)
+	}
+	if c := got[f.ref(imgClassic)]; c.Allowed || c.Signature != "unverifiable" || !strings.Contains(c.Reason, "cannot resolve") || !strings.Contains(c.Reason, "connection refused") {
+		t.Errorf("registry stopped, tag: %+v", c)
+	}
+	if c := got[f.digestRef(imgBundle)]; c.Allowed || c.Signature != "unverifiable" || !strings.Contains(c.Reason, "could not be read from the registry (connection refused)") {
+		t.Errorf("registry stopped, digest: %+v", c)
+	}
+	if c := got[f.ref(imgOpen)]; !c.Allowed {
+		t.Errorf("registry stopped: a reference needing no signature was denied: %+v", c)
+	}
+}
+
+func TestSignatureVerifyImage(t *testing.T) {
+	e := RequireEnv(t)
+	f := newSigFixtures(t, e)
+	bin := BuildPullguard(t)
+	pol := f.policy(t)
+
+	verify := func(img string) (int, string) {
+		t.Helper()
+		repo, _, _ := strings.Cut(img, ":")
+		desc := fmt.Sprintf(`{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":1}`, f.digests[img])
+		cmd := exec.Command(bin, "verify-image", "-name", f.reg.addr+"/"+repo+":"+strings.SplitN(img, ":", 2)[1],
+			"-digest", f.digests[img], "-stdin-media-type", "application/vnd.oci.descriptor.v1+json")
+		cmd.Stdin = strings.NewReader(desc)
+		cmd.Env = append(os.Environ(), "PULLGUARD_POLICY="+pol)
+		out, err := cmd.Output()
+		return exitStatus(t, err), strings.TrimSpace(string(out))
+	}
+	for _, c := range []struct {
+		img    string
+		code   int
+		reason string
+	}{
+		{imgClassic, 0, "pullguard: allowed: "},
+		{imgBundle, 0, "Sigstore bundle"},
+		{imgOtherKey, 1, "1 signature by another key"},
+		{imgUnsigned, 1, "but no signature for " + f.digests[imgUnsigned]},
+		{imgMoved, 1, "for another digest"},
+		{imgOpen, 0, "allowed"},
+	} {
+		code, out := verify(c.img)
+		if code != c.code || !strings.Contains(out, c.reason) {
+			t.Errorf("verify-image %s: exit %d %q, want exit %d with %q", c.img, code, out, c.code, c.reason)
+		}
+	}
+	f.reg.stop(t)
+	start := time.Now()
+	code, out := verify(imgClassic)
+	if code != 1 || !strings.Contains(out, "could not be read from the registry") {
+		t.Errorf("registry stopped: exit %d %q, want a refusal saying the registry could not be read", code, out)
+	}
+	if el := time.Since(start); el > 9*time.Second {
+		t.Errorf("verify-image took %v with the registry gone; containerd kills it at 10s", el)
+	}
+}
+
+// exitStatus is a finished command's exit status; other errors fail the test.
+func exitStatus(t *testing.T, err error) int {
+	t.Helper()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return 0
+}
+
+// fingerprintOf is sha256 of the key's DER (SubjectPublicKeyInfo), what
+// `openssl pkey -pubin -outform DER | sha256sum` prints.
+func fingerprintOf(t *testing.T, pub string) string {
+	t.Helper()
+	data, err := os.ReadFile(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s is not PEM", pub)
+	}
+	sum := sha256.Sum256(block.Bytes)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
