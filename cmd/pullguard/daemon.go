@@ -17,6 +17,7 @@ import (
 	"github.com/pullguard/pullguard/enforcer/authz"
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
+	"github.com/pullguard/pullguard/policy"
 )
 
 // runtimeFlags say which runtimes to guard; "none" turns one off.
@@ -91,7 +92,7 @@ creates, tags and builds before they happen.`,
 			}
 			err = daemon.Run(cmd.Context(), daemon.Config{
 				PolicyPath:     pf.path,
-				LoadOptions:    pf.loadOptions(),
+				LoadOptions:    guardLoadOptions(pf.loadOptions()),
 				Log:            log,
 				Guards:         factory,
 				ResyncInterval: resyncInterval(resync),
@@ -109,6 +110,15 @@ creates, tags and builds before they happen.`,
 	cmd.Flags().DurationVar(&resync, "resync-interval", daemon.DefaultResyncInterval, "reconcile every runtime this often even without events (0: never)")
 	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")
 	return cmd
+}
+
+// guardLoadOptions refuses signed-by rules in the policy of the daemon (at
+// start and at every reload, which then keeps the last good policy) and of
+// scan: the runtime guards do not verify signatures yet, so they would
+// deny, and in enforce mode remove, validly signed images.
+func guardLoadOptions(o policy.LoadOptions) policy.LoadOptions {
+	o.NoSignatures = "the daemon does not verify signatures yet (pullguard check and verify-image do); remove signed-by from the policy the daemon and scan use"
+	return o
 }
 
 // resyncInterval maps the flag, where 0 means never, to the daemon's
