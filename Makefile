@@ -59,6 +59,7 @@ package:
 ## Go's harness; the end-to-end figures against the real runtimes (root).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 5 ./policy/ | tee /tmp/pullguard-bench-policy.txt
+	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 5 ./enforcer/signature/ | tee /tmp/pullguard-bench-signature.txt
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./integration/ | tee /tmp/pullguard-bench-integration.txt
 
 ## lint: formatting, vet and staticcheck (pinned).

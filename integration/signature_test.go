@@ -6,6 +6,7 @@ package integration
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -24,6 +25,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/pullguard/pullguard/enforcer/registry"
+	"github.com/pullguard/pullguard/enforcer/signature"
+	"github.com/pullguard/pullguard/policy"
 )
 
 // sigFixtures is a registry holding images signed every way the tests need.
@@ -74,7 +79,7 @@ func cosignBinary(t testing.TB, e *Env) string {
 	return bin
 }
 
-func newSigFixtures(t *testing.T, e *Env) *sigFixtures {
+func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 	t.Helper()
 	cosign := cosignBinary(t, e)
 	dir := t.TempDir()
@@ -176,7 +181,7 @@ type privateRegistry struct {
 	cmd  *exec.Cmd
 }
 
-func startRegistry(t *testing.T) *privateRegistry {
+func startRegistry(t testing.TB) *privateRegistry {
 	t.Helper()
 	dir := t.TempDir()
 	r := &privateRegistry{conf: filepath.Join(dir, "config.yml"), log: filepath.Join(dir, "registry.log")}
@@ -203,7 +208,7 @@ http:
 	return r
 }
 
-func (r *privateRegistry) start(t *testing.T) {
+func (r *privateRegistry) start(t testing.TB) {
 	t.Helper()
 	r.cmd = exec.Command("docker-registry", "serve", r.conf)
 	logf, err := os.OpenFile(r.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -225,7 +230,7 @@ func (r *privateRegistry) start(t *testing.T) {
 	})
 }
 
-func (r *privateRegistry) stop(t *testing.T) {
+func (r *privateRegistry) stop(t testing.TB) {
 	t.Helper()
 	if r.cmd == nil || r.cmd.Process == nil {
 		return
@@ -237,7 +242,7 @@ func (r *privateRegistry) stop(t *testing.T) {
 
 // pushRandom pushes a small random image (content is not what these tests
 // judge) and returns its manifest digest.
-func (r *privateRegistry) pushRandom(t *testing.T, img string) string {
+func (r *privateRegistry) pushRandom(t testing.TB, img string) string {
 	t.Helper()
 	image, err := random.Image(512, 1)
 	if err != nil {
@@ -259,7 +264,7 @@ func (r *privateRegistry) pushRandom(t *testing.T, img string) string {
 
 // copyManifest copies what from names (an image or an index) to to,
 // unchanged: moving a signature, not making one.
-func (r *privateRegistry) copyManifest(t *testing.T, from, to string) {
+func (r *privateRegistry) copyManifest(t testing.TB, from, to string) {
 	t.Helper()
 	src, err := name.ParseReference(r.addr+"/"+from, name.Insecure)
 	if err != nil {
@@ -294,7 +299,7 @@ func (r *privateRegistry) copyManifest(t *testing.T, from, to string) {
 
 // signaturePolicy requires the allowed key under signed/** and nothing
 // under open/**.
-func (f *sigFixtures) policy(t *testing.T) string {
+func (f *sigFixtures) policy(t testing.TB) string {
 	return WritePolicy(t, "", fmt.Sprintf(`mode: enforce
 allow:
   - image: %[1]s/signed/**
@@ -476,4 +481,62 @@ func fingerprintOf(t *testing.T, pub string) string {
 	}
 	sum := sha256.Sum256(block.Bytes)
 	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// BenchmarkSignatureVerify is an uncached verification against the local
+// registry, for each format (a fresh verifier each round, so nothing is
+// cached). The baseline, in the same run, is one HEAD of the manifest by
+// digest: the least a verification must do.
+func BenchmarkSignatureVerify(b *testing.B) {
+	e := RequireEnv(b)
+	f := newSigFixtures(b, e)
+	pol, err := policy.Load(f.policy(b), policy.LoadOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys := pol.Allow[0].SignedBy
+	reg := registry.New(registry.Options{})
+	ctx := context.Background()
+	const rounds = 100
+	// timed returns the median and 99th percentile of op, in ms.
+	timed := func(img string, op func(repo, digest string) error) (float64, float64) {
+		repo, _, _ := strings.Cut(img, ":")
+		repo = f.reg.addr + "/" + repo
+		var xs []time.Duration
+		for i := 0; i < rounds; i++ {
+			start := time.Now()
+			if err := op(repo, f.digests[img]); err != nil {
+				b.Fatalf("%s: %v", img, err)
+			}
+			xs = append(xs, time.Since(start))
+		}
+		return millis(percentile(xs, 50)), millis(percentile(xs, 99))
+	}
+	verify := func(repo, digest string) error {
+		if r := signature.New(reg).Verify(ctx, repo, digest, keys); r.Status != policy.SignatureVerified {
+			return fmt.Errorf("%s: %s", r.Status, r.Reason)
+		}
+		return nil
+	}
+	head := func(repo, digest string) error {
+		ok, err := reg.HasManifest(ctx, repo, digest)
+		if err == nil && !ok {
+			err = errors.New("manifest not found")
+		}
+		return err
+	}
+	for i := 0; i < b.N; i++ {
+		base50, base99 := timed(imgClassic, head)
+		c50, c99 := timed(imgClassic, verify)
+		bu50, bu99 := timed(imgBundle, verify)
+		b.ReportMetric(c50, "p50-ms/classic")
+		b.ReportMetric(c99, "p99-ms/classic")
+		b.ReportMetric(bu50, "p50-ms/bundle")
+		b.ReportMetric(bu99, "p99-ms/bundle")
+		b.ReportMetric(base50, "p50-ms/head-baseline")
+		b.ReportMetric(base99, "p99-ms/head-baseline")
+		b.ReportMetric(c50/base50, "ratio-classic/head")
+		b.ReportMetric(bu50/base50, "ratio-bundle/head")
+	}
+	b.ReportMetric(0, "ns/op")
 }

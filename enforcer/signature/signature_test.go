@@ -85,7 +85,7 @@ func TestCacheSharesInFlight(t *testing.T) {
 	}
 }
 
-func signedPolicy(t *testing.T, host string) *policy.Policy {
+func signedPolicy(t testing.TB, host string) *policy.Policy {
 	t.Helper()
 	p, err := policy.LoadFiles([]string{writePolicy(t, host)}, policy.LoadOptions{InsecurePermissions: true})
 	if err != nil {
@@ -94,7 +94,7 @@ func signedPolicy(t *testing.T, host string) *policy.Policy {
 	return p
 }
 
-func writePolicy(t *testing.T, host string) string {
+func writePolicy(t testing.TB, host string) string {
 	t.Helper()
 	dir := t.TempDir()
 	yaml := "mode: enforce\nallow:\n  - image: " + host + "/signed/**\n    signed-by:\n      - key: " + keyPath(t) + "\n  - image: " + host + "/open/**\n"
@@ -104,7 +104,7 @@ func writePolicy(t *testing.T, host string) string {
 	return filepath.Join(dir, "policy.yaml")
 }
 
-func keyPath(t *testing.T) string {
+func keyPath(t testing.TB) string {
 	t.Helper()
 	p, err := filepath.Abs("../../policy/testdata/keys/ecdsa-p256.pub")
 	if err != nil {
