@@ -88,12 +88,12 @@ func (p *Policy) DecideRef(ref Ref, now time.Time) Decision {
 
 func (p *Policy) decide(ref Ref, now time.Time, ev *Evidence) Decision {
 	d := Decision{Input: ref.String, Reference: ref.String}
-	deny := matcher{rules: p.Deny, ref: &ref, now: now}
+	deny := matcher{rules: p.Deny, ref: &ref, now: now, aliases: true}
 	deny.run(p.denyIdx)
 	if deny.best >= 0 {
 		d.Rule = p.Deny[deny.best]
 		d.Reason = d.Rule.matchReason
-		d.Resembles = p.names.resembling(&ref)
+		d.Resembles = p.resembling(&ref, now)
 		return d
 	}
 	allow := matcher{rules: p.Allow, ref: &ref, now: now, evidence: ev}
@@ -110,7 +110,7 @@ func (p *Policy) decide(ref Ref, now time.Time, ev *Evidence) Decision {
 		return d
 	}
 	if p.signatureDenial(&d, &allow) {
-		d.Resembles = p.names.resembling(&ref)
+		d.Resembles = p.resembling(&ref, now)
 		return d
 	}
 	if p.Default == DefaultAllow {
@@ -127,7 +127,7 @@ func (p *Policy) decide(ref Ref, now time.Time, ev *Evidence) Decision {
 		}
 		d.Reason = fmt.Sprintf("%s: the exception for %s (%s) expired on %s", reasonNoAllowRule, r.Pattern, note, formatExpiry(*r.Expires))
 	}
-	d.Resembles = p.names.resembling(&ref)
+	d.Resembles = p.resembling(&ref, now)
 	return d
 }
 

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -95,25 +94,45 @@ func DropInFiles(main string) ([]string, error) {
 	return files, nil
 }
 
-// Load reads the policy at main and its drop-ins.
+// Load reads the policy at main and its drop-ins. Unless opts say
+// otherwise, policy.d/ itself must be safe too, even when it holds no file
+// to read: whoever can write it can take a drop-in away.
 func Load(main string, opts LoadOptions) (*Policy, error) {
 	dropIns, err := DropInFiles(main)
 	if err != nil {
 		return nil, err
 	}
-	return LoadFiles(append([]string{main}, dropIns...), opts)
+	files := append([]string{main}, dropIns...)
+	if opts.InsecurePermissions {
+		return loadFiles(files, opts, nil)
+	}
+	perms := newPermissionChecker()
+	if p := perms.dir(filepath.Join(filepath.Dir(main), "policy.d")); p != nil {
+		return nil, &LoadError{Problems: []Problem{*p}}
+	}
+	return loadFiles(files, opts, perms)
 }
 
 // LoadFiles reads the given files as one policy, in order. A missing file is
 // an error: a policy that cannot be read never means "allow everything".
 func LoadFiles(files []string, opts LoadOptions) (*Policy, error) {
+	var perms *permissionChecker
+	if !opts.InsecurePermissions {
+		perms = newPermissionChecker()
+	}
+	return loadFiles(files, opts, perms)
+}
+
+// loadFiles reads files, checking their permissions with perms unless it
+// is nil.
+func loadFiles(files []string, opts LoadOptions, perms *permissionChecker) (*Policy, error) {
 	if len(files) == 0 {
 		return nil, fmt.Errorf("%w: no policy file given", ErrInvalid)
 	}
 	sources := make([]Source, 0, len(files))
 	var problems []Problem
 	for _, f := range files {
-		data, err := readPolicyFile(f, opts)
+		data, err := readPolicyFile(f, perms)
 		if err != nil {
 			var le *LoadError
 			if errors.As(err, &le) {
@@ -127,10 +146,10 @@ func LoadFiles(files []string, opts LoadOptions) (*Policy, error) {
 	if len(problems) > 0 {
 		return nil, &LoadError{Problems: problems}
 	}
-	return parse(opts, sources...)
+	return parse(opts, perms, sources...)
 }
 
-func readPolicyFile(name string, opts LoadOptions) ([]byte, error) {
+func readPolicyFile(name string, perms *permissionChecker) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -147,9 +166,9 @@ func readPolicyFile(name string, opts LoadOptions) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, &LoadError{Problems: []Problem{{Pos: Position{File: name}, Msg: "policy file is not a regular file"}}}
 	}
-	if !opts.InsecurePermissions {
-		if msg := permissionProblem(st); msg != "" {
-			return nil, &LoadError{Problems: []Problem{{Pos: Position{File: name}, Msg: msg}}}
+	if perms != nil {
+		if p := perms.file(name, st); p != nil {
+			return nil, &LoadError{Problems: []Problem{*p}}
 		}
 	}
 	data, err := readAll(f)
@@ -174,18 +193,6 @@ func readAll(f *os.File) ([]byte, error) {
 	return data, nil
 }
 
-func permissionProblem(st fs.FileInfo) string {
-	if perm := st.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Sprintf("policy file is writable by group or others (mode %04o): run chmod go-w on it (--insecure-policy-permissions overrides, for development only)", perm)
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		if euid := uint32(os.Geteuid()); sys.Uid != 0 && sys.Uid != euid {
-			return fmt.Sprintf("policy file is owned by uid %d, neither root nor the running user (uid %d) (--insecure-policy-permissions overrides, for development only)", sys.Uid, euid)
-		}
-	}
-	return ""
-}
-
 // Source is one policy file's name and content.
 type Source struct {
 	Name string
@@ -195,12 +202,13 @@ type Source struct {
 // Parse builds a policy from file contents, in order. It checks everything
 // and reports every problem it finds.
 func Parse(sources ...Source) (*Policy, error) {
-	return parse(LoadOptions{}, sources...)
+	return parse(LoadOptions{}, newPermissionChecker(), sources...)
 }
 
-func parse(opts LoadOptions, sources ...Source) (*Policy, error) {
+// parse checks the files signed-by names with perms, unless it is nil.
+func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Policy, error) {
 	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep}
-	l := &loader{policy: p, set: map[string]Position{}, opts: opts}
+	l := &loader{policy: p, set: map[string]Position{}, opts: opts, perms: perms}
 	h := sha256.New()
 	for _, s := range sources {
 		p.Files = append(p.Files, s.Name)
@@ -230,6 +238,7 @@ type loader struct {
 	problems []Problem
 	patterns map[*Rule]pattern
 	opts     LoadOptions
+	perms    *permissionChecker
 	keys     map[string]*Key // signed-by key files read so far, by path
 	keyData  []Source
 }
@@ -471,8 +480,10 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 		return nil
 	}
 	r.Pattern = pat.String()
-	r.summary = summarize(r)
-	r.matchReason = "matches " + r.summary
+	if r.Pattern == r.Image {
+		r.Pattern = r.Image // one copy for 100,000 rules written in normal form
+	}
+	r.matchReason = "matches " + summarize(r)
 	if l.patterns == nil {
 		l.patterns = map[*Rule]pattern{}
 	}
@@ -551,7 +562,9 @@ func contains(list []string, s string) bool {
 
 func summarize(r *Rule) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s rule %s", r.Kind, r.Pattern)
+	b.WriteString(string(r.Kind))
+	b.WriteString(" rule ")
+	b.WriteString(r.Pattern)
 	if len(r.Tags) > 0 {
 		fmt.Fprintf(&b, " tags [%s]", strings.Join(r.Tags, " "))
 	}

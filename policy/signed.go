@@ -272,7 +272,7 @@ func (l *loader) loadKey(n *yaml.Node, p string) *Key {
 	if k, ok := l.keys[p]; ok {
 		return k
 	}
-	data, err := readKeyFile(p, l.opts)
+	data, err := readKeyFile(p, l.perms)
 	if err != nil {
 		l.errorf(n, "signed-by: key %s: %v", p, err)
 		return nil
@@ -292,7 +292,7 @@ func (l *loader) loadKey(n *yaml.Node, p string) *Key {
 	return k
 }
 
-func readKeyFile(name string, opts LoadOptions) ([]byte, error) {
+func readKeyFile(name string, perms *permissionChecker) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -308,9 +308,12 @@ func readKeyFile(name string, opts LoadOptions) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, errors.New("not a regular file")
 	}
-	if !opts.InsecurePermissions {
-		if msg := permissionProblem(st); msg != "" {
-			return nil, errors.New(strings.Replace(msg, "policy file", "key file", 1))
+	if perms != nil {
+		if msg := perms.ownerAndMode(st, "key file", false); msg != "" {
+			return nil, errors.New(msg)
+		}
+		if p := perms.dirsAbove(name); p != nil {
+			return nil, fmt.Errorf("%s: %s", p.Pos.File, p.Msg)
 		}
 	}
 	return readAll(f)
