@@ -20,6 +20,7 @@ package signature
 import (
 	"context"
 	"crypto"
+	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
@@ -40,6 +41,7 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/verify"
 	sigsig "github.com/sigstore/sigstore/pkg/signature"
+	sigopts "github.com/sigstore/sigstore/pkg/signature/options"
 
 	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/policy"
@@ -323,9 +325,10 @@ func claimedDigest(sig oci.Signature) string {
 }
 
 // verifiers loads each key for Sigstore's verifiers, once per key. A key
-// gets cosign's default (SHA-256, what `cosign verify --key` uses) and,
-// where it differs, the key type's default hash (SHA-384 for P-384), so a
-// signature made either way verifies.
+// gets cosign verify's default (SHA-256) and, where they differ, what
+// cosign sign uses with it: the key type's default hash (SHA-384 for P-384)
+// and Ed25519ph for Ed25519. cosign v3.1.3 signs with those but verifies
+// with SHA-256 and pure Ed25519 unless told otherwise.
 func (v *Verifier) verifiers(keys *policy.KeySet) ([][]sigsig.Verifier, error) {
 	out := make([][]sigsig.Verifier, len(keys.Keys))
 	for i, k := range keys.Keys {
@@ -345,6 +348,13 @@ func (v *Verifier) verifiers(keys *policy.KeySet) ([][]sigsig.Verifier, error) {
 		if def, err := sigsig.LoadDefaultVerifier(pub); err == nil {
 			if details, err := sigsig.GetDefaultAlgorithmDetails(pub); err == nil && details.GetHashType() != crypto.SHA256 {
 				vs = append(vs, def)
+			}
+		}
+		// cosign sign uses Ed25519ph for Ed25519 keys (its default load
+		// options), where older versions used pure Ed25519.
+		if _, ok := pub.(ed25519.PublicKey); ok {
+			if ph, err := sigsig.LoadDefaultVerifier(pub, sigopts.WithED25519ph()); err == nil {
+				vs = append(vs, ph)
 			}
 		}
 		v.keys.Store(k.Fingerprint, vs)
