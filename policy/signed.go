@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -293,7 +294,9 @@ func (l *loader) loadKey(n *yaml.Node, p string) *Key {
 }
 
 func readKeyFile(name string, perms *permissionChecker) ([]byte, error) {
-	f, err := os.Open(name)
+	// O_NONBLOCK: a key path naming a FIFO must not hang the load; it is
+	// refused below as not a regular file.
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, errors.New("file does not exist")

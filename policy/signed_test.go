@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Fingerprints of the fixture keys, from
@@ -248,5 +250,26 @@ func TestDecideSignaturesDefaultAllow(t *testing.T) {
 	}
 	if d := p.Decide("registry.example.com/other/x:1", testNow); !d.Allowed {
 		t.Errorf("a name no rule covers is not allowed by default: %q", d.Reason)
+	}
+}
+
+// A key path naming a FIFO is refused at once, not waited on.
+func TestSignedByKeyFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "team.pub")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	pol := filepath.Join(dir, "policy.yaml")
+	writeFile(t, pol, "allow:\n  - image: registry.example.com/x\n    signed-by: [{key: team.pub}]\n")
+	done := make(chan error, 1)
+	go func() { _, err := LoadFiles([]string{pol}, LoadOptions{}); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "signed-by: key "+fifo+": not a regular file") {
+			t.Errorf("FIFO key: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("loading a policy whose key is a FIFO hangs")
 	}
 }
