@@ -14,6 +14,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -28,9 +29,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/enforcer/signature"
@@ -94,20 +97,8 @@ func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 	t.Helper()
 	cosign := cosignBinary(t, e)
 	dir := t.TempDir()
-	f := &sigFixtures{reg: startRegistry(t), digests: map[string]string{}}
-
-	run := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command(cosign, args...)
-		cmd.Dir = dir
-		// No password on the test keys; no TUF cache or config from $HOME.
-		cmd.Env = append(os.Environ(), "COSIGN_PASSWORD=", "HOME="+dir, "TUF_ROOT="+filepath.Join(dir, "tuf"))
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("cosign %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
+	f := &sigFixtures{reg: startRegistry(t, ""), digests: map[string]string{}}
+	run := func(args ...string) { t.Helper(); cosignRun(t, cosign, dir, nil, args...) }
 	for _, k := range []string{"allowed", "other"} {
 		run("generate-key-pair", "--output-key-prefix", k)
 		if err := os.Chmod(filepath.Join(dir, k+".pub"), 0o644); err != nil {
@@ -203,6 +194,18 @@ func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 	return f
 }
 
+// cosignRun runs the cosign CLI in dir with env added to the test's own.
+func cosignRun(t testing.TB, cosign, dir string, env []string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(cosign, args...)
+	cmd.Dir = dir
+	// No password on the test keys; no TUF cache or config from $HOME.
+	cmd.Env = append(append(os.Environ(), "COSIGN_PASSWORD=", "HOME="+dir, "TUF_ROOT="+filepath.Join(dir, "tuf")), env...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("cosign %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
 // sigTag is the repository:tag cosign uses for a digest's signatures:
 // sha256-<hex>.sig (classic) or sha256-<hex> (the referrers tag).
 func sigTag(img, digest, suffix string) string {
@@ -223,12 +226,16 @@ type privateRegistry struct {
 	conf string
 	log  string // the registry's log; it logs every 404 at error level
 	cmd  *exec.Cmd
+	// auth is what the test itself pushes with.
+	auth authn.Authenticator
 }
 
-func startRegistry(t testing.TB) *privateRegistry {
+// startRegistry starts a registry; extraConfig is added to its
+// configuration (an auth: section).
+func startRegistry(t testing.TB, extraConfig string) *privateRegistry {
 	t.Helper()
 	dir := t.TempDir()
-	r := &privateRegistry{conf: filepath.Join(dir, "config.yml"), log: filepath.Join(dir, "registry.log")}
+	r := &privateRegistry{conf: filepath.Join(dir, "config.yml"), log: filepath.Join(dir, "registry.log"), auth: authn.Anonymous}
 	// A free port: the kernel picks one, which is released for the registry.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -246,7 +253,7 @@ storage:
     rootdirectory: %s
 http:
   addr: %s
-`, filepath.Join(dir, "storage"), r.addr))
+%s`, filepath.Join(dir, "storage"), r.addr, extraConfig))
 	r.start(t)
 	t.Cleanup(func() { r.stop(t) })
 	return r
@@ -270,7 +277,8 @@ func (r *privateRegistry) start(t testing.TB) {
 			return false, err.Error()
 		}
 		resp.Body.Close()
-		return resp.StatusCode == 200, "GET /v2/: " + resp.Status
+		// 401: up, and asking for credentials.
+		return resp.StatusCode == 200 || resp.StatusCode == 401, "GET /v2/: " + resp.Status
 	})
 }
 
@@ -296,7 +304,7 @@ func (r *privateRegistry) pushRandom(t testing.TB, img string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := remote.Write(ref, image); err != nil {
+	if err := remote.Write(ref, image, remote.WithAuth(r.auth)); err != nil {
 		t.Fatalf("pushing %s: %v", ref, err)
 	}
 	d, err := image.Digest()
@@ -369,8 +377,15 @@ type checkLine struct {
 
 func runCheck(t *testing.T, bin, policyPath string, extra []string, refs ...string) (map[string]checkLine, int) {
 	t.Helper()
+	return runCheckEnv(t, bin, policyPath, nil, extra, refs...)
+}
+
+// runCheckEnv is runCheck with env added to the test's environment.
+func runCheckEnv(t *testing.T, bin, policyPath string, env, extra []string, refs ...string) (map[string]checkLine, int) {
+	t.Helper()
 	args := append([]string{"check", "--policy", policyPath, "--output", "json"}, extra...)
 	cmd := exec.Command(bin, append(args, refs...)...)
+	cmd.Env = append(os.Environ(), env...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -504,6 +519,51 @@ func TestSignatureVerifyImage(t *testing.T) {
 	}
 	if el := time.Since(start); el > 9*time.Second {
 		t.Errorf("verify-image took %v with the registry gone; containerd kills it at 10s", el)
+	}
+}
+
+// Credentials come from Docker's config.json, as `docker login` writes it
+// and the docker CLI reads it ($DOCKER_CONFIG); without them the registry
+// cannot be asked, which is no answer, not an allowance.
+func TestSignatureRegistryCredentials(t *testing.T) {
+	e := RequireEnv(t)
+	cosign := cosignBinary(t, e)
+	bin := BuildPullguard(t)
+	dir := t.TempDir()
+	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	htpasswd := filepath.Join(dir, "htpasswd")
+	writeTestFile(t, htpasswd, "puller:"+string(hash)+"\n")
+	reg := startRegistry(t, "auth:\n  htpasswd:\n    realm: pullguard-test\n    path: "+htpasswd+"\n")
+	reg.auth = &authn.Basic{Username: "puller", Password: "s3cret"}
+	digest := reg.pushRandom(t, "private/app:1.0")
+
+	dockerConfig := filepath.Join(dir, "docker")
+	if err := os.Mkdir(dockerConfig, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	auth := base64.StdEncoding.EncodeToString([]byte("puller:s3cret"))
+	writeTestFile(t, filepath.Join(dockerConfig, "config.json"), fmt.Sprintf(`{"auths":{%q:{"auth":%q}}}`, reg.addr, auth))
+	withCreds := []string{"DOCKER_CONFIG=" + dockerConfig}
+
+	cosignRun(t, cosign, dir, withCreds, "generate-key-pair", "--output-key-prefix", "team")
+	if err := os.Chmod(filepath.Join(dir, "team.pub"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cosignRun(t, cosign, dir, withCreds, append(strings.Fields("sign --key team.key --tlog-upload=false --use-signing-config=false --new-bundle-format=false "+cosignSignFlags),
+		reg.addr+"/private/app@"+digest)...)
+	pol := WritePolicy(t, "", fmt.Sprintf("mode: enforce\nallow:\n  - image: %s/private/**\n    signed-by:\n      - key: %s\n", reg.addr, filepath.Join(dir, "team.pub")))
+
+	ref := reg.addr + "/private/app:1.0"
+	got, _ := runCheckEnv(t, bin, pol, withCreds, nil, ref)
+	if c := got[ref]; !c.Allowed || !strings.HasPrefix(c.Signature, "verified:") {
+		t.Errorf("with Docker's credentials: %+v", c)
+	}
+	got, _ = runCheckEnv(t, bin, pol, []string{"DOCKER_CONFIG=" + t.TempDir()}, nil, ref)
+	if c := got[ref]; c.Allowed || c.Signature != "unverifiable" || !strings.Contains(c.Reason, "HTTP 401") {
+		t.Errorf("without credentials: %+v, want unverifiable with HTTP 401", c)
 	}
 }
 
