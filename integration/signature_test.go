@@ -61,6 +61,7 @@ const (
 	imgMoved        = "signed/classic:moved" // carries imgClassic's classic signature under its own .sig tag
 	imgMovedBundle  = "signed/bundle:moved"  // carries imgBundle's bundle under its own referrers tag
 	imgOpen         = "open/app:1.0"         // under a rule without signed-by
+	imgAttested     = "signed/attested:1.0"  // no signature, but an SBOM-like attestation by the allowed key (bundle)
 	imgEd25519      = "keys/ed25519:1.0"     // signed by an imported Ed25519 key, classic format
 	imgRSA          = "keys/rsa:1.0"         // signed by an imported RSA 3072 key, bundle format
 	imgP384         = "keys/p384:1.0"        // signed by an imported ECDSA P-384 key, classic format
@@ -135,7 +136,7 @@ func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 	writeTestFile(t, signingConfig, `{"mediaType":"application/vnd.dev.sigstore.signingconfig.v0.2+json","rekorTlogConfig":{},"tsaConfig":{}}`)
 	writeTestFile(t, f.trustRoot, `{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`)
 
-	for _, img := range []string{imgClassic, imgBundle, imgOtherKey, imgUnsigned, imgMoved, imgMovedBundle, imgOpen, imgEd25519, imgRSA, imgP384} {
+	for _, img := range []string{imgClassic, imgBundle, imgOtherKey, imgUnsigned, imgMoved, imgMovedBundle, imgOpen, imgAttested, imgEd25519, imgRSA, imgP384} {
 		f.digests[img] = f.reg.pushRandom(t, img)
 	}
 	classic := strings.Fields("sign --tlog-upload=false --use-signing-config=false --new-bundle-format=false " + cosignSignFlags)
@@ -143,6 +144,9 @@ func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 	run(append(classic, "--key", "allowed.key", f.digestRef(imgClassic))...)
 	run(append(classic, "--key", "other.key", f.digestRef(imgOtherKey))...)
 	run(append(bundle, "--key", "allowed.key", f.digestRef(imgBundle))...)
+	writeTestFile(t, filepath.Join(dir, "predicate.json"), `{"components":[]}`)
+	run(append(strings.Fields("attest --type https://cyclonedx.org/bom --predicate predicate.json --signing-config "+signingConfig+" --trusted-root "+f.trustRoot+" "+cosignSignFlags),
+		"--key", "allowed.key", f.digestRef(imgAttested))...)
 	run(append(classic, "--key", "keys-ed25519-1.0.key", f.digestRef(imgEd25519))...)
 	run(append(bundle, "--key", "keys-rsa-1.0.key", f.digestRef(imgRSA))...)
 	run(append(classic, "--key", "keys-p384-1.0.key", f.digestRef(imgP384))...)
@@ -411,7 +415,7 @@ func TestSignatureCheck(t *testing.T) {
 
 	refs := []string{f.ref(imgClassic), f.ref(imgBundle), f.ref(imgOtherKey), f.ref(imgUnsigned),
 		f.ref(imgMoved), f.ref(imgMovedBundle), f.ref(imgOpen), f.digestRef(imgClassic),
-		f.ref(imgEd25519), f.ref(imgRSA), f.ref(imgP384)}
+		f.ref(imgEd25519), f.ref(imgRSA), f.ref(imgP384), f.ref(imgAttested)}
 	got, code := runCheck(t, bin, pol, nil, refs...)
 	if code != 1 {
 		t.Errorf("exit status %d, want 1 (some denied)", code)
@@ -430,6 +434,7 @@ func TestSignatureCheck(t *testing.T) {
 		{f.ref(imgMoved), false, "invalid", "1 signature by a listed key for another digest (" + f.digests[imgClassic] + ")"},
 		{f.ref(imgMovedBundle), false, "invalid", "1 signature by a listed key for another digest"},
 		{f.ref(imgOpen), true, "", "matches allow rule " + f.reg.addr + "/open/**"},
+		{f.ref(imgAttested), false, "invalid", "1 attestation by a listed key, not signatures"},
 		{f.ref(imgEd25519), true, "verified:" + fingerprintOf(t, f.typedKeys[imgEd25519]), "(Ed25519 "},
 		{f.ref(imgRSA), true, "verified:" + fingerprintOf(t, f.typedKeys[imgRSA]), "(RSA 3072 "},
 		{f.ref(imgP384), true, "verified:" + fingerprintOf(t, f.typedKeys[imgP384]), "(ECDSA P-384 "},
