@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -19,6 +21,10 @@ import (
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
 	"github.com/pullguard/pullguard/policy"
 )
+
+// dockerNamespaces are the containerd namespaces Docker keeps its
+// containers in: they are Docker's to judge, by the names Docker knows.
+var dockerNamespaces = []string{"moby", "plugins.moby"}
 
 // runtimeFlags say which runtimes to guard; "none" turns one off.
 type runtimeFlags struct {
@@ -62,6 +68,7 @@ func newDaemonCmd() *cobra.Command {
 		authzPath  string
 		authzLabel string
 		resync     time.Duration
+		settle     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -90,12 +97,36 @@ creates, tags and builds before they happen.`,
 			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
 				return buildGuards(rf, authzPath, authzLabel, policies, rep, log, &closers)
 			}
+			// The CLI owns the signals: SIGHUP (systemd's ExecReload) is a
+			// reload request.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			reload := make(chan struct{})
+			stopped := make(chan struct{})
+			defer close(stopped)
+			go func() {
+				for {
+					select {
+					case <-hup:
+					case <-stopped:
+						return
+					}
+					select {
+					case reload <- struct{}{}:
+					case <-stopped:
+						return
+					}
+				}
+			}()
 			err = daemon.Run(cmd.Context(), daemon.Config{
 				PolicyPath:     pf.path,
 				LoadOptions:    guardLoadOptions(pf.loadOptions()),
 				Log:            log,
 				Guards:         factory,
+				Reload:         reload,
 				ResyncInterval: resyncInterval(resync),
+				Settle:         settleFlag(settle),
 			})
 			if errors.Is(err, daemon.ErrStartup) {
 				return &exitError{code: exitUsage, err: err}
@@ -108,6 +139,7 @@ creates, tags and builds before they happen.`,
 	lf.register(cmd)
 	cmd.Flags().StringVar(&authzPath, "authz-socket", "", "serve Docker's authorization plugin API on this unix socket (e.g. /run/docker/plugins/pullguard.sock); a socket passed by systemd is used when present")
 	cmd.Flags().DurationVar(&resync, "resync-interval", daemon.DefaultResyncInterval, "reconcile every runtime this often even without events (0: never)")
+	cmd.Flags().DurationVar(&settle, "settle-period", daemon.DefaultSettle, "after a policy reload, removals and stops of what the previous policy allowed wait until the policy files have been unchanged this long (0: no wait)")
 	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")
 	return cmd
 }
@@ -130,6 +162,15 @@ func resyncInterval(flag time.Duration) time.Duration {
 	return flag
 }
 
+// settleFlag maps the flag, where 0 means no hold, to the daemon's
+// setting, where 0 means the default and a negative value no hold.
+func settleFlag(flag time.Duration) time.Duration {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
+}
+
 // namedGuard gives a runtime guard the name the daemon shows for it.
 type namedGuard struct {
 	name string
@@ -144,15 +185,29 @@ type runGuard interface {
 
 func (g namedGuard) Name() string { return g.name }
 
+// Stalled passes the watchdog's question on to guards that can answer it.
+func (g namedGuard) Stalled(now time.Time, limit time.Duration) bool {
+	s, ok := g.runGuard.(daemon.Staller)
+	return ok && s.Stalled(now, limit)
+}
+
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
 	log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
 	var guards []daemon.Guard
+	// The plugin's image index forgets what it knows whenever the Docker
+	// guard reads an image event; the plugin is built after the guard.
+	var plugin *authz.Server
 	if rf.docker() {
 		api, err := dockerguard.NewAPI(rf.dockerHost)
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
-		guards = append(guards, namedGuard{enforcer.RuntimeDocker, dockerguard.New(api, policies, rep, log)})
+		g := dockerguard.New(api, policies, rep, log, dockerguard.WithImageEvents(func() {
+			if plugin != nil {
+				plugin.ImagesChanged()
+			}
+		}))
+		guards = append(guards, namedGuard{enforcer.RuntimeDocker, g})
 	}
 	if rf.containerd() {
 		api, err := cdguard.NewAPI(rf.containerdAddress)
@@ -167,7 +222,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		if rf.docker() {
 			// Docker's containers live in these namespaces; they are
 			// Docker's to judge, with the names Docker knows them by.
-			opts = append(opts, cdguard.WithSkipNamespaces([]string{"moby", "plugins.moby"}))
+			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}
@@ -177,6 +232,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			return nil, err
 		}
 		if g != nil {
+			plugin = g.server
 			guards = append(guards, g)
 		}
 	}
@@ -213,7 +269,7 @@ func (g *authzGuard) Run(ctx context.Context) error {
 }
 
 func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter,
-	log *logrus.Logger, closers *[]func()) (daemon.Guard, error) {
+	log *logrus.Logger, closers *[]func()) (*authzGuard, error) {
 	listeners, err := authz.ListenersFromSystemd()
 	if err != nil {
 		return nil, err

@@ -16,7 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
-	"github.com/pullguard/pullguard/enforcer/enforcertest"
+	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -81,8 +81,8 @@ func quietLog() logrus.FieldLogger {
 func startGuard(t *testing.T, f *fakeAPI, src enforcer.PolicySource, opts ...Option) (*Guard, *recorder) {
 	t.Helper()
 	rec := &recorder{}
+	opts = append([]Option{WithBackoff(5*time.Millisecond, 20*time.Millisecond)}, opts...)
 	g := New(f, src, rec, quietLog(), opts...)
-	g.minBackoff, g.maxBackoff = 5*time.Millisecond, 20*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
@@ -568,7 +568,7 @@ func TestReconnect(t *testing.T) {
 		f.mu.Lock()
 		f.namespace(k8s).images[evil] = dg('1')
 		f.mu.Unlock()
-		waitSubscribed(t, f) // a failed attempt while down
+		settle() // attempts to reconnect fail while it is down
 		f.setDown(false)
 		eventually(t, "image removed by the reconcile after reconnecting", func() bool { return len(f.imageNames(k8s)) == 0 })
 		if got := rec.summary(); !slices.Equal(got, []string{"removed k8s.io " + evil}) {
@@ -677,40 +677,34 @@ func TestDeleteFailureIsReported(t *testing.T) {
 	}
 }
 
-func TestQueueCoalescesAndSerializes(t *testing.T) {
-	q := newQueue()
-	a := work{ns: k8s, image: "a", topic: TopicImageCreate}
-	b := work{ns: k8s, image: "b", topic: TopicImageCreate}
-	q.add(a)
-	q.add(a) // waiting already: coalesced
-	q.add(b)
-	w, _ := q.get()
-	if w.image != "a" {
-		t.Fatalf("got %q first", w.image)
+// Scan reports what a reconcile would do, planned by the reconcile itself,
+// and changes nothing.
+func TestScan(t *testing.T) {
+	f := newFake()
+	evil, ok := "registry.local/evil/miner:1.0", "registry.local/approved/app:1"
+	f.addImage(k8s, evil, dg('1'))
+	f.addImage(k8s, "sha256:"+strings.Repeat("1", 64), dg('1')) // CRI's ID record of the same content
+	f.addImage(k8s, ok, dg('2'))
+	f.addContainer(k8s, Container{ID: "c1", Image: evil}, TaskRunning)
+	f.addContainer(k8s, Container{ID: "c2", Image: ok}, TaskRunning)
+	p := mustPolicy(t, policy.ModeAudit, policy.RunningKeep)
+	got, err := Scan(context.Background(), f, p, time.Now())
+	if err != nil {
+		t.Fatal(err)
 	}
-	q.add(a) // a is being processed: queued again only when done
-	w, _ = q.get()
-	if w.image != "b" {
-		t.Fatalf("got %q, want b (a is in progress)", w.image)
+	var lines []string
+	for _, x := range got {
+		lines = append(lines, fmt.Sprintf("%s %s %s %s %s", x.Kind, x.Action, x.Namespace, x.Reference, x.ContainerID))
 	}
-	got := make(chan work, 1)
-	go func() { w, _ := q.get(); got <- w }()
-	select {
-	case w := <-got:
-		t.Fatalf("got %q while a is in progress", w.image)
-	case <-time.After(20 * time.Millisecond):
+	want := []string{
+		"container reported k8s.io " + evil + " c1",
+		"image removed k8s.io " + evil + " ",
+		"image removed k8s.io sha256:" + strings.Repeat("1", 64) + " ",
 	}
-	q.done(a)
-	select {
-	case w := <-got:
-		if w.image != "a" {
-			t.Fatalf("got %q, want a again", w.image)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("a not requeued after done")
+	if !slices.Equal(lines, want) {
+		t.Errorf("findings:\n got %q\nwant %q", lines, want)
 	}
-	q.close()
-	if _, ok := q.get(); ok {
-		t.Fatal("get after close returned work")
+	if len(f.imageNames(k8s)) != 3 || !f.hasContainer(k8s, "c1") {
+		t.Error("scan acted")
 	}
 }

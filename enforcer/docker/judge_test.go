@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -73,7 +74,11 @@ func TestPlanImage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			plan := planImage(Image{ID: id(1), RepoTags: tt.tags, RepoDigests: tt.digests}, p, testNow, tt.only)
+			var only []string
+			if tt.only != "" {
+				only = []string{tt.only}
+			}
+			plan := planImage(Image{ID: id(1), RepoTags: tt.tags, RepoDigests: tt.digests}, p, testNow, only)
 			var got []string
 			for _, r := range plan.Removals {
 				got = append(got, removalLine(r))
@@ -153,7 +158,7 @@ func TestScan(t *testing.T) {
 	f.addContainer(Container{ID: cid(3), Name: "old", Image: "reg.example/evil/old:1", ImageID: id(3), State: "exited"})
 	f.addContainer(Container{ID: cid(1), Name: "ok", Image: "reg.example/approved/app:1", ImageID: id(1), State: "running"})
 
-	render := func(fs []Finding) []string {
+	render := func(fs []enforcer.Finding) []string {
 		var out []string
 		for _, f := range fs {
 			s := fmt.Sprintf("%s %s %s %s", f.Kind, f.Action, f.Reference, shortID(f.ImageID))

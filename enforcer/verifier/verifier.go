@@ -19,7 +19,6 @@
 package verifier
 
 import (
-	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -66,34 +65,22 @@ func Judge(p *policy.Policy, now time.Time, name, digest string) Result {
 	return JudgeWith(p, now, name, digest, nil)
 }
 
-// Decider decides one reference; signature.Decide is one that verifies
-// signatures where the policy asks for them. nil means policy.Decide.
+// Decider decides a reference (repo:tag@digest) that a signed-by rule
+// names: signature.Decide verifies the digest's signatures.
 type Decider func(p *policy.Policy, ref string, now time.Time) policy.Decision
 
-// JudgeWith is Judge deciding with decide.
+// JudgeWith is Judge, with decide gathering signature evidence where the
+// policy asks for it (nil: no evidence, so such rules deny).
 func JudgeWith(p *policy.Policy, now time.Time, name, digest string, decide Decider) Result {
-	if decide == nil {
-		decide = (*policy.Policy).Decide
-	}
 	r := Result{Mode: p.Mode}
-	ref := name
-	if digest != "" {
-		parsed, err := policy.ParseRef(name)
-		switch {
-		case err != nil:
-			// Decide below reports the parse error as the reason.
-		case parsed.Digest == "":
-			ref = name + "@" + digest
-		case parsed.Digest != digest:
-			r.Decision = policy.Decision{
-				Input:     name,
-				Reference: parsed.String,
-				Reason:    fmt.Sprintf("the reference pins %s but containerd resolved %s", parsed.Digest, digest),
-			}
-		}
-	}
-	if r.Decision.Input == "" {
-		r.Decision = decide(p, ref, now)
+	// The one image decision, with the content's digest: the tag is judged
+	// as repo:tag@digest, and a name pinning other content is denied.
+	r.Decision = p.DecideImage([]string{name}, digest, now).Decision
+	// A signed-by rule needs evidence about that digest: decide gathers it.
+	if decide != nil && r.Decision.NeedsEvidence() != nil {
+		input := r.Decision.Input
+		r.Decision = decide(p, r.Decision.Reference, now)
+		r.Decision.Input = input
 	}
 	d := r.Decision
 	switch {
