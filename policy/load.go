@@ -199,7 +199,7 @@ type Source struct {
 // and reports every problem it finds.
 func Parse(sources ...Source) (*Policy, error) {
 	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep}
-	l := &loader{policy: p, set: map[string]Position{}}
+	l := &loader{policy: p, set: map[string]Position{}, patterns: map[*Rule]pattern{}}
 	h := sha256.New()
 	for _, s := range sources {
 		p.Files = append(p.Files, s.Name)
@@ -237,6 +237,9 @@ func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
 var topLevelKeys = []string{"mode", "default", "running", "allow", "deny"}
 
 func (l *loader) file(name string, data []byte) {
+	if l.fileInRuns(name, data) {
+		return
+	}
 	l.fileName = name
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -465,9 +468,6 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 		r.Pattern = r.Image // one copy for 100,000 rules written in normal form
 	}
 	r.matchReason = "matches " + summarize(r)
-	if l.patterns == nil {
-		l.patterns = map[*Rule]pattern{}
-	}
 	l.patterns[r] = pat
 	return r
 }
