@@ -35,7 +35,7 @@ func sameRules(t *testing.T, a, b []*Rule) {
 	}
 	for i := range a {
 		if !reflect.DeepEqual(a[i], b[i]) {
-			t.Fatalf("rule %d differs:\nin runs  %+v\nwhole    %+v", i, *a[i], *b[i])
+			t.Fatalf("rule %d differs:\nin runs  %s %s\nwhole    %s %s", i, a[i].Source, summarize(a[i]), b[i].Source, summarize(b[i]))
 		}
 	}
 }

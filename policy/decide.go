@@ -84,7 +84,7 @@ func (p *Policy) DecideRef(ref Ref, now time.Time) Decision {
 	deny.run(p.denyIdx)
 	if deny.best >= 0 {
 		d.Rule = p.Deny[deny.best]
-		d.Reason = d.Rule.matchReason
+		d.Reason = d.Rule.matchReason()
 		d.Resembles = p.resembling(&ref, now)
 		return d
 	}
@@ -93,7 +93,7 @@ func (p *Policy) DecideRef(ref Ref, now time.Time) Decision {
 	if allow.best >= 0 {
 		d.Allowed = true
 		d.Rule = p.Allow[allow.best]
-		d.Reason = d.Rule.matchReason
+		d.Reason = d.Rule.matchReason()
 		return d
 	}
 	if p.Default == DefaultAllow {

@@ -467,7 +467,6 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 	if r.Pattern == r.Image {
 		r.Pattern = r.Image // one copy for 100,000 rules written in normal form
 	}
-	r.matchReason = "matches " + summarize(r)
 	l.patterns[r] = pat
 	return r
 }
