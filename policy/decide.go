@@ -95,7 +95,7 @@ func (p *Policy) decide(ref Ref, now time.Time, ev *Evidence) Decision {
 	deny.run(p.denyIdx)
 	if deny.best >= 0 {
 		d.Rule = p.Deny[deny.best]
-		d.Reason = d.Rule.matchReason
+		d.Reason = d.Rule.matchReason()
 		d.Resembles = p.resembling(&ref, now)
 		return d
 	}
@@ -104,7 +104,7 @@ func (p *Policy) decide(ref Ref, now time.Time, ev *Evidence) Decision {
 	if allow.best >= 0 {
 		d.Allowed = true
 		d.Rule = p.Allow[allow.best]
-		d.Reason = d.Rule.matchReason
+		d.Reason = d.Rule.matchReason()
 		if d.Rule.SignedBy != nil {
 			res := allow.evidenceFor(d.Rule.SignedBy)
 			d.Signature = &SignatureCheck{Rule: d.Rule, Keys: d.Rule.SignedBy, Result: res}

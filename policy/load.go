@@ -208,7 +208,7 @@ func Parse(sources ...Source) (*Policy, error) {
 // parse checks the files signed-by names with perms, unless it is nil.
 func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Policy, error) {
 	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep}
-	l := &loader{policy: p, set: map[string]Position{}, opts: opts, perms: perms}
+	l := &loader{policy: p, set: map[string]Position{}, opts: opts, perms: perms, patterns: map[*Rule]pattern{}}
 	h := sha256.New()
 	for _, s := range sources {
 		p.Files = append(p.Files, s.Name)
@@ -254,6 +254,9 @@ func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
 var topLevelKeys = []string{"mode", "default", "running", "allow", "deny"}
 
 func (l *loader) file(name string, data []byte) {
+	if l.fileInRuns(name, data) {
+		return
+	}
 	l.fileName = name
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -482,10 +485,6 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 	r.Pattern = pat.String()
 	if r.Pattern == r.Image {
 		r.Pattern = r.Image // one copy for 100,000 rules written in normal form
-	}
-	r.matchReason = "matches " + summarize(r)
-	if l.patterns == nil {
-		l.patterns = map[*Rule]pattern{}
 	}
 	l.patterns[r] = pat
 	return r

@@ -169,3 +169,37 @@ func TestLoadRefusesForeignDirectory(t *testing.T) {
 		t.Errorf("--insecure-policy-permissions did not override: %v", err)
 	}
 }
+
+// TestLoadConfigMapLayout: a Kubernetes ConfigMap volume is a sticky
+// directory owned by root (drwxrwxrwt) holding links into a timestamped
+// directory (policy.yaml -> ..data/policy.yaml, ..data -> ..2026_11_30...),
+// each file root's with mode 0644. As root that passes; as another user the
+// sticky directory is that user's and is refused.
+func TestLoadConfigMapLayout(t *testing.T) {
+	vol := mkdirMode(t, filepath.Join(t.TempDir(), "pullguard"), 0o777|os.ModeSticky)
+	ts := filepath.Join(vol, "..2026_11_30_12_00_00.000000001")
+	write(t, filepath.Join(ts, "policy.yaml"), "mode: enforce\nallow:\n  - image: a/b\n")
+	mkdirMode(t, ts, 0o755)
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(vol, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..data/policy.yaml", filepath.Join(vol, "policy.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(filepath.Join(vol, "policy.yaml"), LoadOptions{})
+	if os.Geteuid() == 0 {
+		if err != nil {
+			t.Fatalf("a ConfigMap volume was refused: %v", err)
+		}
+		// A timestamped directory others can write is theirs, link or not.
+		mkdirMode(t, ts, 0o777)
+		_, err := Load(filepath.Join(vol, "policy.yaml"), LoadOptions{})
+		if want := ts + strings.Replace(dirWritable, "%s", "0777", 1); err == nil || err.Error() != want {
+			t.Fatalf("error = %v\nwant %s", err, want)
+		}
+		return
+	}
+	if want := vol + strings.Replace(dirWritable, "%s", "0777", 1); err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant %s", err, want)
+	}
+}

@@ -198,7 +198,7 @@ func (p *Policy) signatureDenial(d *Decision, allow *matcher) bool {
 	if why == "" {
 		why = "its signature was not verified"
 	}
-	d.Reason = fmt.Sprintf("%s, but %s", r.matchReason, why)
+	d.Reason = fmt.Sprintf("%s, but %s", r.matchReason(), why)
 	return true
 }
 

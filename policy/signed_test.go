@@ -43,8 +43,8 @@ func TestSignedByLoads(t *testing.T) {
 	if p.Allow[1].SignedBy != nil {
 		t.Error("a rule without signed-by requires signatures")
 	}
-	if !strings.Contains(p.Allow[0].matchReason, "signed-by [testdata/keys/ecdsa-p256.pub, testdata/keys/ed25519.pub]") {
-		t.Errorf("summary does not name the keys: %s", p.Allow[0].matchReason)
+	if !strings.Contains(p.Allow[0].matchReason(), "signed-by [testdata/keys/ecdsa-p256.pub, testdata/keys/ed25519.pub]") {
+		t.Errorf("summary does not name the keys: %s", p.Allow[0].matchReason())
 	}
 }
 
