@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const dirWritable = ": policy directory is writable by group or others (mode %s), so they decide which policy files it holds: run chmod go-w on it (--insecure-policy-permissions overrides, for development only)"
@@ -201,5 +203,33 @@ func TestLoadConfigMapLayout(t *testing.T) {
 	}
 	if want := vol + strings.Replace(dirWritable, "%s", "0777", 1); err == nil || err.Error() != want {
 		t.Fatalf("error = %v\nwant %s", err, want)
+	}
+}
+
+// TestLoadReadOnlyMount: a directory others could write by its mode, on a
+// file system mounted read-only (as kubelet mounts a ConfigMap volume, whose
+// root is mode 0777), cannot be written through that mount by anyone. The
+// same directory mounted read-write is refused.
+func TestLoadReadOnlyMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a file system needs root")
+	}
+	vol := t.TempDir()
+	if err := unix.Mount("tmpfs", vol, "tmpfs", 0, "mode=0777"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(vol, unix.MNT_DETACH) })
+	write(t, filepath.Join(vol, "policy.yaml"), "mode: enforce\nallow:\n  - image: a/b\n")
+	mkdirMode(t, vol, 0o777)
+
+	_, err := Load(filepath.Join(vol, "policy.yaml"), LoadOptions{})
+	if want := vol + strings.Replace(dirWritable, "%s", "0777", 1); err == nil || err.Error() != want {
+		t.Fatalf("read-write mount: error = %v\nwant %s", err, want)
+	}
+	if err := unix.Mount("", vol, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	if _, err := Load(filepath.Join(vol, "policy.yaml"), LoadOptions{}); err != nil {
+		t.Fatalf("read-only mount was refused: %v", err)
 	}
 }

@@ -312,7 +312,7 @@ func readKeyFile(name string, perms *permissionChecker) ([]byte, error) {
 		return nil, errors.New("not a regular file")
 	}
 	if perms != nil {
-		if msg := perms.ownerAndMode(st, "key file", false); msg != "" {
+		if msg := perms.ownerAndMode(name, st, "key file", false); msg != "" {
 			return nil, errors.New(msg)
 		}
 		if p := perms.dirsAbove(name); p != nil {
