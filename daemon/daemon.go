@@ -58,6 +58,10 @@ type Config struct {
 	// reconcile. A runtime that hangs must not keep systemd, and the
 	// runtimes ordered after pullguard, waiting forever.
 	FirstPassTimeout time.Duration
+	// SetupWarnings, when set, says what in the host's setup weakens the guard (containerd
+	// will not refuse disallowed pulls before they happen, say). It is asked at start and on
+	// every reload; each warning is logged, and the STATUS line says so while any holds.
+	SetupWarnings func() []string
 }
 
 // DefaultResyncInterval is the default of Config.ResyncInterval.
@@ -87,9 +91,15 @@ func Run(ctx context.Context, cfg Config) error {
 
 	var guards []Guard
 	var guardsMu sync.Mutex
-	reconcileAll := func(*policy.Policy) {
+	notifier := &Notifier{Log: log}
+	checkSetup := func() string { return setupStatus(cfg.SetupWarnings, log) }
+	// reconcileAll runs on every reload (with the new policy) and resync (nil).
+	reconcileAll := func(reloaded *policy.Policy) {
 		guardsMu.Lock()
 		defer guardsMu.Unlock()
+		if reloaded != nil {
+			_ = notifier.Status(statusLine(reloaded, guards) + checkSetup())
+		}
 		for _, g := range guards {
 			g.RequestReconcile()
 		}
@@ -139,7 +149,6 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, g := range guards {
 		start(g.Name(), g.Run)
 	}
-	notifier := &Notifier{Log: log}
 	start("watchdog", notifier.RunWatchdog)
 
 	hup := make(chan os.Signal, 1)
@@ -147,7 +156,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer signal.Stop(hup)
 
 	waitFirstPass(ctx, guards, cfg.FirstPassTimeout, log)
-	status := statusLine(watcher.Current(), guards)
+	status := statusLine(watcher.Current(), guards) + checkSetup()
 	_ = notifier.Ready(status)
 	log.WithFields(logrus.Fields{FieldMessageID: MessageIDStarted, "status": status}).Info("pullguard started")
 
@@ -171,7 +180,7 @@ loop:
 			if err := watcher.Reload(); err != nil {
 				log.WithError(err).Warn("reload request: the policy in force is kept")
 			}
-			_ = notifier.Ready(statusLine(watcher.Current(), guards))
+			_ = notifier.Ready(statusLine(watcher.Current(), guards) + checkSetup())
 		case err := <-errs:
 			// A component that fails on its own is a bug or a broken
 			// environment: stop, and let systemd restart the daemon.
@@ -216,4 +225,19 @@ func statusLine(p *policy.Policy, guards []Guard) string {
 	allow, deny := p.Counts()
 	return fmt.Sprintf("%s mode, policy %s (%d allow, %d deny rules), guarding %s",
 		p.Mode, p.Hash, allow, deny, strings.Join(names, ", "))
+}
+
+// setupStatus logs each setup warning and returns what the STATUS line adds for them.
+func setupStatus(check func() []string, log *logrus.Logger) string {
+	if check == nil {
+		return ""
+	}
+	ws := check()
+	for _, w := range ws {
+		log.Warn(w)
+	}
+	if len(ws) == 0 {
+		return ""
+	}
+	return "; WARNING: " + strings.Join(ws, "; ")
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pullguard/pullguard/enforcer/authz"
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
+	"github.com/pullguard/pullguard/enforcer/prepull"
 )
 
 // runtimeFlags say which runtimes to guard; "none" turns one off.
@@ -24,12 +25,29 @@ type runtimeFlags struct {
 	dockerHost          string
 	containerdAddress   string
 	containerdNamespace []string
+	containerdConfig    string
 }
 
 func (f *runtimeFlags) register(cmd *cobra.Command) {
 	f.registerDocker(cmd)
 	cmd.Flags().StringVar(&f.containerdAddress, "containerd-address", "/run/containerd/containerd.sock", `containerd socket; "none" turns containerd off`)
 	cmd.Flags().StringSliceVar(&f.containerdNamespace, "containerd-namespaces", nil, "containerd namespaces to guard (default: all, including ones created later)")
+	cmd.Flags().StringVar(&f.containerdConfig, "containerd-config", prepull.DefaultConfigPath, "containerd's configuration (with its imports), read to warn when containerd will not refuse disallowed pulls before they happen")
+}
+
+// prePullWarnings says, at start and on every reload, when containerd will not run
+// pullguard's verifier before a pull (see package prepull); nil when containerd is off.
+func (f *runtimeFlags) prePullWarnings() func() []string {
+	if !f.containerd() {
+		return nil
+	}
+	return func() []string {
+		var out []string
+		for _, w := range prepull.Check(f.containerdConfig) {
+			out = append(out, "containerd does not refuse disallowed pulls before they happen: "+w.String())
+		}
+		return out
+	}
 }
 
 func (f *runtimeFlags) registerDocker(cmd *cobra.Command) {
@@ -95,6 +113,7 @@ creates, tags and builds before they happen.`,
 				Log:            log,
 				Guards:         factory,
 				ResyncInterval: resyncInterval(resync),
+				SetupWarnings:  rf.prePullWarnings(),
 			})
 			if errors.Is(err, daemon.ErrStartup) {
 				return &exitError{code: exitUsage, err: err}
