@@ -17,6 +17,7 @@ import (
 	"github.com/pullguard/pullguard/enforcer/authz"
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
+	"github.com/pullguard/pullguard/enforcer/dockerstore"
 	"github.com/pullguard/pullguard/enforcer/prepull"
 )
 
@@ -156,12 +157,14 @@ func (g namedGuard) Name() string { return g.name }
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
 	log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
 	var guards []daemon.Guard
+	var docker *dockerguard.Guard
 	if rf.docker() {
 		api, err := dockerguard.NewAPI(rf.dockerHost)
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
-		guards = append(guards, namedGuard{enforcer.RuntimeDocker, dockerguard.New(api, policies, rep, log)})
+		docker = dockerguard.New(api, policies, rep, log)
+		guards = append(guards, namedGuard{enforcer.RuntimeDocker, docker})
 	}
 	if rf.containerd() {
 		api, err := cdguard.NewAPI(rf.containerdAddress)
@@ -174,9 +177,13 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 		}
 		if rf.docker() {
-			// Docker's containers live in these namespaces; they are
-			// Docker's to judge, with the names Docker knows them by.
-			opts = append(opts, cdguard.WithSkipNamespaces([]string{"moby", "plugins.moby"}))
+			// Docker's containers (and, with Docker's containerd image
+			// store, its images) live in these namespaces; they are Docker's
+			// to judge, with the names Docker knows them by. Records written
+			// there behind dockerd's back get a Docker reconcile.
+			dockerNS := []string{"moby", "plugins.moby"}
+			opts = append(opts, cdguard.WithSkipNamespaces(dockerNS))
+			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNS, docker.RequestReconcile, log)})
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}
