@@ -43,7 +43,7 @@ test-fuzz:
 	done
 
 test-integration:
-	$(GO) test -count=1 -timeout 15m -v ./integration/ 2>&1 | tee /tmp/pullguard-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SKIP|panic)|integration:' ; exit $${PIPESTATUS[0]}
+	$(GO) test -count=1 -timeout 30m -v ./integration/ 2>&1 | tee /tmp/pullguard-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SKIP|panic)|integration:' ; exit $${PIPESTATUS[0]}
 
 ## test-packaging: build the packages, lint them, and install, reinstall,
 ## remove and purge the .deb for real (root on Debian; the host is left as found).
@@ -59,7 +59,7 @@ package:
 ## Go's harness; the end-to-end figures against the real runtimes (root).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 5 ./policy/ | tee /tmp/pullguard-bench-policy.txt
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./integration/ | tee /tmp/pullguard-bench-integration.txt
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 40m ./integration/ | tee /tmp/pullguard-bench-integration.txt
 
 ## lint: formatting, vet and staticcheck (pinned).
 lint:
