@@ -357,9 +357,11 @@ func TestContainerdRestartReconnect(t *testing.T) {
 		}
 		// dockerd, which the other tests use, is connected to the new containerd too (Docker 29
 		// takes a few seconds to notice).
+		// (`docker ps` answers from dockerd's memory; listing images needs containerd.)
 		Eventually(t, actDeadline, func() (bool, string) {
-			_, err := e.DockerErr(t, "ps")
-			return err == nil, fmt.Sprintf("dockerd does not answer: %v", err)
+			_, errPS := e.DockerErr(t, "ps")
+			_, errImages := e.DockerErr(t, "image", "ls")
+			return errPS == nil && errImages == nil, fmt.Sprintf("dockerd does not answer: %v %v", errPS, errImages)
 		})
 	})
 }
