@@ -186,3 +186,41 @@ func TestBuildKit(t *testing.T) {
 		t.Logf("%s: journal entries naming the disallowed base: %s", e.Engine.Docker, describeEntries(actionsOn(t, d, evilBase)))
 	})
 }
+
+// TestBuildKitWithAuthzPlugin: with pullguard's authorization plugin on, a `docker buildx build`
+// FROM a disallowed image and one tagged with a disallowed name. The plugin is not asked about
+// either (buildx speaks to BuildKit over /session and /grpc streams, which name neither): both
+// builds run. The build FROM the disallowed image keeps its allowed name (README, "BuildKit").
+// The disallowed tag is removed after the fact: on Docker 29 at once (its image event), on
+// 20.10, which reports no event for a BuildKit build's tag, only by the next periodic
+// reconcile (--resync-interval, here 3 s instead of 5 min).
+func TestBuildKitWithAuthzPlugin(t *testing.T) {
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		name := authzPluginName()
+		sock := authzSocket(t, name)
+		d := StartDaemon(t, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")), "--docker-host", e.DockerHost,
+			"--containerd-address", "none", "--authz-socket", sock, "--resync-interval", "3s")
+		enableAuthzPlugin(t, e, name)
+		fromEvil, evilName := e.Ref("approved/built:from-evil"), e.Ref("evil/built:1")
+		if out, err := buildx(t, e, fromEvil, buildContext(t, e.Ref("evil/miner:latest"))); err != nil {
+			t.Fatalf("the build FROM a disallowed image was refused, so the plugin now sees BuildKit's base (update the README and this test): %v\n%s", err, out)
+		}
+		requireImage(t, e, fromEvil, "")
+		if out, err := buildx(t, e, evilName, buildContext(t, e.Ref("approved/busybox:1.0"))); err != nil {
+			t.Fatalf("the build tagged %s was refused, so the plugin now sees BuildKit's tags (update the README and this test): %v\n%s", evilName, err, out)
+		}
+		waitImageGone(t, e, evilName)
+		entry := d.WaitEntry(t, actDeadline, "MESSAGE_ID="+msgActionTaken, "PULLGUARD_IMAGE="+evilName)
+		wantEvent := "reconcile"
+		if e.Engine.Modern {
+			wantEvent = "tag"
+		}
+		t.Logf("%s: the disallowed tag of a build was %s on %s", e.Engine.Docker, entry["PULLGUARD_ACTION"], entry["PULLGUARD_EVENT"])
+		if entry["PULLGUARD_EVENT"] != wantEvent {
+			t.Errorf("the disallowed tag was removed on %q, want %q", entry["PULLGUARD_EVENT"], wantEvent)
+		}
+		if n := len(d.Entries(t, "PULLGUARD_ACTION=blocked")); n > 0 {
+			t.Errorf("the plugin blocked %d requests of the builds", n)
+		}
+	})
+}
