@@ -144,6 +144,15 @@ type Evidence interface {
 	Check(ctx context.Context, img ImageSubject, d policy.ImageDecision) *policy.Decision
 }
 
+// Signatures verifies the signatures signed-by rules ask for
+// (enforcer/signature's Verifier). A guard asks it for a source per pass
+// and hands that to the one image decision (policy.DecideImageWith), so
+// that an image a signed-by rule names is judged on its signature, not
+// denied for want of one.
+type Signatures interface {
+	Source(ctx context.Context) policy.SignatureSource
+}
+
 // ImageSubject is the image Evidence is asked about.
 type ImageSubject struct {
 	Runtime   string
