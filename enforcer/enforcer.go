@@ -8,6 +8,7 @@ package enforcer
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/pullguard/pullguard/policy"
@@ -152,6 +153,21 @@ type Evidence interface {
 type Signatures interface {
 	Source(ctx context.Context) policy.SignatureSource
 }
+
+// SourceFor is s's signature source for one pass, or nil without s (signed-by
+// rules then deny: fail closed).
+func SourceFor(ctx context.Context, s Signatures) policy.SignatureSource {
+	if s == nil {
+		return nil
+	}
+	return s.Source(ctx)
+}
+
+// ErrSignatureUnverifiable is the failure a guard reports for an image or
+// container whose denial rests on a signature that could not be verified
+// (registry unreachable): nothing is removed on such an answer, and the
+// next resync asks again.
+var ErrSignatureUnverifiable = errors.New("signature could not be verified; nothing removed, asked again at the next resync")
 
 // ImageSubject is the image Evidence is asked about.
 type ImageSubject struct {

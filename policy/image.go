@@ -233,12 +233,17 @@ func (p *Policy) decideAs(input string, r Ref, now time.Time, sigs SignatureSour
 // again later, since an unreachable registry proves nothing.
 func (d ImageDecision) Unverifiable() *NameDecision {
 	for i, n := range d.Names {
-		if !n.Decision.Allowed && n.Decision.Signature != nil &&
-			n.Decision.Signature.Result.Status == SignatureUnverifiable {
+		if n.Decision.Unverifiable() {
 			return &d.Names[i]
 		}
 	}
 	return nil
+}
+
+// Unverifiable reports whether the decision denies only for want of a
+// definite signature answer.
+func (d Decision) Unverifiable() bool {
+	return !d.Allowed && d.Signature != nil && d.Signature.Result.Status == SignatureUnverifiable
 }
 
 func appendNew(list []string, s string) []string {

@@ -96,16 +96,8 @@ func WithSignatures(s enforcer.Signatures) Option { return func(g *Guard) { g.si
 
 // sigs is the signature source for one pass, or nil.
 func (g *Guard) sigs(ctx context.Context) policy.SignatureSource {
-	if g.signatures == nil {
-		return nil
-	}
-	return g.signatures.Source(ctx)
+	return enforcer.SourceFor(ctx, g.signatures)
 }
-
-// errUnverifiable is the failure reported for an image or container whose
-// denial rests on a signature that could not be verified: nothing is
-// removed on such an answer, and the next resync asks again.
-var errUnverifiable = errors.New("signature could not be verified; nothing removed, asked again at the next resync")
 
 // New makes a Guard. It does nothing until Run.
 func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log logrus.FieldLogger, opts ...Option) *Guard {
@@ -361,7 +353,7 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 	plan := planImage(img, p, g.now(), only, sigs)
 	if u := plan.Unverifiable; u != nil {
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Event: event,
-			Image: normalize(u.Name), ImageID: img.ID, Decision: u.Decision, Err: errUnverifiable}})
+			Image: normalize(u.Name), ImageID: img.ID, Decision: u.Decision, Err: enforcer.ErrSignatureUnverifiable}})
 		return true
 	}
 	if g.evidence != nil && len(plan.Removals) == 0 {
@@ -511,7 +503,7 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 	}
 	rec := enforcer.Record{Action: enforcer.Removed, Event: event, ContainerID: c.ID, ImageID: c.ImageID, Decision: v.Decision}
 	if v.Unverifiable {
-		rec.Action, rec.Err = enforcer.Failed, errUnverifiable
+		rec.Action, rec.Err = enforcer.Failed, enforcer.ErrSignatureUnverifiable
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec})
 		return
 	}
@@ -617,7 +609,7 @@ func (g *Guard) containerStep(p *policy.Policy, st containerStep) engine.Step {
 		ContainerID: c.ID, ImageID: c.ImageID, Decision: st.Verdict.Decision}}
 	if st.Action == enforcer.Reported || st.Action == enforcer.Failed {
 		if st.Verdict.Unverifiable {
-			s.Record.Err = errUnverifiable
+			s.Record.Err = enforcer.ErrSignatureUnverifiable
 		}
 		return s
 	}

@@ -5,41 +5,12 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
-
-// fakeSignatures answers by digest, as a registry would; a digest it does
-// not know has no signature.
-type fakeSignatures struct {
-	mu       sync.Mutex
-	byDigest map[string]policy.SignatureStatus
-}
-
-func (f *fakeSignatures) set(digest string, st policy.SignatureStatus) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.byDigest[digest] = st
-}
-
-func (f *fakeSignatures) Source(context.Context) policy.SignatureSource { return f }
-
-func (f *fakeSignatures) Signature(ref policy.Ref, keys *policy.KeySet) policy.SignatureResult {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	st, ok := f.byDigest[ref.Digest]
-	if !ok {
-		st = policy.SignatureMissing
-	}
-	res := policy.SignatureResult{Status: st, Reason: "the registry says " + string(st)}
-	if st == policy.SignatureVerified {
-		res.Key = keys.Keys[0]
-	}
-	return res
-}
 
 func signedPolicy(t *testing.T) *policy.Policy {
 	t.Helper()
@@ -62,8 +33,8 @@ func TestGuardJudgesSignatures(t *testing.T) {
 	f.addImage(id(4), "reg.example/approved/built:1") // built or loaded: no repository digest
 	f.addContainer(Container{ID: cid(1), Image: repo + ":signed", ImageID: id(1), State: "running"})
 	f.addContainer(Container{ID: cid(3), Image: repo + ":unreachable", ImageID: id(3), State: "created"})
-	sigs := &fakeSignatures{byDigest: map[string]policy.SignatureStatus{
-		digestA: policy.SignatureVerified, digestC: policy.SignatureUnverifiable}}
+	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{
+		digestA: policy.SignatureVerified, digestC: policy.SignatureUnverifiable})
 	h := startGuard(t, f, signedPolicy(t), WithSignatures(sigs))
 	h.connected()
 	h.settle()
@@ -89,7 +60,7 @@ func TestGuardJudgesSignatures(t *testing.T) {
 		switch {
 		case r.Action == enforcer.Failed:
 			failed++
-			if sig != "unverifiable" || !errors.Is(r.Err, errUnverifiable) {
+			if sig != "unverifiable" || !errors.Is(r.Err, enforcer.ErrSignatureUnverifiable) {
 				t.Errorf("failed record: signature %q, err %v", sig, r.Err)
 			}
 		case r.ImageID == id(4):
@@ -108,7 +79,7 @@ func TestGuardJudgesSignatures(t *testing.T) {
 	}
 
 	// The registry answers again: unsigned after all, so the next resync removes it.
-	sigs.set(digestC, policy.SignatureMissing)
+	sigs.Set(digestC, policy.SignatureMissing)
 	if err := h.g.Reconcile(context.Background()); err != nil {
 		t.Fatal(err)
 	}
