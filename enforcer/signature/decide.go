@@ -95,3 +95,9 @@ type source struct {
 func (s source) Signature(ref policy.Ref, keys *policy.KeySet) policy.SignatureResult {
 	return s.v.Verify(s.ctx, ref.Name, ref.Digest, keys)
 }
+
+// Decide is the package's Decide with v: what the authorization plugin
+// asks about a pull.
+func (v *Verifier) Decide(ctx context.Context, p *policy.Policy, input string, now time.Time) policy.Decision {
+	return Decide(ctx, v, p, input, now)
+}
