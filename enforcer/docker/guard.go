@@ -357,7 +357,7 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		return true
 	}
 	if g.evidence != nil && len(plan.Removals) == 0 {
-		if d := g.vet(ctx, p, img); d != nil {
+		if d := g.vet(ctx, p, img, sigs); d != nil {
 			plan = planImageDenied(p, img, *d)
 		}
 	}
@@ -389,12 +389,12 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 }
 
 // vet asks the evidence about an image the policy allows by its names.
-func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image) *policy.Decision {
+func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image, sigs policy.SignatureSource) *policy.Decision {
 	var names []string
 	for _, n := range namesOf(p, img) {
 		names = append(names, n.raw)
 	}
-	d := p.DecideImage(names, "", g.now())
+	d := p.DecideImageWith(names, "", g.now(), sigs)
 	if !d.Allowed || len(names) == 0 {
 		return nil
 	}

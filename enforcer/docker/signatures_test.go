@@ -102,3 +102,17 @@ func TestGuardWithoutSignaturesFailsClosed(t *testing.T) {
 		t.Errorf("an image a signed-by rule names stays without verification: %q", f.names(id(1)))
 	}
 }
+
+// Evidence beyond signatures (provenance) is still consulted about an
+// image that a signed-by rule allows because its signature verified.
+func TestGuardEvidenceAfterSignatures(t *testing.T) {
+	f := newFake()
+	f.addImage(id(1), "reg.example/approved/app:1", "reg.example/approved/app@"+digestA)
+	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{digestA: policy.SignatureVerified})
+	h := startGuard(t, f, signedPolicy(t), WithSignatures(sigs), WithEvidence(unsigned{id(1)}))
+	h.connected()
+	h.settle()
+	if f.hasImage(id(1)) {
+		t.Errorf("the evidence was not consulted about a signed image: it keeps %q", f.names(id(1)))
+	}
+}
