@@ -16,7 +16,10 @@ import (
 // reports the image failed, and once the registry answers again the next
 // resync removes what is unsigned.
 func TestSignatureDockerGuard(t *testing.T) {
-	e := RequireEnv(t)
+	ForEachDocker(t, testSignatureDockerGuard)
+}
+
+func testSignatureDockerGuard(t *testing.T, e *Env) {
 	f := newSigFixtures(t, e)
 	pol := f.policy(t)
 	// Pulled before the guard runs (the plugin is off), then the registry goes away.
@@ -69,7 +72,10 @@ func TestSignatureDockerGuard(t *testing.T) {
 // the pull: a signed image is pulled, an unsigned one is refused saying
 // why, and with the registry stopped the pull is refused for want of proof.
 func TestSignatureAuthzPull(t *testing.T) {
-	e := RequireEnv(t)
+	ForEachDocker(t, testSignatureAuthzPull)
+}
+
+func testSignatureAuthzPull(t *testing.T, e *Env) {
 	f := newSigFixtures(t, e)
 	d, plugin := startAuthzGuard(t, e, f.policy(t))
 
@@ -99,7 +105,10 @@ func TestSignatureAuthzPull(t *testing.T) {
 // record is deleted, a signed one stays; with the registry stopped nothing
 // is deleted and the failure is reported.
 func TestSignatureContainerdGuard(t *testing.T) {
-	e := RequireEnv(t)
+	ForEachContainerd(t, testSignatureContainerdGuard)
+}
+
+func testSignatureContainerdGuard(t *testing.T, e *Env) {
 	f := newSigFixtures(t, e)
 	const ns = "default"
 	d := startContainerdGuard(t, e, f.policy(t), "--resync-interval", "3s")
