@@ -26,6 +26,12 @@ func testSignatureDockerGuard(t *testing.T, e *Env) {
 	for _, img := range []string{imgClassic, imgBundle, imgUnsigned, imgOtherKey} {
 		e.Docker(t, "pull", "--quiet", f.ref(img))
 	}
+	// scan plans as the daemon does, with the same verification.
+	out, stderr, code := runPullguard(t, e, "scan", "--policy", pol, "--docker-host", e.DockerHost, "--output", "json")
+	if code != 1 || !strings.Contains(out, f.ref(imgUnsigned)) || !strings.Contains(out, f.ref(imgOtherKey)) ||
+		strings.Contains(out, f.ref(imgClassic)) || strings.Contains(out, f.ref(imgBundle)) {
+		t.Errorf("scan: exit %d, want 1 listing only the unsigned and the other key's image:\n%s%s", code, out, stderr)
+	}
 	f.reg.stop(t)
 	d := startDockerGuard(t, e, pol, "--resync-interval", "3s")
 	failed := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=failed", "PULLGUARD_SIGNATURE=unverifiable")

@@ -23,7 +23,6 @@ import (
 	"github.com/pullguard/pullguard/enforcer/prepull"
 	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/enforcer/signature"
-	"github.com/pullguard/pullguard/policy"
 )
 
 // dockerNamespaces are the containerd namespaces Docker keeps its
@@ -164,14 +163,6 @@ creates, tags and builds before they happen.`,
 	cmd.Flags().DurationVar(&settle, "settle-period", daemon.DefaultSettle, "after a policy reload, removals and stops of what the previous policy allowed wait until the policy files have been unchanged this long (0: no wait)")
 	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")
 	return cmd
-}
-
-// scanLoadOptions refuses signed-by rules in the policy of scan: its
-// planning does not verify signatures yet, so it would list, and with
-// --enforce remove, validly signed images. The daemon verifies them.
-func scanLoadOptions(o policy.LoadOptions) policy.LoadOptions {
-	o.NoSignatures = "pullguard scan does not verify signatures yet (the daemon, check and verify-image do); remove signed-by from the policy scan uses"
-	return o
 }
 
 // resyncInterval maps the flag, where 0 means never, to the daemon's

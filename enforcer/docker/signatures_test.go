@@ -116,3 +116,28 @@ func TestGuardEvidenceAfterSignatures(t *testing.T) {
 		t.Errorf("the evidence was not consulted about a signed image: it keeps %q", f.names(id(1)))
 	}
 }
+
+// scan lists what the guard would do: an unsigned image is removed, one
+// whose signature could not be verified is failed, a signed one is not
+// listed.
+func TestScanSignatures(t *testing.T) {
+	const repo = "reg.example/approved/app"
+	f := newFake()
+	f.addImage(id(1), repo+":signed", repo+"@"+digestA)
+	f.addImage(id(2), repo+":unsigned", repo+"@"+digestB)
+	f.addImage(id(3), repo+":unreachable", repo+"@"+digestC)
+	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{
+		digestA: policy.SignatureVerified, digestC: policy.SignatureUnverifiable})
+	got, err := Scan(context.Background(), f, signedPolicy(t), testNow, sigs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen []string
+	for _, fd := range got {
+		seen = append(seen, string(fd.Action)+" "+fd.Reference)
+	}
+	want := []string{"removed " + repo + ":unsigned", "failed " + repo + ":unreachable"}
+	if strings.Join(seen, "\n") != strings.Join(want, "\n") {
+		t.Errorf("findings:\n%s\nwant:\n%s", strings.Join(seen, "\n"), strings.Join(want, "\n"))
+	}
+}

@@ -153,9 +153,11 @@ func imageOf(ctx context.Context, api API, id string, byID map[string]*Image) (*
 
 // Scan lists every denied image name and container on the host under p, as
 // of now, without acting: containers first, then images, in Docker's
-// listing order. It is what `pullguard scan` prints.
-func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
-	s, err := takeSurvey(ctx, api, p, now, false, nil)
+// listing order. It is what `pullguard scan` prints. sigs answers for
+// signed-by rules (nil: they deny); an image whose signature could not be
+// verified is listed as failed, as the guard reports it.
+func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, sigs policy.SignatureSource) ([]enforcer.Finding, error) {
+	s, err := takeSurvey(ctx, api, p, now, false, sigs)
 	if err != nil {
 		return nil, err
 	}
@@ -166,8 +168,15 @@ func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]enfo
 			ContainerID: c.Container.ID, ContainerName: c.Container.Name, ContainerState: c.Container.State,
 			Decision: c.Verdict.Decision, Action: c.Action,
 		})
+		if c.Verdict.Unverifiable {
+			out[len(out)-1].Note = enforcer.ErrSignatureUnverifiable.Error()
+		}
 	}
 	for _, st := range s.Images {
+		if u := st.Plan.Unverifiable; u != nil {
+			out = append(out, enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID,
+				Reference: u.Name, Decision: u.Decision, Action: enforcer.Failed, Note: enforcer.ErrSignatureUnverifiable.Error()})
+		}
 		for _, r := range st.Plan.Removals {
 			f := enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision}
 			switch {
