@@ -65,6 +65,20 @@ func testSignatureDockerGuard(t *testing.T, e *Env) {
 	e.Docker(t, "pull", "--quiet", f.ref(imgOpen))
 	waitImageGone(t, e, f.ref(imgMoved))
 	requireImage(t, e, f.ref(imgOpen), "")
+	// A name given locally has no repository digest: no registry signature
+	// can cover it, so it goes, and the signed name on the same image stays.
+	// (Docker 29's containerd image store lists the content digest under
+	// every name, so there it is verified in the new repository, where no
+	// signature is.)
+	local := f.reg.addr + "/signed/local:1"
+	e.Docker(t, "tag", f.ref(imgClassic), local)
+	waitImageGone(t, e, local)
+	requireImage(t, e, f.ref(imgClassic), "")
+	untagged := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=untagged", "PULLGUARD_IMAGE="+local)
+	if why := untagged["PULLGUARD_REASON"]; untagged["PULLGUARD_SIGNATURE"] != "missing" ||
+		!strings.Contains(why, "no repository digest") && !strings.Contains(why, "no signature for") {
+		t.Errorf("entry for the local name: %q", untagged)
+	}
 	// A signed image keeps running.
 	e.Docker(t, "create", "--name", "signed-"+UniqueName(t), f.ref(imgClassic), "true")
 	time.Sleep(4 * time.Second) // one more resync
