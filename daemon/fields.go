@@ -20,6 +20,10 @@ const (
 	FieldMode        = "PULLGUARD_MODE"         // audit or enforce
 	FieldResembles   = "PULLGUARD_RESEMBLES"    // the allowed repository a denied one looks like (typosquat)
 	FieldError       = "PULLGUARD_ERROR"        // why an action failed
+	// FieldSignature is set where a signed-by rule decided: the evidence
+	// it was judged on, verified:<key fingerprint>, missing, invalid or
+	// unverifiable (policy.SignatureResult.Field).
+	FieldSignature = "PULLGUARD_SIGNATURE"
 	// FieldRepeats is how many identical entries were suppressed by flood
 	// control since the previous one was written.
 	FieldRepeats = "PULLGUARD_REPEATS"

@@ -89,7 +89,7 @@ func MessageIDs() []MessageIDInfo {
 		{MessageIDBlocked, "Blocked", "pullguard blocked a request for a disallowed image",
 			"A Docker request (pull, create, ...) for an image the policy does not allow was refused by pullguard's authorization plugin before it took effect."},
 		{MessageIDActionFailed, "ActionFailed", "pullguard could not act on a disallowed image",
-			"pullguard tried to remove or stop something the policy does not allow and failed; PULLGUARD_ERROR says why. The disallowed image or container may still be present: check it by hand."},
+			"pullguard tried to remove or stop something the policy does not allow and failed; PULLGUARD_ERROR says why. The disallowed image or container may still be present: check it by hand. With PULLGUARD_SIGNATURE=unverifiable the registry could not be asked about a required signature: nothing is removed until it answers, and it is asked again at every resync."},
 		{MessageIDRunningReported, "RunningReported", "a container is running a disallowed image",
 			"A running container uses an image the policy does not allow. It was left running because the policy says running: keep. Stop it by hand, or set running: stop."},
 		{MessageIDHeld, "Held", "pullguard holds removals until a reloaded policy settles",

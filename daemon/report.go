@@ -240,6 +240,9 @@ func renderRecord(rec enforcer.Record, repeats int, policyHash string) (logrus.L
 	set(FieldReason, d.Reason)
 	set(FieldMode, string(rec.Mode))
 	set(FieldResembles, d.Resembles)
+	if d.Signature != nil {
+		set(FieldSignature, d.Signature.Result.Field())
+	}
 	set(FieldPolicyHash, policyHash)
 	if rec.Err != nil {
 		set(FieldError, rec.Err.Error())

@@ -344,3 +344,44 @@ func TestReporterHashOfTheDecidingPolicy(t *testing.T) {
 		t.Errorf("held MESSAGE %q, want %q", entries[1].Message, want)
 	}
 }
+
+// A decision by a signed-by rule carries its evidence in PULLGUARD_SIGNATURE.
+func TestRenderRecordSignature(t *testing.T) {
+	key, err := filepath.Abs("../policy/testdata/keys/ed25519.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Parse(policy.Source{Name: "p.yaml", Data: []byte(
+		"allow:\n  - image: registry.example.com/approved/**\n    signed-by: [{key: " + key + "}]\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const digest = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	ks := p.Allow[0].SignedBy
+	for status, want := range map[policy.SignatureStatus]string{
+		policy.SignatureVerified:     "verified:" + ks.Keys[0].Fingerprint,
+		policy.SignatureMissing:      "missing",
+		policy.SignatureInvalid:      "invalid",
+		policy.SignatureUnverifiable: "unverifiable",
+	} {
+		res := policy.SignatureResult{Status: status, Reason: "test"}
+		if status == policy.SignatureVerified {
+			res.Key = ks.Keys[0]
+		}
+		ref, err := p.Parse("registry.example.com/approved/app:1@" + digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := p.DecideEvidence(ref, testTime, &policy.Evidence{Digest: digest, Results: map[string]policy.SignatureResult{ks.ID: res}})
+		_, _, f := renderRecord(enforcer.Record{Action: enforcer.Removed, Runtime: "docker", Event: "pull", Mode: p.Mode, Decision: d}, 0, "")
+		if f[FieldSignature] != want {
+			t.Errorf("%s: %s = %v, want %s", status, FieldSignature, f[FieldSignature], want)
+		}
+	}
+	// A decision no signed-by rule made has no such field.
+	_, _, f := renderRecord(enforcer.Record{Action: enforcer.Removed, Runtime: "docker", Mode: p.Mode,
+		Decision: p.Decide("evil.example.com/x:1", testTime)}, 0, "")
+	if _, ok := f[FieldSignature]; ok {
+		t.Errorf("%s set for a decision no signed-by rule made: %v", FieldSignature, f[FieldSignature])
+	}
+}

@@ -8,6 +8,7 @@ package enforcer
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/pullguard/pullguard/policy"
@@ -145,6 +146,30 @@ type Evidence interface {
 	// to turn into a denial or not.
 	Check(ctx context.Context, img ImageSubject, d policy.ImageDecision) *policy.Decision
 }
+
+// Signatures verifies the signatures signed-by rules ask for
+// (enforcer/signature's Verifier). A guard asks it for a source per pass
+// and hands that to the one image decision (policy.DecideImageWith), so
+// that an image a signed-by rule names is judged on its signature, not
+// denied for want of one.
+type Signatures interface {
+	Source(ctx context.Context) policy.SignatureSource
+}
+
+// SourceFor is s's signature source for one pass, or nil without s (signed-by
+// rules then deny: fail closed).
+func SourceFor(ctx context.Context, s Signatures) policy.SignatureSource {
+	if s == nil {
+		return nil
+	}
+	return s.Source(ctx)
+}
+
+// ErrSignatureUnverifiable is the failure a guard reports for an image or
+// container whose denial rests on a signature that could not be verified
+// (registry unreachable): nothing is removed on such an answer, and the
+// next resync asks again.
+var ErrSignatureUnverifiable = errors.New("signature could not be verified; nothing removed, asked again at the next resync")
 
 // ImageSubject is the image Evidence is asked about.
 type ImageSubject struct {

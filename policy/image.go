@@ -82,6 +82,27 @@ const (
 //     image with no name is decided by the policy's default.
 //   - Expiry is judged as of now for every name.
 func (p *Policy) DecideImage(names []string, digest string, now time.Time) ImageDecision {
+	return p.DecideImageWith(names, digest, now, nil)
+}
+
+// SignatureSource answers, for a signed-by rule that matches a name, whether
+// the name's manifest digest carries a valid signature (in the name's
+// repository) by one of the rule's keys. The caller fills it in
+// (enforcer/signature asks the registry); the core only asks.
+type SignatureSource interface {
+	Signature(ref Ref, keys *KeySet) SignatureResult
+}
+
+// reasonNoDigest is the evidence for a name with no manifest digest: a
+// loaded, built or locally tagged image, which no registry signature can
+// cover. It is a definite answer, not an unreachable registry.
+const reasonNoDigest = "the image has no repository digest (it was loaded, built or tagged locally), so no registry signature can cover it"
+
+// DecideImageWith is DecideImage with sigs answering for the signed-by
+// rules that match a name. A name those rules match with no digest is
+// denied as unsigned. With nil sigs, such rules deny (fail closed) with the
+// decision's NeedsEvidence set, as in DecideImage.
+func (p *Policy) DecideImageWith(names []string, digest string, now time.Time, sigs SignatureSource) ImageDecision {
 	out := ImageDecision{PolicyHash: p.Hash, Names: make([]NameDecision, len(names))}
 	refs := make([]Ref, len(names))
 	errs := make([]error, len(names))
@@ -113,7 +134,7 @@ func (p *Policy) DecideImage(names []string, digest string, now time.Time) Image
 				Reason: fmt.Sprintf("the reference pins %s but the image's content is %s", r.Digest, digest)}
 			continue
 		case r.Digest != "":
-			nd.Decision = p.decideAs(n, r, now)
+			nd.Decision = p.decideAs(n, r, now, sigs)
 			continue
 		}
 		// A tag: judged with every digest its content is known by.
@@ -122,12 +143,12 @@ func (p *Policy) DecideImage(names []string, digest string, now time.Time) Image
 			ds = appendNew(append([]string(nil), ds...), digest)
 		}
 		if len(ds) == 0 {
-			nd.Decision = p.decideAs(n, r, now)
+			nd.Decision = p.decideAs(n, r, now, sigs)
 		}
 		for _, d := range ds {
 			pinned := r
 			pinned.Digest, pinned.String = d, r.String+"@"+d
-			dec := p.decideAs(n, pinned, now)
+			dec := p.decideAs(n, pinned, now, sigs)
 			if nd.Decision.Input == "" || !dec.Allowed {
 				nd.Decision = dec
 			}
@@ -181,11 +202,48 @@ func (p *Policy) DecideImage(names []string, digest string, now time.Time) Image
 	return out
 }
 
-// decideAs is DecideRef with the caller's spelling as the input.
-func (p *Policy) decideAs(input string, r Ref, now time.Time) Decision {
+// decideAs is DecideRef with the caller's spelling as the input and, when
+// sigs is set, the signature evidence the decision asks for.
+func (p *Policy) decideAs(input string, r Ref, now time.Time, sigs SignatureSource) Decision {
 	d := p.DecideRef(r, now)
+	var ev *Evidence
+	// Each round answers one key set; a policy has at most one per rule.
+	for range p.Allow {
+		ks := d.NeedsEvidence()
+		if ks == nil || sigs == nil {
+			break
+		}
+		if ev == nil {
+			ev = &Evidence{Digest: r.Digest, Results: map[string]SignatureResult{}}
+		}
+		if r.Digest == "" {
+			ev.Results[ks.ID] = SignatureResult{Status: SignatureMissing, Reason: reasonNoDigest}
+		} else {
+			ev.Results[ks.ID] = sigs.Signature(r, ks)
+		}
+		d = p.DecideEvidence(r, now, ev)
+	}
 	d.Input = input
 	return d
+}
+
+// Unverifiable returns the first name denied only for want of a definite
+// signature answer (a registry that could not be reached), or nil. A
+// guard acts on no name of such an image: it reports the failure and asks
+// again later, since an unreachable registry proves nothing.
+func (d ImageDecision) Unverifiable() *NameDecision {
+	for i, n := range d.Names {
+		if n.Decision.Unverifiable() {
+			return &d.Names[i]
+		}
+	}
+	return nil
+}
+
+// Unverifiable reports whether the decision denies only for want of a
+// definite signature answer.
+func (d Decision) Unverifiable() bool {
+	return !d.Allowed && d.Signature != nil && d.Signature.Result.Status == SignatureUnverifiable
 }
 
 func appendNew(list []string, s string) []string {

@@ -64,10 +64,6 @@ type LoadOptions struct {
 	// written. For development only: on a host, whoever can write the policy
 	// decides what runs.
 	InsecurePermissions bool
-	// NoSignatures, when set, refuses signed-by rules with this
-	// explanation: for a caller that cannot verify signatures and would
-	// otherwise deny (and remove) validly signed images.
-	NoSignatures string
 }
 
 // DropInFiles lists the drop-ins that go with the policy at main:

@@ -273,3 +273,70 @@ func TestSignedByKeyFIFO(t *testing.T) {
 		t.Fatal("loading a policy whose key is a FIFO hangs")
 	}
 }
+
+// fakeSignatures answers per digest and counts what it is asked.
+type fakeSignatures struct {
+	byDigest map[string]SignatureStatus
+	asked    []string
+}
+
+func (f *fakeSignatures) Signature(ref Ref, keys *KeySet) SignatureResult {
+	f.asked = append(f.asked, ref.String)
+	st, ok := f.byDigest[ref.Digest]
+	if !ok {
+		st = SignatureMissing
+	}
+	return SignatureResult{Status: st, Reason: "fake says " + string(st)}
+}
+
+func TestDecideImageWithSignatures(t *testing.T) {
+	p := loadFixture(t, "signed.yaml")
+	sigs := &fakeSignatures{byDigest: map[string]SignatureStatus{digestA: SignatureVerified, digestB: SignatureUnverifiable}}
+	repo := "registry.example.com/approved/app"
+
+	// A tag pulled from the registry: judged with its repository digest.
+	d := p.DecideImageWith([]string{repo + ":1.0", repo + "@" + digestA}, "", testNow, sigs)
+	if !d.Allowed || d.Unverifiable() != nil {
+		t.Fatalf("signed image: allowed=%v reason=%q", d.Allowed, d.Decision.Reason)
+	}
+	if len(d.Denied()) != 0 {
+		t.Errorf("a name of a signed image is denied: %+v", d.Denied())
+	}
+	if len(sigs.asked) == 0 || !strings.Contains(sigs.asked[0], "@"+digestA) {
+		t.Errorf("the source was asked %v, want the digest %s", sigs.asked, digestA)
+	}
+
+	// The same names without a source stay denied (fail closed).
+	if d := p.DecideImage([]string{repo + ":1.0", repo + "@" + digestA}, "", testNow); d.Allowed || d.Decision.NeedsEvidence() == nil {
+		t.Errorf("without a source: allowed=%v needs=%v", d.Allowed, d.Decision.NeedsEvidence())
+	}
+
+	// Unsigned: denied, a definite answer.
+	d = p.DecideImageWith([]string{repo + ":2.0"}, digestA[:len(digestA)-1]+"c", testNow, sigs)
+	if d.Allowed || d.Unverifiable() != nil || d.Decision.Signature.Result.Field() != "missing" {
+		t.Errorf("unsigned image: allowed=%v field=%q", d.Allowed, d.Decision.Signature.Result.Field())
+	}
+
+	// Unreachable registry: denied, but Unverifiable says no name may be acted on.
+	d = p.DecideImageWith([]string{repo + ":3.0"}, digestB, testNow, sigs)
+	if d.Allowed || d.Unverifiable() == nil || d.Unverifiable().Name != repo+":3.0" {
+		t.Errorf("unverifiable image: allowed=%v unverifiable=%v", d.Allowed, d.Unverifiable())
+	}
+
+	// Built or loaded: no digest, denied as unsigned, saying why, without asking.
+	sigs.asked = nil
+	d = p.DecideImageWith([]string{repo + ":local"}, "", testNow, sigs)
+	if d.Allowed || d.Unverifiable() != nil || len(sigs.asked) != 0 {
+		t.Errorf("image without digest: allowed=%v unverifiable=%v asked=%v", d.Allowed, d.Unverifiable(), sigs.asked)
+	}
+	if !strings.Contains(d.Decision.Reason, "no repository digest") || d.Decision.Signature.Result.Field() != "missing" {
+		t.Errorf("image without digest: reason %q field %q", d.Decision.Reason, d.Decision.Signature.Result.Field())
+	}
+
+	// Names no signed-by rule matches never reach the source.
+	sigs.asked = nil
+	p.DecideImageWith([]string{"registry.example.com/other/app:1"}, digestA, testNow, sigs)
+	if len(sigs.asked) != 0 {
+		t.Errorf("the source was asked about a name no signed-by rule matches: %v", sigs.asked)
+	}
+}

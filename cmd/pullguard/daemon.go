@@ -22,7 +22,8 @@ import (
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
 	"github.com/pullguard/pullguard/enforcer/dockerstore"
 	"github.com/pullguard/pullguard/enforcer/prepull"
-	"github.com/pullguard/pullguard/policy"
+	"github.com/pullguard/pullguard/enforcer/registry"
+	"github.com/pullguard/pullguard/enforcer/signature"
 )
 
 // dockerNamespaces are the containerd namespaces Docker keeps its
@@ -148,7 +149,7 @@ creates, tags and builds before they happen.`,
 			}()
 			err = daemon.Run(cmd.Context(), daemon.Config{
 				PolicyPath:     pf.path,
-				LoadOptions:    guardLoadOptions(pf.loadOptions()),
+				LoadOptions:    pf.loadOptions(),
 				Log:            log,
 				Guards:         factory,
 				Reload:         reload,
@@ -172,15 +173,6 @@ creates, tags and builds before they happen.`,
 	cmd.Flags().DurationVar(&settle, "settle-period", daemon.DefaultSettle, "after a policy reload, removals and stops of what the previous policy allowed wait until the policy files have been unchanged this long (0: no wait)")
 	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")
 	return cmd
-}
-
-// guardLoadOptions refuses signed-by rules in the policy of the daemon (at
-// start and at every reload, which then keeps the last good policy) and of
-// scan: the runtime guards do not verify signatures yet, so they would
-// deny, and in enforce mode remove, validly signed images.
-func guardLoadOptions(o policy.LoadOptions) policy.LoadOptions {
-	o.NoSignatures = "the daemon does not verify signatures yet (pullguard check and verify-image do); remove signed-by from the policy the daemon and scan use"
-	return o
 }
 
 // resyncInterval maps the flag, where 0 means never, to the daemon's
@@ -226,6 +218,9 @@ func (g namedGuard) Stalled(now time.Time, limit time.Duration) bool {
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
 	m *metrics.Metrics, log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
 	var guards []daemon.Guard
+	// One verifier, with one cache, for every guard and the plugin: it
+	// contacts a registry only for what a signed-by rule names.
+	sigs := signature.New(registry.New(registry.Options{}))
 	// The plugin's image index forgets what it knows whenever the Docker
 	// guard reads an image event; the plugin is built after the guard.
 	var plugin *authz.Server
@@ -239,7 +234,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			if plugin != nil {
 				plugin.ImagesChanged()
 			}
-		}))
+		}), dockerguard.WithSignatures(sigs))
 		guards = append(guards, namedGuard{enforcer.RuntimeDocker, docker})
 	}
 	if rf.containerd() {
@@ -248,7 +243,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			return nil, fmt.Errorf("--containerd-address: %w", err)
 		}
 		*closers = append(*closers, func() { api.Close() })
-		opts := []cdguard.Option{cdguard.WithObserver(m)}
+		opts := []cdguard.Option{cdguard.WithObserver(m), cdguard.WithSignatures(sigs)}
 		if len(rf.containerdNamespace) > 0 {
 			opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 		}
@@ -263,7 +258,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}
 	if authzMode != "off" {
-		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers)
+		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs)
 		if err != nil {
 			return nil, err
 		}
@@ -305,7 +300,7 @@ func (g *authzGuard) Run(ctx context.Context) error {
 }
 
 func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter, m *metrics.Metrics,
-	log *logrus.Logger, closers *[]func()) (*authzGuard, error) {
+	log *logrus.Logger, closers *[]func(), sigs authz.Signatures) (*authzGuard, error) {
 	listeners, err := authz.ListenersFromSystemd()
 	if err != nil {
 		return nil, err
@@ -341,6 +336,6 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	*closers = append(*closers, func() { c.Close() })
 	ready := make(chan struct{})
 	close(ready)
-	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest))
+	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest), authz.WithSignatures(sigs))
 	return &authzGuard{server: srv, listeners: listeners, ready: ready}, nil
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/pullguard/pullguard/enforcer"
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
+	"github.com/pullguard/pullguard/enforcer/registry"
+	"github.com/pullguard/pullguard/enforcer/signature"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -46,7 +48,7 @@ policy error or when a runtime to scan cannot be reached.`,
 			if output != "text" && output != "json" {
 				return usageError("--output must be text or json, not %q", output)
 			}
-			p, err := policy.Load(pf.path, guardLoadOptions(pf.loadOptions()))
+			p, err := policy.Load(pf.path, pf.loadOptions())
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
@@ -55,15 +57,17 @@ policy error or when a runtime to scan cannot be reached.`,
 			}
 			ctx := cmd.Context()
 			var scanners []scanner
+			// One verifier for every runtime, as in the daemon.
+			sigs := signature.New(registry.New(registry.Options{}))
 			if rf.docker() {
-				s, err := dockerScanner(ctx, rf)
+				s, err := dockerScanner(ctx, rf, sigs)
 				if err != nil {
 					return &exitError{code: exitUsage, err: err}
 				}
 				scanners = append(scanners, s)
 			}
 			if rf.containerd() {
-				s, err := containerdScanner(ctx, rf)
+				s, err := containerdScanner(ctx, rf, sigs)
 				if err != nil {
 					return &exitError{code: exitUsage, err: err}
 				}
@@ -117,7 +121,7 @@ type scanner struct {
 	close func()
 }
 
-func dockerScanner(ctx context.Context, rf runtimeFlags) (scanner, error) {
+func dockerScanner(ctx context.Context, rf runtimeFlags, sigs enforcer.Signatures) (scanner, error) {
 	api, err := dockerguard.NewAPI(rf.dockerHost)
 	if err != nil {
 		return scanner{}, fmt.Errorf("--docker-host: %w", err)
@@ -127,16 +131,16 @@ func dockerScanner(ctx context.Context, rf runtimeFlags) (scanner, error) {
 	}
 	return scanner{
 		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
-			return dockerguard.Scan(ctx, api, p, now)
+			return dockerguard.Scan(ctx, api, p, now, sigs.Source(ctx))
 		},
 		guard: func(p *policy.Policy, rep enforcer.Reporter, log logrus.FieldLogger) interface{ Reconcile(context.Context) error } {
-			return dockerguard.New(api, staticPolicy{p}, rep, log)
+			return dockerguard.New(api, staticPolicy{p}, rep, log, dockerguard.WithSignatures(sigs))
 		},
 		close: func() {},
 	}, nil
 }
 
-func containerdScanner(ctx context.Context, rf runtimeFlags) (scanner, error) {
+func containerdScanner(ctx context.Context, rf runtimeFlags, sigs enforcer.Signatures) (scanner, error) {
 	api, err := cdguard.NewAPI(rf.containerdAddress)
 	if err != nil {
 		return scanner{}, fmt.Errorf("--containerd-address: %w", err)
@@ -147,7 +151,7 @@ func containerdScanner(ctx context.Context, rf runtimeFlags) (scanner, error) {
 		api.Close()
 		return scanner{}, fmt.Errorf("cannot reach containerd at %s: %w", rf.containerdAddress, err)
 	}
-	var opts []cdguard.Option
+	opts := []cdguard.Option{cdguard.WithSignatures(sigs)}
 	if len(rf.containerdNamespace) > 0 {
 		opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 	}

@@ -87,7 +87,7 @@ func (s *Server) authorize(ctx context.Context, req *Request) Response {
 func (s *Server) judge(ctx context.Context, p *policy.Policy, now time.Time, req *Request, t target, log logrus.FieldLogger) verdict {
 	switch t.endpoint {
 	case imagesCreate:
-		return s.judgeImagesCreate(p, now, req, t)
+		return s.judgeImagesCreate(ctx, p, now, req, t)
 	case containersCreate:
 		return s.judgeContainersCreate(ctx, p, now, req, t, log)
 	case imagesTag:
@@ -106,13 +106,13 @@ func refuse(req *Request, t target, why error) verdict {
 
 // judgeImagesCreate judges a pull (fromImage) or an import (fromSrc with
 // repo and tag), as dockerd's postImagesCreate reads them.
-func (s *Server) judgeImagesCreate(p *policy.Policy, now time.Time, req *Request, t target) verdict {
+func (s *Server) judgeImagesCreate(ctx context.Context, p *policy.Policy, now time.Time, req *Request, t target) verdict {
 	q, err := readImagesCreate(req, t)
 	if err != nil {
 		return refuse(req, t, err)
 	}
 	if q.image != "" {
-		return judgePull(p, now, q.image, q.tag)
+		return s.judgePull(ctx, p, now, q.image, q.tag)
 	}
 	if q.repo == "" {
 		// An import without a name makes an image known only by its ID:
@@ -126,7 +126,11 @@ func (s *Server) judgeImagesCreate(p *policy.Policy, now time.Time, req *Request
 	return decided(p, p.Decide(name, now))
 }
 
-func judgePull(p *policy.Policy, now time.Time, image, tag string) verdict {
+// judgePull judges a pull by the reference it fetches. Where a signed-by
+// rule names it, the tag is resolved at the registry to the manifest digest
+// the pull would fetch and that digest's signatures are verified first: no
+// proof (unsigned, or a registry that cannot be reached), no pull.
+func (s *Server) judgePull(ctx context.Context, p *policy.Policy, now time.Time, image, tag string) verdict {
 	ref, err := pullRef(image, tag)
 	if err != nil {
 		return denied(p, invalid(joinTag(image, tag), err))
@@ -134,7 +138,11 @@ func judgePull(p *policy.Policy, now time.Time, image, tag string) verdict {
 	if reference.IsNameOnly(ref) {
 		return judgeAllTags(p, now, ref.Name())
 	}
-	return decided(p, p.Decide(ref.String(), now))
+	d := p.Decide(ref.String(), now)
+	if d.NeedsEvidence() != nil && s.signatures != nil {
+		d = s.signatures.Decide(ctx, p, ref.String(), now)
+	}
+	return decided(p, d)
 }
 
 // judgeAllTags judges a pull of every tag of a repository (docker pull -a,
@@ -254,7 +262,7 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 		typedRef = r.String
 	}
 	// The image is allowed if it may stay and run: one of its names is.
-	judged := p.DecideImage(img.Names, "", now)
+	judged := p.DecideImageWith(img.Names, "", now, enforcer.SourceFor(ctx, s.signatures))
 	if judged.Allowed && s.evidence != nil && len(img.Names) > 0 {
 		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeDocker, ID: img.ID, Names: img.Names}
 		if d := s.evidence.Check(ctx, subject, judged); d != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/policy"
 )
 
 const (
@@ -51,6 +52,18 @@ type Server struct {
 	index    imageIndex
 	evidence enforcer.Evidence
 	observe  func(verdict string, took time.Duration)
+	// signatures, when set, verifies what signed-by rules ask for.
+	signatures Signatures
+}
+
+// Signatures verifies what signed-by rules ask for (enforcer/signature's
+// Verifier): of a local image, by its repository digests; of a pull, by the
+// digest its tag resolves to at the registry.
+type Signatures interface {
+	enforcer.Signatures
+	// Decide judges ref as a pull would fetch it: a tag is resolved at the
+	// registry, and the digest's signatures are verified.
+	Decide(ctx context.Context, p *policy.Policy, ref string, now time.Time) policy.Decision
 }
 
 // Verdicts, as WithRequestObserver's callback receives them.
@@ -75,6 +88,10 @@ func WithEvidence(e enforcer.Evidence) Option { return func(s *Server) { s.evide
 func WithRequestObserver(observe func(verdict string, took time.Duration)) Option {
 	return func(s *Server) { s.observe = observe }
 }
+
+// WithSignatures has the plugin verify the signatures signed-by rules ask
+// for; without it such rules refuse every pull and use of what they name.
+func WithSignatures(sg Signatures) Option { return func(s *Server) { s.signatures = sg } }
 
 // New returns a plugin server that judges requests against the policy
 // in force (read per request, so a reload takes effect at once), looks

@@ -58,6 +58,11 @@ func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, even
 		g.setKept(ns, c.ID, false)
 		return
 	}
+	if d.Unverifiable() {
+		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns, Event: event,
+			ImageID: imageID, ContainerID: c.ID, Decision: d, Time: now, Err: enforcer.ErrSignatureUnverifiable}})
+		return
+	}
 	if event != reconcileEvent && g.isKept(ns, c.ID) {
 		log.Debug("containerd: a container left running under running: keep started again; left alone")
 		return
@@ -166,7 +171,21 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 			}
 			continue
 		}
-		return p.DecideImage([]string{name}, "", now).Decision, "", nil
+		d := p.DecideImage([]string{name}, "", now).Decision
+		sigs := g.sigs(ctx)
+		if d.NeedsEvidence() == nil || sigs == nil {
+			return d, "", nil
+		}
+		// A signed-by rule names it: judge the content the container's
+		// image record points at, by that digest.
+		img, err := g.api.Image(ctx, ns, name)
+		switch {
+		case isNotFound(err):
+			img.Target = "" // no record, no digest to verify: denied as such
+		case err != nil:
+			return policy.Decision{}, "", fmt.Errorf("looking up image %s: %w", name, err)
+		}
+		return p.DecideImageWith([]string{name}, img.Target, now, sigs).Decision, img.Target, nil
 	}
 	if id == "" {
 		return policy.Decision{}, "", errNoImage
@@ -182,7 +201,11 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 	if err != nil {
 		return policy.Decision{}, "", fmt.Errorf("listing the names of image %s: %w", id, err)
 	}
-	v := planContent(p, now, recs, img.Target).Verdict
+	plan := planContent(p, now, recs, img.Target, g.sigs(ctx))
+	if plan.Unverifiable != nil {
+		return plan.Unverifiable.Decision, img.Target, nil
+	}
+	v := plan.Verdict
 	for _, n := range v.Names {
 		if !n.ImageID {
 			return v.Decision, img.Target, nil

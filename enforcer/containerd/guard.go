@@ -47,6 +47,8 @@ type Guard struct {
 	kept   map[string]bool
 	// evidence, when set, may overrule the policy's allowing decisions.
 	evidence enforcer.Evidence
+	// signatures, when set, verifies what signed-by rules ask for.
+	signatures enforcer.Signatures
 }
 
 // Option configures a Guard.
@@ -82,6 +84,16 @@ func WithBackoff(min, max time.Duration) Option {
 // WithEvidence has the guard consult e about every content the policy
 // allows by name; content it denies loses every record.
 func WithEvidence(e enforcer.Evidence) Option { return func(g *Guard) { g.evidence = e } }
+
+// WithSignatures has the guard verify the signatures signed-by rules ask
+// for, on each record's target digest; without it such rules deny every
+// image they name.
+func WithSignatures(s enforcer.Signatures) Option { return func(g *Guard) { g.signatures = s } }
+
+// sigs is the signature source for one pass, or nil.
+func (g *Guard) sigs(ctx context.Context) policy.SignatureSource {
+	return enforcer.SourceFor(ctx, g.signatures)
+}
 
 // WithObserver has the guard tell o about reconciles, connections and lag.
 func WithObserver(o enforcer.Observer) Option { return func(g *Guard) { g.cfg.Observer = o } }

@@ -48,6 +48,10 @@ type contentPlan struct {
 	Names []recordStep
 	// IDs are the records named by image ID to delete with the last name.
 	IDs []recordStep
+	// Unverifiable, when set, is a name denied only because its signature
+	// could not be verified: nothing is deleted, the failure is reported
+	// and the next resync asks again.
+	Unverifiable *policy.NameDecision
 }
 
 // planContent judges every record that points at one content, with the
@@ -59,12 +63,17 @@ type contentPlan struct {
 //   - When no name is allowed, every record of the content is deleted,
 //     image-ID records included, so that no unnamed record keeps disallowed
 //     content alive.
-func planContent(p *policy.Policy, now time.Time, recs []Image, target string) contentPlan {
+//
+// sigs answers for signed-by rules, about the target (nil: they deny).
+func planContent(p *policy.Policy, now time.Time, recs []Image, target string, sigs policy.SignatureSource) contentPlan {
 	names := make([]string, len(recs))
 	for i, r := range recs {
 		names[i] = r.Name
 	}
-	plan := contentPlan{Verdict: p.DecideImage(names, target, now)}
+	plan := contentPlan{Verdict: p.DecideImageWith(names, target, now, sigs)}
+	if plan.Unverifiable = plan.Verdict.Unverifiable(); plan.Unverifiable != nil {
+		return plan
+	}
 	action := enforcer.Removed
 	if plan.Verdict.Allowed {
 		action = enforcer.Untagged
@@ -135,7 +144,13 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 			return
 		}
 	}
-	plan := planContent(p, now, recs, img.Target)
+	sigs := g.sigs(ctx)
+	plan := planContent(p, now, recs, img.Target, sigs)
+	if u := plan.Unverifiable; u != nil {
+		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns, Event: event,
+			Image: displayName(u.Name), ImageID: img.Target, Decision: u.Decision, Err: enforcer.ErrSignatureUnverifiable}})
+		return
+	}
 	vetoed := false // evidence denied content the policy allows
 	if g.evidence != nil && plan.Verdict.Allowed {
 		names := make([]string, len(recs))
@@ -148,7 +163,7 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 		}
 	}
 	for _, st := range plan.Names {
-		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs) == engine.Stale {
+		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, sigs) == engine.Stale {
 			return
 		}
 	}
@@ -164,12 +179,12 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 			log.WithError(err).Warn("containerd: cannot list the image's records; the next reconcile judges them")
 			return
 		}
-		if planContent(p, now, again, img.Target).Verdict.Allowed {
+		if planContent(p, now, again, img.Target, sigs).Verdict.Allowed {
 			return
 		}
 	}
 	for _, st := range plan.IDs {
-		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs) == engine.Stale {
+		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, sigs) == engine.Stale {
 			return
 		}
 	}
@@ -178,7 +193,7 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 // deleteRecord has the executor delete one record (in enforce mode) and
 // report it. A record that is already gone is not reported: someone else
 // removed it.
-func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image) engine.Outcome {
+func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image, sigs policy.SignatureSource) engine.Outcome {
 	if p.Mode != policy.ModeEnforce && trigger != "" && st.Name != trigger {
 		return engine.Skipped
 	}
@@ -204,7 +219,7 @@ func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, s
 		},
 		AllowedBy: func(prev *policy.Policy) bool {
 			// Allowed before: the previous policy would not delete it.
-			v := planContent(prev, g.now(), recs, st.Target)
+			v := planContent(prev, g.now(), recs, st.Target, sigs)
 			for _, n := range append(v.Names, v.IDs...) {
 				if n.Name == st.Name {
 					return false

@@ -53,6 +53,8 @@ type Guard struct {
 	imageEvents func()
 	// evidence, when set, may overrule the policy's allowing decisions.
 	evidence enforcer.Evidence
+	// signatures, when set, verifies what signed-by rules ask for.
+	signatures enforcer.Signatures
 
 	keptMu sync.Mutex
 	// kept are the disallowed containers left in place and already
@@ -87,6 +89,15 @@ func WithImageEvents(f func()) Option { return func(g *Guard) { g.imageEvents = 
 // WithEvidence has the guard consult e about every image the policy
 // allows by name; an image it denies loses all its names.
 func WithEvidence(e enforcer.Evidence) Option { return func(g *Guard) { g.evidence = e } }
+
+// WithSignatures has the guard verify the signatures signed-by rules ask
+// for; without it such rules deny every image they name.
+func WithSignatures(s enforcer.Signatures) Option { return func(g *Guard) { g.signatures = s } }
+
+// sigs is the signature source for one pass, or nil.
+func (g *Guard) sigs(ctx context.Context) policy.SignatureSource {
+	return enforcer.SourceFor(ctx, g.signatures)
+}
 
 // New makes a Guard. It does nothing until Run.
 func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log logrus.FieldLogger, opts ...Option) *Guard {
@@ -338,13 +349,19 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		g.log.WithFields(logrus.Fields{"event": event, "image_id": id, "error": err}).Error("cannot inspect image")
 		return true
 	}
-	plan := planImage(img, p, g.now(), only)
+	sigs := g.sigs(ctx)
+	plan := planImage(img, p, g.now(), only, sigs)
+	if u := plan.Unverifiable; u != nil {
+		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Event: event,
+			Image: normalize(u.Name), ImageID: img.ID, Decision: u.Decision, Err: enforcer.ErrSignatureUnverifiable}})
+		return true
+	}
 	if g.evidence != nil && len(plan.Removals) == 0 {
-		if d := g.vet(ctx, p, img); d != nil {
+		if d := g.vet(ctx, p, img, sigs); d != nil {
 			plan = planImageDenied(p, img, *d)
 		}
 	}
-	steps := g.imageSteps(plan, p, event, usedBy)
+	steps := g.imageSteps(plan, p, event, usedBy, sigs)
 	if len(steps) == 1 {
 		return g.exec.Execute(ctx, steps[0]) != engine.Stale
 	}
@@ -372,12 +389,12 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 }
 
 // vet asks the evidence about an image the policy allows by its names.
-func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image) *policy.Decision {
+func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image, sigs policy.SignatureSource) *policy.Decision {
 	var names []string
 	for _, n := range namesOf(p, img) {
 		names = append(names, n.raw)
 	}
-	d := p.DecideImage(names, "", g.now())
+	d := p.DecideImageWith(names, "", g.now(), sigs)
 	if !d.Allowed || len(names) == 0 {
 		return nil
 	}
@@ -385,7 +402,7 @@ func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image) *policy.De
 }
 
 // imageSteps turns an image's plan into the executor's steps.
-func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedBy []string) []engine.Step {
+func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedBy []string, sigs policy.SignatureSource) []engine.Step {
 	img := plan.Image
 	var steps []engine.Step
 	if plan.Empties && len(usedBy) > 0 {
@@ -419,7 +436,7 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 				return g.removeName(ctx, img.ID, name, event, check)
 			},
 			AllowedBy: func(prev *policy.Policy) bool {
-				return planImage(img, prev, g.now(), []string{name}).Removals == nil
+				return planImage(img, prev, g.now(), []string{name}, sigs).Removals == nil
 			},
 		})
 	}
@@ -479,11 +496,17 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 		g.log.WithFields(logrus.Fields{"event": event, "container_id": c.ID, "error": err}).Error("cannot inspect the container's image")
 		return
 	}
-	v := judgeContainer(c.Image, c.ImageID, img, p, g.now())
+	sigs := g.sigs(ctx)
+	v := judgeContainer(c.Image, c.ImageID, img, p, g.now(), sigs)
 	if v.Allowed {
 		return
 	}
 	rec := enforcer.Record{Action: enforcer.Removed, Event: event, ContainerID: c.ID, ImageID: c.ImageID, Decision: v.Decision}
+	if v.Unverifiable {
+		rec.Action, rec.Err = enforcer.Failed, enforcer.ErrSignatureUnverifiable
+		g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec})
+		return
+	}
 	if p.Mode != policy.ModeEnforce {
 		g.keptMu.Lock()
 		g.kept[c.ID] = keptContainer{imageID: c.ImageID}
@@ -499,7 +522,9 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 			}
 			return enforcer.Removed, nil
 		},
-		AllowedBy: func(prev *policy.Policy) bool { return judgeContainer(c.Image, c.ImageID, img, prev, g.now()).Allowed },
+		AllowedBy: func(prev *policy.Policy) bool {
+			return judgeContainer(c.Image, c.ImageID, img, prev, g.now(), sigs).Allowed
+		},
 	})
 	if out == engine.Reported && p.Mode == policy.ModeEnforce && c.ImageID != "" {
 		// The image's disallowed names may have stayed because this
@@ -535,7 +560,7 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 		return errors.New("no policy in force")
 	}
 	began := time.Now()
-	s, err := takeSurvey(ctx, g.api, p, g.now(), g.evidence != nil)
+	s, err := takeSurvey(ctx, g.api, p, g.now(), g.evidence != nil, g.sigs(ctx))
 	if err != nil {
 		return err
 	}
@@ -582,12 +607,15 @@ func (g *Guard) containerStep(p *policy.Policy, st containerStep) engine.Step {
 	c := st.Container
 	s := engine.Step{Policy: p, Record: enforcer.Record{Action: st.Action, Event: eventReconcile,
 		ContainerID: c.ID, ImageID: c.ImageID, Decision: st.Verdict.Decision}}
-	if st.Action == enforcer.Reported {
+	if st.Action == enforcer.Reported || st.Action == enforcer.Failed {
+		if st.Verdict.Unverifiable {
+			s.Record.Err = enforcer.ErrSignatureUnverifiable
+		}
 		return s
 	}
 	s.AllowedBy = func(prev *policy.Policy) bool {
 		img, err := imageOf(context.Background(), g.api, c.ImageID, map[string]*Image{})
-		return err == nil && judgeContainer(c.Image, c.ImageID, img, prev, g.now()).Allowed
+		return err == nil && judgeContainer(c.Image, c.ImageID, img, prev, g.now(), g.sigs(context.Background())).Allowed
 	}
 	s.Do = func(ctx context.Context) (enforcer.Action, error) {
 		if st.Action == enforcer.Stopped {

@@ -75,6 +75,10 @@ type imagePlan struct {
 	Removals []removal
 	// Empties is set when the removals leave the image without a name.
 	Empties bool
+	// Unverifiable, when set, is a name denied only because its
+	// signature could not be verified (registry unreachable): nothing is
+	// removed, the guard reports the failure and the next resync asks again.
+	Unverifiable *policy.NameDecision
 }
 
 // planImage decides which of img's names go. Every tag is judged on its own.
@@ -86,7 +90,9 @@ type imagePlan struct {
 // only, when set, restricts the removals to those names (what events put
 // on the image); the rest of the image's names are still taken into
 // account. An image without names (dangling) gets an empty plan.
-func planImage(img Image, p *policy.Policy, now time.Time, only []string) imagePlan {
+//
+// sigs answers for signed-by rules (nil: such rules deny, fail closed).
+func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs policy.SignatureSource) imagePlan {
 	plan := imagePlan{Image: img}
 	names := namesOf(p, img)
 	if len(names) == 0 {
@@ -122,7 +128,11 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string) imageP
 			sub = append(sub, n.raw)
 		}
 	}
-	verdict := p.DecideImage(sub, "", now)
+	verdict := p.DecideImageWith(sub, "", now, sigs)
+	if u := verdict.Unverifiable(); u != nil {
+		plan.Unverifiable = u
+		return plan
+	}
 	// The candidates: denied tags, and denied digests of untagged repositories.
 	var cands []int
 	decisions := make([]policy.Decision, len(names))
@@ -245,6 +255,9 @@ type verdict struct {
 	// Decision is the allowing decision, or the denial that explains best
 	// why the container may not exist.
 	Decision policy.Decision
+	// Unverifiable: the denial rests on a signature that could not be
+	// verified; the container is not touched, the failure is reported.
+	Unverifiable bool
 }
 
 // judgeContainer decides whether a container may exist: whether its image
@@ -255,7 +268,7 @@ type verdict struct {
 // name and proves nothing, and neither does a digest reference the image
 // is not listed under, since Docker resolves a digest whatever repository
 // it is written with.
-func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now time.Time) verdict {
+func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now time.Time, sigs policy.SignatureSource) verdict {
 	var names []string
 	if typed != "" && !isIDOf(typed, imageID) {
 		if r, err := p.ParseRef(typed); err != nil || r.Digest == "" {
@@ -269,14 +282,18 @@ func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now tim
 			}
 		}
 	}
-	d := p.DecideImage(names, "", now)
+	d := p.DecideImageWith(names, "", now, sigs)
 	if len(names) == 0 {
 		d.Decision.Input = typed
 		if typed == "" {
 			d.Decision.Input = imageID
 		}
 	}
-	return verdict{Allowed: d.Allowed, Decision: d.Decision}
+	v := verdict{Allowed: d.Allowed, Decision: d.Decision}
+	if u := d.Unverifiable(); !d.Allowed && u != nil {
+		v.Unverifiable, v.Decision = true, u.Decision
+	}
+	return v
 }
 
 // isIDOf reports whether s is image ID id or a prefix of it (a short ID),

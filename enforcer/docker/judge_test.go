@@ -78,7 +78,7 @@ func TestPlanImage(t *testing.T) {
 			if tt.only != "" {
 				only = []string{tt.only}
 			}
-			plan := planImage(Image{ID: id(1), RepoTags: tt.tags, RepoDigests: tt.digests}, p, testNow, only)
+			plan := planImage(Image{ID: id(1), RepoTags: tt.tags, RepoDigests: tt.digests}, p, testNow, only, nil)
 			var got []string
 			for _, r := range plan.Removals {
 				got = append(got, removalLine(r))
@@ -136,7 +136,7 @@ func TestJudgeContainer(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := judgeContainer(tt.typed, imgID, tt.img, tt.p, testNow)
+			v := judgeContainer(tt.typed, imgID, tt.img, tt.p, testNow, nil)
 			if v.Allowed != tt.allowed || v.Decision.Input != tt.decision {
 				t.Errorf("verdict = allowed %v by %q (%s), want allowed %v by %q", v.Allowed, v.Decision.Input, v.Decision.Reason, tt.allowed, tt.decision)
 			}
@@ -200,7 +200,7 @@ func TestScan(t *testing.T) {
 		},
 	}} {
 		t.Run(string(tt.running), func(t *testing.T) {
-			got, err := Scan(context.Background(), f, testPolicy(t, policy.ModeAudit, tt.running), testNow)
+			got, err := Scan(context.Background(), f, testPolicy(t, policy.ModeAudit, tt.running), testNow, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -212,7 +212,7 @@ func TestScan(t *testing.T) {
 	t.Run("a listing error is returned", func(t *testing.T) {
 		f.setFail("list-images", errors.New("connection reset"))
 		defer f.setFail("list-images", nil)
-		if _, err := Scan(context.Background(), f, testPolicy(t, policy.ModeAudit, policy.RunningKeep), testNow); err == nil ||
+		if _, err := Scan(context.Background(), f, testPolicy(t, policy.ModeAudit, policy.RunningKeep), testNow, nil); err == nil ||
 			!strings.Contains(err.Error(), "listing images") {
 			t.Errorf("err = %v", err)
 		}

@@ -49,7 +49,7 @@ type survey struct {
 //
 // With all, images the policy allows are listed too (with an empty plan):
 // evidence beyond names may still deny them.
-func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, all bool) (*survey, error) {
+func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, all bool, sigs policy.SignatureSource) (*survey, error) {
 	images, err := api.ListImages(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
@@ -66,7 +66,7 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, a
 
 	usedBy := map[string][]string{} // image ID -> containers that stay
 	for _, c := range containers {
-		step, stays, err := judgeListed(ctx, api, c, byID, p, now)
+		step, stays, err := judgeListed(ctx, api, c, byID, p, now, sigs)
 		if err != nil {
 			return nil, err
 		}
@@ -79,8 +79,8 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, a
 	}
 
 	for _, img := range images {
-		plan := planImage(img, p, now, nil)
-		if len(plan.Removals) == 0 && !all {
+		plan := planImage(img, p, now, nil, sigs)
+		if len(plan.Removals) == 0 && plan.Unverifiable == nil && !all {
 			continue
 		}
 		s.Images = append(s.Images, imageStep{Plan: plan, UsedBy: usedBy[img.ID]})
@@ -90,12 +90,12 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, a
 
 // judgeListed judges one listed container: the step to take (nil when it is
 // allowed or already being removed) and whether it stays afterwards.
-func judgeListed(ctx context.Context, api API, c Container, byID map[string]*Image, p *policy.Policy, now time.Time) (*containerStep, bool, error) {
+func judgeListed(ctx context.Context, api API, c Container, byID map[string]*Image, p *policy.Policy, now time.Time, sigs policy.SignatureSource) (*containerStep, bool, error) {
 	img, err := imageOf(ctx, api, c.ImageID, byID)
 	if err != nil {
 		return nil, false, err
 	}
-	v := judgeContainer(c.Image, c.ImageID, img, p, now)
+	v := judgeContainer(c.Image, c.ImageID, img, p, now, sigs)
 	if !v.Allowed {
 		// A listing shows the image ID where the name the container was
 		// created from has moved on to a newer image (a re-pull); the name
@@ -108,13 +108,18 @@ func judgeListed(ctx context.Context, api API, c Container, byID map[string]*Ima
 			return nil, false, fmt.Errorf("inspecting container %s: %w", shortID(c.ID), err)
 		}
 		c.Image, c.State = full.Image, full.State
-		v = judgeContainer(c.Image, c.ImageID, img, p, now)
+		v = judgeContainer(c.Image, c.ImageID, img, p, now, sigs)
 	}
 	if v.Allowed {
 		return nil, true, nil
 	}
 	step := &containerStep{Container: c, Verdict: v, Action: enforcer.Removed}
 	switch {
+	case v.Unverifiable:
+		// No definite answer: the container stays (and keeps its image)
+		// until one arrives.
+		step.Action = enforcer.Failed
+		return step, true, nil
 	case c.State == "removing":
 		return nil, false, nil
 	case containerRunning(c.State) && p.Running == policy.RunningStop:
@@ -148,9 +153,11 @@ func imageOf(ctx context.Context, api API, id string, byID map[string]*Image) (*
 
 // Scan lists every denied image name and container on the host under p, as
 // of now, without acting: containers first, then images, in Docker's
-// listing order. It is what `pullguard scan` prints.
-func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
-	s, err := takeSurvey(ctx, api, p, now, false)
+// listing order. It is what `pullguard scan` prints. sigs answers for
+// signed-by rules (nil: they deny); an image whose signature could not be
+// verified is listed as failed, as the guard reports it.
+func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, sigs policy.SignatureSource) ([]enforcer.Finding, error) {
+	s, err := takeSurvey(ctx, api, p, now, false, sigs)
 	if err != nil {
 		return nil, err
 	}
@@ -161,8 +168,15 @@ func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]enfo
 			ContainerID: c.Container.ID, ContainerName: c.Container.Name, ContainerState: c.Container.State,
 			Decision: c.Verdict.Decision, Action: c.Action,
 		})
+		if c.Verdict.Unverifiable {
+			out[len(out)-1].Note = enforcer.ErrSignatureUnverifiable.Error()
+		}
 	}
 	for _, st := range s.Images {
+		if u := st.Plan.Unverifiable; u != nil {
+			out = append(out, enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID,
+				Reference: u.Name, Decision: u.Decision, Action: enforcer.Failed, Note: enforcer.ErrSignatureUnverifiable.Error()})
+		}
 		for _, r := range st.Plan.Removals {
 			f := enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision}
 			switch {

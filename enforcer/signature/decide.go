@@ -79,3 +79,25 @@ func DecideRef(ctx context.Context, v *Verifier, p *policy.Policy, ref policy.Re
 	}
 	return d
 }
+
+// Source is the verifier as the policy core's signature source for one
+// pass of a guard: it verifies ref's digest in ref's repository (cached)
+// within ctx.
+func (v *Verifier) Source(ctx context.Context) policy.SignatureSource {
+	return source{ctx: ctx, v: v}
+}
+
+type source struct {
+	ctx context.Context
+	v   *Verifier
+}
+
+func (s source) Signature(ref policy.Ref, keys *policy.KeySet) policy.SignatureResult {
+	return s.v.Verify(s.ctx, ref.Name, ref.Digest, keys)
+}
+
+// Decide is the package's Decide with v: what the authorization plugin
+// asks about a pull.
+func (v *Verifier) Decide(ctx context.Context, p *policy.Policy, input string, now time.Time) policy.Decision {
+	return Decide(ctx, v, p, input, now)
+}
