@@ -191,7 +191,7 @@ type Source struct {
 // Parse builds a policy from file contents, in order. It checks everything
 // and reports every problem it finds.
 func Parse(sources ...Source) (*Policy, error) {
-	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep}
+	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep, LocalImages: LocalImagesDeny}
 	l := &loader{policy: p, set: map[string]Position{}}
 	h := sha256.New()
 	for _, s := range sources {
@@ -227,7 +227,7 @@ func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
 	l.problems = append(l.problems, Problem{Pos: pos, Msg: fmt.Sprintf(format, args...)})
 }
 
-var topLevelKeys = []string{"mode", "default", "running", "allow", "deny"}
+var topLevelKeys = []string{"mode", "default", "running", "local-images", "allow", "deny"}
 
 func (l *loader) file(name string, data []byte) {
 	l.fileName = name
@@ -262,6 +262,8 @@ func (l *loader) file(name string, data []byte) {
 			if s, ok := l.enum(v, key, "keep", "stop"); ok && l.once(key, k) {
 				l.policy.Running = Running(s)
 			}
+		case "local-images":
+			l.localImages(k, v)
 		case "allow":
 			l.policy.Allow = append(l.policy.Allow, l.rules(v, Allow)...)
 		case "deny":
