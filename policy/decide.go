@@ -80,7 +80,7 @@ func (p *Policy) Decide(input string, now time.Time) Decision {
 // DecideRef judges an already normalized reference.
 func (p *Policy) DecideRef(ref Ref, now time.Time) Decision {
 	d := Decision{Input: ref.String, Reference: ref.String}
-	deny := matcher{rules: p.Deny, ref: &ref, now: now}
+	deny := matcher{rules: p.Deny, ref: &ref, now: now, aliases: true}
 	deny.run(p.denyIdx)
 	if deny.best >= 0 {
 		d.Rule = p.Deny[deny.best]

@@ -14,6 +14,7 @@ func FuzzDecide(f *testing.F) {
 		"registry.corp.example.com.evil.io/approved/x", "sha256:" + strings.Repeat("a", 64),
 		"ghcr.io/acme/tool:v3@sha256:" + strings.Repeat("a", 64), "Nginx", "", "a/b/c/d/e:1.0",
 		"eu.mirror.example.net/x/y:2", "quay.io/a/stable-base:1",
+		"REGISTRY.corp.example.com:443/approved/x:1", "registry-1.docker.io/nginx:1.25", "INDEX.DOCKER.IO/myorg/base:1",
 	} {
 		f.Add(s)
 	}
@@ -39,6 +40,62 @@ func FuzzDecide(f *testing.F) {
 			t.Fatalf("%q and its normalized form %q are judged differently", in, d.Reference)
 		}
 	})
+}
+
+// FuzzHostSpellings: a registry has one canonical spelling, so another
+// spelling of a reference's host (case, :443, Docker Hub's other names) is
+// judged exactly as the reference itself, by an allowlist and a denylist
+// alike: no spelling of a denied registry is allowed.
+func FuzzHostSpellings(f *testing.F) {
+	allow, err := Parse(Source{Name: "allow.yaml", Data: []byte("allow:" + spellingRules)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	deny, err := Parse(Source{Name: "deny.yaml", Data: []byte("default: allow\ndeny:" + spellingRules)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i, tc := range hostSpellings {
+		f.Add(tc.input, uint8(i))
+		f.Add(tc.canonical, uint8(i*37))
+	}
+	f.Add("nginx:1", uint8(3))
+	f.Add("localhost:5000/x", uint8(5))
+	f.Fuzz(func(t *testing.T, in string, variant uint8) {
+		ref, err := ParseRef(in)
+		if err != nil {
+			return
+		}
+		spelled := respell(ref, variant)
+		for _, p := range []*Policy{allow, deny} {
+			want, got := p.Decide(ref.String, testNow), p.Decide(spelled, testNow)
+			if got.Allowed != want.Allowed || got.Reference != want.Reference {
+				t.Fatalf("%s judged allowed=%v as %q, its spelling %s allowed=%v as %q",
+					ref.String, want.Allowed, want.Reference, spelled, got.Allowed, got.Reference)
+			}
+		}
+	})
+}
+
+// respell writes a reference's host in another spelling of the same
+// registry: the bits of variant choose upper case letters, :443 and, on
+// Docker Hub, which of its names.
+func respell(ref Ref, variant uint8) string {
+	host := ref.Domain
+	if host == "docker.io" {
+		host = []string{"docker.io", "index.docker.io", "registry-1.docker.io"}[int(variant>>5)%3]
+	}
+	b := []byte(host)
+	for i := range b {
+		if variant&(1<<(i%4)) != 0 && b[i] >= 'a' && b[i] <= 'z' {
+			b[i] -= 'a' - 'A'
+		}
+	}
+	host = string(b)
+	if variant&16 != 0 && !strings.Contains(host, ":") && !strings.HasSuffix(host, "]") {
+		host += ":443"
+	}
+	return host + ref.String[len(ref.Domain):]
 }
 
 // FuzzParse: no policy text panics the loader, and a policy that loads

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -91,25 +90,45 @@ func DropInFiles(main string) ([]string, error) {
 	return files, nil
 }
 
-// Load reads the policy at main and its drop-ins.
+// Load reads the policy at main and its drop-ins. Unless opts say
+// otherwise, policy.d/ itself must be safe too, even when it holds no file
+// to read: whoever can write it can take a drop-in away.
 func Load(main string, opts LoadOptions) (*Policy, error) {
 	dropIns, err := DropInFiles(main)
 	if err != nil {
 		return nil, err
 	}
-	return LoadFiles(append([]string{main}, dropIns...), opts)
+	files := append([]string{main}, dropIns...)
+	if opts.InsecurePermissions {
+		return loadFiles(files, opts, nil)
+	}
+	perms := newPermissionChecker()
+	if p := perms.dir(filepath.Join(filepath.Dir(main), "policy.d")); p != nil {
+		return nil, &LoadError{Problems: []Problem{*p}}
+	}
+	return loadFiles(files, opts, perms)
 }
 
 // LoadFiles reads the given files as one policy, in order. A missing file is
 // an error: a policy that cannot be read never means "allow everything".
 func LoadFiles(files []string, opts LoadOptions) (*Policy, error) {
+	var perms *permissionChecker
+	if !opts.InsecurePermissions {
+		perms = newPermissionChecker()
+	}
+	return loadFiles(files, opts, perms)
+}
+
+// loadFiles reads files, checking their permissions with perms unless it
+// is nil.
+func loadFiles(files []string, opts LoadOptions, perms *permissionChecker) (*Policy, error) {
 	if len(files) == 0 {
 		return nil, fmt.Errorf("%w: no policy file given", ErrInvalid)
 	}
 	sources := make([]Source, 0, len(files))
 	var problems []Problem
 	for _, f := range files {
-		data, err := readPolicyFile(f, opts)
+		data, err := readPolicyFile(f, perms)
 		if err != nil {
 			var le *LoadError
 			if errors.As(err, &le) {
@@ -126,7 +145,7 @@ func LoadFiles(files []string, opts LoadOptions) (*Policy, error) {
 	return Parse(sources...)
 }
 
-func readPolicyFile(name string, opts LoadOptions) ([]byte, error) {
+func readPolicyFile(name string, perms *permissionChecker) ([]byte, error) {
 	f, err := os.Open(name)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -143,9 +162,9 @@ func readPolicyFile(name string, opts LoadOptions) ([]byte, error) {
 	if !st.Mode().IsRegular() {
 		return nil, &LoadError{Problems: []Problem{{Pos: Position{File: name}, Msg: "policy file is not a regular file"}}}
 	}
-	if !opts.InsecurePermissions {
-		if msg := permissionProblem(st); msg != "" {
-			return nil, &LoadError{Problems: []Problem{{Pos: Position{File: name}, Msg: msg}}}
+	if perms != nil {
+		if p := perms.file(name, st); p != nil {
+			return nil, &LoadError{Problems: []Problem{*p}}
 		}
 	}
 	data, err := readAll(f)
@@ -168,18 +187,6 @@ func readAll(f *os.File) ([]byte, error) {
 		return nil, fmt.Errorf("file is more than %d bytes", maxPolicySize)
 	}
 	return data, nil
-}
-
-func permissionProblem(st fs.FileInfo) string {
-	if perm := st.Mode().Perm(); perm&0o022 != 0 {
-		return fmt.Sprintf("policy file is writable by group or others (mode %04o): run chmod go-w on it (--insecure-policy-permissions overrides, for development only)", perm)
-	}
-	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-		if euid := uint32(os.Geteuid()); sys.Uid != 0 && sys.Uid != euid {
-			return fmt.Sprintf("policy file is owned by uid %d, neither root nor the running user (uid %d) (--insecure-policy-permissions overrides, for development only)", sys.Uid, euid)
-		}
-	}
-	return ""
 }
 
 // Source is one policy file's name and content.

@@ -121,7 +121,10 @@ func (n *node) child(seg string) *node {
 // policy order, that matches it in full (repository, tag or digest, not
 // expired), and the first one that only failed by having expired.
 type matcher struct {
-	rules   []*Rule
+	rules []*Rule
+	// aliases also tries host globs against Docker Hub's other spellings:
+	// set for deny rules, where matching more is the cautious side.
+	aliases bool
 	ref     *Ref
 	now     time.Time
 	best    int
@@ -134,13 +137,27 @@ func (m *matcher) run(ix *index) {
 		m.walk(n, m.ref.segments)
 	}
 	for i := range ix.hostGlobs {
-		if matchLabels(ix.hostGlobs[i].labels, m.ref.Domain, false) {
+		if m.hostGlobMatches(ix.hostGlobs[i].labels) {
 			m.walk(ix.hostGlobs[i].root, m.ref.segments)
 		}
 	}
 	if ix.anyHost != nil {
 		m.walk(ix.anyHost, m.ref.segments)
 	}
+}
+
+func (m *matcher) hostGlobMatches(labels []string) bool {
+	if matchLabels(labels, m.ref.Domain, false) {
+		return true
+	}
+	if m.aliases && m.ref.Domain == "docker.io" {
+		for _, a := range dockerHubAliases {
+			if matchLabels(labels, a, false) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func (m *matcher) walk(n *node, segs []string) {

@@ -48,6 +48,9 @@ func ParseRef(s string) (Ref, error) {
 	if err != nil {
 		return Ref{}, err
 	}
+	if named, err = canonicalNamed(named); err != nil {
+		return Ref{}, err
+	}
 	named = reference.TagNameOnly(named)
 	r := Ref{
 		Name:   named.Name(),
@@ -63,6 +66,19 @@ func ParseRef(s string) (Ref, error) {
 	}
 	r.segments = strings.Split(r.Path, "/")
 	return r, nil
+}
+
+// canonicalNamed puts a parsed name on its registry's canonical host (see
+// canonicalHost). The canonical spelling goes through the parser again, so
+// that the grammar's limits hold for it and Docker Hub's library/ prefix is
+// added the way it would have been for docker.io.
+func canonicalNamed(named reference.Named) (reference.Named, error) {
+	domain := reference.Domain(named)
+	c := canonicalHost(domain)
+	if c == domain {
+		return named, nil
+	}
+	return reference.ParseNormalizedNamed(c + named.String()[len(domain):])
 }
 
 // isImageID reports whether s is a full image ID, bare or with its
@@ -95,7 +111,8 @@ type pattern struct {
 	// anyHost is set for patterns that begin with "**": they match
 	// repositories on every registry.
 	anyHost bool
-	// host is the registry (with port) as written, globs included.
+	// host is the registry (with port) in its canonical spelling, globs
+	// included.
 	host string
 	// segments are the repository path's segments, globs included.
 	segments []string
@@ -141,6 +158,9 @@ func parsePattern(s string) (pattern, error) {
 	marked := strings.ReplaceAll(s, "**", dstarMarker)
 	marked = strings.ReplaceAll(marked, "*", starMarker)
 	named, err := reference.ParseNormalizedNamed(marked)
+	if err == nil {
+		named, err = canonicalNamed(named) // the markers are lower case: unchanged
+	}
 	if err != nil {
 		return pattern{}, fmt.Errorf("image pattern %q: %s", s, unmark(err.Error()))
 	}

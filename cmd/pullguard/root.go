@@ -24,7 +24,7 @@ type policyFlags struct {
 
 func (f *policyFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.path, "policy", policy.DefaultPath, "policy file; drop-ins are read from policy.d/ beside it")
-	fs.BoolVar(&f.insecure, "insecure-policy-permissions", false, "accept a policy file that group or others can write, or that another user owns (development only)")
+	fs.BoolVar(&f.insecure, "insecure-policy-permissions", false, "accept a policy file, or a directory above it, that group or others can write or that another user owns (development only)")
 }
 
 func (f *policyFlags) loadOptions() policy.LoadOptions {
@@ -58,6 +58,7 @@ PULLGUARD_POLICY=/etc/pullguard/policy.yaml, as /etc/default/pullguard does.`,
 	})
 	root.AddCommand(
 		newCheckCmd(),
+		newLintCmd(),
 		newPolicyCmd(),
 		newVersionCmd(),
 		newDaemonCmd(),

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/pullguard/pullguard/lint"
+)
+
+// stdinName is what findings call standard input.
+const stdinName = "stdin"
+
+func newLintCmd() *cobra.Command {
+	var (
+		pf        policyFlags
+		output    string
+		typ       string
+		buildArgs []string
+	)
+	cmd := &cobra.Command{
+		Use:   "lint [flags] PATH... | --type KIND -",
+		Short: "Judge the images Dockerfiles, Compose files and Kubernetes manifests would pull",
+		Long: `lint finds every image a repository will pull — Dockerfile FROM, COPY --from and
+RUN --mount from= (after ARG expansion), Compose services.*.image, and the
+containers, initContainers and ephemeralContainers of Kubernetes workloads —
+and judges each with the policy, exactly as check does.
+
+A directory is walked recursively (.git, vendor and node_modules skipped):
+Dockerfile, *.Dockerfile, Dockerfile.*, Containerfile, compose*.y*ml and
+docker-compose*.y*ml by name, and any other *.yaml or *.yml that holds
+Kubernetes objects. "-" reads standard input; --type says what it is.
+
+Exit status: 0 if every image is allowed, 1 if any is denied, 2 on a usage or
+policy error or a file that cannot be parsed.`,
+		Example: `  pullguard lint .
+  pullguard lint --build-arg BASE_TAG=1.25 --output sarif . > pullguard.sarif
+  helm template ./chart | pullguard lint --type kubernetes -`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if output != "text" && output != "json" && output != "sarif" {
+				return usageError("--output must be text, json or sarif, not %q", output)
+			}
+			var kind lint.Kind
+			if typ != "" {
+				k, err := lint.ParseKind(typ)
+				if err != nil {
+					return usageError("--type: %v", err)
+				}
+				kind = k
+			}
+			bargs, err := parseBuildArgs(buildArgs)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			var files []string
+			stdin := false
+			for _, a := range args {
+				if a == "-" {
+					stdin = true
+				} else {
+					files = append(files, a)
+				}
+			}
+			if stdin && kind == "" {
+				return usageError("reading standard input needs --type dockerfile, compose or kubernetes")
+			}
+			inputs, err := lint.Collect(files, kind)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			p, err := pf.load()
+			if err != nil {
+				return &exitError{code: exitUsage, err: err}
+			}
+			l := &lint.Linter{Policy: p, Now: time.Now(), BuildArgs: bargs}
+
+			var findings []lint.Finding
+			var parseErrs []error
+			add := func(fs []lint.Finding, err error) {
+				if err != nil {
+					parseErrs = append(parseErrs, err)
+				}
+				findings = append(findings, fs...)
+			}
+			if stdin {
+				data, err := io.ReadAll(cmd.InOrStdin())
+				if err != nil {
+					return usageError("reading standard input: %v", err)
+				}
+				add(l.Lint(stdinName, kind, data))
+			}
+			for _, in := range inputs {
+				add(l.LintInput(in))
+			}
+			if err := writeFindings(cmd.OutOrStdout(), output, findings); err != nil {
+				return err
+			}
+			if len(parseErrs) > 0 {
+				return &exitError{code: exitUsage, err: errors.Join(parseErrs...)}
+			}
+			for _, f := range findings {
+				if !f.Decision.Allowed {
+					return &exitError{code: exitDenied}
+				}
+			}
+			return nil
+		},
+	}
+	pf.register(cmd.Flags())
+	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text, json (one object a line) or sarif (SARIF 2.1.0)")
+	cmd.Flags().StringVar(&typ, "type", "", "what standard input and the files named are: dockerfile, compose or kubernetes")
+	cmd.Flags().StringArrayVar(&buildArgs, "build-arg", nil, "NAME=VALUE for a Dockerfile ARG, as the build will pass it (repeatable)")
+	return cmd
+}
+
+// parseBuildArgs reads NAME=VALUE pairs. As with docker build, a NAME
+// without "=" is not accepted: lint has no environment to take it from.
+func parseBuildArgs(args []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, a := range args {
+		name, value, ok := strings.Cut(a, "=")
+		if !ok || name == "" {
+			return nil, fmt.Errorf("--build-arg %q: want NAME=VALUE", a)
+		}
+		out[name] = value
+	}
+	return out, nil
+}
+
+// writeFindings prints the findings. Text is check's line for each
+// decision, after the file and line and followed by what named the image.
+func writeFindings(w io.Writer, format string, findings []lint.Finding) error {
+	switch format {
+	case "json":
+		return lint.WriteJSON(w, findings)
+	case "sarif":
+		return lint.WriteSARIF(w, buildVersion(), findings)
+	}
+	bw := bufio.NewWriter(w)
+	var line strings.Builder
+	for _, f := range findings {
+		line.Reset()
+		if err := writeDecision(&line, "text", f.Decision); err != nil {
+			return err
+		}
+		fmt.Fprintf(bw, "%s:%d: %s [%s %s]\n", f.File, f.Line, strings.TrimSuffix(line.String(), "\n"), f.Source, f.Input)
+	}
+	return bw.Flush()
+}

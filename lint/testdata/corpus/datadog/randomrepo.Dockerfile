@@ -1,0 +1,1 @@
+FROM randomrepo/python:3.6

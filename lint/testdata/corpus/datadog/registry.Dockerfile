@@ -1,0 +1,1 @@
+FROM registry.something.io/images/base/ubuntu_2204:release
