@@ -4,14 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"os/signal"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/policy"
@@ -34,6 +31,12 @@ type Guard interface {
 	FirstPass() <-chan struct{}
 }
 
+// Staller is implemented by guards that can tell when their event loop is
+// wedged while their runtime is connected; the watchdog is not fed then.
+type Staller interface {
+	Stalled(now time.Time, limit time.Duration) bool
+}
+
 // GuardFactory builds the guards once the policy and the reporter exist.
 type GuardFactory func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]Guard, error)
 
@@ -43,6 +46,9 @@ type Config struct {
 	LoadOptions policy.LoadOptions
 	Log         *logrus.Logger
 	Guards      GuardFactory
+	// Reload receives a value for every reload request (SIGHUP, which the
+	// caller subscribes to: Run installs no signal handler).
+	Reload <-chan struct{}
 	// StopTimeout bounds shutdown after SIGTERM; systemd is told STOPPING=1
 	// at once. Default 4 s: the promise is a stop within 5 s (the unit's
 	// TimeoutStopSec is a looser 10 s).
@@ -58,6 +64,12 @@ type Config struct {
 	// reconcile. A runtime that hangs must not keep systemd, and the
 	// runtimes ordered after pullguard, waiting forever.
 	FirstPassTimeout time.Duration
+	// Settle is how long the policy files must be unchanged after a reload
+	// before removals and stops of what the previous policy allowed go
+	// ahead (0: DefaultSettle; negative: no hold).
+	Settle time.Duration
+	// PolicyDebounce is passed to the policy watcher (0: its default).
+	PolicyDebounce time.Duration
 }
 
 // DefaultResyncInterval is the default of Config.ResyncInterval.
@@ -69,7 +81,9 @@ var ErrStartup = errors.New("cannot start")
 
 // Run is the daemon: it loads the policy (refusing to start without a valid
 // one), starts the reporter, the policy watcher and the guards, tells
-// systemd when it is ready, reloads on SIGHUP, and stops when ctx is done.
+// systemd when it is ready, reloads on request, and stops when ctx is done
+// or a component fails: the guards and the watcher first, the reporter
+// last, so that what the guards report while they stop is written.
 func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Log
 	if log == nil {
@@ -86,42 +100,25 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	var guards []Guard
-	var guardsMu sync.Mutex
 	reconcileAll := func(*policy.Policy) {
-		guardsMu.Lock()
-		defer guardsMu.Unlock()
 		for _, g := range guards {
 			g.RequestReconcile()
 		}
 	}
+	// The watcher calls OnReload only from Run's goroutines, which start
+	// after guards is set.
 	watcher, err := NewPolicyWatcher(PolicyWatcherConfig{
-		Path: cfg.PolicyPath, LoadOptions: cfg.LoadOptions, Log: log, OnReload: reconcileAll,
+		Path: cfg.PolicyPath, LoadOptions: cfg.LoadOptions, Log: log, OnReload: func(p *policy.Policy) { reconcileAll(p) },
+		Settle: cfg.Settle, Debounce: cfg.PolicyDebounce,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStartup, err)
 	}
 	reporter := NewReporter(ReporterConfig{Log: log, Policy: watcher, FloodWindow: cfg.FloodWindow})
-	built, err := cfg.Guards(watcher, reporter)
-	if err != nil {
+	if guards, err = cfg.Guards(watcher, reporter); err != nil {
 		return fmt.Errorf("%w: %w", ErrStartup, err)
 	}
-	guardsMu.Lock()
-	guards = built
-	guardsMu.Unlock()
 
-	runCtx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, len(guards)+3)
-	start := func(name string, run func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := run(runCtx); err != nil && runCtx.Err() == nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
-	}
 	// The reporter runs on its own context so that it writes what the
 	// guards report while they stop, and is stopped last.
 	repCtx, stopReporter := context.WithCancel(context.Background())
@@ -135,18 +132,28 @@ func Run(ctx context.Context, cfg Config) error {
 		<-repDone
 	}()
 
+	runCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	group, gctx := errgroup.WithContext(runCtx)
+	start := func(name string, run func(context.Context) error) {
+		group.Go(func() error {
+			if err := run(gctx); err != nil && gctx.Err() == nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if gctx.Err() == nil {
+				return fmt.Errorf("%s stopped by itself", name)
+			}
+			return nil
+		})
+	}
 	start("policy watcher", watcher.Run)
 	for _, g := range guards {
 		start(g.Name(), g.Run)
 	}
-	notifier := &Notifier{Log: log}
-	start("watchdog", notifier.RunWatchdog)
+	notifier := &Notifier{Log: log, Healthy: func() error { return stalled(guards) }}
+	group.Go(func() error { return notifier.RunWatchdog(gctx) })
 
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-
-	waitFirstPass(ctx, guards, cfg.FirstPassTimeout, log)
+	waitFirstPass(ctx, gctx, guards, cfg.FirstPassTimeout, log)
 	status := statusLine(watcher.Current(), guards)
 	_ = notifier.Ready(status)
 	log.WithFields(logrus.Fields{FieldMessageID: MessageIDStarted, "status": status}).Info("pullguard started")
@@ -157,49 +164,65 @@ func Run(ctx context.Context, cfg Config) error {
 		defer t.Stop()
 		resync = t.C
 	}
-
-	var runErr error
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			break loop
+		case <-gctx.Done():
+			// A component that fails on its own is a bug or a broken
+			// environment: stop, and let systemd restart the daemon.
+			break loop
 		case <-resync:
 			reconcileAll(nil)
-		case <-hup:
+		case <-cfg.Reload:
 			_ = notifier.Reloading()
 			if err := watcher.Reload(); err != nil {
 				log.WithError(err).Warn("reload request: the policy in force is kept")
 			}
 			_ = notifier.Ready(statusLine(watcher.Current(), guards))
-		case err := <-errs:
-			// A component that fails on its own is a bug or a broken
-			// environment: stop, and let systemd restart the daemon.
-			runErr = err
-			break loop
 		}
 	}
 
 	_ = notifier.Stopping()
 	log.WithField(FieldMessageID, MessageIDStopping).Info("pullguard stopping")
 	cancel()
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	done := make(chan error, 1)
+	go func() { done <- group.Wait() }()
 	select {
-	case <-done:
+	case err := <-done:
+		return err
 	case <-time.After(cfg.StopTimeout):
 		log.Warn("components did not stop in time; exiting anyway")
+		return nil
 	}
-	return runErr
 }
 
-func waitFirstPass(ctx context.Context, guards []Guard, timeout time.Duration, log *logrus.Logger) {
+// stalled is the watchdog's health check: an error while a connected
+// guard's event loop has made no progress for a watchdog interval.
+func stalled(guards []Guard) error {
+	limit := watchdogInterval()
+	if limit <= 0 {
+		return nil
+	}
+	now := time.Now()
+	for _, g := range guards {
+		if s, ok := g.(Staller); ok && s.Stalled(now, limit) {
+			return fmt.Errorf("the %s guard's event loop made no progress for %s while connected", g.Name(), limit)
+		}
+	}
+	return nil
+}
+
+func waitFirstPass(ctx, gctx context.Context, guards []Guard, timeout time.Duration, log *logrus.Logger) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for _, g := range guards {
 		select {
 		case <-g.FirstPass():
 		case <-ctx.Done():
+			return
+		case <-gctx.Done():
 			return
 		case <-deadline.C:
 			log.WithField("runtime", g.Name()).Warn("first reconcile is taking long; reporting ready anyway, it goes on in the background")

@@ -33,6 +33,10 @@ const (
 	// (PULLGUARD_ACTION=reported).
 	MessageIDRunningReported = "60bc69fcc26d4c8a88dae059b0fe482f"
 
+	// MessageIDHeld: removals and stops of what the previous policy
+	// allowed wait until a reloaded policy has settled.
+	MessageIDHeld = "064497a00fd34a6ab52a66b106f1c4b9"
+
 	// MessageIDPolicyLoaded: a policy was loaded and is now in force, at
 	// start-up or after a change (PULLGUARD_POLICY_HASH, PULLGUARD_MODE,
 	// PULLGUARD_ALLOW_RULES, PULLGUARD_DENY_RULES, PULLGUARD_POLICY_FILES).
@@ -88,6 +92,8 @@ func MessageIDs() []MessageIDInfo {
 			"pullguard tried to remove or stop something the policy does not allow and failed; PULLGUARD_ERROR says why. The disallowed image or container may still be present: check it by hand."},
 		{MessageIDRunningReported, "RunningReported", "a container is running a disallowed image",
 			"A running container uses an image the policy does not allow. It was left running because the policy says running: keep. Stop it by hand, or set running: stop."},
+		{MessageIDHeld, "Held", "pullguard holds removals until a reloaded policy settles",
+			"The policy was just reloaded, and it would remove or stop things the previous policy allowed. Those steps wait until the policy files have been unchanged for the settle period (--settle-period, 2 s by default), then are decided again under whatever policy is in force then: a policy written in several steps must not destroy on its first half. New arrivals the previous policy did not allow are acted on at once."},
 		{MessageIDPolicyLoaded, "PolicyLoaded", "pullguard policy loaded",
 			"A policy was loaded and is now in force. PULLGUARD_POLICY_HASH identifies its content; PULLGUARD_MODE, PULLGUARD_ALLOW_RULES and PULLGUARD_DENY_RULES summarize it."},
 		{MessageIDPolicyInvalid, "PolicyInvalid", "pullguard rejected an invalid policy",

@@ -54,6 +54,15 @@ func (n *Notifier) Stopping() error { return n.notify(sd.SdNotifyStopping) }
 // Status sets the status line systemctl status shows.
 func (n *Notifier) Status(status string) error { return n.notify("STATUS=" + oneLine(status)) }
 
+// watchdogInterval is the unit's WatchdogSec=, or 0 without one.
+func watchdogInterval() time.Duration {
+	d, err := sd.SdWatchdogEnabled(false)
+	if err != nil {
+		return 0
+	}
+	return d
+}
+
 // RunWatchdog pings systemd's watchdog at half its interval until ctx is
 // done. It returns nil at once when the unit has no WatchdogSec=.
 func (n *Notifier) RunWatchdog(ctx context.Context) error {

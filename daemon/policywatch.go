@@ -48,7 +48,15 @@ type PolicyWatcherConfig struct {
 	OnReload func(*policy.Policy)
 	// Debounce defaults to DefaultPolicyDebounce.
 	Debounce time.Duration
+	// Settle is how long the policy files must stay unchanged after a
+	// reload before the guards remove or stop what the previous policy
+	// allowed (DefaultSettle; negative: no hold).
+	Settle time.Duration
 }
+
+// DefaultSettle is the default of PolicyWatcherConfig.Settle: a policy
+// written in two steps a second apart must not destroy on its first half.
+const DefaultSettle = 2 * time.Second
 
 // PolicyWatcher holds the policy in force and replaces it when its files
 // change, only ever with a policy that loaded and validated completely.
@@ -61,6 +69,12 @@ type PolicyWatcher struct {
 
 	cur atomic.Pointer[policy.Policy]
 
+	settle time.Duration
+	// prev is the policy in force before the last reload; changed is when
+	// the policy files last changed (UnixNano), as seen by Run or a reload.
+	prev    atomic.Pointer[policy.Policy]
+	changed atomic.Int64
+
 	mu      sync.Mutex // serializes reloads, so OnReload calls come in order
 	lastErr string     // the last failure logged for a file change
 
@@ -69,7 +83,21 @@ type PolicyWatcher struct {
 	watching func()
 }
 
-var _ enforcer.PolicySource = (*PolicyWatcher)(nil)
+var (
+	_ enforcer.PolicySource  = (*PolicyWatcher)(nil)
+	_ enforcer.PolicyHistory = (*PolicyWatcher)(nil)
+)
+
+// Settling implements enforcer.PolicyHistory: the policy before the last
+// reload, and until when the policy is not settled (its files must stay
+// unchanged for the settle period).
+func (w *PolicyWatcher) Settling() (*policy.Policy, time.Time) {
+	prev := w.prev.Load()
+	if prev == nil || w.settle <= 0 {
+		return nil, time.Time{}
+	}
+	return prev, time.Unix(0, w.changed.Load()).Add(w.settle)
+}
 
 // NewPolicyWatcher loads the policy and returns a watcher holding it. It
 // fails if the policy cannot be loaded: the daemon must not start without a
@@ -81,7 +109,11 @@ func NewPolicyWatcher(cfg PolicyWatcherConfig) (*PolicyWatcher, error) {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
+	if cfg.Settle == 0 {
+		cfg.Settle = DefaultSettle
+	}
 	w := &PolicyWatcher{
+		settle:   cfg.Settle,
 		path:     cfg.Path,
 		opts:     cfg.LoadOptions,
 		log:      cfg.Log,
@@ -95,6 +127,13 @@ func NewPolicyWatcher(cfg PolicyWatcherConfig) (*PolicyWatcher, error) {
 	w.cur.Store(p)
 	w.logLoaded(p, TriggerStart)
 	return w, nil
+}
+
+// markChanged notes that the policy files changed now.
+func (w *PolicyWatcher) markChanged() {
+	if now := time.Now().UnixNano(); now > w.changed.Load() {
+		w.changed.Store(now)
+	}
 }
 
 // Current is the policy in force.
@@ -125,6 +164,8 @@ func (w *PolicyWatcher) reload(trigger string) error {
 			Logf(lvl, "policy unchanged (hash %s)", p.Hash)
 		return nil
 	}
+	w.prev.Store(old)
+	w.markChanged()
 	w.cur.Store(p)
 	w.logLoaded(p, trigger)
 	if w.onReload != nil {
@@ -212,6 +253,7 @@ func (w *PolicyWatcher) Run(ctx context.Context) error {
 				continue
 			}
 			w.log.WithField(FieldPolicyPath, ev.Name).Tracef("policy change: %s", ev)
+			w.markChanged()
 			// Pick up a policy.d that appeared or a symlink that moved
 			// now, so that changes right after it are not missed.
 			_ = ws.sync()

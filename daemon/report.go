@@ -92,13 +92,21 @@ func NewReporter(cfg ReporterConfig) *Reporter {
 // Report queues rec for logging unless flood control holds it back.
 func (r *Reporter) Report(rec enforcer.Record) {
 	ok, repeats, evicted := r.flood.admit(rec, r.now())
-	hash := r.policyHash()
 	if evicted != nil {
-		r.enqueue(queuedReport{rec: evicted.rec, repeats: evicted.repeats, hash: hash})
+		r.enqueue(queuedReport{rec: evicted.rec, repeats: evicted.repeats, hash: r.hashOf(evicted.rec)})
 	}
 	if ok {
-		r.enqueue(queuedReport{rec: rec, repeats: repeats, hash: hash})
+		r.enqueue(queuedReport{rec: rec, repeats: repeats, hash: r.hashOf(rec)})
 	}
+}
+
+// hashOf is the hash of the policy that decided rec: the decision's own,
+// or, for a record made without one, the policy in force.
+func (r *Reporter) hashOf(rec enforcer.Record) string {
+	if rec.Decision.PolicyHash != "" {
+		return rec.Decision.PolicyHash
+	}
+	return r.policyHash()
 }
 
 func (r *Reporter) policyHash() string {
@@ -158,9 +166,8 @@ func (r *Reporter) drainQueue() {
 }
 
 func (r *Reporter) writeSummaries(due []floodSummary) {
-	hash := r.policyHash()
 	for _, s := range due {
-		r.write(queuedReport{rec: s.rec, repeats: s.repeats, hash: hash})
+		r.write(queuedReport{rec: s.rec, repeats: s.repeats, hash: r.hashOf(s.rec)})
 	}
 }
 
@@ -192,6 +199,8 @@ func messageIDOf(a enforcer.Action) string {
 		return MessageIDActionFailed
 	case enforcer.Reported:
 		return MessageIDRunningReported
+	case enforcer.Held:
+		return MessageIDHeld
 	}
 	return ""
 }
@@ -273,6 +282,9 @@ func recordMessage(rec enforcer.Record, image string, repeats int) string {
 		object += " in namespace " + rec.Namespace
 	}
 
+	if rec.Action == enforcer.Held && rec.ContainerID == "" && rec.Image == "" && rec.ImageID == "" && rec.Decision.Input == "" {
+		return fmt.Sprintf("held %s removals and stops: %s", runtime, rec.Decision.Reason)
+	}
 	var b strings.Builder
 	var tail string
 	switch rec.Action {

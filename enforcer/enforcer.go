@@ -35,6 +35,11 @@ const (
 	WouldBlock  Action = "would-block"
 	// Failed: pullguard tried to act and could not.
 	Failed Action = "failed"
+	// Held: a removal or stop of something the previous policy allowed
+	// waits until a reloaded policy has settled (its files unchanged for
+	// the settle period), then is decided again: a policy written in two
+	// steps must not destroy on its first half.
+	Held Action = "held"
 )
 
 // Audited maps an enforcing action to what audit mode logs instead.
@@ -99,6 +104,28 @@ type Reporter interface {
 // so every decision is made against one whole policy.
 type PolicySource interface {
 	Current() *policy.Policy
+}
+
+// PolicyHistory is implemented by a policy source that knows when its
+// policy last changed (the daemon's policy watcher). The guards hold
+// destructive steps on things the previous policy allowed until the
+// policy has settled.
+type PolicyHistory interface {
+	// Settling returns the policy in force before the last reload and the
+	// instant until which the policy is not settled; a zero time or a nil
+	// policy means it is settled.
+	Settling() (previous *policy.Policy, until time.Time)
+}
+
+// Observer is told what the guards do, for metrics and tests. Its methods
+// must be safe for concurrent use and must not block.
+type Observer interface {
+	// Reconciled: a full pass over a runtime ended (err nil: it succeeded).
+	Reconciled(runtime, trigger string, took time.Duration, err error)
+	// Connected: the guard (re)connected to a runtime (up) or lost it.
+	Connected(runtime string, up bool)
+	// Behind: the guard noticed it may have missed events and reconciles.
+	Behind(runtime, why string)
 }
 
 // ReporterFunc adapts a function to Reporter.

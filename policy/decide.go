@@ -22,6 +22,9 @@ type Decision struct {
 	// Resembles names an allowed repository that a denied reference closely
 	// resembles: the mark of a typosquat.
 	Resembles string
+	// PolicyHash is the content hash of the policy that decided, so that a
+	// journal entry names it rather than the policy in force when written.
+	PolicyHash string
 }
 
 // RuleSource is where the deciding rule was written (file:line), or empty.
@@ -70,7 +73,7 @@ const reasonNoAllowRule = "no allow rule matches"
 func (p *Policy) Decide(input string, now time.Time) Decision {
 	ref, err := p.cache.parse(input)
 	if err != nil {
-		return Decision{Input: input, Reason: "invalid reference: " + err.Error()}
+		return Decision{Input: input, Reason: "invalid reference: " + err.Error(), PolicyHash: p.Hash}
 	}
 	d := p.DecideRef(ref, now)
 	d.Input = input
@@ -79,7 +82,7 @@ func (p *Policy) Decide(input string, now time.Time) Decision {
 
 // DecideRef judges an already normalized reference.
 func (p *Policy) DecideRef(ref Ref, now time.Time) Decision {
-	d := Decision{Input: ref.String, Reference: ref.String}
+	d := Decision{Input: ref.String, Reference: ref.String, PolicyHash: p.Hash}
 	deny := matcher{rules: p.Deny, ref: &ref, now: now, aliases: true}
 	deny.run(p.denyIdx)
 	if deny.best >= 0 {

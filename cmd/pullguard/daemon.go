@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -61,6 +63,7 @@ func newDaemonCmd() *cobra.Command {
 		authzPath  string
 		authzLabel string
 		resync     time.Duration
+		settle     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "daemon",
@@ -89,12 +92,29 @@ creates, tags and builds before they happen.`,
 			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
 				return buildGuards(rf, authzPath, authzLabel, policies, rep, log, &closers)
 			}
+			// The CLI owns the signals: SIGHUP (systemd's ExecReload) is a
+			// reload request.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			reload := make(chan struct{})
+			go func() {
+				for range hup {
+					select {
+					case reload <- struct{}{}:
+					case <-cmd.Context().Done():
+						return
+					}
+				}
+			}()
 			err = daemon.Run(cmd.Context(), daemon.Config{
 				PolicyPath:     pf.path,
 				LoadOptions:    pf.loadOptions(),
 				Log:            log,
 				Guards:         factory,
+				Reload:         reload,
 				ResyncInterval: resyncInterval(resync),
+				Settle:         settleFlag(settle),
 			})
 			if errors.Is(err, daemon.ErrStartup) {
 				return &exitError{code: exitUsage, err: err}
@@ -107,6 +127,7 @@ creates, tags and builds before they happen.`,
 	lf.register(cmd)
 	cmd.Flags().StringVar(&authzPath, "authz-socket", "", "serve Docker's authorization plugin API on this unix socket (e.g. /run/docker/plugins/pullguard.sock); a socket passed by systemd is used when present")
 	cmd.Flags().DurationVar(&resync, "resync-interval", daemon.DefaultResyncInterval, "reconcile every runtime this often even without events (0: never)")
+	cmd.Flags().DurationVar(&settle, "settle-period", daemon.DefaultSettle, "after a policy reload, removals and stops of what the previous policy allowed wait until the policy files have been unchanged this long (0: no wait)")
 	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")
 	return cmd
 }
@@ -114,6 +135,15 @@ creates, tags and builds before they happen.`,
 // resyncInterval maps the flag, where 0 means never, to the daemon's
 // setting, where 0 means the default and a negative value never.
 func resyncInterval(flag time.Duration) time.Duration {
+	if flag <= 0 {
+		return -1
+	}
+	return flag
+}
+
+// settleFlag maps the flag, where 0 means no hold, to the daemon's
+// setting, where 0 means the default and a negative value no hold.
+func settleFlag(flag time.Duration) time.Duration {
 	if flag <= 0 {
 		return -1
 	}
@@ -133,6 +163,12 @@ type runGuard interface {
 }
 
 func (g namedGuard) Name() string { return g.name }
+
+// Stalled passes the watchdog's question on to guards that can answer it.
+func (g namedGuard) Stalled(now time.Time, limit time.Duration) bool {
+	s, ok := g.runGuard.(daemon.Staller)
+	return ok && s.Stalled(now, limit)
+}
 
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
 	log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {

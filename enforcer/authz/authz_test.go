@@ -202,6 +202,9 @@ type authzCase struct {
 	// Decision.Input when the reference did not parse); imageID its image.
 	ref     string
 	imageID string
+	// failed: the request could not be judged; it is refused and
+	// journaled as failed, with the error.
+	failed bool
 }
 
 func TestAuthZReq(t *testing.T) {
@@ -343,7 +346,7 @@ func TestAuthZReq(t *testing.T) {
 				msgPrefix: "pullguard:  is not allowed: invalid reference: ", ref: ""},
 			{name: "lookup fails", call: create(reg + "/approved/flaky:1"),
 				msg: "pullguard: " + reg + "/approved/flaky:1 is not allowed: pullguard could not look the image up in Docker's image store: connection reset by peer",
-				ref: reg + "/approved/flaky:1"},
+				ref: reg + "/approved/flaky:1", failed: true},
 		},
 		"tag": {
 			{name: "allowed to allowed", call: tag("/v1.41/images/" + reg + "/approved/busybox:1.0/tag?repo=" + reg + "%2Fapproved%2Fbusybox&tag=2.0"), allow: true},
@@ -452,7 +455,14 @@ func checkVerdict(t *testing.T, tc authzCase, res Response, recs []enforcer.Reco
 	if len(recs) != 1 {
 		t.Fatalf("got %d records, want 1: %+v", len(recs), recs)
 	}
-	checkRecord(t, recs[0], enforcer.Blocked, tc, mode)
+	want := enforcer.Blocked
+	if tc.failed {
+		want = enforcer.Failed
+		if recs[0].Err == nil {
+			t.Error("a failed record without its error")
+		}
+	}
+	checkRecord(t, recs[0], want, tc, mode)
 }
 
 func checkRecord(t *testing.T, r enforcer.Record, action enforcer.Action, tc authzCase, mode policy.Mode) {

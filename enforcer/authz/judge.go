@@ -26,6 +26,9 @@ type verdict struct {
 	// msg explains a refusal to the Docker user (without the
 	// "pullguard: " prefix).
 	msg string
+	// err is set when the request could not be judged (an image lookup
+	// failed): it is refused, and journaled as failed rather than blocked.
+	err error
 }
 
 var allowed = verdict{allowed: true}
@@ -64,6 +67,16 @@ func (s *Server) authorize(ctx context.Context, req *Request) Response {
 		Mode:     p.Mode,
 		Decision: v.decision,
 		Time:     now,
+	}
+	if v.err != nil {
+		// Not a judgement of the image: what failed is what an operator
+		// needs to see (PULLGUARD_ERROR), in either mode.
+		rec.Action, rec.Err = enforcer.Failed, v.err
+		s.rep.Report(rec)
+		if p.Mode != policy.ModeEnforce {
+			return allowResponse
+		}
+		return Response{Msg: "pullguard: " + v.msg}
 	}
 	if p.Mode != policy.ModeEnforce {
 		rec.Action = enforcer.Audited(enforcer.Blocked)
@@ -320,8 +333,8 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	cancel()
 	if err != nil {
 		log.WithError(err).WithField("image", typed).Warn("authorization plugin: image lookup failed; refusing the request")
-		d := policy.Decision{Input: typed, Reason: "pullguard could not look the image up in Docker's image store: " + err.Error()}
-		return verdict{decision: d, msg: d.Err().Error()}
+		d := policy.Decision{Input: typed, Reason: "pullguard could not look the image up in Docker's image store: " + err.Error(), PolicyHash: p.Hash}
+		return verdict{decision: d, msg: d.Err().Error(), err: err}
 	}
 	if !found {
 		return decided(p, p.Decide(typed, now))
@@ -330,18 +343,23 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	if r, err := policy.ParseRef(typed); err == nil {
 		typedRef = r.String
 	}
+	// The image is allowed if it may stay and run: one of its names is.
+	judged := p.DecideImage(img.Names, "", now)
+	if judged.Allowed {
+		return allowed
+	}
 	var first, same *policy.Decision
-	for _, n := range img.Names {
-		d := enforcer.DecideName(p, now, n, img.Names)
-		if d.Allowed {
-			return allowed
+	for i, n := range judged.Names {
+		if n.ImageID {
+			continue
 		}
+		d := judged.Names[i].Decision
 		if first == nil {
 			first = &d
 		}
 		// The name as the image has it: d.Reference may carry the digest
 		// the name was judged with.
-		if r, err := policy.ParseRef(n); same == nil && typedRef != "" && err == nil && r.String == typedRef {
+		if r, err := policy.ParseRef(n.Name); same == nil && typedRef != "" && err == nil && r.String == typedRef {
 			d.Reference = typedRef // as the user typed it, for the message
 			same = &d
 		}
@@ -357,7 +375,7 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 		v.decision = *first
 		v.msg = fmt.Sprintf("%s has no allowed name: %s", describeImage(typed, img.ID), deniedText(p, *first))
 	default:
-		v.decision = policy.Decision{Input: typed, Reason: "the image has no name, only an ID, so where it came from cannot be judged"}
+		v.decision = policy.Decision{Input: typed, Reason: "the image has no name, only an ID, so where it came from cannot be judged", PolicyHash: p.Hash}
 		v.msg = fmt.Sprintf("%s is not allowed: %s", describeImage(typed, img.ID), v.decision.Reason)
 	}
 	return v

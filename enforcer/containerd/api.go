@@ -11,6 +11,7 @@ package containerd
 import (
 	"context"
 	"io"
+	"time"
 )
 
 // API is the part of containerd the guard uses. Every call takes the
@@ -88,6 +89,8 @@ type Event struct {
 	Image string
 	// ContainerID is set for container and task events.
 	ContainerID string
+	// Time is when containerd published the event (zero when unknown).
+	Time time.Time
 }
 
 // Topics the guard subscribes to. Image events name a record but carry no

@@ -179,7 +179,7 @@ func (r *remote) Subscribe(ctx context.Context, topics ...string) (<-chan Event,
 		for {
 			select {
 			case env := <-in:
-				ev := Event{Namespace: env.Namespace, Topic: env.Topic}
+				ev := Event{Namespace: env.Namespace, Topic: env.Topic, Time: env.Timestamp}
 				if env.Event != nil {
 					if v, err := typeurl.UnmarshalAny(env.Event); err == nil {
 						ev.Image, ev.ContainerID = eventSubject(v)

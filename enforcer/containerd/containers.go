@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/internal/engine"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -33,8 +34,9 @@ func (g *Guard) containerEvent(ctx context.Context, ns, id, topic string) {
 // pullguard started, or before a policy reload): it is only reported,
 // unless the policy says running: stop.
 func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, event string) {
-	unlock := g.locks.lock("c\x00" + ns + "\x00" + c.ID)
-	defer unlock()
+	key := "c\x00" + ns + "\x00" + c.ID
+	g.locks.Lock(key)
+	defer g.locks.Unlock(key)
 	log := g.log.WithFields(logrus.Fields{"namespace": ns, "container": c.ID, "event": event})
 	p := g.policy()
 	if p == nil {
@@ -76,31 +78,29 @@ func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, even
 		Event:       event,
 		ImageID:     imageID,
 		ContainerID: c.ID,
-		Mode:        p.Mode,
 		Decision:    d,
 		Time:        now,
 	}
+	step := engine.Step{Policy: p, Record: r}
 	if running {
-		r.Action = enforcer.Stopped
+		step.Record.Action = enforcer.Stopped
 		if event == reconcileEvent && p.Running != policy.RunningStop {
-			r.Action = enforcer.Reported
+			step.Record.Action = enforcer.Reported
 			g.setKept(ns, c.ID, true)
-			g.report(r)
+			g.exec.Execute(ctx, step)
 			return
 		}
 	}
-	if p.Mode != policy.ModeEnforce {
-		r.Action = enforcer.Audited(r.Action)
-		g.report(r)
-		return
+	step.Do = func(ctx context.Context) (enforcer.Action, error) {
+		return "", g.removeContainer(ctx, ns, c.ID, status)
 	}
-	if err := g.removeContainer(ctx, ns, c.ID, status); err != nil {
-		r.Action = enforcer.Failed
-		r.Err = err
-	} else {
+	step.AllowedBy = func(prev *policy.Policy) bool {
+		d, _, err := g.containerDecision(ctx, ns, c, prev, now)
+		return err == nil && d.Allowed
+	}
+	if g.exec.Execute(ctx, step) == engine.Reported && p.Mode == policy.ModeEnforce {
 		g.setKept(ns, c.ID, false)
 	}
-	g.report(r)
 }
 
 func (g *Guard) isKept(ns, id string) bool {
@@ -166,7 +166,7 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 			}
 			continue
 		}
-		return p.Decide(name, now), "", nil
+		return p.DecideImage([]string{name}, "", now).Decision, "", nil
 	}
 	if id == "" {
 		return policy.Decision{}, "", errNoImage
@@ -182,12 +182,11 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 	if err != nil {
 		return policy.Decision{}, "", fmt.Errorf("listing the names of image %s: %w", id, err)
 	}
-	allowed, denied, _ := classify(p, now, recs)
-	switch {
-	case len(allowed) > 0:
-		return allowed[0].decision, img.Target, nil
-	case len(denied) > 0:
-		return denied[0].decision, img.Target, nil
+	v := planContent(p, now, recs, img.Target).Verdict
+	for _, n := range v.Names {
+		if !n.ImageID {
+			return v.Decision, img.Target, nil
+		}
 	}
 	return policy.Decision{}, "", fmt.Errorf("image %s has no name to judge", id)
 }

@@ -7,18 +7,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moby/locker"
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/internal/engine"
 	"github.com/pullguard/pullguard/policy"
-)
-
-// Backoff between attempts to reach containerd, and how long a connection
-// must have lasted for the next failure to start over at the shortest delay.
-const (
-	minBackoff    = 100 * time.Millisecond
-	maxBackoff    = 5 * time.Second
-	healthyUptime = 10 * time.Second
 )
 
 // workers is how many objects are acted on at once. Deletions are
@@ -27,26 +21,24 @@ const (
 // containerd's metadata store.
 const workers = 4
 
-// Guard enforces the policy on one containerd.
+// Guard enforces the policy on one containerd. It is the containerd
+// adapter of the shared guard engine (enforcer/internal/engine).
 type Guard struct {
 	api      API
 	policies enforcer.PolicySource
-	rep      enforcer.Reporter
 	log      logrus.FieldLogger
+	cfg      engine.Config
 
 	only map[string]bool // nil: every namespace
 	skip map[string]bool
 
-	now                    func() time.Time
-	minBackoff, maxBackoff time.Duration
-
-	reconcileReq  chan struct{}
-	firstPass     chan struct{}
-	firstPassOnce sync.Once
+	now  func() time.Time
+	loop *engine.Loop[Event, workKey, string]
+	exec *engine.Executor
 	// locks serializes the work on one image content (its names are
 	// judged together) and on one container, between event workers and
 	// reconciles.
-	locks keyedMutex
+	locks *locker.Locker
 	// kept holds the containers a reconcile found running a disallowed
 	// image and left running (running: keep), by namespace and ID: a
 	// restart of their task (restart monitor, nerdctl --restart) is not a
@@ -80,160 +72,104 @@ func WithSkipNamespaces(ns []string) Option {
 	}
 }
 
+// WithBackoff bounds the wait between attempts to reach containerd.
+func WithBackoff(min, max time.Duration) Option {
+	return func(g *Guard) { g.cfg.MinBackoff, g.cfg.MaxBackoff = min, max }
+}
+
+// WithObserver has the guard tell o about reconciles, connections and lag.
+func WithObserver(o enforcer.Observer) Option { return func(g *Guard) { g.cfg.Observer = o } }
+
 // New makes a guard. It does nothing until Run.
 func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log logrus.FieldLogger, opts ...Option) *Guard {
 	g := &Guard{
-		api:          api,
-		policies:     policies,
-		rep:          rep,
-		log:          log,
-		skip:         map[string]bool{},
-		now:          time.Now,
-		minBackoff:   minBackoff,
-		maxBackoff:   maxBackoff,
-		reconcileReq: make(chan struct{}, 1),
-		firstPass:    make(chan struct{}),
+		api: api, policies: policies, log: log,
+		cfg:   engine.Config{Runtime: enforcer.RuntimeContainerd, Log: log, Workers: workers, MinBackoff: 100 * time.Millisecond},
+		skip:  map[string]bool{},
+		now:   time.Now,
+		locks: locker.New(),
 	}
 	for _, o := range opts {
 		o(g)
 	}
+	g.loop = engine.New(adapter{g}, g.cfg, nil)
+	g.exec = &engine.Executor{Runtime: enforcer.RuntimeContainerd, Policies: policies, Reporter: rep, Now: g.now, Hold: g.loop.ReconcileAt}
 	return g
 }
-
-// RequestReconcile asks for a reconcile of every namespace, as after a
-// policy reload. It never blocks; requests made while one is pending are
-// one request.
-func (g *Guard) RequestReconcile() {
-	select {
-	case g.reconcileReq <- struct{}{}:
-	default:
-	}
-}
-
-// FirstPass is closed once the first attempt to reach containerd has
-// finished: everything was reconciled, or containerd was unreachable.
-func (g *Guard) FirstPass() <-chan struct{} { return g.firstPass }
-
-func (g *Guard) markFirstPass() { g.firstPassOnce.Do(func() { close(g.firstPass) }) }
 
 // Run guards until ctx is done, then returns nil. It outlives containerd
 // restarts: it subscribes again, with a backoff of at most 5 s, and
 // reconciles after every reconnect, since events sent while it was away are
 // lost.
-func (g *Guard) Run(ctx context.Context) error {
-	q := newQueue()
-	var wg sync.WaitGroup
-	for i := 0; i < workers; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			g.work(ctx, q)
-		}()
-	}
-	defer func() {
-		q.close()
-		wg.Wait()
-		g.markFirstPass()
-	}()
+func (g *Guard) Run(ctx context.Context) error { return g.loop.Run(ctx) }
 
-	delay := g.minBackoff
-	failures := 0
-	for {
-		start := time.Now()
-		connected, err := g.session(ctx, q)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if connected {
-			failures = 0 // a new outage: warn again
-		}
-		if time.Since(start) >= healthyUptime {
-			delay = g.minBackoff
-		}
-		failures++
-		entry := g.log.WithError(err).WithField("retry_in", delay.String())
-		if failures == 1 {
-			entry.WithFields(logrus.Fields{enforcer.FieldMessageID: enforcer.MessageIDRuntimeDisconnected, enforcer.FieldRuntime: enforcer.RuntimeContainerd}).
-				Warn("containerd: lost or could not reach containerd; retrying, and reconciling once it is back")
-		} else {
-			entry.Debug("containerd: still unreachable")
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil
-		case <-t.C:
-		}
-		delay = min(delay*2, g.maxBackoff)
-	}
+// RequestReconcile asks for a reconcile of every namespace, as after a
+// policy reload. It never blocks; requests made while one is pending are
+// one request.
+func (g *Guard) RequestReconcile() { g.loop.RequestReconcile() }
+
+// FirstPass is closed once the first attempt to reach containerd has
+// finished: everything was reconciled, or containerd was unreachable.
+func (g *Guard) FirstPass() <-chan struct{} { return g.loop.FirstPass() }
+
+// Stalled reports whether containerd is connected but the guard's event
+// loop has made no progress for longer than limit.
+func (g *Guard) Stalled(now time.Time, limit time.Duration) bool { return g.loop.Stalled(now, limit) }
+
+// workKey is one object events named: an image record or a container.
+type workKey struct {
+	ns          string
+	image       string // exactly one of image and containerID is set
+	containerID string
 }
 
-// session is one connection: subscribe, reconcile what the subscription
-// cannot show (everything that happened before it), then hand events to the
-// workers until the stream or a reconcile fails. connected reports whether
-// a reconcile succeeded on it.
-func (g *Guard) session(ctx context.Context, q *queue) (connected bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// Subscribe before reconciling, so that nothing falls between the two.
-	events, errs := g.api.Subscribe(sctx, topics...)
+// adapter is what the engine needs of containerd. Queued values are the
+// first event's topic.
+type adapter struct{ g *Guard }
 
-	// A request made while disconnected is served by this session's reconcile.
-	select {
-	case <-g.reconcileReq:
-	default:
-	}
-	done := make(chan error, 1)
-	running, pending := false, false
-	reconcile := func(reason string) {
-		running = true
-		go func() {
-			err := g.reconcile(sctx, reason)
-			g.markFirstPass()
-			done <- err
-		}()
-	}
-	defer func() {
-		if running {
-			cancel()
-			<-done
-		}
-	}()
-	reconcile("connect")
+var _ engine.Runtime[Event, workKey, string] = adapter{}
 
-	for {
-		select {
-		case <-ctx.Done():
-			return connected, ctx.Err()
-		case err := <-errs:
-			if err == nil {
-				err = errors.New("event stream ended")
-			}
-			return connected, fmt.Errorf("event stream: %w", err)
-		case ev := <-events:
-			g.dispatch(ev, q)
-		case <-g.reconcileReq:
-			if running {
-				pending = true
-			} else {
-				reconcile("request")
-			}
-		case err := <-done:
-			running = false
-			if err != nil {
-				return connected, fmt.Errorf("reconcile: %w", err)
-			}
-			if !connected {
-				connected = true
-				g.log.WithFields(logrus.Fields{enforcer.FieldMessageID: enforcer.MessageIDRuntimeConnected, enforcer.FieldRuntime: enforcer.RuntimeContainerd}).
-					Info("containerd: connected; every guarded namespace reconciled, watching events")
-			}
-			if pending {
-				pending = false
-				reconcile("request")
-			}
+// Connect lists the namespaces: containerd has no ping, and the client
+// reconnects by itself.
+func (a adapter) Connect(ctx context.Context) (string, error) {
+	nss, err := a.g.api.Namespaces(ctx)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d namespaces", len(nss)), nil
+}
+
+// Subscribe follows every namespace; containerd does not replay events, so
+// since is not used (the reconcile covers the gap).
+func (a adapter) Subscribe(ctx context.Context, _ time.Time) (<-chan Event, <-chan error) {
+	return a.g.api.Subscribe(ctx, topics...)
+}
+
+func (a adapter) Jobs(ev Event) (time.Time, []engine.Job[workKey, string]) {
+	g := a.g
+	if !g.wanted(ev.Namespace) {
+		return ev.Time, nil
+	}
+	switch ev.Topic {
+	case TopicImageCreate, TopicImageUpdate:
+		if ev.Image != "" {
+			return ev.Time, []engine.Job[workKey, string]{{Key: workKey{ns: ev.Namespace, image: ev.Image}, Value: ev.Topic}}
 		}
+	case TopicContainerCreate, TopicTaskCreate, TopicTaskStart:
+		if ev.ContainerID != "" {
+			return ev.Time, []engine.Job[workKey, string]{{Key: workKey{ns: ev.Namespace, containerID: ev.ContainerID}, Value: ev.Topic}}
+		}
+	}
+	return ev.Time, nil
+}
+
+func (a adapter) Reconcile(ctx context.Context, why string) error { return a.g.reconcile(ctx, why) }
+
+func (a adapter) Handle(ctx context.Context, k workKey, topic string) {
+	if k.containerID != "" {
+		a.g.containerEvent(ctx, k.ns, k.containerID, topic)
+	} else {
+		a.g.imageEvent(ctx, k.ns, k.image, topic)
 	}
 }
 
@@ -242,38 +178,6 @@ func (g *Guard) wanted(ns string) bool {
 		return false
 	}
 	return g.only == nil || g.only[ns]
-}
-
-// dispatch queues an event's object; it never blocks.
-func (g *Guard) dispatch(ev Event, q *queue) {
-	if !g.wanted(ev.Namespace) {
-		return
-	}
-	switch ev.Topic {
-	case TopicImageCreate, TopicImageUpdate:
-		if ev.Image != "" {
-			q.add(work{ns: ev.Namespace, topic: ev.Topic, image: ev.Image})
-		}
-	case TopicContainerCreate, TopicTaskCreate, TopicTaskStart:
-		if ev.ContainerID != "" {
-			q.add(work{ns: ev.Namespace, topic: ev.Topic, containerID: ev.ContainerID})
-		}
-	}
-}
-
-func (g *Guard) work(ctx context.Context, q *queue) {
-	for {
-		w, ok := q.get()
-		if !ok {
-			return
-		}
-		if w.containerID != "" {
-			g.containerEvent(ctx, w.ns, w.containerID, w.topic)
-		} else {
-			g.imageEvent(ctx, w.ns, w.image, w.topic)
-		}
-		q.done(w)
-	}
 }
 
 // reconcileEvent is Record.Event for what a reconcile finds.
@@ -348,9 +252,4 @@ func (g *Guard) policy() *policy.Policy {
 		g.log.Warn("containerd: no policy in force; acting on nothing")
 	}
 	return p
-}
-
-func (g *Guard) report(r enforcer.Record) {
-	r.Runtime = enforcer.RuntimeContainerd
-	g.rep.Report(r)
 }

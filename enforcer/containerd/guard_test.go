@@ -81,8 +81,8 @@ func quietLog() logrus.FieldLogger {
 func startGuard(t *testing.T, f *fakeAPI, src enforcer.PolicySource, opts ...Option) (*Guard, *recorder) {
 	t.Helper()
 	rec := &recorder{}
+	opts = append([]Option{WithBackoff(5*time.Millisecond, 20*time.Millisecond)}, opts...)
 	g := New(f, src, rec, quietLog(), opts...)
-	g.minBackoff, g.maxBackoff = 5*time.Millisecond, 20*time.Millisecond
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
@@ -568,7 +568,7 @@ func TestReconnect(t *testing.T) {
 		f.mu.Lock()
 		f.namespace(k8s).images[evil] = dg('1')
 		f.mu.Unlock()
-		waitSubscribed(t, f) // a failed attempt while down
+		settle() // attempts to reconnect fail while it is down
 		f.setDown(false)
 		eventually(t, "image removed by the reconcile after reconnecting", func() bool { return len(f.imageNames(k8s)) == 0 })
 		if got := rec.summary(); !slices.Equal(got, []string{"removed k8s.io " + evil}) {
@@ -674,43 +674,5 @@ func TestDeleteFailureIsReported(t *testing.T) {
 	}
 	if !strings.Contains(recs[0].Err.Error(), "deleting image registry.local/evil/miner:1.0 in namespace k8s.io") {
 		t.Errorf("error %q does not say what failed", recs[0].Err)
-	}
-}
-
-func TestQueueCoalescesAndSerializes(t *testing.T) {
-	q := newQueue()
-	a := work{ns: k8s, image: "a", topic: TopicImageCreate}
-	b := work{ns: k8s, image: "b", topic: TopicImageCreate}
-	q.add(a)
-	q.add(a) // waiting already: coalesced
-	q.add(b)
-	w, _ := q.get()
-	if w.image != "a" {
-		t.Fatalf("got %q first", w.image)
-	}
-	q.add(a) // a is being processed: queued again only when done
-	w, _ = q.get()
-	if w.image != "b" {
-		t.Fatalf("got %q, want b (a is in progress)", w.image)
-	}
-	got := make(chan work, 1)
-	go func() { w, _ := q.get(); got <- w }()
-	select {
-	case w := <-got:
-		t.Fatalf("got %q while a is in progress", w.image)
-	case <-time.After(20 * time.Millisecond):
-	}
-	q.done(a)
-	select {
-	case w := <-got:
-		if w.image != "a" {
-			t.Fatalf("got %q, want a again", w.image)
-		}
-	case <-time.After(time.Second):
-		t.Fatal("a not requeued after done")
-	}
-	q.close()
-	if _, ok := q.get(); ok {
-		t.Fatal("get after close returned work")
 	}
 }

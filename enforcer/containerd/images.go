@@ -2,7 +2,6 @@ package containerd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/internal/engine"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -31,31 +31,77 @@ func (g *Guard) imageEvent(ctx context.Context, ns, name, topic string) {
 	g.judgeContent(ctx, ns, img, topic, name)
 }
 
-// judged is an image record with the policy's decision on it.
-type judged struct {
+// recordStep is one record the policy wants deleted.
+type recordStep struct {
 	Image
-	decision policy.Decision
+	Action   enforcer.Action // Removed or Untagged
+	Decision policy.Decision
 }
 
-// judgeContent judges every record that points at img's content, in one
-// namespace, and removes the disallowed ones:
+// contentPlan is what the policy asks of the records of one content in one
+// namespace. It is computed by planContent, which calls no runtime.
+type contentPlan struct {
+	Verdict policy.ImageDecision
+	// Names are the denied name records to delete: Untagged while the
+	// content keeps an allowed name, Removed when it keeps none.
+	Names []recordStep
+	// IDs are the records named by image ID to delete with the last name.
+	IDs []recordStep
+}
+
+// planContent judges every record that points at one content, with the
+// content's digest (policy.DecideImage):
 //
-//   - Names are judged with the content's digest attached (repo:tag@digest),
-//     so that digest-pinned rules apply to records named by tag.
 //   - While at least one name of the content is allowed, only the
 //     disallowed names are deleted (untagged): the content stays, and so do
 //     its records named by image ID (CRI's sha256:<config> record).
 //   - When no name is allowed, every record of the content is deleted,
 //     image-ID records included, so that no unnamed record keeps disallowed
 //     content alive.
-//
-// trigger is the record an event named; in audit mode only it is reported,
-// so that each event of a CRI pull (one per record) reports one record. A
-// reconcile (trigger "") reports every record.
+func planContent(p *policy.Policy, now time.Time, recs []Image, target string) contentPlan {
+	names := make([]string, len(recs))
+	for i, r := range recs {
+		names[i] = r.Name
+	}
+	plan := contentPlan{Verdict: p.DecideImage(names, target, now)}
+	action := enforcer.Removed
+	if plan.Verdict.Allowed {
+		action = enforcer.Untagged
+	}
+	var denied []string
+	for i, n := range plan.Verdict.Names {
+		if n.ImageID || n.Decision.Allowed {
+			continue
+		}
+		plan.Names = append(plan.Names, recordStep{Image: recs[i], Action: action, Decision: n.Decision})
+		denied = append(denied, recs[i].Name)
+	}
+	if plan.Verdict.Allowed {
+		return plan
+	}
+	reason := "a record named by image ID; the image has no name"
+	if len(denied) > 0 {
+		reason = "a record named by image ID; none of the image's names is allowed (" + strings.Join(denied, ", ") + ")"
+	}
+	for i, n := range plan.Verdict.Names {
+		if n.ImageID {
+			plan.IDs = append(plan.IDs, recordStep{Image: recs[i], Action: enforcer.Removed,
+				Decision: policy.Decision{Input: recs[i].Name, Reason: reason, PolicyHash: p.Hash}})
+		}
+	}
+	return plan
+}
+
+// judgeContent judges every record that points at img's content, in one
+// namespace, and deletes what the plan says. trigger is the record an event
+// named; in audit mode only it is reported, so that each event of a CRI
+// pull (one per record) reports one record. A reconcile (trigger "")
+// reports every record.
 func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, trigger string) {
 	if img.Target != "" {
-		unlock := g.locks.lock("i\x00" + ns + "\x00" + img.Target)
-		defer unlock()
+		key := "i\x00" + ns + "\x00" + img.Target
+		g.locks.Lock(key)
+		defer g.locks.Unlock(key)
 	}
 	log := g.log.WithFields(logrus.Fields{"namespace": ns, "target": img.Target, "event": event})
 	p := g.policy()
@@ -63,34 +109,21 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 		return
 	}
 	now := g.now()
-
 	recs := []Image{img}
 	if img.Target != "" {
 		var err error
-		recs, err = g.api.ImagesByTarget(ctx, ns, img.Target)
-		if err != nil {
+		if recs, err = g.api.ImagesByTarget(ctx, ns, img.Target); err != nil {
 			log.WithError(err).Warn("containerd: cannot list the image's records; the next reconcile judges them")
 			return
 		}
 	}
-	allowed, denied, ids := classify(p, now, recs)
-
-	act := func(j judged, action enforcer.Action) {
-		if p.Mode != policy.ModeEnforce && trigger != "" && j.Name != trigger {
+	plan := planContent(p, now, recs, img.Target)
+	for _, st := range plan.Names {
+		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs) == engine.Stale {
 			return
 		}
-		g.deleteImage(ctx, p, now, ns, j, action, event)
 	}
-	if len(allowed) > 0 {
-		for _, j := range denied {
-			act(j, enforcer.Untagged)
-		}
-		return
-	}
-	for _, j := range denied {
-		act(j, enforcer.Removed)
-	}
-	if len(ids) == 0 {
+	if len(plan.IDs) == 0 {
 		return
 	}
 	if p.Mode == policy.ModeEnforce {
@@ -102,99 +135,55 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 			log.WithError(err).Warn("containerd: cannot list the image's records; the next reconcile judges them")
 			return
 		}
-		if a, _, _ := classify(p, now, again); len(a) > 0 {
+		if planContent(p, now, again, img.Target).Verdict.Allowed {
 			return
 		}
 	}
-	reason := "a record named by image ID; the image has no name"
-	if len(denied) > 0 {
-		names := make([]string, len(denied))
-		for i, j := range denied {
-			names[i] = j.Name
+	for _, st := range plan.IDs {
+		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs) == engine.Stale {
+			return
 		}
-		reason = "a record named by image ID; none of the image's names is allowed (" + strings.Join(names, ", ") + ")"
-	}
-	for _, id := range ids {
-		act(judged{Image: id, decision: policy.Decision{Input: id.Name, Reason: reason}}, enforcer.Removed)
 	}
 }
 
-// classify sorts an image's records into allowed and denied names and
-// records named by image ID, which say nothing about where the image came
-// from and are judged through the image's names.
-func classify(p *policy.Policy, now time.Time, recs []Image) (allowed, denied []judged, ids []Image) {
-	for _, r := range recs {
-		ref, err := policy.ParseRef(r.Name)
-		if errors.Is(err, policy.ErrImageID) {
-			ids = append(ids, r)
-			continue
-		}
-		input := r.Name
-		if err == nil && ref.Digest == "" && r.Target != "" {
-			input = r.Name + "@" + r.Target
-		}
-		d := p.Decide(input, now)
-		if d.Allowed {
-			allowed = append(allowed, judged{r, d})
-		} else {
-			denied = append(denied, judged{r, d})
-		}
+// deleteRecord has the executor delete one record (in enforce mode) and
+// report it. A record that is already gone is not reported: someone else
+// removed it.
+func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image) engine.Outcome {
+	if p.Mode != policy.ModeEnforce && trigger != "" && st.Name != trigger {
+		return engine.Skipped
 	}
-	// CRI records a pull of repo:tag also as repo@digest. That record has
-	// no tag, so a rule with tags: cannot allow it on its own; it follows
-	// the tag of its repository that is allowed for the same content.
-	allowedRepos := map[string]bool{}
-	for _, j := range allowed {
-		if ref, err := policy.ParseRef(j.Name); err == nil && ref.Tag != "" {
-			allowedRepos[ref.Name] = true
-		}
-	}
-	kept := denied[:0]
-	for _, j := range denied {
-		if ref, err := policy.ParseRef(j.Name); err == nil && ref.Tag == "" && ref.Digest != "" && allowedRepos[ref.Name] {
-			allowed = append(allowed, j)
-			continue
-		}
-		kept = append(kept, j)
-	}
-	return allowed, kept, ids
-}
-
-// deleteImage deletes one record (in enforce mode) and reports it. A record
-// that is already gone is not reported: someone else removed it.
-func (g *Guard) deleteImage(ctx context.Context, p *policy.Policy, now time.Time, ns string, j judged, action enforcer.Action, event string) {
-	r := enforcer.Record{
-		Action:    action,
-		Namespace: ns,
-		Event:     event,
-		Image:     displayName(j.Name),
-		ImageID:   j.Target,
-		Mode:      p.Mode,
-		Decision:  j.decision,
-		Time:      now,
-	}
-	if p.Mode != policy.ModeEnforce {
-		r.Action = enforcer.Audited(action)
-		g.report(r)
-		return
-	}
-	if g.policy() != p {
-		return // a reload landed; its reconcile judges this record again
-	}
-	// Deleting is by name: a pull may have re-pointed the record at other
-	// content since it was judged. Its /images/update event judges that.
-	if cur, err := g.api.Image(ctx, ns, j.Name); err != nil || cur.Target != j.Target {
-		return
-	}
-	err := g.api.DeleteImage(ctx, ns, j.Name)
-	if isNotFound(err) {
-		return
-	}
-	if err != nil {
-		r.Action = enforcer.Failed
-		r.Err = fmt.Errorf("deleting image %s in namespace %s: %w", j.Name, ns, err)
-	}
-	g.report(r)
+	return g.exec.Execute(ctx, engine.Step{
+		Policy: p,
+		Record: enforcer.Record{Action: st.Action, Namespace: ns, Event: event, Image: displayName(st.Name),
+			ImageID: st.Target, Decision: st.Decision},
+		Do: func(ctx context.Context) (enforcer.Action, error) {
+			// Deleting is by name: a pull may have re-pointed the record
+			// at other content since it was judged. Its /images/update
+			// event judges that.
+			if cur, err := g.api.Image(ctx, ns, st.Name); err != nil || cur.Target != st.Target {
+				return "", engine.ErrNotNow
+			}
+			err := g.api.DeleteImage(ctx, ns, st.Name)
+			if isNotFound(err) {
+				return "", engine.ErrGone
+			}
+			if err != nil {
+				return "", fmt.Errorf("deleting image %s in namespace %s: %w", st.Name, ns, err)
+			}
+			return "", nil
+		},
+		AllowedBy: func(prev *policy.Policy) bool {
+			// Allowed before: the previous policy would not delete it.
+			v := planContent(prev, g.now(), recs, st.Target)
+			for _, n := range append(v.Names, v.IDs...) {
+				if n.Name == st.Name {
+					return false
+				}
+			}
+			return true
+		},
+	})
 }
 
 // displayName is a record's name normalized as Docker shows names

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/pullguard/pullguard/policy"
 	"slices"
 	"sort"
 	"strings"
@@ -93,7 +94,10 @@ func repoOfName(s string) string {
 	if v, ok := repos.Load(s); ok {
 		return v.(string)
 	}
-	r := parseImageName(s, isDigestName(s)).repo
+	r := s
+	if ref, err := policy.ParseRef(s); err == nil {
+		r = ref.Name
+	}
 	repos.Store(s, r)
 	return r
 }
@@ -226,7 +230,7 @@ func (f *fakeDocker) failure(key string) error {
 }
 
 // stream waits for the guard's next subscription.
-func (f *fakeDocker) stream(t *testing.T) *fakeStream {
+func (f *fakeDocker) stream(t testing.TB) *fakeStream {
 	t.Helper()
 	select {
 	case s := <-f.subs:
@@ -239,7 +243,7 @@ func (f *fakeDocker) stream(t *testing.T) *fakeStream {
 
 // send delivers events in order; it fails the test if the guard does not
 // take one within a few seconds (its reader must never block).
-func (s *fakeStream) send(t *testing.T, evs ...Event) {
+func (s *fakeStream) send(t testing.TB, evs ...Event) {
 	t.Helper()
 	for _, ev := range evs {
 		select {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"strings"
@@ -95,8 +96,8 @@ func startGuard(t *testing.T, f *fakeDocker, p *policy.Policy, opts ...Option) *
 		reconciles: make(chan error, 64), done: make(chan error, 1)}
 	h.pol.Set(p)
 	opts = append([]Option{WithBackoff(time.Millisecond, 20*time.Millisecond), WithClock(func() time.Time { return testNow })}, opts...)
+	opts = append(opts, WithObserver(reconcileObserver(h.reconciles)))
 	h.g = New(f, h.pol, h.rec, log, opts...)
-	h.g.afterReconcile = func(err error) { h.reconciles <- err }
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- h.g.Run(ctx) }()
@@ -155,7 +156,7 @@ func (h *harness) settle() {
 	// every earlier event is queued or done.
 	h.stream.send(h.t, Event{Type: "marker"})
 	select {
-	case <-h.g.queue.idleCh():
+	case <-h.g.loop.Idle():
 	case <-time.After(5 * time.Second):
 		h.t.Fatal("the guard's work did not finish")
 	}
@@ -170,10 +171,18 @@ func (h *harness) wantRecords(want ...string) {
 	}
 }
 
-func (h *harness) logged(msg string) int {
+// reconcileObserver passes the outcome of every reconcile to a channel.
+type reconcileObserver chan error
+
+func (o reconcileObserver) Reconciled(_, _ string, _ time.Duration, err error) { o <- err }
+func (o reconcileObserver) Connected(string, bool)                             {}
+func (o reconcileObserver) Behind(string, string)                              {}
+
+// loggedID counts the log entries with a MESSAGE_ID, what SREs filter on.
+func (h *harness) loggedID(id string) int {
 	n := 0
 	for _, e := range h.logs.AllEntries() {
-		if e.Message == msg {
+		if e.Data[enforcer.FieldMessageID] == id && e.Data[enforcer.FieldRuntime] == enforcer.RuntimeDocker {
 			n++
 		}
 	}
@@ -648,7 +657,7 @@ func TestReconnectReconcilesAgain(t *testing.T) {
 	f := newFake()
 	h := startGuard(t, f, testPolicy(t, policy.ModeEnforce, policy.RunningKeep))
 	h.connected()
-	if n := h.logged("connected to dockerd"); n != 1 {
+	if n := h.loggedID(enforcer.MessageIDRuntimeConnected); n != 1 {
 		t.Fatalf("%d 'connected' log entries, want 1", n)
 	}
 
@@ -686,14 +695,14 @@ func TestReconnectReconcilesAgain(t *testing.T) {
 	if len(sinces) != 2 || !sinces[0].IsZero() || !sinces[1].Equal(seen) {
 		t.Errorf("subscriptions since %v, want [zero %v]", sinces, seen)
 	}
-	if n := h.logged("disconnected from dockerd; reconnecting"); n != 1 {
+	if n := h.loggedID(enforcer.MessageIDRuntimeDisconnected); n != 1 {
 		t.Errorf("%d 'disconnected' log entries, want 1 (one per outage)", n)
 	}
-	if n := h.logged("connected to dockerd"); n != 2 {
+	if n := h.loggedID(enforcer.MessageIDRuntimeConnected); n != 2 {
 		t.Errorf("%d 'connected' log entries, want 2", n)
 	}
 	for _, e := range h.logs.AllEntries() {
-		if e.Message == "disconnected from dockerd; reconnecting" && e.Data["error"] == nil {
+		if e.Data[enforcer.FieldMessageID] == enforcer.MessageIDRuntimeDisconnected && e.Data["error"] == nil {
 			t.Errorf("disconnect logged without its error: %v", e.Data)
 		}
 	}
@@ -712,7 +721,7 @@ func TestUnreachableAtStart(t *testing.T) {
 	if len(h.rec.Records()) != 0 {
 		t.Fatal("records without dockerd")
 	}
-	if n := h.logged("dockerd unreachable; retrying"); n != 1 {
+	if n := h.loggedID(enforcer.MessageIDRuntimeDisconnected); n != 1 {
 		t.Errorf("%d 'unreachable' log entries, want 1", n)
 	}
 
@@ -811,32 +820,32 @@ func TestJobsFor(t *testing.T) {
 		want []job
 	}{
 		{"pull by tag", Event{Type: "image", Action: "pull", ID: "localhost:5000/evil/miner:latest"},
-			[]job{{kind: jobImageName, event: "pull", ref: "localhost:5000/evil/miner:latest"}}},
+			[]job{{Key: jobKey{jobImageName, "localhost:5000/evil/miner:latest"}, Value: jobValue{event: "pull"}}}},
 		{"pull by digest", Event{Type: "image", Action: "pull", ID: "busybox@" + digestB},
-			[]job{{kind: jobImageName, event: "pull", ref: "busybox@" + digestB}}},
+			[]job{{Key: jobKey{jobImageName, "busybox@" + digestB}, Value: jobValue{event: "pull"}}}},
 		{"tag", Event{Type: "image", Action: "tag", ID: id(1), Attributes: map[string]string{"name": "gcr.io/foo/bar:1"}},
-			[]job{{kind: jobImageName, event: "tag", ref: "gcr.io/foo/bar:1"}}},
+			[]job{{Key: jobKey{jobImageID, id(1)}, Value: jobValue{event: "tag", names: []string{"gcr.io/foo/bar:1"}}}}},
 		{"tag without a name", Event{Type: "image", Action: "tag", ID: id(1)},
-			[]job{{kind: jobImageID, event: "tag", ref: id(1)}}},
-		{"load", Event{Type: "image", Action: "load", ID: id(1)}, []job{{kind: jobImageID, event: "load", ref: id(1)}}},
+			[]job{{Key: jobKey{jobImageID, id(1)}, Value: jobValue{event: "tag"}}}},
+		{"load", Event{Type: "image", Action: "load", ID: id(1)}, []job{{Key: jobKey{jobImageID, id(1)}, Value: jobValue{event: "load"}}}},
 		{"import of a bare ID", Event{Type: "image", Action: "import", ID: strings.TrimPrefix(id(1), "sha256:")},
-			[]job{{kind: jobImageID, event: "import", ref: id(1)}}},
+			[]job{{Key: jobKey{jobImageID, id(1)}, Value: jobValue{event: "import"}}}},
 		{"untag is ignored", Event{Type: "image", Action: "untag", ID: id(1)}, nil},
 		{"delete is ignored", Event{Type: "image", Action: "delete", ID: id(1)}, nil},
 		{"container create", Event{Type: "container", Action: "create", ID: cid(1)},
-			[]job{{kind: jobContainer, event: "create", ref: cid(1)}}},
+			[]job{{Key: jobKey{jobContainer, cid(1)}, Value: jobValue{event: "create"}}}},
 		{"container start", Event{Type: "container", Action: "start", ID: cid(1)},
-			[]job{{kind: jobContainer, event: "start", ref: cid(1)}}},
+			[]job{{Key: jobKey{jobContainer, cid(1)}, Value: jobValue{event: "start"}}}},
 		{"container destroy", Event{Type: "container", Action: "destroy", ID: cid(1)},
-			[]job{{kind: jobContainerGone, event: "destroy", ref: cid(1)}}},
+			[]job{{Key: jobKey{jobContainerGone, cid(1)}, Value: jobValue{event: "destroy"}}}},
 		{"container commit", Event{Type: "container", Action: "commit", ID: cid(1), Attributes: map[string]string{"imageID": id(2)}},
-			[]job{{kind: jobImageID, event: "commit", ref: id(2)}}},
+			[]job{{Key: jobKey{jobImageID, id(2)}, Value: jobValue{event: "commit"}}}},
 		{"container die is ignored", Event{Type: "container", Action: "die", ID: cid(1)}, nil},
 		{"network is ignored", Event{Type: "network", Action: "create", ID: "n"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := jobsFor(tt.ev); !slices.Equal(got, tt.want) {
+			if got := jobsFor(tt.ev); !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("jobsFor = %+v, want %+v", got, tt.want)
 			}
 		})

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -23,9 +22,9 @@ type imageName struct {
 	digest bool // a repo@digest reference rather than a tag
 }
 
-func parseImageName(raw string, digest bool) imageName {
+func parseImageName(p *policy.Policy, raw string, digest bool) imageName {
 	n := imageName{raw: raw, repo: raw, norm: raw, digest: digest}
-	if r, err := policy.ParseRef(raw); err == nil {
+	if r, err := p.ParseRef(raw); err == nil {
 		n.repo, n.norm = r.Name, r.String
 	}
 	return n
@@ -33,16 +32,16 @@ func parseImageName(raw string, digest bool) imageName {
 
 // namesOf lists an image's names: tags first, then digest references.
 // Docker's placeholders for "no name" are dropped.
-func namesOf(img Image) []imageName {
+func namesOf(p *policy.Policy, img Image) []imageName {
 	names := make([]imageName, 0, len(img.RepoTags)+len(img.RepoDigests))
 	for _, t := range img.RepoTags {
 		if t != "" && t != "<none>:<none>" {
-			names = append(names, parseImageName(t, false))
+			names = append(names, parseImageName(p, t, false))
 		}
 	}
 	for _, d := range img.RepoDigests {
 		if d != "" && d != "<none>@<none>" {
-			names = append(names, parseImageName(d, true))
+			names = append(names, parseImageName(p, d, true))
 		}
 	}
 	return names
@@ -84,18 +83,21 @@ type imagePlan struct {
 // Docker removes it together with the repository's last tag. A tag whose
 // removal would take an allowed digest reference with it stays (Blocked).
 //
-// only, when set, restricts the removals to that one name (an event's
-// reference); the rest of the image's names are still taken into account.
-// An image without names (dangling) gets an empty plan.
-func planImage(img Image, p *policy.Policy, now time.Time, only string) imagePlan {
+// only, when set, restricts the removals to those names (what events put
+// on the image); the rest of the image's names are still taken into
+// account. An image without names (dangling) gets an empty plan.
+func planImage(img Image, p *policy.Policy, now time.Time, only []string) imagePlan {
 	plan := imagePlan{Image: img}
-	names := namesOf(img)
+	names := namesOf(p, img)
 	if len(names) == 0 {
 		return plan
 	}
-	onlyNorm := ""
-	if only != "" {
-		onlyNorm = normalize(only)
+	var onlyNorm map[string]bool
+	if only != nil {
+		onlyNorm = make(map[string]bool, len(only))
+		for _, o := range only {
+			onlyNorm[normalize(o)] = true
+		}
 	}
 
 	tagged := map[string]int{} // repository -> number of its tags on the image
@@ -105,21 +107,30 @@ func planImage(img Image, p *policy.Policy, now time.Time, only string) imagePla
 		}
 	}
 
-	raws := make([]string, len(names))
+	// The names to judge: tags, and digests of untagged repositories (of
+	// those the events named, if they named any); and every digest name,
+	// which joins its repository's tags and may block a removal. Only
+	// they are decided, so that a pass over an image with many names for
+	// one event's name costs little: a burst of tags stays linear.
+	judged := make([]bool, len(names))
+	var sub []string
+	at := make([]int, len(names)) // index into sub
 	for i, n := range names {
-		raws[i] = n.raw
+		judged[i] = !(n.digest && tagged[n.repo] > 0) && (onlyNorm == nil || onlyNorm[n.norm])
+		if judged[i] || n.digest {
+			at[i] = len(sub)
+			sub = append(sub, n.raw)
+		}
 	}
+	verdict := p.DecideImage(sub, "", now)
 	// The candidates: denied tags, and denied digests of untagged repositories.
 	var cands []int
 	decisions := make([]policy.Decision, len(names))
-	for i, n := range names {
-		if n.digest && tagged[n.repo] > 0 {
+	for i := range names {
+		if !judged[i] {
 			continue
 		}
-		if onlyNorm != "" && n.norm != onlyNorm {
-			continue
-		}
-		decisions[i] = enforcer.DecideName(p, now, n.raw, raws)
+		decisions[i] = verdict.Names[at[i]].Decision
 		if !decisions[i].Allowed {
 			cands = append(cands, i)
 		}
@@ -143,8 +154,8 @@ func planImage(img Image, p *policy.Policy, now time.Time, only string) imagePla
 			continue // a tag of the repository stays, and so do its digests
 		}
 		allowedDigest := ""
-		for _, d := range names {
-			if d.digest && d.repo == repo && p.Decide(d.raw, now).Allowed {
+		for j, d := range names {
+			if d.digest && d.repo == repo && verdict.Names[at[j]].Decision.Allowed {
 				allowedDigest = d.raw
 				break
 			}
@@ -210,46 +221,36 @@ type verdict struct {
 	Decision policy.Decision
 }
 
-// judgeContainer decides whether a container may exist. typed is the image
-// as the user gave it, img the container's image (nil when it is gone). The
-// container is allowed when any of the image's names is allowed, or the
-// typed reference is (a name that has since moved to a newer image). An
-// ID, short or full, is not a name and proves nothing; an image without
-// names is decided by the policy's default.
+// judgeContainer decides whether a container may exist: whether its image
+// may stay and run (policy.DecideImage). typed is the image as the user
+// gave it, img the container's image (nil when it is gone). The typed
+// reference counts as one of the image's names when it is a tag (a name
+// that has since moved to a newer image); an ID, short or full, is not a
+// name and proves nothing, and neither does a digest reference the image
+// is not listed under, since Docker resolves a digest whatever repository
+// it is written with.
 func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now time.Time) verdict {
 	var names []string
-	if img != nil {
-		for _, n := range namesOf(*img) {
-			names = append(names, n.raw)
-		}
-	}
-	cands := names
 	if typed != "" && !isIDOf(typed, imageID) {
-		cands = append([]string{typed}, names...)
-	}
-	var denial *policy.Decision
-	for _, c := range cands {
-		d := enforcer.DecideName(p, now, c, names)
-		if d.Allowed {
-			return verdict{Allowed: true, Decision: d}
-		}
-		if denial == nil {
-			denial = &d
+		if r, err := p.ParseRef(typed); err != nil || r.Digest == "" {
+			names = append(names, typed)
 		}
 	}
-	if denial != nil {
-		return verdict{Decision: *denial}
+	if img != nil {
+		for _, n := range namesOf(p, *img) {
+			if len(names) == 0 || n.raw != names[0] {
+				names = append(names, n.raw)
+			}
+		}
 	}
-	input := typed
-	if input == "" {
-		input = imageID
+	d := p.DecideImage(names, "", now)
+	if len(names) == 0 {
+		d.Decision.Input = typed
+		if typed == "" {
+			d.Decision.Input = imageID
+		}
 	}
-	if p.Default == policy.DefaultAllow {
-		return verdict{Allowed: true, Decision: policy.Decision{Input: input, Allowed: true,
-			Reason: "the image has no name to judge; the default is allow"}}
-	}
-	return verdict{Decision: policy.Decision{Input: input,
-		Reason: "the image has no name to judge (it was given by ID, or its names are gone); the default is deny"}}
+	return verdict{Allowed: d.Allowed, Decision: d.Decision}
 }
 
 // isIDOf reports whether s is image ID id or a prefix of it (a short ID),

@@ -73,7 +73,11 @@ func TestPlanImage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			plan := planImage(Image{ID: id(1), RepoTags: tt.tags, RepoDigests: tt.digests}, p, testNow, tt.only)
+			var only []string
+			if tt.only != "" {
+				only = []string{tt.only}
+			}
+			plan := planImage(Image{ID: id(1), RepoTags: tt.tags, RepoDigests: tt.digests}, p, testNow, only)
 			var got []string
 			for _, r := range plan.Removals {
 				got = append(got, removalLine(r))

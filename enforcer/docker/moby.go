@@ -2,6 +2,7 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,6 +12,8 @@ import (
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
 )
+
+var errStreamEnded = errors.New("event stream ended")
 
 // mobyAPI is API over the moby Engine API client.
 type mobyAPI struct {

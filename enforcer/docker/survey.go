@@ -76,7 +76,7 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time) (
 	}
 
 	for _, img := range images {
-		plan := planImage(img, p, now, "")
+		plan := planImage(img, p, now, nil)
 		if len(plan.Removals) == 0 {
 			continue
 		}

@@ -19,7 +19,6 @@
 package verifier
 
 import (
-	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -64,25 +63,9 @@ func Verify(p *policy.Policy, now time.Time, name, digest string) (allowed bool,
 // would be fetched is then unclear.
 func Judge(p *policy.Policy, now time.Time, name, digest string) Result {
 	r := Result{Mode: p.Mode}
-	ref := name
-	if digest != "" {
-		parsed, err := policy.ParseRef(name)
-		switch {
-		case err != nil:
-			// Decide below reports the parse error as the reason.
-		case parsed.Digest == "":
-			ref = name + "@" + digest
-		case parsed.Digest != digest:
-			r.Decision = policy.Decision{
-				Input:     name,
-				Reference: parsed.String,
-				Reason:    fmt.Sprintf("the reference pins %s but containerd resolved %s", parsed.Digest, digest),
-			}
-		}
-	}
-	if r.Decision.Input == "" {
-		r.Decision = p.Decide(ref, now)
-	}
+	// The one image decision, with the content's digest: the tag is judged
+	// as repo:tag@digest, and a name pinning other content is denied.
+	r.Decision = p.DecideImage([]string{name}, digest, now).Decision
 	d := r.Decision
 	switch {
 	case d.Allowed:
