@@ -97,6 +97,14 @@ func (s *Server) judge(ctx context.Context, p *policy.Policy, now time.Time, req
 		return s.judgeTag(ctx, p, now, req, t, log)
 	case build:
 		return s.judgeBuild(p, now, req, t)
+	case commit:
+		return s.judgeCommit(p, now, req, t)
+	case grpc:
+		if localDenied(p) {
+			return localContent(req, t)
+		}
+	case pluginPull, pluginUpgrade, pluginCreate:
+		return s.judgePlugin(p, now, req, t)
 	}
 	return allowed
 }
@@ -132,6 +140,9 @@ func (s *Server) judgeImagesCreate(p *policy.Policy, now time.Time, req *Request
 	image, tag, repo := vals[0], vals[1], vals[2]
 	if image != "" {
 		return judgePull(p, now, image, tag)
+	}
+	if localDenied(p) {
+		return localContent(req, t) // an import
 	}
 	if repo == "" {
 		// An import without a name makes an image known only by its ID:
@@ -385,18 +396,7 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 // is allowed and the image already has an allowed name: tagging must not
 // turn a disallowed image into an allowed one, nor make a disallowed name.
 func (s *Server) judgeTag(ctx context.Context, p *policy.Policy, now time.Time, req *Request, t target, log logrus.FieldLogger) verdict {
-	if requestBody(req) == bodyWithheld {
-		return refuse(req, t, errBodyWithheld)
-	}
-	f, err := requestForm(req, t)
-	if err != nil {
-		return refuse(req, t, err)
-	}
-	repo, err := single(f, "repo")
-	if err != nil {
-		return refuse(req, t, err)
-	}
-	tag, err := single(f, "tag")
+	repo, tag, err := repoAndTag(req, t)
 	if err != nil {
 		return refuse(req, t, err)
 	}
@@ -429,6 +429,9 @@ type buildOutput struct {
 // run. Whatever a build's body could add is a name on locally built
 // content, which running or tagging it would still have to pass.
 func (s *Server) judgeBuild(p *policy.Policy, now time.Time, req *Request, t target) verdict {
+	if localDenied(p) {
+		return localContent(req, t)
+	}
 	f, err := requestForm(req, t)
 	if err != nil {
 		return refuse(req, t, err)

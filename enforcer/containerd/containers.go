@@ -166,7 +166,7 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 			}
 			continue
 		}
-		return p.DecideImage([]string{name}, "", now).Decision, "", nil
+		return p.NamesOnly().DecideImage([]string{name}, "", now).Decision, "", nil
 	}
 	if id == "" {
 		return policy.Decision{}, "", errNoImage

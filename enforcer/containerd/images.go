@@ -63,7 +63,10 @@ func planContent(p *policy.Policy, now time.Time, recs []Image, target string) c
 	for i, r := range recs {
 		names[i] = r.Name
 	}
-	plan := contentPlan{Verdict: p.DecideImage(names, target, now)}
+	// Names only: a record does not say how it arrived, and asking the
+	// registry whether a repository serves the target is not built, so
+	// local-images: deny is not enforced on containerd (README).
+	plan := contentPlan{Verdict: p.NamesOnly().DecideImage(names, target, now)}
 	action := enforcer.Removed
 	if plan.Verdict.Allowed {
 		action = enforcer.Untagged

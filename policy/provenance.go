@@ -1,0 +1,71 @@
+package policy
+
+import "fmt"
+
+// Provenance: under local-images: deny, an allowed name is not enough. The
+// content must have come from a repository the policy allows, and the
+// evidence of that is a digest name of the image (repo@sha256:…) that the
+// policy allows: Docker records one per repository it pulled the content
+// from or pushed it to, CRI records one per pull, and the containerd guard
+// adds one for each repository the registry confirms serves the content.
+// Nothing else can put such a name on content: dockerd refuses a digest in
+// tag, load, import, build and commit, and checks every pulled manifest
+// against its digest.
+
+// ReasonLocalContent is the reason of a name denied for want of provenance
+// when the image has no digest name at all.
+const ReasonLocalContent = "content did not come from an allowed repository (built or loaded on this host)"
+
+// reasonLocalNoName decides an image with no name under local-images: deny.
+const reasonLocalNoName = "the image has no name and its content did not come from an allowed repository (built or loaded on this host)"
+
+// requireProvenance denies, under local-images: deny, every allowed tag of
+// an image that no allowed digest name vouches for, and records which one
+// vouches. It runs once every name has been decided on its own.
+func (p *Policy) requireProvenance(out *ImageDecision, refs []Ref, errs []error) {
+	if p.LocalImages != LocalImagesDeny {
+		return
+	}
+	pulledFrom := ""
+	for i, nd := range out.Names {
+		if errs[i] != nil || nd.ImageID || refs[i].Tag != "" || refs[i].Digest == "" {
+			continue
+		}
+		if nd.Decision.Allowed {
+			out.VouchedBy = refs[i].String
+			return
+		}
+		if pulledFrom == "" {
+			pulledFrom = refs[i].String
+		}
+	}
+	reason := ReasonLocalContent
+	if pulledFrom != "" {
+		reason = fmt.Sprintf("content did not come from an allowed repository (it came from %s)", pulledFrom)
+	}
+	for i := range out.Names {
+		nd := &out.Names[i]
+		if nd.ImageID || !nd.Decision.Allowed {
+			continue
+		}
+		nd.Unproven = true
+		nd.Decision.Allowed = false
+		nd.Decision.Rule, nd.Decision.Resembles = nil, ""
+		nd.Decision.Reason = reason
+	}
+}
+
+// NamesOnly is the policy with local-images: allow: for judging a name
+// where its content's origin is not in question (the containerd image
+// verifier, asked before a pull, which is the provenance), or cannot be
+// told yet (the containerd guard: a containerd record does not say how it
+// arrived, and asking the registry whether the repository serves the
+// record's digest is not built; the README says so).
+func (p *Policy) NamesOnly() *Policy {
+	if p.LocalImages == LocalImagesAllow {
+		return p
+	}
+	c := *p
+	c.LocalImages = LocalImagesAllow
+	return &c
+}
