@@ -92,6 +92,9 @@ type Record struct {
 	Err error
 	// Time is when the decision was made.
 	Time time.Time
+
+	// Plugin is the reference of the Docker plugin acted on, if any.
+	Plugin string
 }
 
 // Reporter receives every Record; the daemon turns them into journal

@@ -344,6 +344,56 @@ func TestProvenanceAuthz(t *testing.T) {
 	}
 }
 
+// TestProvenancePluginsGuard: plugins installed behind the authorization plugin's back (before
+// pullguard started, or with no authorization plugin) are judged by the event guard and the
+// reconcile: a disallowed one is disabled and removed, with PULLGUARD_PLUGIN in the journal; an
+// approved one, enabled, is never touched.
+func TestProvenancePluginsGuard(t *testing.T) {
+	e := RequireEnv(t)
+	removePluginsAtEnd(t, e)
+	okPlugin, evilPlugin, evil2 := e.Ref("approved/plug:1.0"), e.Ref("evil/plug:1.0"), e.Ref("evil/plug:2.0")
+	for _, ref := range []string{okPlugin, evilPlugin, evil2} {
+		pushPlugin(t, e, ref)
+	}
+	// Before pullguard: an approved plugin and a disallowed one, both enabled.
+	for _, ref := range []string{okPlugin, evilPlugin} {
+		if err := installPlugin(t, e, ref, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	okID := e.Docker(t, "plugin", "inspect", "--format", "{{.Id}}", okPlugin)
+
+	g := startDockerGuard(t, e, WritePolicy(t, "", provenancePolicy(e, "deny")))
+
+	gone := func(t *testing.T, ref string, events ...string) {
+		t.Helper()
+		Eventually(t, actDeadline, func() (bool, string) {
+			_, ok := findPlugin(t, e, ref)
+			return !ok, "the disallowed plugin " + ref + " is still installed"
+		})
+		entry := g.WaitEntry(t, actDeadline, "PULLGUARD_PLUGIN="+ref, "MESSAGE_ID="+msgActionTaken)
+		requireFields(t, entry, map[string]string{"PULLGUARD_ACTION": "removed", "PULLGUARD_RUNTIME": "docker"})
+		if !containsString(events, entry["PULLGUARD_EVENT"]) {
+			t.Errorf("PULLGUARD_EVENT = %q, want one of %q", entry["PULLGUARD_EVENT"], events)
+		}
+	}
+	t.Run("reconcile", func(t *testing.T) { gone(t, evilPlugin, "reconcile") })
+	t.Run("install", func(t *testing.T) {
+		if err := installPlugin(t, e, evil2, ""); err != nil {
+			t.Logf("docker plugin install %s: %v (pullguard may remove it before it is enabled)", evil2, err)
+		}
+		gone(t, evil2, "pull", "enable") // the install's pull, or its enable right after
+	})
+
+	p, ok := findPlugin(t, e, okPlugin)
+	if !ok || !p.Enabled || p.ID != okID {
+		t.Errorf("the approved plugin %s was touched: %+v, want enabled with ID %s", okPlugin, p, okID)
+	}
+	if got := g.Entries(t, "PULLGUARD_PLUGIN="+okPlugin); len(got) > 0 {
+		t.Errorf("pullguard logged %d entries about the approved plugin: %v", len(got), got)
+	}
+}
+
 // TestProvenanceRegistryStopped: Docker records where content came from itself (a repository
 // digest per repository it was pulled from), so with the registry gone mid-test the guard
 // still tells approved content from loaded content: the loaded name goes, the approved one

@@ -37,6 +37,12 @@ type API interface {
 	StopContainer(ctx context.Context, id string) error
 	// RemoveContainer removes a container with force: a running one is killed.
 	RemoveContainer(ctx context.Context, id string) error
+	// ListPlugins lists the installed plugins (plugins.go).
+	ListPlugins(ctx context.Context) ([]Plugin, error)
+	// DisablePlugin stops a plugin with force, even while it is in use.
+	DisablePlugin(ctx context.Context, id string) error
+	// RemovePlugin removes a plugin with force (an enabled one is disabled).
+	RemovePlugin(ctx context.Context, id string) error
 }
 
 var (
@@ -85,7 +91,7 @@ const (
 // type (the Engine API filters type and event independently).
 var watchedActions = []string{
 	actionPull, actionTag, actionLoad, actionImport, actionCommit,
-	actionCreate, actionStart, actionDestroy,
+	actionCreate, actionStart, actionDestroy, actionEnable,
 }
 
 // Image is an image and its names as Docker lists them.

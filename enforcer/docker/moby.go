@@ -81,7 +81,7 @@ func (a *mobyAPI) Ping(ctx context.Context) (string, error) {
 
 func (a *mobyAPI) Events(ctx context.Context, since time.Time) (<-chan Event, <-chan error) {
 	f := client.Filters{}
-	f.Add("type", typeImage, typeContainer)
+	f.Add("type", typeImage, typeContainer, typePlugin)
 	f.Add("event", watchedActions...)
 	opts := client.EventsListOptions{Filters: f}
 	if !since.IsZero() {
@@ -197,6 +197,28 @@ func (a *mobyAPI) StopContainer(ctx context.Context, id string) error {
 
 func (a *mobyAPI) RemoveContainer(ctx context.Context, id string) error {
 	_, err := a.client().ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
+	return apiError(err)
+}
+
+func (a *mobyAPI) ListPlugins(ctx context.Context) ([]Plugin, error) {
+	res, err := a.client().PluginList(ctx, client.PluginListOptions{})
+	if err != nil {
+		return nil, apiError(err)
+	}
+	out := make([]Plugin, 0, len(res.Items))
+	for _, p := range res.Items {
+		out = append(out, Plugin{ID: p.ID, Name: p.Name, Reference: p.PluginReference, Enabled: p.Enabled})
+	}
+	return out, nil
+}
+
+func (a *mobyAPI) DisablePlugin(ctx context.Context, id string) error {
+	_, err := a.client().PluginDisable(ctx, id, client.PluginDisableOptions{Force: true})
+	return apiError(err)
+}
+
+func (a *mobyAPI) RemovePlugin(ctx context.Context, id string) error {
+	_, err := a.client().PluginRemove(ctx, id, client.PluginRemoveOptions{Force: true})
 	return apiError(err)
 }
 
