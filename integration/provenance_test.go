@@ -138,6 +138,16 @@ func TestProvenanceEventGuard(t *testing.T) {
 					if !e.ImageExists(t, approvedID) {
 						t.Errorf("the approved content %s was deleted after the load moved its name", approvedID)
 					}
+					// The log says which name moved, from which content.
+					want := "docker load moved " + approved + " from image " + strings.TrimPrefix(approvedID, "sha256:")[:12]
+					Eventually(t, actDeadline, func() (bool, string) {
+						for _, en := range g.Entries(t, "PRIORITY=4") {
+							if strings.Contains(en["MESSAGE"], want) {
+								return true, ""
+							}
+						}
+						return false, "no journal entry says " + want
+					})
 					return
 				}
 				caughtUp(t, e, g, other)

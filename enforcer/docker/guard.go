@@ -255,6 +255,9 @@ func (g *Guard) handle(ctx context.Context, k jobKey, v jobValue) {
 	case jobImageName:
 		g.handleImageName(ctx, p, k.ref, v.event)
 	case jobImageID:
+		if v.event == actionLoad {
+			g.movedNames(ctx, p, k.ref) // load.go
+		}
 		g.enforceImage(ctx, p, v.event, k.ref, v.names, nil)
 	case jobContainer:
 		g.handleContainer(ctx, p, k.ref, v.event)
