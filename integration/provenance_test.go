@@ -9,6 +9,7 @@ package integration
 // back from dockerd and journald.
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -426,4 +427,61 @@ func TestProvenanceRegistryStopped(t *testing.T) {
 	caughtUp(t, e, g, approved)
 	stillThere(t, e, approved, approvedID)
 	requireImage(t, e, e.Ref("approved/other:2"), approvedID)
+}
+
+// TestProvenanceScan: `pullguard scan` shows, for each denied image name, which allowed
+// repository digest vouches for the image's content, or that none does.
+func TestProvenanceScan(t *testing.T) {
+	e := RequireEnv(t)
+	approved := e.Ref("approved/busybox:1.0")
+	e.Docker(t, "pull", "-q", approved)
+	badName := e.Ref("evil/alias:1")
+	e.Docker(t, "tag", approved, badName) // approved content, a denied name
+	imported := e.Ref("approved/imported:1")
+	e.Docker(t, "import", rootfsTar(t, UniqueName(t)), imported) // an allowed name, local content
+	repoDigest := ""
+	if img, _ := e.InspectImage(t, approved); len(img.RepoDigests) == 1 {
+		repoDigest = img.RepoDigests[0]
+	} else {
+		t.Fatalf("%s has repository digests %q, want one", approved, img.RepoDigests)
+	}
+
+	path := WritePolicy(t, "", provenancePolicy(e, "deny"))
+	stdout, stderr, code := runPullguard(t, e, "scan", "--policy", path, "--docker-host", e.DockerHost, "--output", "json")
+	if code != 1 {
+		t.Errorf("scan exit status %d, want 1; stderr:\n%s", code, stderr)
+	}
+	got := map[string]*string{}
+	for line := range strings.Lines(stdout) {
+		var f struct {
+			Reference  string  `json:"reference"`
+			Reason     string  `json:"reason"`
+			Provenance *string `json:"provenance"`
+		}
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatalf("scan -o json line %q: %v", line, err)
+		}
+		got[f.Reference] = f.Provenance
+		if f.Reference == imported && !strings.Contains(f.Reason, reasonLocalContent) {
+			t.Errorf("%s: reason %q, want %q", imported, f.Reason, reasonLocalContent)
+		}
+	}
+	for ref, want := range map[string]string{badName: repoDigest, imported: ""} {
+		p, ok := got[ref]
+		switch {
+		case !ok:
+			t.Errorf("scan does not list %s; output:\n%s", ref, stdout)
+		case p == nil || *p != want:
+			t.Errorf("%s: provenance %v, want %q", ref, p, want)
+		}
+	}
+	if _, ok := got[approved]; ok {
+		t.Errorf("scan lists the allowed %s", approved)
+	}
+	text, _, _ := runPullguard(t, e, "scan", "--policy", path, "--docker-host", e.DockerHost)
+	for _, want := range []string{"[content from " + repoDigest + "]", "[content from no allowed repository]"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("scan's text output does not say %q:\n%s", want, text)
+		}
+	}
 }

@@ -19,13 +19,11 @@ const ReasonLocalContent = "content did not come from an allowed repository (bui
 // reasonLocalNoName decides an image with no name under local-images: deny.
 const reasonLocalNoName = "the image has no name and its content did not come from an allowed repository (built or loaded on this host)"
 
-// requireProvenance denies, under local-images: deny, every allowed tag of
-// an image that no allowed digest name vouches for, and records which one
-// vouches. It runs once every name has been decided on its own.
+// requireProvenance records which allowed digest name vouches for an
+// image's content (under either setting, for scan), and under local-images:
+// deny denies every allowed tag of an image that none vouches for. It runs
+// once every name has been decided on its own.
 func (p *Policy) requireProvenance(out *ImageDecision, refs []Ref, errs []error) {
-	if p.LocalImages != LocalImagesDeny {
-		return
-	}
 	pulledFrom := ""
 	for i, nd := range out.Names {
 		if errs[i] != nil || nd.ImageID || refs[i].Tag != "" || refs[i].Digest == "" {
@@ -38,6 +36,9 @@ func (p *Policy) requireProvenance(out *ImageDecision, refs []Ref, errs []error)
 		if pulledFrom == "" {
 			pulledFrom = refs[i].String
 		}
+	}
+	if p.LocalImages != LocalImagesDeny {
+		return
 	}
 	reason := ReasonLocalContent
 	if pulledFrom != "" {

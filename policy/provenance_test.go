@@ -72,6 +72,8 @@ deny:
 		{"no name at all, default allow: made here", open, []string{id}, false, "", nil, "no name"},
 		{"local-images: allow judges the name alone", allow,
 			[]string{"reg.example/approved/x:1"}, true, "", nil, "allow rule"},
+		{"local-images: allow still says what vouches (scan shows it)", allow,
+			[]string{"reg.example/approved/x:1", "reg.example/approved/x@" + dA}, true, "reg.example/approved/x@" + dA, nil, "allow rule"},
 		{"local-images: allow still denies a disallowed name", allow,
 			[]string{"reg.example/evil/x:1"}, false, "", []string{"reg.example/evil/x:1"}, "deny rule"},
 	}

@@ -97,6 +97,9 @@ type scanResult struct {
 	Resembles      string `json:"resembles,omitempty"`
 	Action         string `json:"action"`
 	Note           string `json:"note,omitempty"`
+	// Provenance, for an image: the allowed repository digest that vouches
+	// for its content, or empty when none does.
+	Provenance *string `json:"provenance,omitempty"`
 }
 
 func writeFinding(w io.Writer, format string, f dockerguard.Finding) error {
@@ -104,6 +107,9 @@ func writeFinding(w io.Writer, format string, f dockerguard.Finding) error {
 		Kind: string(f.Kind), Reference: f.Reference, ImageID: f.ImageID, ContainerID: f.ContainerID,
 		ContainerName: f.ContainerName, ContainerState: f.ContainerState, Rule: f.Decision.RuleSource(),
 		Reason: f.Decision.Reason, Resembles: f.Decision.Resembles, Action: string(f.Action), Note: f.Note,
+	}
+	if f.Kind == dockerguard.FindingImage {
+		r.Provenance = &f.Provenance
 	}
 	if format == "json" {
 		b, err := json.Marshal(r)
@@ -124,6 +130,13 @@ func writeFinding(w io.Writer, format string, f dockerguard.Finding) error {
 	line := fmt.Sprintf("DENY  %-9s %s %s: %s -> %s", r.Kind, what, rule, r.Reason, r.Action)
 	if r.Note != "" {
 		line += " (" + r.Note + ")"
+	}
+	switch {
+	case r.Provenance == nil:
+	case *r.Provenance == "":
+		line += " [content from no allowed repository]"
+	default:
+		line += " [content from " + *r.Provenance + "]"
 	}
 	_, err := fmt.Fprintln(w, line)
 	return err

@@ -170,6 +170,11 @@ type Finding struct {
 	Action enforcer.Action
 	// Note explains a finding that is left in place.
 	Note string
+	// Provenance is the allowed repository digest (repo@sha256:...) that
+	// shows the image's content came from an allowed repository, or empty:
+	// built, loaded, imported or committed on this host, or pulled from a
+	// repository the policy does not allow (policy/provenance.go).
+	Provenance string
 }
 
 // Scan lists every denied image name and container on the host under p, as
@@ -189,8 +194,13 @@ func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]Find
 		})
 	}
 	for _, st := range s.Images {
+		var all []string
+		for _, n := range namesOf(p, st.Plan.Image) {
+			all = append(all, n.raw)
+		}
+		vouchedBy := p.DecideImage(all, "", now).VouchedBy
 		for _, r := range st.Plan.Removals {
-			f := Finding{Kind: FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision}
+			f := Finding{Kind: FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision, Provenance: vouchedBy}
 			switch {
 			case st.LeftInUse():
 				f.Action = enforcer.Reported
