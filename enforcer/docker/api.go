@@ -37,6 +37,10 @@ type API interface {
 	StopContainer(ctx context.Context, id string) error
 	// RemoveContainer removes a container with force: a running one is killed.
 	RemoveContainer(ctx context.Context, id string) error
+	// ContainerdImageStore reports whether dockerd keeps its images in
+	// containerd (Docker 29's default), where repository digests are made
+	// from image names rather than recorded by pulls (load.go).
+	ContainerdImageStore(ctx context.Context) (bool, error)
 	// ListPlugins lists the installed plugins (plugins.go).
 	ListPlugins(ctx context.Context) ([]Plugin, error)
 	// DisablePlugin stops a plugin with force, even while it is in use.

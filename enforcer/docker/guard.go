@@ -115,6 +115,7 @@ func (a adapter) Connect(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	a.g.checkImageStore(ctx) // load.go
 	return "API " + v, nil
 }
 

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -46,3 +47,6 @@ func TestLoadMovesApprovedName(t *testing.T) {
 		}
 	}
 }
+
+// ContainerdImageStore: the fake is dockerd 20.10's own image store.
+func (f *fakeDocker) ContainerdImageStore(ctx context.Context) (bool, error) { return false, nil }

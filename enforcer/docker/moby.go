@@ -200,6 +200,20 @@ func (a *mobyAPI) RemoveContainer(ctx context.Context, id string) error {
 	return apiError(err)
 }
 
+func (a *mobyAPI) ContainerdImageStore(ctx context.Context) (bool, error) {
+	res, err := a.client().Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return false, apiError(err)
+	}
+	for _, kv := range res.Info.DriverStatus {
+		// dockerd 29 (daemon/containerd/service.go) reports its snapshotter so.
+		if kv[0] == "driver-type" && kv[1] == "io.containerd.snapshotter.v1" {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 func (a *mobyAPI) ListPlugins(ctx context.Context) ([]Plugin, error) {
 	res, err := a.client().PluginList(ctx, client.PluginListOptions{})
 	if err != nil {
