@@ -244,6 +244,16 @@ func pushPlugin(t testing.TB, e *Env, ref string) {
 // connections and never answers, the worst kind of unreachable (every call must time out).
 func pauseRegistry(t testing.TB, e *Env) {
 	t.Helper()
+	pid := registryPID(t, e)
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP to the registry (%d): %v", pid, err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+}
+
+// registryPID is the process ID of the environment's registry.
+func registryPID(t testing.TB, e *Env) int {
+	t.Helper()
 	b, err := os.ReadFile(e.vars["REGISTRY_PID_FILE"])
 	if err != nil {
 		t.Fatalf("the registry's pid file: %v", err)
@@ -252,10 +262,7 @@ func pauseRegistry(t testing.TB, e *Env) {
 	if err != nil {
 		t.Fatalf("the registry's pid file: %v", err)
 	}
-	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
-		t.Fatalf("SIGSTOP to the registry (%d): %v", pid, err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	return pid
 }
 
 // Plugin is what `GET /plugins` says about an installed plugin.

@@ -166,6 +166,9 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 			}
 			continue
 		}
+		if d, target, ok := g.recordDecision(ctx, ns, name, p, now); ok {
+			return d, target, nil
+		}
 		return p.NamesOnly().DecideImage([]string{name}, "", now).Decision, "", nil
 	}
 	if id == "" {
@@ -182,7 +185,7 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 	if err != nil {
 		return policy.Decision{}, "", fmt.Errorf("listing the names of image %s: %w", id, err)
 	}
-	v := planContent(p, now, recs, img.Target).Verdict
+	v := planContent(p, now, recs, img.Target, g.gatherEvidence(ctx, p, now, recs, img.Target)).Verdict
 	for _, n := range v.Names {
 		if !n.ImageID {
 			return v.Decision, img.Target, nil

@@ -47,6 +47,9 @@ type contentPlan struct {
 	Names []recordStep
 	// IDs are the records named by image ID to delete with the last name.
 	IDs []recordStep
+	// Unknown are names the policy allows whose provenance the registry
+	// could not confirm or deny: reported failed, kept (provenance.go).
+	Unknown []recordStep
 }
 
 // planContent judges every record that points at one content, with the
@@ -58,22 +61,35 @@ type contentPlan struct {
 //   - When no name is allowed, every record of the content is deleted,
 //     image-ID records included, so that no unnamed record keeps disallowed
 //     content alive.
-func planContent(p *policy.Policy, now time.Time, recs []Image, target string) contentPlan {
-	names := make([]string, len(recs))
-	for i, r := range recs {
-		names[i] = r.Name
+func planContent(p *policy.Policy, now time.Time, recs []Image, target string, ev *evidence) contentPlan {
+	judge, names := p, recordNames(recs)
+	if ev == nil {
+		// No registry to ask: a record does not say how it arrived, so
+		// names alone are judged (provenance.go).
+		judge = p.NamesOnly()
+	} else {
+		names = append(names, ev.served...) // repositories that serve the content
 	}
-	// Names only: a record does not say how it arrived, and asking the
-	// registry whether a repository serves the target is not built, so
-	// local-images: deny is not enforced on containerd (README).
-	plan := contentPlan{Verdict: p.NamesOnly().DecideImage(names, target, now)}
+	plan := contentPlan{Verdict: judge.DecideImage(names, target, now)}
+	plan.Verdict.Names = plan.Verdict.Names[:len(recs)]
+	// A name denied only for want of provenance, while the registry could
+	// not answer, is no definite denial: it stays, reported failed, and the
+	// content is not treated as nameless.
+	if ev != nil && ev.unknown != nil {
+		for i, n := range plan.Verdict.Names {
+			if n.Unproven {
+				plan.Unknown = append(plan.Unknown, recordStep{Image: recs[i], Action: enforcer.Failed, Decision: n.Decision})
+				plan.Verdict.Allowed = true
+			}
+		}
+	}
 	action := enforcer.Removed
 	if plan.Verdict.Allowed {
 		action = enforcer.Untagged
 	}
 	var denied []string
 	for i, n := range plan.Verdict.Names {
-		if n.ImageID || n.Decision.Allowed {
+		if n.ImageID || n.Decision.Allowed || (n.Unproven && ev != nil && ev.unknown != nil) {
 			continue
 		}
 		plan.Names = append(plan.Names, recordStep{Image: recs[i], Action: action, Decision: n.Decision})
@@ -120,9 +136,14 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 			return
 		}
 	}
-	plan := planContent(p, now, recs, img.Target)
+	ev := g.gatherEvidence(ctx, p, now, recs, img.Target)
+	plan := planContent(p, now, recs, img.Target, ev)
+	for _, st := range plan.Unknown {
+		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns,
+			Event: event, Image: displayName(st.Name), ImageID: st.Target, Decision: st.Decision, Err: ev.unknown}})
+	}
 	for _, st := range plan.Names {
-		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs) == engine.Stale {
+		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, ev) == engine.Stale {
 			return
 		}
 	}
@@ -138,12 +159,12 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 			log.WithError(err).Warn("containerd: cannot list the image's records; the next reconcile judges them")
 			return
 		}
-		if planContent(p, now, again, img.Target).Verdict.Allowed {
+		if planContent(p, now, again, img.Target, ev).Verdict.Allowed {
 			return
 		}
 	}
 	for _, st := range plan.IDs {
-		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs) == engine.Stale {
+		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, ev) == engine.Stale {
 			return
 		}
 	}
@@ -152,7 +173,7 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 // deleteRecord has the executor delete one record (in enforce mode) and
 // report it. A record that is already gone is not reported: someone else
 // removed it.
-func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image) engine.Outcome {
+func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image, ev *evidence) engine.Outcome {
 	if p.Mode != policy.ModeEnforce && trigger != "" && st.Name != trigger {
 		return engine.Skipped
 	}
@@ -178,7 +199,7 @@ func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, s
 		},
 		AllowedBy: func(prev *policy.Policy) bool {
 			// Allowed before: the previous policy would not delete it.
-			v := planContent(prev, g.now(), recs, st.Target)
+			v := planContent(prev, g.now(), recs, st.Target, ev)
 			for _, n := range append(v.Names, v.IDs...) {
 				if n.Name == st.Name {
 					return false
