@@ -1,6 +1,9 @@
 package policy
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // Provenance: under local-images: deny, an allowed name is not enough. The
 // content must have come from a repository the policy allows, and the
@@ -12,9 +15,20 @@ import "fmt"
 // tag, load, import, build and commit, and checks every pulled manifest
 // against its digest.
 
+// reasonNotFromAllowed begins the reason of every name denied for want of
+// provenance.
+const reasonNotFromAllowed = "content did not come from an allowed repository"
+
 // ReasonLocalContent is the reason of a name denied for want of provenance
 // when the image has no digest name at all.
-const ReasonLocalContent = "content did not come from an allowed repository (built or loaded on this host)"
+const ReasonLocalContent = reasonNotFromAllowed + " (built or loaded on this host)"
+
+// ForWantOfProvenance reports whether d denies a name the policy allows
+// only because the content did not come from an allowed repository: no
+// rule, and not the default, decided it.
+func (d Decision) ForWantOfProvenance() bool {
+	return !d.Allowed && strings.HasPrefix(d.Reason, reasonNotFromAllowed)
+}
 
 // reasonLocalNoName decides an image with no name under local-images: deny.
 const reasonLocalNoName = "the image has no name and its content did not come from an allowed repository (built or loaded on this host)"
@@ -42,7 +56,7 @@ func (p *Policy) requireProvenance(out *ImageDecision, refs []Ref, errs []error)
 	}
 	reason := ReasonLocalContent
 	if pulledFrom != "" {
-		reason = fmt.Sprintf("content did not come from an allowed repository (it came from %s)", pulledFrom)
+		reason = fmt.Sprintf("%s (it came from %s)", reasonNotFromAllowed, pulledFrom)
 	}
 	for i := range out.Names {
 		nd := &out.Names[i]

@@ -97,8 +97,11 @@ deny:
 				t.Errorf("denied %q, want %q", denied, c.denied)
 			}
 			for _, n := range d.Names {
-				if n.Unproven && (n.Decision.Allowed || n.Decision.Rule != nil) {
+				if n.Unproven && (n.Decision.Allowed || n.Decision.Rule != nil || !n.Decision.ForWantOfProvenance()) {
 					t.Errorf("%s: unproven yet allowed=%v rule=%v", n.Name, n.Decision.Allowed, n.Decision.Rule)
+				}
+				if !n.Unproven && n.Decision.ForWantOfProvenance() {
+					t.Errorf("%s: denied for want of provenance but not marked unproven", n.Name)
 				}
 			}
 		})

@@ -483,7 +483,7 @@ func denied(p *policy.Policy, d policy.Decision) verdict {
 // deniedText is the denial in the policy's words, plus where the default
 // was set when no rule decided, so the user knows where to look.
 func deniedText(p *policy.Policy, d policy.Decision) string {
-	if d.Rule != nil || d.Reference == "" {
+	if d.Rule != nil || d.Reference == "" || d.ForWantOfProvenance() {
 		return d.Err().Error()
 	}
 	plain := d

@@ -3,6 +3,8 @@ package authz
 import (
 	"strings"
 	"testing"
+
+	"github.com/pullguard/pullguard/policy"
 )
 
 // TestLocalContentAndPlugins: under local-images: deny the requests that
@@ -60,5 +62,33 @@ func TestLocalContentAndPlugins(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLocalContentContainer: under local-images: deny a container of an
+// image whose allowed name is on content made on the host is refused, and
+// the refusal says why, not which default decided.
+func TestLocalContentContainer(t *testing.T) {
+	const loadedID = "sha256:1010101010101010101010101010101010101010101010101010101010101010"
+	name := reg + "/approved/loaded:1"
+	for _, c := range []struct {
+		setting string
+		edit    func(string) string
+		allow   bool
+	}{
+		{"deny", func(s string) string { return strings.Replace(s, "local-images: allow", "local-images: deny", 1) }, false},
+		{"allow", nil, true},
+	} {
+		f := newFixture(t, loadPolicy(t, c.edit))
+		f.images.images[name] = LocalImage{ID: loadedID, Names: []string{name}}
+		b := createBody(name)
+		res := f.call(t, "/AuthZPlugin.AuthZReq", rawCall("POST", "/v1.41/containers/create", jsonHeaders(b), b))
+		want := "pullguard: " + name + " is not allowed: " + policy.ReasonLocalContent
+		switch {
+		case c.allow && !res.Allow:
+			t.Errorf("local-images: %s: refused (%s)", c.setting, res.Msg)
+		case !c.allow && (res.Allow || res.Msg != want):
+			t.Errorf("local-images: %s: allow=%v %q, want refused with %q", c.setting, res.Allow, res.Msg, want)
+		}
 	}
 }
