@@ -8,12 +8,14 @@ import (
 // Provenance: under local-images: deny, an allowed name is not enough. The
 // content must have come from a repository the policy allows, and the
 // evidence of that is a digest name of the image (repo@sha256:…) that the
-// policy allows: Docker records one per repository it pulled the content
-// from or pushed it to, CRI records one per pull, and the containerd guard
-// adds one for each repository the registry confirms serves the content.
-// Nothing else can put such a name on content: dockerd refuses a digest in
-// tag, load, import, build and commit, and checks every pulled manifest
-// against its digest.
+// policy allows: dockerd's own image store records one per repository it
+// pulled the content from or pushed it to, CRI records one per pull, and
+// the containerd guard adds one for each repository the registry confirms
+// serves the content. Nothing else can put such a name on content there:
+// dockerd refuses a digest in tag, load, import, build and commit, and
+// checks every pulled manifest against its digest. (Docker 29's containerd
+// image store lists a digest for every name, pulled or not: see the Docker
+// guard's checkImageStore.)
 
 // reasonNotFromAllowed begins the reason of every name denied for want of
 // provenance.
@@ -31,7 +33,7 @@ func (d Decision) ForWantOfProvenance() bool {
 }
 
 // reasonLocalNoName decides an image with no name under local-images: deny.
-const reasonLocalNoName = "the image has no name and its content did not come from an allowed repository (built or loaded on this host)"
+const reasonLocalNoName = "the image has no name and its " + ReasonLocalContent
 
 // requireProvenance records which allowed digest name vouches for an
 // image's content (under either setting, for scan), and under local-images:
@@ -73,9 +75,8 @@ func (p *Policy) requireProvenance(out *ImageDecision, refs []Ref, errs []error)
 // NamesOnly is the policy with local-images: allow: for judging a name
 // where its content's origin is not in question (the containerd image
 // verifier, asked before a pull, which is the provenance), or cannot be
-// told yet (the containerd guard: a containerd record does not say how it
-// arrived, and asking the registry whether the repository serves the
-// record's digest is not built; the README says so).
+// told (the containerd guard without a registry to ask: a containerd
+// record does not say how it arrived).
 func (p *Policy) NamesOnly() *Policy {
 	if p.LocalImages == LocalImagesAllow {
 		return p
