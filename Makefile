@@ -59,6 +59,10 @@ package:
 ## Go's harness; the end-to-end figures against the real runtimes (root).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 5 ./policy/ | tee /tmp/pullguard-bench-policy.txt
+	$(GO) test -run '^$$' -bench 'Lint1000' -benchtime 10x -count 5 ./lint/ | tee /tmp/pullguard-bench-lint.txt
+	$(GO) test -run '^$$' -bench 'OneDockerfile' -benchtime 2000x -count 5 ./lint/ | tee -a /tmp/pullguard-bench-lint.txt
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/pullguard/ | tee /tmp/pullguard-bench-check.txt
+	$(GO) test -run '^$$' -bench . -benchtime 20x -count 5 ./enforcer/... | tee /tmp/pullguard-bench-enforcer.txt
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./integration/ | tee /tmp/pullguard-bench-integration.txt
 
 ## lint: formatting, vet and staticcheck (pinned).

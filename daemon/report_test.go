@@ -313,3 +313,34 @@ func TestReporterNeverBlocks(t *testing.T) {
 		t.Errorf("%d records and %d dropped-entries entries, want the 3 queued and 1", records, dropped)
 	}
 }
+
+// PULLGUARD_POLICY_HASH names the policy that decided, not the one in force
+// when the entry is written (a reload may land in between).
+func TestReporterHashOfTheDecidingPolicy(t *testing.T) {
+	log, hook := logtest.NewNullLogger()
+	deciding := mustParse(t, testPolicy)
+	inForce := mustParse(t, testPolicy+"\n# edited\n")
+	if deciding.Hash == inForce.Hash {
+		t.Fatal("test policies share a hash")
+	}
+	r := NewReporter(ReporterConfig{Log: log, Policy: fixedPolicy{inForce}})
+	runReporter(t, r)
+	r.Report(enforcer.Record{Action: enforcer.Removed, Runtime: "docker", Event: "pull", Mode: deciding.Mode, Time: testTime,
+		Decision: deciding.Decide("localhost:5000/evil/miner:1", testTime)})
+	r.Report(enforcer.Record{Action: enforcer.Held, Runtime: "docker", Event: "reconcile", Mode: deciding.Mode, Time: testTime,
+		Decision: policy.Decision{Reason: "the policy was just reloaded"}})
+	entries := waitEntries(t, hook, 2)
+	if got := entries[0].Data[FieldPolicyHash]; got != deciding.Hash {
+		t.Errorf("%s = %v, want the deciding policy's %s (in force: %s)", FieldPolicyHash, got, deciding.Hash, inForce.Hash)
+	}
+	// A record made without a decision is stamped with the policy in force.
+	if got := entries[1].Data[FieldPolicyHash]; got != inForce.Hash {
+		t.Errorf("%s = %v for a record without a decision, want the policy in force %s", FieldPolicyHash, got, inForce.Hash)
+	}
+	if got := entries[1].Data[FieldMessageID]; got != MessageIDHeld {
+		t.Errorf("held entry MESSAGE_ID %v, want %s", got, MessageIDHeld)
+	}
+	if want := "held docker removals and stops: the policy was just reloaded"; entries[1].Message != want {
+		t.Errorf("held MESSAGE %q, want %q", entries[1].Message, want)
+	}
+}

@@ -7,6 +7,7 @@
 package enforcer
 
 import (
+	"context"
 	"time"
 
 	"github.com/pullguard/pullguard/policy"
@@ -65,8 +66,11 @@ const (
 // can find outages (journalctl MESSAGE_ID=...). daemon/messageids.go lists
 // every MESSAGE_ID pullguard writes, these included.
 const (
-	FieldMessageID               = "MESSAGE_ID"
-	FieldRuntime                 = "PULLGUARD_RUNTIME"
+	FieldMessageID = "MESSAGE_ID"
+	FieldRuntime   = "PULLGUARD_RUNTIME"
+	// FieldTrigger says why a guard reconciles when it logs that it does
+	// so on its own ("behind": events may have been lost).
+	FieldTrigger                 = "PULLGUARD_TRIGGER"
 	MessageIDRuntimeConnected    = "c79fbfa9afc24b5f8b0d3ba6bd2301f3"
 	MessageIDRuntimeDisconnected = "82e3253dbd0844049a88d072592d7394"
 )
@@ -131,8 +135,69 @@ type Observer interface {
 	Behind(runtime, why string)
 }
 
+// Evidence is consulted about an image that the policy allows by its
+// names, before a guard lets it stay: signatures, provenance, anything
+// that a name cannot prove about content. It can only deny: an image the
+// policy denies stays denied whatever the evidence.
+type Evidence interface {
+	// Check returns nil to let the allowing decision stand, or the
+	// denial that overrules it (its Reason says what was missing). An
+	// error to look (a registry that does not answer) is the evidence's
+	// to turn into a denial or not.
+	Check(ctx context.Context, img ImageSubject, d policy.ImageDecision) *policy.Decision
+}
+
+// ImageSubject is the image Evidence is asked about.
+type ImageSubject struct {
+	Runtime   string
+	Namespace string // containerd namespace; empty for Docker
+	// ID is the runtime's image ID; Digest the manifest digest when known
+	// (containerd's record target).
+	ID, Digest string
+	Names      []string
+}
+
 // ReporterFunc adapts a function to Reporter.
 type ReporterFunc func(Record)
 
 // Report calls f.
 func (f ReporterFunc) Report(r Record) { f(r) }
+
+// FindingKind says what a Finding is about.
+type FindingKind string
+
+const (
+	FindingImage     FindingKind = "image"
+	FindingContainer FindingKind = "container"
+)
+
+// Finding is one denied image name or container that a scan found: what
+// the guard's reconcile would do about it in enforce mode, planned by the
+// same planner, without acting.
+type Finding struct {
+	Runtime   string
+	Namespace string // containerd namespace; empty for Docker
+	Kind      FindingKind
+	ImageID   string
+	// Reference is the denied name (image findings) or the image as the
+	// container was created from it (container findings).
+	Reference      string
+	ContainerID    string
+	ContainerName  string
+	ContainerState string
+	Decision       policy.Decision
+	// Action is what the guard does about it in enforce mode: Removed or
+	// Untagged for an image name, Removed, Stopped or Reported for a
+	// container; Reported for a name left because containers use the
+	// image; Failed for a name it cannot remove without removing an
+	// allowed one (Note says which).
+	Action Action
+	// Note explains a finding that is left in place.
+	Note string
+	// Provenance, for a Docker image, is the allowed repository digest
+	// (repo@sha256:...) that shows its content came from an allowed
+	// repository, or empty: built, loaded, imported or committed on the
+	// host, or pulled from a repository the policy does not allow
+	// (policy/provenance.go).
+	Provenance string
+}

@@ -119,13 +119,15 @@ func BenchmarkAuthzAddedLatency(b *testing.B) {
 	serveFloorPlugin(b, floorSock)
 	writeAuthzSpec(b, floorName, floorSock)
 	floorAdded := map[string][2]time.Duration{}
-	for _, r := range cases[:2] {
+	// Every case, judged ones included: the floor plugin allows all, so
+	// dockerd answers as it does without a plugin.
+	for _, r := range cases {
 		b.Run("floor-"+r.name, func(b *testing.B) {
 			n := max(b.N, authzBenchRequests)
 			off := measure(b, r, n, r.statusOff)
 			b.Cleanup(func() { setAuthzPlugins(b, e, []string{}) })
 			setAuthzPlugins(b, e, []string{floorName})
-			with := measure(b, r, n, r.statusOn)
+			with := measure(b, r, n, r.statusOff)
 			setAuthzPlugins(b, e, []string{})
 			p50, p99 := percentile(with, 50)-percentile(off, 50), percentile(with, 99)-percentile(off, 99)
 			floorAdded[r.name] = [2]time.Duration{p50, p99}

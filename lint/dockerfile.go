@@ -34,7 +34,7 @@ var platformArgs = map[string]bool{
 // every COPY --from and RUN --mount from= that names no stage. Parsing and
 // word expansion are BuildKit's own; which names are stages and how the
 // global ARGs combine with --build-arg follows BuildKit's dockerfile2llb.
-func dockerfileImages(data []byte, buildArgs map[string]string) ([]imageUse, error) {
+func dockerfileImages(data []byte, buildArgs map[string]string, unknownArgs map[string]bool) ([]imageUse, error) {
 	res, err := parser.Parse(bytes.NewReader(data))
 	if err != nil {
 		return nil, positioned(err)
@@ -57,7 +57,7 @@ func dockerfileImages(data []byte, buildArgs map[string]string) ([]imageUse, err
 		uses = append(uses, imageUse{Line: firstLine(loc), Source: "# syntax", Input: ref, Ref: ref})
 	}
 
-	global, err := newGlobalArgs(lex, metaArgs, buildArgs)
+	global, err := newGlobalArgs(lex, metaArgs, buildArgs, unknownArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +146,10 @@ type globalArgs struct {
 	unknown map[string][]string
 }
 
-func newGlobalArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs map[string]string) (*globalArgs, error) {
+// unknownArgs are build arguments that are passed with a value lint cannot
+// know (a Compose build arg taken from the environment): an ARG among them
+// is unresolved whatever its default.
+func newGlobalArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs map[string]string, unknownArgs map[string]bool) (*globalArgs, error) {
 	g := &globalArgs{lex: lex, values: map[string]string{}, declared: map[string]bool{}, unknown: map[string][]string{}}
 	names := make([]string, 0, len(buildArgs))
 	for name := range buildArgs {
@@ -161,6 +164,10 @@ func newGlobalArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs
 	for _, cmd := range metaArgs {
 		for _, kv := range cmd.Args {
 			g.declared[kv.Key] = true
+			if unknownArgs[kv.Key] {
+				g.set(kv.Key, "", []string{kv.Key})
+				continue
+			}
 			if v, ok := buildArgs[kv.Key]; ok {
 				g.set(kv.Key, v, nil)
 				continue
@@ -245,12 +252,18 @@ func firstLine(loc []parser.Range) int {
 	return loc[0].Start.Line
 }
 
-// positioned gives a BuildKit parse error the line it reports.
+// positioned gives a BuildKit parse error the line it reports. The line
+// goes in front, as file:line; instructions.Parse also writes it into its
+// message ("dockerfile parse error on line N: ..."), which is then dropped.
 func positioned(err error) error {
 	pe := &ParseError{Err: err}
 	var le *parser.LocationError
 	if errors.As(err, &le) && len(le.Locations) > 0 {
 		pe.Line = firstLine(le.Locations[0])
+	}
+	if inner := errors.Unwrap(err); inner != nil && pe.Line > 0 &&
+		strings.HasPrefix(err.Error(), fmt.Sprintf("dockerfile parse error on line %d: ", pe.Line)) {
+		pe.Err = inner
 	}
 	return pe
 }

@@ -1,7 +1,7 @@
 package lint
 
 import (
-	"fmt"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -68,9 +68,13 @@ func objectImages(obj *yaml.Node, uses *[]imageUse, objects *int, depth int) err
 		}
 		return nil
 	}
+	prefix := nonEmpty(kind, name)
 	path, ok := podSpecPath[kind]
 	if !ok {
-		return nil
+		// A custom resource (an Argo Rollout, a Knative Service, an
+		// OpenShift DeploymentConfig...) keeps its pod specs where its
+		// controller expects them: look for container lists anywhere in it.
+		return containersAnywhere(obj, prefix, uses, 0)
 	}
 	spec := obj
 	for _, key := range path {
@@ -78,22 +82,83 @@ func objectImages(obj *yaml.Node, uses *[]imageUse, objects *int, depth int) err
 	}
 	for _, list := range containerLists {
 		_, cs := lookup(spec, list.field)
-		if cs == nil || cs.Kind != yaml.SequenceNode {
-			continue
-		}
-		for _, c := range cs.Content {
-			k, v := lookup(c, "image")
-			if k == nil {
-				continue // the API server rejects it; nothing is pulled
-			}
-			_, cn := lookup(c, "name")
-			cname, _ := scalar(cn)
-			u, err := imageAt(k, v, fmt.Sprintf("%s %s %s %s", kind, name, list.noun, cname))
-			if err != nil {
-				return err
-			}
-			*uses = append(*uses, u)
+		if err := containerImages(cs, list.noun, prefix, uses); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// containerImages lists the image of each container in a container list.
+func containerImages(cs *yaml.Node, noun string, prefix []string, uses *[]imageUse) error {
+	if cs == nil || cs.Kind != yaml.SequenceNode {
+		return nil
+	}
+	for _, c := range cs.Content {
+		k, v := lookup(c, "image")
+		if k == nil {
+			continue // the API server rejects it; nothing is pulled
+		}
+		_, cn := lookup(c, "name")
+		cname, _ := scalar(cn)
+		source := strings.Join(nonEmpty(append(append([]string{}, prefix...), noun, cname)...), " ")
+		u, err := imageAt(k, v, source)
+		if err != nil {
+			return err
+		}
+		*uses = append(*uses, u)
+	}
+	return nil
+}
+
+// containersAnywhere finds the container lists (containers,
+// initContainers, ephemeralContainers: sequences of mappings) at any depth
+// of an object, in document order.
+func containersAnywhere(n *yaml.Node, prefix []string, uses *[]imageUse, depth int) error {
+	n = resolve(n)
+	if n == nil || depth > 100 {
+		return nil
+	}
+	switch n.Kind {
+	case yaml.SequenceNode:
+		for _, c := range n.Content {
+			if err := containersAnywhere(c, prefix, uses, depth+1); err != nil {
+				return err
+			}
+		}
+	case yaml.MappingNode:
+		for _, kv := range pairs(n) {
+			if noun, ok := containerNoun(kv[0].Value); ok && kv[1] != nil && kv[1].Kind == yaml.SequenceNode {
+				if err := containerImages(kv[1], noun, prefix, uses); err != nil {
+					return err
+				}
+				continue
+			}
+			if err := containersAnywhere(kv[1], prefix, uses, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func containerNoun(field string) (string, bool) {
+	for _, l := range containerLists {
+		if l.field == field {
+			return l.noun, true
+		}
+	}
+	return "", false
+}
+
+// nonEmpty drops the empty words, so that an object or container without a
+// name leaves no double space in a finding's source.
+func nonEmpty(words ...string) []string {
+	out := words[:0]
+	for _, w := range words {
+		if w != "" {
+			out = append(out, w)
+		}
+	}
+	return out
 }

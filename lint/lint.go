@@ -91,9 +91,9 @@ func (l *Linter) Lint(name string, kind Kind, data []byte) ([]Finding, error) {
 	)
 	switch kind {
 	case Dockerfile:
-		uses, err = dockerfileImages(data, l.BuildArgs)
+		uses, err = dockerfileImages(data, l.BuildArgs, nil)
 	case Compose:
-		uses, err = composeImages(data)
+		uses, err = composeImages(data, l.BuildArgs)
 	case Kubernetes:
 		uses, _, err = kubernetesImages(data)
 	default:

@@ -43,20 +43,20 @@ func golden(t *testing.T, name string, got []byte) {
 	}
 }
 
-// lintPaths collects and lints as the CLI does, failing on any error.
+// lintPaths collects and lints as the CLI does (in parallel, findings in
+// input order), failing on any error.
 func lintPaths(t *testing.T, l *Linter, paths ...string) []Finding {
 	t.Helper()
 	inputs, err := Collect(paths, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var all []Finding
-	for _, in := range inputs {
-		fs, err := l.LintInput(in)
-		if err != nil {
+	all, errs := l.LintAll(inputs)
+	for _, err := range errs {
+		var skipped *Skipped
+		if !errors.As(err, &skipped) {
 			t.Fatal(err)
 		}
-		all = append(all, fs...)
 	}
 	return all
 }
@@ -131,6 +131,8 @@ func TestDockerfileCases(t *testing.T) {
 			[]string{"FROM | golang:1.22 | ALLOW | docker.io/library/golang:1.22"}},
 		{"a later stage is an image for FROM, as in BuildKit", "FROM later\nFROM alpine:3.20 AS later\n",
 			[]string{"FROM | later | DENY | docker.io/library/later:latest", "FROM | alpine:3.20 | ALLOW | docker.io/library/alpine:3.20"}},
+		{"FROM matches an earlier stage's name as written", "FROM alpine:3.20 AS build\nFROM Build\n",
+			[]string{"FROM | alpine:3.20 | ALLOW | docker.io/library/alpine:3.20", "FROM | Build | DENY | "}},
 		{"ARG default expanded", "ARG R=registry.corp.example.com\nFROM $R/app:1\n",
 			[]string{"FROM | $R/app:1 | ALLOW | registry.corp.example.com/app:1"}},
 		{"ARG without value fails closed", "ARG R\nFROM ${R:-registry.corp.example.com}/app:1\n",
@@ -214,5 +216,82 @@ func TestKindOf(t *testing.T) {
 		if got := KindOf(name); got != want {
 			t.Errorf("KindOf(%q) = %q, want %q", name, got, want)
 		}
+	}
+}
+
+// TestAliasBomb: nested aliases that would expand to billions of nodes are
+// refused at once with a position instead of keeping CI busy.
+func TestAliasBomb(t *testing.T) {
+	src := "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+	prev := "a"
+	for _, name := range []string{"b", "c", "d", "e", "f", "g", "h", "i"} {
+		src += name + ": &" + name + " [" + strings.Repeat("*"+prev+", ", 9) + "*" + prev + "]\n"
+		prev = name
+	}
+	src += "apiVersion: v1\nkind: List\nitems: [*i, *i]\n"
+	for _, kind := range []Kind{Kubernetes, Compose} {
+		start := time.Now()
+		_, err := testLinter(t, nil).Lint("bomb.yaml", kind, []byte(src))
+		var pe *ParseError
+		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "aliases") {
+			t.Errorf("%s: want a ParseError about aliases, got %v", kind, err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("%s: took %v", kind, d)
+		}
+	}
+}
+
+// TestSyntaxBuildArg: --build-arg BUILDKIT_SYNTAX replaces the # syntax=
+// directive as the frontend image, as BuildKit's builder does.
+func TestSyntaxBuildArg(t *testing.T) {
+	l := testLinter(t, map[string]string{"BUILDKIT_SYNTAX": "evil.io/frontend:1 --some-option"})
+	got := lintString(t, l, Dockerfile, "# syntax=docker/dockerfile:1\nFROM alpine:3.20\n")
+	want := []string{"--build-arg BUILDKIT_SYNTAX | evil.io/frontend:1 --some-option | DENY | evil.io/frontend:1",
+		"FROM | alpine:3.20 | ALLOW | docker.io/library/alpine:3.20"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestWalkSkipsUnparsableYAML: a Helm template found by the walk is not an
+// error but is reported as skipped, with the parser's line.
+func TestWalkSkipsUnparsableYAML(t *testing.T) {
+	inputs, err := Collect([]string{"testdata/corpus/helm"}, "")
+	if err != nil || len(inputs) != 1 || !inputs[0].Probe {
+		t.Fatalf("%+v, %v", inputs, err)
+	}
+	fs, err := testLinter(t, nil).LintInput(inputs[0])
+	var skipped *Skipped
+	if fs != nil || !errors.As(err, &skipped) || !strings.HasPrefix(err.Error(), "testdata/corpus/helm/templates/deployment.yaml:") {
+		t.Fatalf("findings %v, error %v", fs, err)
+	}
+	// Named on the command line, the same file is a parse error.
+	inputs, _ = Collect([]string{"testdata/corpus/helm/templates/deployment.yaml"}, "")
+	_, err = testLinter(t, nil).LintInput(inputs[0])
+	var pe *ParseError
+	if !errors.As(err, &pe) || errors.As(err, &skipped) {
+		t.Fatalf("named file: %v", err)
+	}
+}
+
+// TestComposeInlineDockerfile: a Dockerfile held in the Compose file is
+// linted with build.args; an arg Compose takes from the environment is
+// unresolved until --build-arg gives it, and its lines are the Compose
+// file's.
+func TestComposeInlineDockerfile(t *testing.T) {
+	src := "services:\n  app:\n    build:\n      args: [BASE]\n      dockerfile_inline: |\n        ARG BASE=alpine\n        FROM ${BASE}:3.20\n"
+	got := lintString(t, testLinter(t, nil), Compose, src)
+	if want := "compose service app dockerfile_inline FROM | ${BASE}:3.20 | DENY | "; len(got) != 1 || got[0] != want {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	fs, err := testLinter(t, map[string]string{"BASE": "registry.corp.example.com/base"}).Lint("c.yml", Compose, []byte(src))
+	if err != nil || len(fs) != 1 || !fs[0].Decision.Allowed || fs[0].Line != 7 {
+		t.Fatalf("with --build-arg BASE: %+v, %v", fs, err)
+	}
+	_, err = testLinter(t, nil).Lint("c.yml", Compose, []byte("services:\n  app:\n    build:\n      dockerfile_inline: |\n        FROM a\n        FROM a b\n"))
+	var pe *ParseError
+	if !errors.As(err, &pe) || pe.Line != 6 || !strings.Contains(err.Error(), "compose service app dockerfile_inline") {
+		t.Fatalf("parse error: %v", err)
 	}
 }

@@ -1,11 +1,14 @@
 package lint
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 )
 
 // Input is one file to lint.
@@ -92,8 +95,25 @@ func Collect(paths []string, forced Kind) ([]Input, error) {
 	return inputs, nil
 }
 
+// Skipped is a YAML file found by a directory walk that does not parse (a
+// Helm template, say): it is not linted, and the caller should say so, but
+// it is not an error, since nothing shows it is a manifest.
+type Skipped struct {
+	File string
+	Err  error
+}
+
+func (s *Skipped) Error() string {
+	var pe *ParseError
+	if errors.As(s.Err, &pe) && pe.Line > 0 {
+		return fmt.Sprintf("%s:%d: skipped, not YAML lint can read: %v", s.File, pe.Line, pe.Err)
+	}
+	return fmt.Sprintf("%s: skipped, not YAML lint can read: %v", s.File, s.Err)
+}
+
 // LintInput reads and lints one collected file. A probed YAML file that
-// does not parse or holds no Kubernetes object yields nothing.
+// holds no Kubernetes object yields nothing; one that does not parse yields
+// a *Skipped.
 func (l *Linter) LintInput(in Input) ([]Finding, error) {
 	data, err := os.ReadFile(in.Path)
 	if err != nil {
@@ -101,10 +121,51 @@ func (l *Linter) LintInput(in Input) ([]Finding, error) {
 	}
 	if in.Probe {
 		uses, objects, err := kubernetesImages(data)
-		if err != nil || objects == 0 {
+		if err != nil {
+			return nil, &Skipped{File: in.Path, Err: err}
+		}
+		if objects == 0 {
 			return nil, nil
 		}
 		return l.judge(in.Path, uses), nil
 	}
 	return l.Lint(in.Path, in.Kind, data)
+}
+
+// LintAll lints the inputs on every CPU and returns the findings in input
+// order, with every error (each names its file).
+func (l *Linter) LintAll(inputs []Input) ([]Finding, []error) {
+	type result struct {
+		findings []Finding
+		err      error
+	}
+	results := make([]result, len(inputs))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for w := 0; w < min(runtime.GOMAXPROCS(0), len(inputs)); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				fs, err := l.LintInput(inputs[i])
+				results[i] = result{fs, err}
+			}
+		}()
+	}
+	for i := range inputs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	var (
+		findings []Finding
+		errs     []error
+	)
+	for _, r := range results {
+		findings = append(findings, r.findings...)
+		if r.err != nil {
+			errs = append(errs, r.err)
+		}
+	}
+	return findings, errs
 }

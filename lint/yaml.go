@@ -3,6 +3,7 @@ package lint
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"regexp"
 	"strconv"
@@ -25,9 +26,41 @@ func yamlDocuments(data []byte) ([]*yaml.Node, error) {
 			return nil, yamlError(err)
 		}
 		if len(doc.Content) > 0 {
+			if size := expandedSize(doc.Content[0], map[*yaml.Node]int{}); size > maxExpandedNodes {
+				return nil, &ParseError{Line: doc.Line, Err: fmt.Errorf("the document expands to over %d nodes through its aliases", maxExpandedNodes)}
+			}
 			docs = append(docs, doc.Content[0])
 		}
 	}
+}
+
+// maxExpandedNodes bounds a document's size with its aliases expanded, so
+// that a few lines of nested aliases (a "billion laughs") cannot keep CI
+// busy: the walks below follow aliases.
+const maxExpandedNodes = 1 << 20
+
+// expandedSize counts the nodes of n with aliases expanded, each distinct
+// node computed once; an alias that contains itself counts as too large.
+func expandedSize(n *yaml.Node, memo map[*yaml.Node]int) int {
+	if size, ok := memo[n]; ok {
+		if size < 0 {
+			return maxExpandedNodes + 1 // a cycle
+		}
+		return size
+	}
+	memo[n] = -1
+	size := 1
+	if n.Kind == yaml.AliasNode && n.Alias != nil {
+		size += expandedSize(n.Alias, memo)
+	}
+	for _, c := range n.Content {
+		if size > maxExpandedNodes {
+			break
+		}
+		size += expandedSize(c, memo)
+	}
+	memo[n] = size
+	return size
 }
 
 var yamlLine = regexp.MustCompile(`^yaml: line (\d+): `)

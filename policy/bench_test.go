@@ -3,34 +3,19 @@ package policy
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/distribution/reference"
+
+	"github.com/pullguard/pullguard/internal/policygen"
 )
 
-// generatedPolicy builds a policy of n rules shaped like a real fleet's:
-// mostly literal repositories spread over a few registries, some namespace
-// globs, tag constraints and a couple of deny rules.
+// generatedPolicy builds a policy of n rules shaped like a real fleet's
+// (see policygen.Fleet).
 func generatedPolicy(tb testing.TB, n int) *Policy {
 	tb.Helper()
-	var b strings.Builder
-	b.WriteString("mode: enforce\nallow:\n")
-	hosts := []string{"registry.corp.example.com", "ghcr.io", "quay.io", "docker.io", "eu.mirror.example.net:5000"}
-	for i := 0; i < n-2; i++ {
-		h := hosts[i%len(hosts)]
-		switch i % 10 {
-		case 0:
-			fmt.Fprintf(&b, "  - image: %s/team%d/**\n", h, i)
-		case 1:
-			fmt.Fprintf(&b, "  - image: %s/team%d/svc-*\n    tags: [\"1.*\", \"2.*\"]\n", h, i)
-		default:
-			fmt.Fprintf(&b, "  - image: %s/team%d/app%d\n", h, i/10, i)
-		}
-	}
-	b.WriteString("deny:\n  - image: \"**\"\n    tags: [latest]\n  - image: ghcr.io/team3/**\n    tags: [\"*-debug\"]\n")
-	p, err := Parse(Source{Name: "bench.yaml", Data: []byte(b.String())})
+	p, err := Parse(Source{Name: "bench.yaml", Data: []byte(policygen.Fleet(n))})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -129,4 +114,43 @@ func BenchmarkParseBaseline(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		_, _ = reference.ParseNormalizedNamed("registry.corp.example.com/team1/app1:1.0")
 	}
+}
+
+// hintRefs are denials that carry a resemblance hint in every generated
+// policy: a dropped letter, an extra digit, a look-alike host.
+var hintRefs = []string{"quay.io/team0/ap2:1.0", "docker.io/team0/app33:1.0", "ghrc.io/team0/app6:1.0"}
+
+// BenchmarkDenialWithHint reports the median and 99th percentile of one
+// denial that carries a resemblance hint, at 10, 1,000 and 10,000 rules,
+// and the ratio of the medians at 10,000 and 10 rules: finding near misses
+// must not compare a name with every allowed one.
+func BenchmarkDenialWithHint(b *testing.B) {
+	now := time.Now()
+	sizes := []int{10, 1000, 10000}
+	policies := make([]*Policy, len(sizes))
+	for i, n := range sizes {
+		policies[i] = generatedPolicy(b, n)
+		for _, r := range hintRefs {
+			if d := policies[i].Decide(r, now); d.Allowed || d.Resembles == "" {
+				b.Fatalf("%d rules: %s: allowed=%v resembles=%q, want a denial with a hint", n, r, d.Allowed, d.Resembles)
+			}
+		}
+	}
+	b.ReportAllocs()
+	const batch = 64
+	times := make([][]float64, len(sizes))
+	for i := 0; i < b.N; i += batch {
+		for j, p := range policies {
+			times[j] = append(times[j], timeBatch(p, hintRefs, batch, now))
+		}
+	}
+	var p50s []float64
+	for j, n := range sizes {
+		p50, p99 := percentiles(times[j])
+		p50s = append(p50s, p50)
+		b.ReportMetric(p50, fmt.Sprintf("p50-ns/%drules", n))
+		b.ReportMetric(p99, fmt.Sprintf("p99-ns/%drules", n))
+	}
+	b.ReportMetric(p50s[2]/p50s[0], "ratio-10000/10")
+	b.ReportMetric(0, "ns/op")
 }

@@ -88,7 +88,7 @@ func (p *Policy) DecideRef(ref Ref, now time.Time) Decision {
 	if deny.best >= 0 {
 		d.Rule = p.Deny[deny.best]
 		d.Reason = d.Rule.matchReason
-		d.Resembles = p.names.resembling(&ref)
+		d.Resembles = p.resembling(&ref, now)
 		return d
 	}
 	allow := matcher{rules: p.Allow, ref: &ref, now: now}
@@ -113,7 +113,7 @@ func (p *Policy) DecideRef(ref Ref, now time.Time) Decision {
 		}
 		d.Reason = fmt.Sprintf("%s: the exception for %s (%s) expired on %s", reasonNoAllowRule, r.Pattern, note, formatExpiry(*r.Expires))
 	}
-	d.Resembles = p.names.resembling(&ref)
+	d.Resembles = p.resembling(&ref, now)
 	return d
 }
 

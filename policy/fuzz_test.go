@@ -127,3 +127,31 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFastParse: the fast path gives exactly distribution/reference's
+// answer for every input it accepts.
+func FuzzFastParse(f *testing.F) {
+	for _, s := range []string{
+		"nginx", "nginx:1.25", "docker.io/nginx", "library/nginx:1", "myorg/base:2", "localhost:5000/x/y:z",
+		"registry.corp.example.com/a/b__c.d--e:1.0-RC_1", "ghcr.io/acme/tool:v3@sha256:" + strings.Repeat("a", 64),
+		"a-.b", "a.-b", "a___b", "a--b", "x.io:443/y", "X.io/y", "-a.io/b", "a-.io/b", "a.io:/b", "a.io:5x/b",
+		"localhost:5000", "nginx@sha256:" + strings.Repeat("A", 64), "a/b:" + strings.Repeat("t", 129), "a//b", "a/b/",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		fast, ok := fastParse(in)
+		if !ok {
+			return
+		}
+		slow, err := parseRefWithLibrary(in)
+		if err != nil {
+			t.Fatalf("fast path accepted %q, the library refuses it: %v", in, err)
+		}
+		if fast.String != slow.String || fast.Name != slow.Name || fast.Domain != slow.Domain || fast.Path != slow.Path ||
+			fast.Tag != slow.Tag || fast.Digest != slow.Digest || strings.Join(fast.segments, "/") != strings.Join(slow.segments, "/") ||
+			len(fast.segments) != len(slow.segments) {
+			t.Fatalf("%q: fast path %+v, library %+v", in, fast, slow)
+		}
+	})
+}

@@ -61,21 +61,6 @@ func (d ImageDecision) Denied() []NameDecision {
 	return out
 }
 
-// Name returns the verdict on the name that normalizes as ref does, if
-// the image has it.
-func (d ImageDecision) Name(ref string) (NameDecision, bool) {
-	for _, n := range d.Names {
-		if n.Name == ref || (n.Decision.Reference != "" && sameName(n.Decision.Reference, ref)) {
-			return n, true
-		}
-	}
-	return NameDecision{}, false
-}
-
-func sameName(judged, ref string) bool {
-	return judged == ref || len(judged) > len(ref) && judged[:len(ref)] == ref && judged[len(ref)] == '@'
-}
-
 // Reasons of decisions DecideImage makes itself.
 const (
 	reasonNoNameAllow = "the image has no name to judge; the default is allow"

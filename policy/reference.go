@@ -44,6 +44,14 @@ func ParseRef(s string) (Ref, error) {
 	if isImageID(s) {
 		return Ref{}, ErrImageID
 	}
+	if r, ok := fastParse(s); ok {
+		return r, nil
+	}
+	return parseRefWithLibrary(s)
+}
+
+// parseRefWithLibrary is ParseRef by distribution/reference alone.
+func parseRefWithLibrary(s string) (Ref, error) {
 	named, err := reference.ParseNormalizedNamed(s)
 	if err != nil {
 		return Ref{}, err
@@ -157,6 +165,16 @@ func parsePattern(s string) (pattern, error) {
 	}
 	marked := strings.ReplaceAll(s, "**", dstarMarker)
 	marked = strings.ReplaceAll(marked, "*", starMarker)
+	if domain, path, tag, digest, ok := splitFast(marked); ok {
+		// The markers are lower-case letters: a plain name to the fast path.
+		switch {
+		case tag != "":
+			return pattern{}, fmt.Errorf("image pattern %q names a tag; put tags in the rule's tags: list", s)
+		case digest != "":
+			return pattern{}, fmt.Errorf("image pattern %q names a digest; put digests in the rule's digests: list", s)
+		}
+		return pattern{host: unmark(domain), segments: collapseDoubleStars(strings.Split(unmark(path), "/"))}, nil
+	}
 	named, err := reference.ParseNormalizedNamed(marked)
 	if err == nil {
 		named, err = canonicalNamed(named) // the markers are lower case: unchanged

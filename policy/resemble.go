@@ -3,148 +3,413 @@ package policy
 import (
 	"math/bits"
 	"strings"
+	"time"
 )
 
-// resemblanceIndex holds the names that allow rules spell out, by registry,
-// to tell when a denied reference is a near miss of an allowed one
-// (myorg-base for myorg/base, ngnix for nginx): the typosquatting case.
+// resemblanceIndex tells when a denied reference is a near miss of what an
+// allow rule names: a repository within two edits or equal but for
+// separators (myorg-base for myorg/base, ngnix for nginx), or a registry
+// host likewise (ghrc.io for ghcr.io): the typosquatting case.
 //
-// A name is compared with candidates of its own registry only, through two
-// maps, so a denial costs a few lookups however long the policy is: one for
-// names equal but for separators, and one by length for names within two
-// edits (only names whose lengths differ by at most two can be).
+// A hint must cost the same at 10 rules as at 100,000, so no name is
+// compared with every allowed one. Each allowed name b is split into halves
+// at len(b)/2; if a query a is within two edits of b, one half of b is
+// within one edit of a's prefix or suffix of nearly the same length, and
+// two strings within one edit share a string obtained by deleting at most
+// one character from each. The index therefore holds, for each half of each
+// name, the half and its one-deletion variants (about len(b)+2 entries a
+// name), hashed; a query probes the variants of its few candidate prefixes
+// and suffixes (about 10 of them), and only the names found are measured
+// with the exact distance. The postings are one sorted array of 64-bit
+// words, 8 bytes an entry, so a 100,000-rule allowlist costs a few MB.
 type resemblanceIndex struct {
-	hosts map[string]*hostNames
-	order []string // hosts in policy order, for a stable answer
+	allow []*Rule
+	// hosts are the literal hosts allow rules name, in policy order; a
+	// host's id is its position.
+	hosts   []string
+	hostIDs map[string]int32
+	// shapes lists, per host id, the shapes its names come in (see
+	// nameShape), in order of first appearance.
+	shapes [][]int8
+	// ruleHost and ruleShape say, for each allow rule, under which host id
+	// and shape its name is posted (-1 for a rule not posted), so that a
+	// key that matched by chance is recognised.
+	ruleHost  []int32
+	ruleShape []int8
+	postings  postings
 }
 
-type hostNames struct {
-	squashedHost string
-	first        string // the first allow pattern on this host
-	shapes       []int  // distinct shapes present, see shapeKey
-	squashed     map[nameKey]string
-	byLen        map[lenKey][]candidate
-}
-
-// shape is how much of a reference's path a candidate compares with: -1 for
-// the whole path (a pattern without globs), k for the first k segments (a
-// pattern whose literal part is k segments long, like approved/**).
-type nameKey struct {
-	shape int
-	name  string
-}
-
-type lenKey struct{ shape, length int }
-
-type candidate struct {
-	path    string // familiar path: docker.io's library/ dropped
-	chars   uint64 // which characters path holds, see charSet
-	display string
-}
+// Kinds of posting, mixed into every key so that the halves of repository
+// paths, of hosts, and squashed names never meet.
+const (
+	kindHead = iota
+	kindTail
+	kindSquashed
+)
 
 func newResemblanceIndex(allow []*Rule, patterns map[*Rule]pattern) *resemblanceIndex {
-	ix := &resemblanceIndex{hosts: map[string]*hostNames{}}
-	for _, r := range allow {
+	ix := &resemblanceIndex{allow: allow, hostIDs: map[string]int32{},
+		ruleHost: make([]int32, len(allow)), ruleShape: make([]int8, len(allow))}
+	// About 24 postings a name of fleet-like length, allocated once.
+	pb := postingBuilder{words: make([]uint64, 0, 24*len(allow)+64)}
+	var hb hasher
+	for i, r := range allow {
+		ix.ruleHost[i] = -1
 		p := patterns[r]
 		if p.anyHost || strings.Contains(p.host, "*") {
 			continue
 		}
-		lit := 0
-		for lit < len(p.segments) && !strings.Contains(p.segments[lit], "*") {
-			lit++
+		id, ok := ix.hostIDs[p.host]
+		if !ok {
+			id = int32(len(ix.hosts))
+			ix.hostIDs[p.host] = id
+			ix.hosts = append(ix.hosts, p.host)
+			ix.shapes = append(ix.shapes, nil)
+			pb.addName(&hb, hostContext(), p.host, uint32(id))
 		}
-		shape := lit
-		if lit == len(p.segments) {
-			shape = -1
-		}
-		path := familiarPath(p.host, strings.Join(p.segments[:lit], "/"))
-		hn := ix.hosts[p.host]
-		if hn == nil {
-			hn = &hostNames{squashedHost: squash(p.host), first: r.Pattern, squashed: map[nameKey]string{}, byLen: map[lenKey][]candidate{}}
-			ix.hosts[p.host] = hn
-			ix.order = append(ix.order, p.host)
-		}
-		if lit == 0 {
+		shape, ok := nameShape(p)
+		if !ok {
 			continue // nothing literal below the host to compare with
 		}
-		if !containsInt(hn.shapes, shape) {
-			hn.shapes = append(hn.shapes, shape)
+		if !containsShape(ix.shapes[id], shape) {
+			ix.shapes[id] = append(ix.shapes[id], shape)
 		}
-		sk := nameKey{shape, squash(path)}
-		if _, ok := hn.squashed[sk]; !ok {
-			hn.squashed[sk] = r.Pattern
-		}
-		lk := lenKey{shape, len(path)}
-		hn.byLen[lk] = append(hn.byLen[lk], candidate{path: path, chars: charSet(path), display: r.Pattern})
+		name, _ := ruleName(r, p.host, shape)
+		ix.ruleHost[i], ix.ruleShape[i] = id, shape
+		pb.addName(&hb, pathContext(id, shape), name, uint32(i))
 	}
+	ix.postings = pb.build()
 	return ix
 }
 
-// resembling returns the allowed pattern that ref most plausibly imitates,
-// or "" when none is close.
-func (ix *resemblanceIndex) resembling(ref *Ref) string {
-	if hn := ix.hosts[ref.Domain]; hn != nil {
+// nameShape is how much of a reference's path an allow rule's name is
+// compared with: -1 for the whole path (a pattern without globs), k for the
+// first k segments (a pattern whose literal part is k segments long, like
+// approved/**). ok is false when nothing below the host is literal.
+func nameShape(p pattern) (shape int8, ok bool) {
+	lit := 0
+	for lit < len(p.segments) && !strings.Contains(p.segments[lit], "*") {
+		lit++
+	}
+	if lit == 0 || lit > 127 {
+		return 0, false
+	}
+	if lit == len(p.segments) {
+		return -1, true
+	}
+	return int8(lit), true
+}
+
+// ruleName is the familiar path an allow rule names on host, cut to shape,
+// taken from the rule's normalized pattern without allocating.
+func ruleName(r *Rule, host string, shape int8) (string, bool) {
+	path := r.Pattern[len(host)+1:]
+	path, ok := pathPrefix(path, shape)
+	return familiarPath(host, path), ok
+}
+
+// resembling returns what ref most plausibly imitates, or "": the first
+// allow rule (in policy order) whose name is a near miss of ref's, or, for
+// a host no allow rule names, the allowed host it is a near miss of.
+func (p *Policy) resembling(ref *Ref, now time.Time) string {
+	ix := p.names
+	if id, ok := ix.hostIDs[ref.Domain]; ok {
 		path := familiarPath(ref.Domain, ref.Path)
-		for _, shape := range hn.shapes {
+		best := int32(-1)
+		for _, shape := range ix.shapes[id] {
 			q, ok := pathPrefix(path, shape)
 			if !ok {
 				continue
 			}
-			if d := hn.near(shape, q); d != "" {
-				return d
-			}
+			ix.postings.near(q, pathContext(id, shape), func(cand uint32) (string, bool) {
+				if int(cand) >= len(ix.allow) || ix.ruleHost[cand] != id || ix.ruleShape[cand] != shape {
+					return "", false // another name's key, equal by chance
+				}
+				return ruleName(ix.allow[cand], ref.Domain, shape)
+			}, &best)
+		}
+		if best >= 0 {
+			return ix.allow[best].Pattern
 		}
 		return ""
 	}
 	// An unknown registry: is it a near miss of an allowed one?
-	sq := squash(ref.Domain)
-	for _, host := range ix.order {
-		hn := ix.hosts[host]
-		if hn.squashedHost == sq || withinTwoEdits(host, ref.Domain) {
-			return hn.first
+	best := int32(-1)
+	ix.postings.near(ref.Domain, hostContext(), func(cand uint32) (string, bool) {
+		if int(cand) >= len(ix.hosts) {
+			return "", false
 		}
+		return ix.hosts[cand], true
+	}, &best)
+	if best < 0 {
+		return ""
 	}
-	return ""
+	host := ix.hosts[best]
+	// Name the rule the same reference would have matched on the real
+	// registry, if one does: that is what the look-alike imitates.
+	real := *ref
+	real.Domain = host
+	m := matcher{rules: p.Allow, ref: &real, now: now}
+	m.run(p.allowIdx)
+	if m.best >= 0 {
+		return p.Allow[m.best].Pattern
+	}
+	return host
 }
 
-func (hn *hostNames) near(shape int, q string) string {
-	// Equal once separators are dropped; an exact match is no near miss.
-	if d, ok := hn.squashed[nameKey{shape, squash(q)}]; ok && !hasPath(hn.byLen[lenKey{shape, len(q)}], q) {
-		return d
+func pathContext(host int32, shape int8) uint64 {
+	return uint64(host)<<16 | uint64(uint8(shape))<<8 | 1
+}
+
+func hostContext() uint64 { return 2 }
+
+// postings maps 32-bit keys to ids: one sorted array of key<<32|id words,
+// with a directory by the key's top 16 bits. A false match of two keys only
+// costs a distance check.
+type postings struct {
+	words []uint64
+	dir   []uint32 // dir[k] is the first word whose key's top bits are >= k
+	// present has a bit set for the low bits of every key: most probes
+	// find nothing, and this says so from one word in cache.
+	present []uint64
+	mask    uint32
+}
+
+type postingBuilder struct{ words []uint64 }
+
+// addName posts name's two halves with their one-deletion variants, and
+// its squashed form, under ctx.
+func (pb *postingBuilder) addName(h *hasher, ctx uint64, name string, id uint32) {
+	h.reset(name)
+	m := len(name) / 2
+	h.variants(0, m, func(v uint64) { pb.add(key(ctx, kindHead, v), id) })
+	h.variants(m, len(name), func(v uint64) { pb.add(key(ctx, kindTail, v), id) })
+	var hs hasher
+	hs.reset(squash(name))
+	pb.add(key(ctx, kindSquashed, hs.sum(0, hs.n)), id)
+}
+
+func (pb *postingBuilder) add(k uint32, id uint32) {
+	pb.words = append(pb.words, uint64(k)<<32|uint64(id))
+}
+
+func (pb *postingBuilder) build() postings {
+	w := radixSortKeys(pb.words)
+	// Drop repeats (a name's variants often coincide) and spare capacity.
+	out := w[:0]
+	for i, x := range w {
+		if i == 0 || x != w[i-1] {
+			out = append(out, x)
+		}
 	}
-	qc := charSet(q)
-	for l := len(q) - 2; l <= len(q)+2; l++ {
-		for _, c := range hn.byLen[lenKey{shape, l}] {
-			// Two edits change which characters a name holds in at most
-			// four places: a cheap test that spares most distance checks.
-			if bits.OnesCount64(c.chars^qc) > 4 {
-				continue
+	words := out
+	if len(out) < cap(w)*3/4 {
+		words = make([]uint64, len(out))
+		copy(words, out)
+	}
+	dir := make([]uint32, 1<<16+1)
+	j := 0
+	for k := 0; k <= 1<<16; k++ {
+		for j < len(words) && int(words[j]>>48) < k {
+			j++
+		}
+		dir[k] = uint32(j)
+	}
+	// About 8 bits a key, a power of two; at least 4 KiB.
+	size := uint32(1 << 15)
+	for int(size) < 8*len(words) && size < 1<<31 {
+		size <<= 1
+	}
+	present := make([]uint64, size/64)
+	for _, w := range words {
+		b := uint32(w>>32) & (size - 1)
+		present[b/64] |= 1 << (b % 64)
+	}
+	return postings{words: words, dir: dir, present: present, mask: size - 1}
+}
+
+// radixSortKeys sorts postings by key, four passes of a byte each over the
+// key's 32 bits: several times faster than a comparison sort on the
+// millions of postings of a large allowlist. The sort is stable, so the
+// postings of one key stay in id order and repeats end up adjacent.
+func radixSortKeys(w []uint64) []uint64 {
+	tmp := make([]uint64, len(w))
+	src, dst := w, tmp
+	for shift := uint(32); shift < 64; shift += 8 {
+		var count [257]int
+		for _, x := range src {
+			count[(x>>shift)&0xff+1]++
+		}
+		for i := 1; i < len(count); i++ {
+			count[i] += count[i-1]
+		}
+		for _, x := range src {
+			b := (x >> shift) & 0xff
+			dst[count[b]] = x
+			count[b]++
+		}
+		src, dst = dst, src
+	}
+	return src // four passes: back in w
+}
+
+// lookup calls fn with every id posted under k.
+func (ps *postings) lookup(k uint32, fn func(id uint32)) {
+	if len(ps.words) == 0 {
+		return
+	}
+	if b := k & ps.mask; ps.present[b/64]&(1<<(b%64)) == 0 {
+		return
+	}
+	lo, hi := int(ps.dir[k>>16]), int(ps.dir[k>>16+1])
+	want := uint64(k) << 32
+	for lo < hi {
+		mid := int(uint(lo+hi) >> 1)
+		if ps.words[mid] < want {
+			lo = mid + 1
+		} else {
+			hi = mid
+		}
+	}
+	for i := lo; i < len(ps.words) && ps.words[i]>>32 == uint64(k); i++ {
+		fn(uint32(ps.words[i]))
+	}
+}
+
+// near finds the ids posted under ctx whose name (nameOf) is within two
+// edits of q or equal to it but for separators, but not q itself, and
+// leaves the lowest in *best.
+func (ps *postings) near(q string, ctx uint64, nameOf func(id uint32) (string, bool), best *int32) {
+	sq := squash(q)
+	var h hasher
+	h.reset(sq)
+	ps.lookup(key(ctx, kindSquashed, h.sum(0, h.n)), func(id uint32) {
+		if *best >= 0 && int32(id) >= *best {
+			return
+		}
+		if name, ok := nameOf(id); ok && name != q && squash(name) == sq {
+			*best = int32(id)
+		}
+	})
+	// A name is found through several of its variants: measure it once.
+	var tried [32]uint32
+	ntried := 0
+	consider := func(id uint32) {
+		if *best >= 0 && int32(id) >= *best {
+			return
+		}
+		for _, t := range tried[:ntried] {
+			if t == id {
+				return
 			}
-			if c.path != q && withinTwoEdits(c.path, q) {
-				return c.display
+		}
+		if ntried < len(tried) {
+			tried[ntried] = id
+			ntried++
+		}
+		if name, ok := nameOf(id); ok && name != q && withinTwoEdits(name, q) {
+			*best = int32(id)
+		}
+	}
+	h.reset(q)
+	n := len(q)
+	// The names within two edits are 2 shorter to 2 longer; each is split
+	// at half its length, and its head is within one edit of a prefix of q
+	// one shorter to one longer than that head, or its tail of a suffix.
+	var seenHead, seenTail [8]int
+	nh, nt := 0, 0
+	for lb := n - 2; lb <= n+2; lb++ {
+		if lb < 1 {
+			continue
+		}
+		m := lb / 2
+		for d := -1; d <= 1; d++ {
+			if p := m + d; p >= 0 && p <= n && !seen(seenHead[:nh], p) && nh < len(seenHead) {
+				seenHead[nh] = p
+				nh++
+				h.variants(0, p, func(v uint64) { ps.lookup(key(ctx, kindHead, v), consider) })
+			}
+			if t := lb - m + d; t >= 0 && t <= n && !seen(seenTail[:nt], t) && nt < len(seenTail) {
+				seenTail[nt] = t
+				nt++
+				h.variants(n-t, n, func(v uint64) { ps.lookup(key(ctx, kindTail, v), consider) })
 			}
 		}
 	}
-	return ""
 }
 
-func hasPath(cs []candidate, p string) bool {
-	for _, c := range cs {
-		if c.path == p {
+func seen(xs []int, x int) bool {
+	for _, y := range xs {
+		if y == x {
 			return true
 		}
 	}
 	return false
 }
 
+// key mixes a context, a kind and a string hash into a 32-bit key.
+func key(ctx uint64, kind int, h uint64) uint32 {
+	x := h ^ (ctx*0x9e3779b97f4a7c15 + uint64(kind)*0xc2b2ae3d27d4eb4f)
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	return uint32(x)
+}
+
+// hasher holds the prefix hashes of a string (at most 256 bytes, the
+// longest name), so that the hash of any substring, with or without one of
+// its characters, is computed in constant time.
+type hasher struct {
+	n   int
+	s   string
+	pre [257]uint64
+}
+
+const hashBase = 0x100000001b3
+
+var hashPow = func() (p [257]uint64) {
+	p[0] = 1
+	for i := 1; i < len(p); i++ {
+		p[i] = p[i-1] * hashBase
+	}
+	return p
+}()
+
+func (h *hasher) reset(s string) {
+	if len(s) > 256 {
+		s = s[:256] // longer than any valid name; only a hint is at stake
+	}
+	h.s, h.n = s, len(s)
+	for i := 0; i < len(s); i++ {
+		h.pre[i+1] = h.pre[i]*hashBase + uint64(s[i]) + 1
+	}
+}
+
+// sum is the hash of s[i:j].
+func (h *hasher) sum(i, j int) uint64 { return h.pre[j] - h.pre[i]*hashPow[j-i] }
+
+// variants calls fn with the hash of s[i:j] and of each string made by
+// deleting one of its characters (once for a run of equal ones).
+func (h *hasher) variants(i, j int, fn func(uint64)) {
+	fn(h.sum(i, j))
+	for k := i; k < j; k++ {
+		if k > i && h.s[k] == h.s[k-1] {
+			continue
+		}
+		fn(h.sum(i, k)*hashPow[j-k-1] + h.sum(k+1, j))
+	}
+}
+
 // pathPrefix returns the first k segments of path, or the whole path for
 // shape -1; ok is false when the path is shorter than k segments.
-func pathPrefix(path string, shape int) (string, bool) {
+func pathPrefix(path string, shape int8) (string, bool) {
 	if shape < 0 {
 		return path, true
 	}
 	end := 0
-	for i := 0; i < shape; i++ {
+	for i := 0; i < int(shape); i++ {
 		if end > 0 {
 			end++ // the slash
 		}
@@ -153,7 +418,7 @@ func pathPrefix(path string, shape int) (string, bool) {
 		}
 		j := strings.IndexByte(path[end:], '/')
 		if j < 0 {
-			if i == shape-1 {
+			if i == int(shape)-1 {
 				return path, true
 			}
 			return "", false
@@ -183,36 +448,61 @@ func squash(s string) string {
 	}, s)
 }
 
-// withinTwoEdits is a Levenshtein distance check that gives up early.
+// withinTwoEdits is a Levenshtein distance check that gives up early. Only
+// the band of the table within two cells of its diagonal can hold a
+// distance of two or less, so only that band is computed.
 func withinTwoEdits(a, b string) bool {
-	if d := len(a) - len(b); d > 2 || d < -2 {
+	const k = 2
+	if d := len(a) - len(b); d > k || d < -k {
 		return false
 	}
-	var rows [2][300]int
-	prev, cur := rows[0][:], rows[1][:]
-	if len(b)+1 > len(prev) {
-		prev, cur = make([]int, len(b)+1), make([]int, len(b)+1)
+	if bits.OnesCount64(charSet(a)^charSet(b)) > 2*k {
+		return false // two edits change which characters occur in at most four places
 	}
-	for j := 0; j <= len(b); j++ {
-		prev[j] = j
+	const inf = 1 << 20
+	// prev[d] and cur[d] hold the cell (i, i+d-k) of the table.
+	var prev, cur [2*k + 1]int
+	for d := range prev {
+		j := d - k
+		if j >= 0 {
+			prev[d] = j
+		} else {
+			prev[d] = inf
+		}
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		rowMin := cur[0]
-		for j := 1; j <= len(b); j++ {
+		rowMin := inf
+		for d := 0; d <= 2*k; d++ {
+			j := i + d - k
+			if j < 0 || j > len(b) {
+				cur[d] = inf
+				continue
+			}
+			if j == 0 {
+				cur[d] = i
+				rowMin = min(rowMin, i)
+				continue
+			}
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-			rowMin = min(rowMin, cur[j])
+			v := prev[d] + cost // (i-1, j-1)
+			if d+1 <= 2*k {
+				v = min(v, prev[d+1]+1) // (i-1, j)
+			}
+			if d > 0 {
+				v = min(v, cur[d-1]+1) // (i, j-1)
+			}
+			cur[d] = v
+			rowMin = min(rowMin, v)
 		}
-		if rowMin > 2 {
+		if rowMin > k {
 			return false
 		}
-		prev, cur = cur, prev
+		prev = cur
 	}
-	return prev[len(b)] <= 2
+	return prev[len(b)-len(a)+k] <= k
 }
 
 // charSet maps the characters of a name to the bits of a word; characters
@@ -241,7 +531,7 @@ func charSet(s string) uint64 {
 	return m
 }
 
-func containsInt(xs []int, x int) bool {
+func containsShape(xs []int8, x int8) bool {
 	for _, y := range xs {
 		if y == x {
 			return true

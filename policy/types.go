@@ -6,7 +6,7 @@
 package policy
 
 import (
-	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -60,7 +60,7 @@ func (p Position) String() string {
 	if p.File == "" {
 		return ""
 	}
-	return fmt.Sprintf("%s:%d", p.File, p.Line)
+	return p.File + ":" + strconv.Itoa(p.Line) // once a decision: no fmt
 }
 
 // Rule is one entry of the allow or deny list.
@@ -82,10 +82,8 @@ type Rule struct {
 	Reason string
 	Source Position
 
-	// summary is the human text of the rule and matchReason the reason of
-	// the decisions it makes, built once at load so that a decision
-	// allocates nothing to explain itself.
-	summary     string
+	// matchReason is the reason of the decisions the rule makes, built
+	// once at load so that a decision allocates nothing to explain itself.
 	matchReason string
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 
@@ -115,14 +116,7 @@ type checkResult struct {
 
 func writeDecision(w io.Writer, format string, d policy.Decision) error {
 	if format == "json" {
-		b, err := json.Marshal(checkResult{
-			Input: d.Input, Reference: d.Reference, Allowed: d.Allowed,
-			Rule: d.RuleSource(), Reason: d.Reason, Resembles: d.Resembles,
-		})
-		if err != nil {
-			return err
-		}
-		_, err = fmt.Fprintf(w, "%s\n", b)
+		_, err := w.Write(appendDecisionJSON(make([]byte, 0, 256), d))
 		return err
 	}
 	verdict, ref, rule := "DENY ", d.Reference, d.RuleSource()
@@ -141,4 +135,41 @@ func writeDecision(w io.Writer, format string, d policy.Decision) error {
 	}
 	_, err := fmt.Fprintln(w, line)
 	return err
+}
+
+// appendDecisionJSON appends a decision as one line of JSON, byte for byte
+// what encoding/json makes of checkResult, without reflection: a CI job
+// checks tens of thousands of references in one run, and encoding them
+// cost as much as deciding them.
+func appendDecisionJSON(b []byte, d policy.Decision) []byte {
+	b = append(b, `{"input":`...)
+	b = appendJSONString(b, d.Input)
+	b = append(b, `,"reference":`...)
+	b = appendJSONString(b, d.Reference)
+	b = append(b, `,"allowed":`...)
+	b = strconv.AppendBool(b, d.Allowed)
+	b = append(b, `,"rule":`...)
+	b = appendJSONString(b, d.RuleSource())
+	b = append(b, `,"reason":`...)
+	b = appendJSONString(b, d.Reason)
+	if d.Resembles != "" {
+		b = append(b, `,"resembles":`...)
+		b = appendJSONString(b, d.Resembles)
+	}
+	return append(b, "}\n"...)
+}
+
+// appendJSONString writes plain printable ASCII directly and leaves
+// anything else (escapes, HTML characters, other encodings) to
+// encoding/json, so the output never differs from it.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }

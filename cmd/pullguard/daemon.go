@@ -21,6 +21,10 @@ import (
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
 )
 
+// dockerNamespaces are the containerd namespaces Docker keeps its
+// containers in: they are Docker's to judge, by the names Docker knows.
+var dockerNamespaces = []string{"moby", "plugins.moby"}
+
 // runtimeFlags say which runtimes to guard; "none" turns one off.
 type runtimeFlags struct {
 	dockerHost          string
@@ -98,11 +102,18 @@ creates, tags and builds before they happen.`,
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			reload := make(chan struct{})
+			stopped := make(chan struct{})
+			defer close(stopped)
 			go func() {
-				for range hup {
+				for {
+					select {
+					case <-hup:
+					case <-stopped:
+						return
+					}
 					select {
 					case reload <- struct{}{}:
-					case <-cmd.Context().Done():
+					case <-stopped:
 						return
 					}
 				}
@@ -173,12 +184,20 @@ func (g namedGuard) Stalled(now time.Time, limit time.Duration) bool {
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
 	log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
 	var guards []daemon.Guard
+	// The plugin's image index forgets what it knows whenever the Docker
+	// guard reads an image event; the plugin is built after the guard.
+	var plugin *authz.Server
 	if rf.docker() {
 		api, err := dockerguard.NewAPI(rf.dockerHost)
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
-		guards = append(guards, namedGuard{enforcer.RuntimeDocker, dockerguard.New(api, policies, rep, log)})
+		g := dockerguard.New(api, policies, rep, log, dockerguard.WithImageEvents(func() {
+			if plugin != nil {
+				plugin.ImagesChanged()
+			}
+		}))
+		guards = append(guards, namedGuard{enforcer.RuntimeDocker, g})
 	}
 	if rf.containerd() {
 		api, err := cdguard.NewAPI(rf.containerdAddress)
@@ -193,7 +212,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		if rf.docker() {
 			// Docker's containers live in these namespaces; they are
 			// Docker's to judge, with the names Docker knows them by.
-			opts = append(opts, cdguard.WithSkipNamespaces([]string{"moby", "plugins.moby"}))
+			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}
@@ -203,6 +222,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			return nil, err
 		}
 		if g != nil {
+			plugin = g.server
 			guards = append(guards, g)
 		}
 	}
@@ -239,7 +259,7 @@ func (g *authzGuard) Run(ctx context.Context) error {
 }
 
 func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter,
-	log *logrus.Logger, closers *[]func()) (daemon.Guard, error) {
+	log *logrus.Logger, closers *[]func()) (*authzGuard, error) {
 	listeners, err := authz.ListenersFromSystemd()
 	if err != nil {
 		return nil, err

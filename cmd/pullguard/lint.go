@@ -82,21 +82,32 @@ policy error or a file that cannot be parsed.`,
 
 			var findings []lint.Finding
 			var parseErrs []error
-			add := func(fs []lint.Finding, err error) {
-				if err != nil {
-					parseErrs = append(parseErrs, err)
-				}
-				findings = append(findings, fs...)
-			}
 			if stdin {
 				data, err := io.ReadAll(cmd.InOrStdin())
 				if err != nil {
 					return usageError("reading standard input: %v", err)
 				}
-				add(l.Lint(stdinName, kind, data))
+				fs, err := l.Lint(stdinName, kind, data)
+				if err != nil {
+					parseErrs = append(parseErrs, err)
+				}
+				findings = fs
 			}
-			for _, in := range inputs {
-				add(l.LintInput(in))
+			fs, errs := l.LintAll(inputs)
+			findings = append(findings, fs...)
+			for _, err := range errs {
+				var skipped *lint.Skipped
+				if errors.As(err, &skipped) {
+					fmt.Fprintln(cmd.ErrOrStderr(), "pullguard: note:", skipped)
+				} else {
+					parseErrs = append(parseErrs, err)
+				}
+			}
+			if !stdin && len(inputs) == 0 {
+				// Not an error (a repository may have nothing to lint yet),
+				// but a CI job pointed at the wrong path should not pass
+				// without a word.
+				fmt.Fprintln(cmd.ErrOrStderr(), "pullguard: note: no Dockerfile, Compose file or Kubernetes manifest found in", strings.Join(files, ", "))
 			}
 			if err := writeFindings(cmd.OutOrStdout(), output, findings); err != nil {
 				return err

@@ -74,6 +74,10 @@ func TestLintBinary(t *testing.T) {
 	allowed := writeFile(t, dir, "ok/Dockerfile", "ARG BASE=localhost:5000/approved/base\nFROM ${BASE}:2 AS build\nFROM nginx:1.25\nCOPY --from=build /a /a\n")
 	denied := writeFile(t, dir, "bad/Dockerfile", "FROM nginx:1.25\nCOPY --from=localhost:5000/evil/tools:1 /t /t\n")
 	broken := writeFile(t, dir, "broken/Dockerfile", "FROM nginx:1.25\nFROM a b\n")
+	if err := os.Mkdir(filepath.Join(dir, "empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "chart/templates/pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: x\n{{- if .Values.enabled }}\n")
 	manifest := "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n    - name: c\n      image: localhost:5000/evil/miner:1\n"
 
 	cases := []struct {
@@ -98,6 +102,10 @@ func TestLintBinary(t *testing.T) {
 		{"stdin needs --type", "FROM nginx:1.25\n", []string{"lint", "--policy", pol, "-"}, 2, nil, "needs --type"},
 		{"parse error with position", "", []string{"lint", "--policy", pol, allowed, broken}, 2,
 			[]string{allowed + ":2: ALLOW"}, broken + ":2: "},
+		{"walk skips a template with a note", "", []string{"lint", "--policy", pol, filepath.Join(dir, "chart")}, 0,
+			nil, filepath.Join(dir, "chart/templates/pod.yaml") + ":5: skipped, not YAML lint can read"},
+		{"nothing to lint", "", []string{"lint", "--policy", pol, filepath.Join(dir, "empty")}, 0,
+			nil, "no Dockerfile, Compose file or Kubernetes manifest found in " + filepath.Join(dir, "empty")},
 		{"bad output", "", []string{"lint", "--policy", pol, "-o", "xml", allowed}, 2, nil, "--output must be"},
 		{"bad build-arg", "", []string{"lint", "--policy", pol, "--build-arg", "NOVALUE", allowed}, 2, nil, "want NAME=VALUE"},
 		{"missing policy", "", []string{"lint", "--policy", filepath.Join(dir, "none.yaml"), allowed}, 2, nil, "none.yaml"},

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/pullguard/pullguard/enforcer"
+	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
 	"github.com/pullguard/pullguard/policy"
 )
@@ -26,14 +27,20 @@ func newScanCmd() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "scan [--enforce]",
-		Short: "List every image name and container on the Docker host that the policy denies",
-		Long: `scan lists every image reference and container on the Docker host that the
-policy denies, with the rule and reason, and what the daemon would do about
-it. With --enforce it then does it, exactly as the daemon's reconcile would
-(so in audit mode it still only reports).
+		Short: "List every image and container on the host's runtimes that the policy denies",
+		Long: `scan lists every image reference and container on Docker and containerd that
+the policy denies, with the rule and reason, and what the daemon would do about
+it: it runs the daemon's own reconcile planning without acting, so the two
+cannot disagree. With --enforce it then does it, exactly as the daemon's
+reconcile would (so in audit mode it still only reports).
+
+containerd is scanned when --containerd-address names its socket (it is
+none by default here, so that a Docker host's scan stays what it was). As in
+the daemon, Docker's namespaces (moby, plugins.moby) are then left to
+Docker's scan.
 
 Exit status: 0 if nothing is denied, 1 if anything is, 2 on a usage or
-policy error or when Docker cannot be reached.`,
+policy error or when a runtime to scan cannot be reached.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if output != "text" && output != "json" {
@@ -43,49 +50,124 @@ policy error or when Docker cannot be reached.`,
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}
-			if !rf.docker() {
-				return usageError("scan needs Docker: --docker-host is none")
-			}
-			api, err := dockerguard.NewAPI(rf.dockerHost)
-			if err != nil {
-				return usageError("--docker-host: %v", err)
+			if !rf.docker() && !rf.containerd() {
+				return usageError("nothing to scan: --docker-host and --containerd-address are both none")
 			}
 			ctx := cmd.Context()
-			if _, err := api.Ping(ctx); err != nil {
-				return &exitError{code: exitUsage, err: fmt.Errorf("cannot reach Docker at %s: %w", rf.dockerHost, err)}
+			var scanners []scanner
+			if rf.docker() {
+				s, err := dockerScanner(ctx, rf)
+				if err != nil {
+					return &exitError{code: exitUsage, err: err}
+				}
+				scanners = append(scanners, s)
 			}
-			findings, err := dockerguard.Scan(ctx, api, p, time.Now())
-			if err != nil {
-				return &exitError{code: exitUsage, err: err}
+			if rf.containerd() {
+				s, err := containerdScanner(ctx, rf)
+				if err != nil {
+					return &exitError{code: exitUsage, err: err}
+				}
+				defer s.close()
+				scanners = append(scanners, s)
 			}
 			w := bufio.NewWriter(cmd.OutOrStdout())
-			for _, f := range findings {
-				if err := writeFinding(w, output, f); err != nil {
-					return err
+			found := 0
+			for _, s := range scanners {
+				findings, err := s.scan(ctx, p, time.Now())
+				if err != nil {
+					return &exitError{code: exitUsage, err: err}
+				}
+				found += len(findings)
+				for _, f := range findings {
+					if err := writeFinding(w, output, f); err != nil {
+						return err
+					}
 				}
 			}
 			if err := w.Flush(); err != nil {
 				return err
 			}
 			if enforce {
-				if err := enforceOnce(ctx, api, p, cmd.ErrOrStderr()); err != nil {
+				if err := enforceOnce(ctx, scanners, p, cmd.ErrOrStderr()); err != nil {
 					return &exitError{code: exitUsage, err: err}
 				}
 			}
-			if len(findings) > 0 {
+			if found > 0 {
 				return &exitError{code: exitDenied}
 			}
 			return nil
 		},
 	}
 	pf.register(cmd.Flags())
-	rf.registerDocker(cmd) // containerd hosts: the daemon's reconcile; scan covers Docker
+	rf.register(cmd)
+	// Scanning is asked for runtime by runtime: containerd only when its
+	// socket is named.
+	rf.containerdAddress = "none"
+	cmd.Flags().Lookup("containerd-address").DefValue = "none"
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (one object a line)")
 	cmd.Flags().BoolVar(&enforce, "enforce", false, "act on what was found, as the daemon would")
 	return cmd
 }
 
+// scanner is one runtime to scan: the daemon's planning without acting,
+// and, for --enforce, one reconcile of a guard.
+type scanner struct {
+	scan  func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error)
+	guard func(p *policy.Policy, rep enforcer.Reporter, log logrus.FieldLogger) interface{ Reconcile(context.Context) error }
+	close func()
+}
+
+func dockerScanner(ctx context.Context, rf runtimeFlags) (scanner, error) {
+	api, err := dockerguard.NewAPI(rf.dockerHost)
+	if err != nil {
+		return scanner{}, fmt.Errorf("--docker-host: %w", err)
+	}
+	if _, err := api.Ping(ctx); err != nil {
+		return scanner{}, fmt.Errorf("cannot reach Docker at %s: %w", rf.dockerHost, err)
+	}
+	return scanner{
+		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
+			return dockerguard.Scan(ctx, api, p, now)
+		},
+		guard: func(p *policy.Policy, rep enforcer.Reporter, log logrus.FieldLogger) interface{ Reconcile(context.Context) error } {
+			return dockerguard.New(api, staticPolicy{p}, rep, log)
+		},
+		close: func() {},
+	}, nil
+}
+
+func containerdScanner(ctx context.Context, rf runtimeFlags) (scanner, error) {
+	api, err := cdguard.NewAPI(rf.containerdAddress)
+	if err != nil {
+		return scanner{}, fmt.Errorf("--containerd-address: %w", err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := api.Namespaces(pctx); err != nil {
+		api.Close()
+		return scanner{}, fmt.Errorf("cannot reach containerd at %s: %w", rf.containerdAddress, err)
+	}
+	var opts []cdguard.Option
+	if len(rf.containerdNamespace) > 0 {
+		opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
+	}
+	if rf.docker() {
+		opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
+	}
+	return scanner{
+		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
+			return cdguard.Scan(ctx, api, p, now, opts...)
+		},
+		guard: func(p *policy.Policy, rep enforcer.Reporter, log logrus.FieldLogger) interface{ Reconcile(context.Context) error } {
+			return cdguard.New(api, staticPolicy{p}, rep, log, opts...)
+		},
+		close: func() { api.Close() },
+	}, nil
+}
+
 type scanResult struct {
+	Runtime        string `json:"runtime"`
+	Namespace      string `json:"namespace,omitempty"`
 	Kind           string `json:"kind"`
 	Reference      string `json:"reference"`
 	ImageID        string `json:"image_id,omitempty"`
@@ -97,18 +179,19 @@ type scanResult struct {
 	Resembles      string `json:"resembles,omitempty"`
 	Action         string `json:"action"`
 	Note           string `json:"note,omitempty"`
-	// Provenance, for an image: the allowed repository digest that vouches
-	// for its content, or empty when none does.
+	// Provenance, for a Docker image: the allowed repository digest that
+	// vouches for its content, or empty when none does.
 	Provenance *string `json:"provenance,omitempty"`
 }
 
-func writeFinding(w io.Writer, format string, f dockerguard.Finding) error {
+func writeFinding(w io.Writer, format string, f enforcer.Finding) error {
 	r := scanResult{
+		Runtime: f.Runtime, Namespace: f.Namespace,
 		Kind: string(f.Kind), Reference: f.Reference, ImageID: f.ImageID, ContainerID: f.ContainerID,
 		ContainerName: f.ContainerName, ContainerState: f.ContainerState, Rule: f.Decision.RuleSource(),
 		Reason: f.Decision.Reason, Resembles: f.Decision.Resembles, Action: string(f.Action), Note: f.Note,
 	}
-	if f.Kind == dockerguard.FindingImage {
+	if f.Kind == enforcer.FindingImage && f.Runtime == enforcer.RuntimeDocker {
 		r.Provenance = &f.Provenance
 	}
 	if format == "json" {
@@ -120,8 +203,14 @@ func writeFinding(w io.Writer, format string, f dockerguard.Finding) error {
 		return err
 	}
 	what := r.Reference
-	if f.Kind == dockerguard.FindingContainer {
+	if f.Kind == enforcer.FindingContainer {
 		what = fmt.Sprintf("%s (%s, %s) from %s", shortHex(r.ContainerID), r.ContainerName, r.ContainerState, r.Reference)
+		if f.Runtime == enforcer.RuntimeContainerd {
+			what = fmt.Sprintf("%s from %s", r.ContainerID, r.Reference)
+		}
+	}
+	if f.Namespace != "" {
+		what = "containerd/" + f.Namespace + " " + what
 	}
 	rule := r.Rule
 	if rule == "" {
@@ -142,8 +231,9 @@ func writeFinding(w io.Writer, format string, f dockerguard.Finding) error {
 	return err
 }
 
-// enforceOnce runs one reconcile with a reporter that prints each action.
-func enforceOnce(ctx context.Context, api dockerguard.API, p *policy.Policy, out io.Writer) error {
+// enforceOnce runs one reconcile of each runtime with a reporter that
+// prints each action.
+func enforceOnce(ctx context.Context, scanners []scanner, p *policy.Policy, out io.Writer) error {
 	var mu sync.Mutex
 	rep := enforcer.ReporterFunc(func(r enforcer.Record) {
 		mu.Lock()
@@ -154,6 +244,9 @@ func enforceOnce(ctx context.Context, api dockerguard.API, p *policy.Policy, out
 		}
 		if r.ContainerID != "" {
 			what = "container " + shortHex(r.ContainerID)
+		}
+		if r.Namespace != "" {
+			what = "containerd/" + r.Namespace + " " + what
 		}
 		line := fmt.Sprintf("%s %s", r.Action, what)
 		if r.Err != nil {
@@ -166,8 +259,12 @@ func enforceOnce(ctx context.Context, api dockerguard.API, p *policy.Policy, out
 	}
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	g := dockerguard.New(api, staticPolicy{p}, rep, log)
-	return g.Reconcile(ctx)
+	for _, s := range scanners {
+		if err := s.guard(p, rep, log).Reconcile(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type staticPolicy struct{ p *policy.Policy }

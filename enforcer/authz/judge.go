@@ -1,16 +1,13 @@
 package authz
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"path"
 	"strings"
 	"time"
 
 	"github.com/distribution/reference"
-	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
@@ -118,59 +115,26 @@ func refuse(req *Request, t target, why error) verdict {
 // judgeImagesCreate judges a pull (fromImage) or an import (fromSrc with
 // repo and tag), as dockerd's postImagesCreate reads them.
 func (s *Server) judgeImagesCreate(p *policy.Policy, now time.Time, req *Request, t target) verdict {
-	// A pull has no body, so a body pullguard cannot see can only hide
-	// parameters (dockerd reads a urlencoded body before the query). This
-	// refuses docker import from a file or stdin too: its tarball body is
-	// not forwarded either.
-	if requestBody(req) == bodyWithheld {
-		return refuse(req, t, errBodyWithheld)
-	}
-	f, err := requestForm(req, t)
+	q, err := readImagesCreate(req, t)
 	if err != nil {
 		return refuse(req, t, err)
 	}
-	// fromSrc (a URL, or "-" for the body) is read only to refuse it
-	// repeated: what an import is named is what matters.
-	var vals [4]string
-	for i, k := range []string{"fromImage", "tag", "repo", "fromSrc"} {
-		if vals[i], err = single(f, k); err != nil {
-			return refuse(req, t, err)
-		}
-	}
-	image, tag, repo := vals[0], vals[1], vals[2]
-	if image != "" {
-		return judgePull(p, now, image, tag)
+	if q.image != "" {
+		return judgePull(p, now, q.image, q.tag)
 	}
 	if localDenied(p) {
-		return localContent(req, t) // an import
+		return localContent(req, t) // an import (local.go)
 	}
-	if repo == "" {
+	if q.repo == "" {
 		// An import without a name makes an image known only by its ID:
-		// running or tagging it is judged, and refused, by its lack of names.
+		// running or tagging it is judged by its lack of names.
 		return allowed
 	}
-	name, err := importName(repo, tag)
+	name, err := importName(q.repo, q.tag)
 	if err != nil {
-		return denied(p, invalid(joinTag(repo, tag), err))
+		return denied(p, invalid(joinTag(q.repo, q.tag), err))
 	}
 	return decided(p, p.Decide(name, now))
-}
-
-// pullRef is the reference dockerd 20.10's PullImage makes of fromImage and
-// tag: a trailing ":" is dropped (docker pull -a sends one), a tag that is
-// a digest replaces any tag, and a tag replaces the one in fromImage.
-func pullRef(image, tag string) (reference.Named, error) {
-	ref, err := reference.ParseNormalizedNamed(strings.TrimSuffix(image, ":"))
-	if err != nil {
-		return nil, err
-	}
-	if tag == "" {
-		return ref, nil
-	}
-	if d, derr := digest.Parse(tag); derr == nil {
-		return reference.WithDigest(reference.TrimNamed(ref), d)
-	}
-	return reference.WithTag(ref, tag)
 }
 
 func judgePull(p *policy.Policy, now time.Time, image, tag string) verdict {
@@ -267,64 +231,12 @@ func globWitness(g string) (string, bool) {
 
 const tagChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
-// importName is the name dockerd 20.10's ImportImage gives an import:
-// repo with tag (when given) in place of its own, :latest by default.
-func importName(repo, tag string) (string, error) {
-	ref, err := reference.ParseNormalizedNamed(repo)
-	if err != nil {
-		return "", err
-	}
-	if tag != "" {
-		if ref, err = reference.WithTag(ref, tag); err != nil {
-			return "", err
-		}
-	}
-	return reference.TagNameOnly(ref).String(), nil
-}
-
-// tagName is the name dockerd 20.10's TagImage gives: repo without its own
-// tag or digest when tag is given, :latest by default.
-func tagName(repo, tag string) (string, error) {
-	ref, err := reference.ParseNormalizedNamed(repo)
-	if err != nil {
-		return "", err
-	}
-	if tag != "" {
-		if ref, err = reference.WithTag(reference.TrimNamed(ref), tag); err != nil {
-			return "", err
-		}
-	}
-	return reference.TagNameOnly(ref).String(), nil
-}
-
-func joinTag(name, tag string) string {
-	if tag == "" {
-		return name
-	}
-	return name + ":" + tag
-}
-
-// containerConfig is the one field of POST /containers/create's body that
-// pullguard reads. encoding/json matches keys without regard to case and
-// keeps the last duplicate, exactly as for dockerd, which decodes the same
-// body with it.
-type containerConfig struct {
-	Image string
-}
-
 func (s *Server) judgeContainersCreate(ctx context.Context, p *policy.Policy, now time.Time, req *Request, t target, log logrus.FieldLogger) verdict {
-	switch requestBody(req) {
-	case bodyWithheld:
-		return refuse(req, t, errBodyWithheld)
-	case bodyNone:
-		return refuse(req, t, fmt.Errorf("it has no body, so it names no image"))
+	image, err := readContainerImage(req)
+	if err != nil {
+		return refuse(req, t, err)
 	}
-	var cfg containerConfig
-	// Like dockerd, read the first JSON value and ignore what follows it.
-	if err := json.NewDecoder(bytes.NewReader(req.RequestBody)).Decode(&cfg); err != nil {
-		return refuse(req, t, fmt.Errorf("its body is not the JSON of a container: %w", err))
-	}
-	return s.judgeLocal(ctx, p, now, cfg.Image, log)
+	return s.judgeLocal(ctx, p, now, image, log)
 }
 
 // judgeLocal judges an image named the way Docker resolves names for
@@ -339,9 +251,7 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	if _, err := reference.ParseAnyReference(typed); err != nil {
 		return denied(p, invalid(typed, err))
 	}
-	rctx, cancel := context.WithTimeout(ctx, resolveTimeout)
-	img, found, err := s.images.ResolveImage(rctx, typed)
-	cancel()
+	img, found, err := s.resolve(ctx, typed)
 	if err != nil {
 		log.WithError(err).WithField("image", typed).Warn("authorization plugin: image lookup failed; refusing the request")
 		d := policy.Decision{Input: typed, Reason: "pullguard could not look the image up in Docker's image store: " + err.Error(), PolicyHash: p.Hash}
@@ -356,6 +266,12 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	}
 	// The image is allowed if it may stay and run: one of its names is.
 	judged := p.DecideImage(img.Names, "", now)
+	if judged.Allowed && s.evidence != nil && len(img.Names) > 0 {
+		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeDocker, ID: img.ID, Names: img.Names}
+		if d := s.evidence.Check(ctx, subject, judged); d != nil {
+			return verdict{imageID: img.ID, decision: *d, msg: noAllowedNameRefusal(p, typed, img.ID, *d)}
+		}
+	}
 	if judged.Allowed {
 		return allowed
 	}
@@ -378,16 +294,12 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	v := verdict{imageID: img.ID}
 	switch {
 	case same != nil:
-		v.decision, v.msg = *same, deniedText(p, *same)
-		if len(img.Names) > 1 {
-			v.msg += fmt.Sprintf("; none of the image's other %d names is allowed either", len(img.Names)-1)
-		}
+		v.decision, v.msg = *same, sameNameRefusal(p, *same, len(img.Names)-1)
 	case first != nil:
-		v.decision = *first
-		v.msg = fmt.Sprintf("%s has no allowed name: %s", describeImage(typed, img.ID), deniedText(p, *first))
+		v.decision, v.msg = *first, noAllowedNameRefusal(p, typed, img.ID, *first)
 	default:
-		v.decision = policy.Decision{Input: typed, Reason: "the image has no name, only an ID, so where it came from cannot be judged", PolicyHash: p.Hash}
-		v.msg = fmt.Sprintf("%s is not allowed: %s", describeImage(typed, img.ID), v.decision.Reason)
+		v.decision = policy.Decision{Input: typed, Reason: reasonNameless, PolicyHash: p.Hash}
+		v.msg = namelessRefusal(typed, img.ID)
 	}
 	return v
 }
@@ -396,11 +308,10 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 // is allowed and the image already has an allowed name: tagging must not
 // turn a disallowed image into an allowed one, nor make a disallowed name.
 func (s *Server) judgeTag(ctx context.Context, p *policy.Policy, now time.Time, req *Request, t target, log logrus.FieldLogger) verdict {
-	repo, tag, err := repoAndTag(req, t)
+	repo, tag, err := readTag(req, t)
 	if err != nil {
 		return refuse(req, t, err)
 	}
-	prefix := fmt.Sprintf("cannot tag %s as %s: ", t.name, joinTag(repo, tag))
 	var v verdict
 	if name, err := tagName(repo, tag); err != nil {
 		v = denied(p, invalid(joinTag(repo, tag), err))
@@ -411,16 +322,9 @@ func (s *Server) judgeTag(ctx context.Context, p *policy.Policy, now time.Time, 
 		v = s.judgeLocal(ctx, p, now, t.name, log)
 	}
 	if !v.allowed {
-		v.msg = prefix + v.msg
+		v.msg = tagRefusal(t.name, joinTag(repo, tag), v.msg)
 	}
 	return v
-}
-
-// buildOutput is one entry of POST /build's outputs parameter. BuildKit's
-// image exporter ("moby") takes the image's names from Attrs["name"].
-type buildOutput struct {
-	Type  string
-	Attrs map[string]string
 }
 
 // judgeBuild judges the names a build gives its image: every t= and every
@@ -430,28 +334,13 @@ type buildOutput struct {
 // content, which running or tagging it would still have to pass.
 func (s *Server) judgeBuild(p *policy.Policy, now time.Time, req *Request, t target) verdict {
 	if localDenied(p) {
-		return localContent(req, t)
+		return localContent(req, t) // local.go
 	}
-	f, err := requestForm(req, t)
+	names, err := readBuildNames(req, t)
 	if err != nil {
 		return refuse(req, t, err)
 	}
-	names := append([]string(nil), f["t"]...)
-	for _, o := range f["outputs"] {
-		var outs []buildOutput
-		if err := json.Unmarshal([]byte(o), &outs); err != nil {
-			return refuse(req, t, fmt.Errorf("its outputs parameter is not valid JSON: %w", err))
-		}
-		for _, out := range outs {
-			if n, ok := out.Attrs["name"]; ok {
-				names = append(names, strings.Split(n, ",")...)
-			}
-		}
-	}
 	for _, n := range names {
-		if n = strings.TrimSpace(n); n == "" {
-			continue // dockerd skips empty tags
-		}
 		ref, err := reference.ParseNormalizedNamed(n)
 		if err != nil {
 			return denied(p, invalid(n, err))
@@ -463,12 +352,6 @@ func (s *Server) judgeBuild(p *policy.Policy, now time.Time, req *Request, t tar
 	return allowed
 }
 
-// invalid is the denial of a reference that does not parse, worded as the
-// policy words it.
-func invalid(input string, err error) policy.Decision {
-	return policy.Decision{Input: input, Reason: "invalid reference: " + err.Error()}
-}
-
 func decided(p *policy.Policy, d policy.Decision) verdict {
 	if d.Allowed {
 		return allowed
@@ -478,48 +361,4 @@ func decided(p *policy.Policy, d policy.Decision) verdict {
 
 func denied(p *policy.Policy, d policy.Decision) verdict {
 	return verdict{decision: d, msg: deniedText(p, d)}
-}
-
-// deniedText is the denial in the policy's words, plus where the default
-// was set when no rule decided, so the user knows where to look.
-func deniedText(p *policy.Policy, d policy.Decision) string {
-	if d.Rule != nil || d.Reference == "" || d.ForWantOfProvenance() {
-		return d.Err().Error()
-	}
-	plain := d
-	plain.Resembles = ""
-	msg := plain.Err().Error() + " (" + defaultSource(p) + ")"
-	if d.Resembles != "" {
-		msg += "; it resembles the allowed " + d.Resembles
-	}
-	return msg
-}
-
-func defaultSource(p *policy.Policy) string {
-	src := p.DefaultSource.String()
-	if src == "" && len(p.Files) > 0 {
-		src = p.Files[0]
-	}
-	if src == "" {
-		return "default: " + string(p.Default)
-	}
-	return "default: " + string(p.Default) + ", " + src
-}
-
-// describeImage names a resolved image for a message: by its short ID when
-// that is what the user typed, else as "typed (image <short ID>)".
-func describeImage(typed, id string) string {
-	short := shortID(id)
-	if t := strings.TrimPrefix(typed, "sha256:"); strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), t) {
-		return "image " + short
-	}
-	return typed + " (image " + short + ")"
-}
-
-func shortID(id string) string {
-	id = strings.TrimPrefix(id, "sha256:")
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

@@ -39,7 +39,7 @@ func (s *Server) judgeCommit(p *policy.Policy, now time.Time, req *Request, t ta
 	if localDenied(p) {
 		return localContent(req, t)
 	}
-	repo, tag, err := repoAndTag(req, t)
+	repo, tag, err := readTag(req, t) // commit names its image as tag does
 	if err != nil {
 		return refuse(req, t, err)
 	}
@@ -51,22 +51,6 @@ func (s *Server) judgeCommit(p *policy.Policy, now time.Time, req *Request, t ta
 		return denied(p, invalid(joinTag(repo, tag), err))
 	}
 	return decided(p, p.Decide(name, now))
-}
-
-// repoAndTag reads the repo= and tag= a tag or a commit request names.
-func repoAndTag(req *Request, t target) (repo, tag string, err error) {
-	if requestBody(req) == bodyWithheld {
-		return "", "", errBodyWithheld
-	}
-	f, err := requestForm(req, t)
-	if err != nil {
-		return "", "", err
-	}
-	if repo, err = single(f, "repo"); err != nil {
-		return "", "", err
-	}
-	tag, err = single(f, "tag")
-	return repo, tag, err
 }
 
 // judgePlugin judges POST /plugins/pull (remote= and name=), POST

@@ -48,14 +48,27 @@ type Server struct {
 	log      logrus.FieldLogger
 	now      func() time.Time
 	handler  http.Handler
+	index    imageIndex
+	evidence enforcer.Evidence
 }
+
+// Option configures a Server.
+type Option func(*Server)
+
+// WithEvidence has the plugin consult e about a local image the policy
+// allows by its names before a container is created from it or it is
+// tagged; a denial refuses the request.
+func WithEvidence(e enforcer.Evidence) Option { return func(s *Server) { s.evidence = e } }
 
 // New returns a plugin server that judges requests against the policy
 // in force (read per request, so a reload takes effect at once), looks
 // images up with images and reports every refusal, or audit mode's
 // would-be refusal, to rep.
-func New(policies enforcer.PolicySource, images ImageResolver, rep enforcer.Reporter, log logrus.FieldLogger) *Server {
+func New(policies enforcer.PolicySource, images ImageResolver, rep enforcer.Reporter, log logrus.FieldLogger, opts ...Option) *Server {
 	s := &Server{policies: policies, images: images, rep: rep, log: log, now: time.Now}
+	for _, o := range opts {
+		o(s)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+pathActivate, s.activate)
 	mux.HandleFunc("POST "+pathAuthZReq, s.authzReq)
@@ -171,9 +184,13 @@ func (s *Server) activate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, activateResponse{Implements: []string{implementsAuthZ}})
 }
 
-// authzRes allows every response: pullguard judges requests only. The body
-// (which may hold a large response) is not even decoded.
+// authzRes allows every response: pullguard judges requests only. Only the
+// request line is read (not the response body, which may be large): once a
+// request that changes images is done, the image index is forgotten.
 func (s *Server) authzRes(w http.ResponseWriter, r *http.Request) {
+	if method, uri, ok := requestLine(http.MaxBytesReader(w, r.Body, maxPluginRequest)); !ok || changesImages(method, uri) {
+		s.index.forget()
+	}
 	writeJSON(w, Response{Allow: true})
 }
 
@@ -185,6 +202,9 @@ func (s *Server) authzReq(w http.ResponseWriter, r *http.Request) {
 		s.log.WithError(err).Error("authorization plugin: unreadable AuthZReq call; refusing it")
 		writeJSON(w, Response{Msg: "pullguard: unreadable authorization request", Err: err.Error()})
 		return
+	}
+	if changesImages(req.RequestMethod, req.RequestURI) {
+		s.index.forget()
 	}
 	writeJSON(w, s.authorize(r.Context(), &req))
 }

@@ -21,7 +21,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/pullguard/pullguard/enforcer/enforcertest"
+	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
 

@@ -48,6 +48,8 @@ type Guard struct {
 	// prov asks the registry where content came from (provenance.go); nil:
 	// names alone are judged.
 	prov *provenanceCache
+	// evidence, when set, may overrule the policy's allowing decisions.
+	evidence enforcer.Evidence
 }
 
 // Option configures a Guard.
@@ -79,6 +81,10 @@ func WithSkipNamespaces(ns []string) Option {
 func WithBackoff(min, max time.Duration) Option {
 	return func(g *Guard) { g.cfg.MinBackoff, g.cfg.MaxBackoff = min, max }
 }
+
+// WithEvidence has the guard consult e about every content the policy
+// allows by name; content it denies loses every record.
+func WithEvidence(e enforcer.Evidence) Option { return func(g *Guard) { g.evidence = e } }
 
 // WithObserver has the guard tell o about reconciles, connections and lag.
 func WithObserver(o enforcer.Observer) Option { return func(g *Guard) { g.cfg.Observer = o } }

@@ -16,7 +16,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
-	"github.com/pullguard/pullguard/enforcer/enforcertest"
+	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -674,5 +674,37 @@ func TestDeleteFailureIsReported(t *testing.T) {
 	}
 	if !strings.Contains(recs[0].Err.Error(), "deleting image registry.local/evil/miner:1.0 in namespace k8s.io") {
 		t.Errorf("error %q does not say what failed", recs[0].Err)
+	}
+}
+
+// Scan reports what a reconcile would do, planned by the reconcile itself,
+// and changes nothing.
+func TestScan(t *testing.T) {
+	f := newFake()
+	evil, ok := "registry.local/evil/miner:1.0", "registry.local/approved/app:1"
+	f.addImage(k8s, evil, dg('1'))
+	f.addImage(k8s, "sha256:"+strings.Repeat("1", 64), dg('1')) // CRI's ID record of the same content
+	f.addImage(k8s, ok, dg('2'))
+	f.addContainer(k8s, Container{ID: "c1", Image: evil}, TaskRunning)
+	f.addContainer(k8s, Container{ID: "c2", Image: ok}, TaskRunning)
+	p := mustPolicy(t, policy.ModeAudit, policy.RunningKeep)
+	got, err := Scan(context.Background(), f, p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, x := range got {
+		lines = append(lines, fmt.Sprintf("%s %s %s %s %s", x.Kind, x.Action, x.Namespace, x.Reference, x.ContainerID))
+	}
+	want := []string{
+		"container reported k8s.io " + evil + " c1",
+		"image removed k8s.io " + evil + " ",
+		"image removed k8s.io sha256:" + strings.Repeat("1", 64) + " ",
+	}
+	if !slices.Equal(lines, want) {
+		t.Errorf("findings:\n got %q\nwant %q", lines, want)
+	}
+	if len(f.imageNames(k8s)) != 3 || !f.hasContainer(k8s, "c1") {
+		t.Error("scan acted")
 	}
 }

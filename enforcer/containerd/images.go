@@ -2,6 +2,7 @@ package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -111,6 +112,23 @@ func planContent(p *policy.Policy, now time.Time, recs []Image, target string, e
 	return plan
 }
 
+// planDenied is the plan for content that evidence denied although one of
+// its names is allowed: every record goes, image-ID records included.
+func planDenied(recs []Image, d policy.Decision) contentPlan {
+	var plan contentPlan
+	for _, r := range recs {
+		dr := d
+		dr.Input = r.Name
+		st := recordStep{Image: r, Action: enforcer.Removed, Decision: dr}
+		if _, err := policy.ParseRef(r.Name); errors.Is(err, policy.ErrImageID) {
+			plan.IDs = append(plan.IDs, st)
+		} else {
+			plan.Names = append(plan.Names, st)
+		}
+	}
+	return plan
+}
+
 // judgeContent judges every record that points at img's content, in one
 // namespace, and deletes what the plan says. trigger is the record an event
 // named; in audit mode only it is reported, so that each event of a CRI
@@ -136,11 +154,18 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 			return
 		}
 	}
-	ev := g.gatherEvidence(ctx, p, now, recs, img.Target)
+	ev := g.gatherEvidence(ctx, p, now, recs, img.Target) // provenance.go
 	plan := planContent(p, now, recs, img.Target, ev)
 	for _, st := range plan.Unknown {
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns,
 			Event: event, Image: displayName(st.Name), ImageID: st.Target, Decision: st.Decision, Err: ev.unknown}})
+	}
+	vetoed := false // evidence denied content the policy allows
+	if g.evidence != nil && plan.Verdict.Allowed {
+		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeContainerd, Namespace: ns, ID: img.Target, Digest: img.Target, Names: recordNames(recs)}
+		if d := g.evidence.Check(ctx, subject, plan.Verdict); d != nil {
+			plan, vetoed = planDenied(recs, *d), true
+		}
 	}
 	for _, st := range plan.Names {
 		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, ev) == engine.Stale {
@@ -150,7 +175,7 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 	if len(plan.IDs) == 0 {
 		return
 	}
-	if p.Mode == policy.ModeEnforce {
+	if p.Mode == policy.ModeEnforce && !vetoed {
 		// A name may have been added since the listing (a pull of an
 		// allowed name for the same content): never remove the image-ID
 		// records of content that has an allowed name.

@@ -89,6 +89,8 @@ const (
 	actionCreate  = "create"
 	actionStart   = "start"
 	actionDestroy = "destroy"
+	actionUntag   = "untag"
+	actionDelete  = "delete"
 )
 
 // watchedActions are the event actions the guard subscribes to, for either
@@ -96,6 +98,9 @@ const (
 var watchedActions = []string{
 	actionPull, actionTag, actionLoad, actionImport, actionCommit,
 	actionCreate, actionStart, actionDestroy, actionEnable,
+	// Not acted on, but they change which names images have, which the
+	// authorization plugin's image index must hear of.
+	actionUntag, actionDelete,
 }
 
 // Image is an image and its names as Docker lists them.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
-	"github.com/pullguard/pullguard/enforcer/enforcertest"
+	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -24,6 +24,7 @@ func BenchmarkTagBurst(b *testing.B) {
 			log := logrus.New()
 			log.SetOutput(io.Discard)
 			var total time.Duration
+			passes := 0
 			for b.Loop() {
 				f := newFake()
 				f.addImage(id(1), "reg.example/approved/base:1")
@@ -41,11 +42,17 @@ func BenchmarkTagBurst(b *testing.B) {
 					}
 					events[i] = f.tag(id(1), name)
 				}
+				f.mu.Lock()
+				before := f.inspectsByID
+				f.mu.Unlock()
 				start := time.Now()
 				s.send(b, events...)
 				s.send(b, Event{Type: "marker"})
 				<-g.loop.Idle()
 				total += time.Since(start)
+				f.mu.Lock()
+				passes += f.inspectsByID - before
+				f.mu.Unlock()
 				cancel()
 				<-done
 				if got := len(f.names(id(1))); got != 1+n/2 {
@@ -53,6 +60,8 @@ func BenchmarkTagBurst(b *testing.B) {
 				}
 			}
 			b.ReportMetric(float64(total.Nanoseconds())/float64(b.N)/float64(n), "ns/event")
+			// Passes over the image per event: below 1 when events merge.
+			b.ReportMetric(float64(passes)/float64(b.N)/float64(n), "passes/event")
 		})
 	}
 }

@@ -42,8 +42,11 @@ type fakeDocker struct {
 	down       bool // Ping fails
 	pings      int
 	listImages int
-	sinces     []time.Time
-	subs       chan *fakeStream
+	// inspectsByID counts InspectImage calls by full image ID: a guard's
+	// passes over an image.
+	inspectsByID int
+	sinces       []time.Time
+	subs         chan *fakeStream
 }
 
 type fakeImage struct {
@@ -307,6 +310,9 @@ func (f *fakeDocker) InspectImage(ctx context.Context, ref string) (Image, error
 	defer f.mu.Unlock()
 	if err := f.failure("inspect-image " + ref); err != nil {
 		return Image{}, err
+	}
+	if looksLikeID(ref) {
+		f.inspectsByID++
 	}
 	if img := f.lookupLocked(ref); img != nil {
 		return img.export(), nil

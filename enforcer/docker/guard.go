@@ -16,6 +16,7 @@ import (
 	"errors"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/distribution/reference"
@@ -48,6 +49,11 @@ type Guard struct {
 	// (by ID) between event workers and reconciles.
 	locks *locker.Locker
 
+	// imageEvents, when set, is called for every image event read.
+	imageEvents func()
+	// evidence, when set, may overrule the policy's allowing decisions.
+	evidence enforcer.Evidence
+
 	keptMu sync.Mutex
 	// kept are the disallowed containers left in place and already
 	// reported: by the last reconcile under running: keep, or by audit
@@ -73,6 +79,14 @@ func WithWorkers(n int) Option { return func(g *Guard) { g.cfg.Workers = n } }
 
 // WithObserver has the guard tell o about reconciles, connections and lag.
 func WithObserver(o enforcer.Observer) Option { return func(g *Guard) { g.cfg.Observer = o } }
+
+// WithImageEvents has the guard call f for every image event it reads:
+// the authorization plugin forgets its image index then.
+func WithImageEvents(f func()) Option { return func(g *Guard) { g.imageEvents = f } }
+
+// WithEvidence has the guard consult e about every image the policy
+// allows by name; an image it denies loses all its names.
+func WithEvidence(e enforcer.Evidence) Option { return func(g *Guard) { g.evidence = e } }
 
 // New makes a Guard. It does nothing until Run.
 func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log logrus.FieldLogger, opts ...Option) *Guard {
@@ -124,6 +138,9 @@ func (a adapter) Subscribe(ctx context.Context, since time.Time) (<-chan Event, 
 }
 
 func (a adapter) Jobs(ev Event) (time.Time, []engine.Job[jobKey, jobValue]) {
+	if ev.Type == typeImage && a.g.imageEvents != nil {
+		a.g.imageEvents()
+	}
 	return ev.Time, jobsFor(ev)
 }
 
@@ -334,12 +351,50 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		g.log.WithFields(logrus.Fields{"event": event, "image_id": id, "error": err}).Error("cannot inspect image")
 		return true
 	}
-	for _, st := range g.imageSteps(planImage(img, p, g.now(), only), p, event, usedBy) {
-		if g.exec.Execute(ctx, st) == engine.Stale {
-			return false
+	plan := planImage(img, p, g.now(), only)
+	if g.evidence != nil && len(plan.Removals) == 0 {
+		if d := g.vet(ctx, p, img); d != nil {
+			plan = planImageDenied(p, img, *d)
 		}
 	}
-	return true
+	steps := g.imageSteps(plan, p, event, usedBy)
+	if len(steps) == 1 {
+		return g.exec.Execute(ctx, steps[0]) != engine.Stale
+	}
+	// Many names (a burst of tags, a reconcile of a host that was
+	// unguarded): removed side by side, as each is one API call that
+	// dockerd mostly spends waiting on its store.
+	var stale atomic.Bool
+	var wg sync.WaitGroup
+	slots := make(chan struct{}, max(g.cfg.Workers, 1))
+	for _, st := range steps {
+		slots <- struct{}{}
+		if stale.Load() {
+			<-slots
+			break
+		}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			if g.exec.Execute(ctx, st) == engine.Stale {
+				stale.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	return !stale.Load()
+}
+
+// vet asks the evidence about an image the policy allows by its names.
+func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image) *policy.Decision {
+	var names []string
+	for _, n := range namesOf(p, img) {
+		names = append(names, n.raw)
+	}
+	d := p.DecideImage(names, "", g.now())
+	if !d.Allowed || len(names) == 0 {
+		return nil
+	}
+	return g.evidence.Check(ctx, enforcer.ImageSubject{Runtime: enforcer.RuntimeDocker, ID: img.ID, Names: names}, d)
 }
 
 // imageSteps turns an image's plan into the executor's steps.
@@ -355,6 +410,11 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 		}
 		return steps
 	}
+	// A name the policy denies whatever content it names (no allow rule
+	// pins digests, and the bare name is denied) need not be checked
+	// against the image again before it is removed: if it moved to other
+	// content meanwhile, that content may not have it either.
+	pinned := slices.ContainsFunc(p.Allow, func(r *policy.Rule) bool { return len(r.Digests) > 0 })
 	for _, r := range plan.Removals {
 		rec := enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(r.Name), ImageID: img.ID, Decision: r.Decision}
 		if r.Last {
@@ -366,8 +426,11 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 			continue
 		}
 		name := r.Name
+		check := pinned || p.Decide(name, g.now()).Allowed
 		steps = append(steps, engine.Step{Policy: p, Record: rec,
-			Do: func(ctx context.Context) (enforcer.Action, error) { return g.removeName(ctx, img.ID, name, event) },
+			Do: func(ctx context.Context) (enforcer.Action, error) {
+				return g.removeName(ctx, img.ID, name, event, check)
+			},
 			AllowedBy: func(prev *policy.Policy) bool {
 				return planImage(img, prev, g.now(), []string{name}).Removals == nil
 			},
@@ -376,13 +439,16 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 	return steps
 }
 
-// removeName removes one name of image id, if it still points there.
-func (g *Guard) removeName(ctx context.Context, id, name, event string) (enforcer.Action, error) {
+// removeName removes one name of image id; with check, only if it still
+// points there.
+func (g *Guard) removeName(ctx context.Context, id, name, event string, check bool) (enforcer.Action, error) {
 	// Docker removes whatever the name points to now. A pull may have
 	// moved it to another image since the plan was made; that image's own
 	// event judges it.
-	if cur, err := g.api.InspectImage(ctx, name); err != nil || cur.ID != id {
-		return "", engine.ErrNotNow
+	if check {
+		if cur, err := g.api.InspectImage(ctx, name); err != nil || cur.ID != id {
+			return "", engine.ErrNotNow
+		}
 	}
 	deleted, err := g.api.RemoveImageName(ctx, name)
 	switch {
@@ -482,7 +548,7 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 		return errors.New("no policy in force")
 	}
 	began := time.Now()
-	s, err := takeSurvey(ctx, g.api, p, g.now())
+	s, err := takeSurvey(ctx, g.api, p, g.now(), g.evidence != nil)
 	if err != nil {
 		return err
 	}

@@ -16,7 +16,7 @@ import (
 	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/pullguard/pullguard/enforcer"
-	"github.com/pullguard/pullguard/enforcer/enforcertest"
+	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -157,7 +158,7 @@ func TestScan(t *testing.T) {
 	f.addContainer(Container{ID: cid(3), Name: "old", Image: "reg.example/evil/old:1", ImageID: id(3), State: "exited"})
 	f.addContainer(Container{ID: cid(1), Name: "ok", Image: "reg.example/approved/app:1", ImageID: id(1), State: "running"})
 
-	render := func(fs []Finding) []string {
+	render := func(fs []enforcer.Finding) []string {
 		var out []string
 		for _, f := range fs {
 			s := fmt.Sprintf("%s %s %s %s", f.Kind, f.Action, f.Reference, shortID(f.ImageID))

@@ -46,7 +46,10 @@ type survey struct {
 // takeSurvey lists the host's images and containers and judges them.
 // Containers are judged first: an image stays in use only through the
 // containers that stay.
-func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time) (*survey, error) {
+//
+// With all, images the policy allows are listed too (with an empty plan):
+// evidence beyond names may still deny them.
+func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, all bool) (*survey, error) {
 	images, err := api.ListImages(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
@@ -77,7 +80,7 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time) (
 
 	for _, img := range images {
 		plan := planImage(img, p, now, nil)
-		if len(plan.Removals) == 0 {
+		if len(plan.Removals) == 0 && !all {
 			continue
 		}
 		s.Images = append(s.Images, imageStep{Plan: plan, UsedBy: usedBy[img.ID]})
@@ -143,52 +146,18 @@ func imageOf(ctx context.Context, api API, id string, byID map[string]*Image) (*
 	return &img, nil
 }
 
-// FindingKind says what a Finding is about.
-type FindingKind string
-
-const (
-	FindingImage     FindingKind = "image"
-	FindingContainer FindingKind = "container"
-)
-
-// Finding is one denied image name or container found by Scan.
-type Finding struct {
-	Kind    FindingKind
-	ImageID string
-	// Reference is the denied name (image findings) or the image as the
-	// container was created from it (container findings).
-	Reference      string
-	ContainerID    string
-	ContainerName  string
-	ContainerState string
-	Decision       policy.Decision
-	// Action is what the guard does about it in enforce mode: Removed or
-	// Untagged for an image name, Removed, Stopped or Reported for a
-	// container; Reported for a name left because containers use the
-	// image; Failed for a name it cannot remove without removing an
-	// allowed one (Note says which).
-	Action enforcer.Action
-	// Note explains a finding that is left in place.
-	Note string
-	// Provenance is the allowed repository digest (repo@sha256:...) that
-	// shows the image's content came from an allowed repository, or empty:
-	// built, loaded, imported or committed on this host, or pulled from a
-	// repository the policy does not allow (policy/provenance.go).
-	Provenance string
-}
-
 // Scan lists every denied image name and container on the host under p, as
 // of now, without acting: containers first, then images, in Docker's
 // listing order. It is what `pullguard scan` prints.
-func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]Finding, error) {
-	s, err := takeSurvey(ctx, api, p, now)
+func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
+	s, err := takeSurvey(ctx, api, p, now, false)
 	if err != nil {
 		return nil, err
 	}
-	var out []Finding
+	var out []enforcer.Finding
 	for _, c := range s.Containers {
-		out = append(out, Finding{
-			Kind: FindingContainer, ImageID: c.Container.ImageID, Reference: c.Verdict.Decision.Input,
+		out = append(out, enforcer.Finding{
+			Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingContainer, ImageID: c.Container.ImageID, Reference: c.Verdict.Decision.Input,
 			ContainerID: c.Container.ID, ContainerName: c.Container.Name, ContainerState: c.Container.State,
 			Decision: c.Verdict.Decision, Action: c.Action,
 		})
@@ -200,7 +169,7 @@ func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time) ([]Find
 		}
 		vouchedBy := p.DecideImage(all, "", now).VouchedBy
 		for _, r := range st.Plan.Removals {
-			f := Finding{Kind: FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision, Provenance: vouchedBy}
+			f := enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision, Provenance: vouchedBy}
 			switch {
 			case st.LeftInUse():
 				f.Action = enforcer.Reported

@@ -69,6 +69,9 @@ type Executor struct {
 	// Hold is told until when a step was held, so that the guard judges
 	// again then.
 	Hold func(until time.Time)
+	// DryRun reports every step with the action enforce mode would take,
+	// and does nothing: what scan shows, planned exactly as a reconcile.
+	DryRun bool
 
 	holdMu sync.Mutex
 	// heldUntil is the end of the last hold reported: one entry says a
@@ -87,6 +90,10 @@ func (x *Executor) Execute(ctx context.Context, s Step) Outcome {
 	rec.Mode = s.Policy.Mode
 	if rec.Time.IsZero() {
 		rec.Time = x.Now()
+	}
+	if x.DryRun {
+		x.Reporter.Report(rec)
+		return Reported
 	}
 	if s.Policy.Mode != policy.ModeEnforce {
 		rec.Action = enforcer.Audited(rec.Action)

@@ -391,7 +391,8 @@ func (l *Loop[E, K, V]) read(ctx context.Context, began time.Time, events <-chan
 }
 
 func (l *Loop[E, K, V]) behind(why string) {
-	l.cfg.Log.WithField("why", why).Infof("%s: fell behind the event stream; reconciling now in case events were dropped", l.cfg.Runtime)
+	l.cfg.Log.WithFields(logrus.Fields{"why": why, enforcer.FieldRuntime: l.cfg.Runtime, enforcer.FieldTrigger: "behind"}).
+		Warnf("%s: fell behind the event stream (%s); reconciling now in case events were dropped", l.cfg.Runtime, why)
 	l.reconcileStart.Store(time.Now().UnixNano()) // one request for this lag
 	l.cfg.Observer.Behind(l.cfg.Runtime, why)
 	l.request("behind")

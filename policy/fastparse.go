@@ -1,0 +1,259 @@
+package policy
+
+// fastParse normalizes the references a host sees nearly always (lower-case
+// host names, a port, repository paths, a tag, a sha256 digest) without the
+// reference grammar's regular expressions, which cost several times the
+// decision itself. It follows distribution/reference's grammar and Docker's
+// normalization exactly for what it accepts, and declines (ok false) every
+// other input, which then goes to the library: errors always come from
+// there. FuzzFastParse holds the two to the same answers.
+func fastParse(s string) (r Ref, ok bool) {
+	domain, path, tag, digest, ok := splitFast(s)
+	if !ok {
+		return Ref{}, false
+	}
+	r.Domain, r.Path = domain, path
+	r.Name = domain + "/" + path
+	if tag == "" && digest == "" {
+		tag = "latest"
+	}
+	r.Tag, r.Digest = tag, digest
+	n := len(r.Name)
+	if tag != "" {
+		n += 1 + len(tag)
+	}
+	if digest != "" {
+		n += 1 + len(digest)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, r.Name...)
+	if tag != "" {
+		b = append(b, ':')
+		b = append(b, tag...)
+	}
+	if digest != "" {
+		b = append(b, '@')
+		b = append(b, digest...)
+	}
+	r.String = string(b)
+	r.segments = splitPath(r.Path)
+	return r, true
+}
+
+// splitFast splits a reference in its common shapes into its normalized
+// host and path and its tag and digest as written, or declines.
+func splitFast(s string) (domain, path, tag, digest string, ok bool) {
+	if isImageID(s) {
+		return "", "", "", "", false // the library refuses 64 hex digits as a name
+	}
+	rest := s
+	if i := indexByte(s, '@'); i >= 0 {
+		rest, digest = s[:i], s[i+1:]
+		if !isSHA256Digest(digest) {
+			return "", "", "", "", false
+		}
+	}
+	name := rest
+	if i := lastIndexByte(rest, ':'); i >= 0 && indexByte(rest[i:], '/') < 0 {
+		name, tag = rest[:i], rest[i+1:]
+		if !isTag(tag) {
+			return "", "", "", "", false
+		}
+	}
+	domain, path = "docker.io", name
+	if i := indexByte(name, '/'); i >= 0 {
+		first := name[:i]
+		if first == "localhost" || containsAny(first, ".:") || hasUpper(first) {
+			if !isPlainHost(first) {
+				return "", "", "", "", false // upper case, :443, IPv6, Hub's aliases: the slow path
+			}
+			domain, path = first, name[i+1:]
+		}
+	}
+	if !isPath(path) {
+		return "", "", "", "", false
+	}
+	if domain == "docker.io" && indexByte(path, '/') < 0 {
+		path = "library/" + path
+	}
+	if len(domain)+1+len(path) > 255 {
+		return "", "", "", "", false
+	}
+	return domain, path, tag, digest, true
+}
+
+func splitPath(p string) []string {
+	n := 1
+	for i := 0; i < len(p); i++ {
+		if p[i] == '/' {
+			n++
+		}
+	}
+	segs := make([]string, 0, n)
+	for {
+		i := indexByte(p, '/')
+		if i < 0 {
+			return append(segs, p)
+		}
+		segs = append(segs, p[:i])
+		p = p[i+1:]
+	}
+}
+
+// isPlainHost: lower-case dotted labels (letters, digits, inner hyphens)
+// and an optional port other than 443, so the host is already canonical.
+func isPlainHost(h string) bool {
+	host, port := h, ""
+	if i := indexByte(h, ':'); i >= 0 {
+		host, port = h[:i], h[i+1:]
+		if port == "" || port == "443" || !allDigits(port) {
+			return false
+		}
+	}
+	if host == "" || host == "index.docker.io" || host == "registry-1.docker.io" {
+		return false
+	}
+	for {
+		label := host
+		i := indexByte(host, '.')
+		if i >= 0 {
+			label = host[:i]
+		}
+		if label == "" || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for j := 0; j < len(label); j++ {
+			if c := label[j]; !isLowerAlnum(c) && c != '-' {
+				return false
+			}
+		}
+		if i < 0 {
+			return true
+		}
+		host = host[i+1:]
+	}
+}
+
+// isPath: components of [a-z0-9]+ joined by one separator (., _, __ or a
+// run of -), split by single slashes.
+func isPath(p string) bool {
+	if p == "" {
+		return false
+	}
+	for {
+		comp := p
+		i := indexByte(p, '/')
+		if i >= 0 {
+			comp = p[:i]
+		}
+		if !isPathComponent(comp) {
+			return false
+		}
+		if i < 0 {
+			return true
+		}
+		p = p[i+1:]
+	}
+}
+
+func isPathComponent(c string) bool {
+	if c == "" || !isLowerAlnum(c[0]) || !isLowerAlnum(c[len(c)-1]) {
+		return false
+	}
+	for i := 1; i < len(c)-1; i++ {
+		switch c[i] {
+		case '.':
+			if !isLowerAlnum(c[i+1]) {
+				return false
+			}
+		case '_':
+			if c[i+1] == '_' {
+				i++
+				if !isLowerAlnum(c[i+1]) {
+					return false
+				}
+			} else if !isLowerAlnum(c[i+1]) {
+				return false
+			}
+		case '-':
+			j := i
+			for c[j] == '-' {
+				j++ // the last character is no hyphen: this stops
+			}
+			if !isLowerAlnum(c[j]) {
+				return false
+			}
+			i = j
+		default:
+			if !isLowerAlnum(c[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// isTag: [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}.
+func isTag(t string) bool {
+	if t == "" || len(t) > 128 || !isWord(t[0]) {
+		return false
+	}
+	for i := 1; i < len(t); i++ {
+		if c := t[i]; !isWord(c) && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func isSHA256Digest(d string) bool {
+	if len(d) != 7+64 || d[:7] != "sha256:" {
+		return false
+	}
+	for i := 7; i < len(d); i++ {
+		if c := d[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func isLowerAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+func isWord(c byte) bool { return isLowerAlnum(c) || c >= 'A' && c <= 'Z' || c == '_' }
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+func indexByte(s string, c byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func lastIndexByte(s string, c byte) int {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func containsAny(s, chars string) bool {
+	for i := 0; i < len(s); i++ {
+		if indexByte(chars, s[i]) >= 0 {
+			return true
+		}
+	}
+	return false
+}
