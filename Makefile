@@ -43,7 +43,7 @@ test-fuzz:
 	done
 
 test-integration:
-	$(GO) test -count=1 -timeout 15m -v ./integration/ 2>&1 | tee /tmp/pullguard-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SKIP|panic)|integration:' ; exit $${PIPESTATUS[0]}
+	$(GO) test -count=1 -timeout 30m -v ./integration/ 2>&1 | tee /tmp/pullguard-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SKIP|panic)|integration:' ; exit $${PIPESTATUS[0]}
 
 ## test-packaging: build the packages, lint them, and install, reinstall,
 ## remove and purge the .deb for real (root on Debian; the host is left as found).
@@ -59,11 +59,12 @@ package:
 ## Go's harness; the end-to-end figures against the real runtimes (root).
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 5 ./policy/ | tee /tmp/pullguard-bench-policy.txt
+	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 5 ./enforcer/signature/ | tee /tmp/pullguard-bench-signature.txt
 	$(GO) test -run '^$$' -bench 'Lint1000' -benchtime 10x -count 5 ./lint/ | tee /tmp/pullguard-bench-lint.txt
 	$(GO) test -run '^$$' -bench 'OneDockerfile' -benchtime 2000x -count 5 ./lint/ | tee -a /tmp/pullguard-bench-lint.txt
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/pullguard/ | tee /tmp/pullguard-bench-check.txt
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 5 ./enforcer/... | tee /tmp/pullguard-bench-enforcer.txt
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 20m ./integration/ | tee /tmp/pullguard-bench-integration.txt
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 40m ./integration/ | tee /tmp/pullguard-bench-integration.txt
 
 ## lint: formatting, vet and staticcheck (pinned).
 lint:

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -70,6 +71,10 @@ type Config struct {
 	Settle time.Duration
 	// PolicyDebounce is passed to the policy watcher (0: its default).
 	PolicyDebounce time.Duration
+	// SetupWarnings, when set, says what in the host's setup weakens the guard (containerd
+	// will not refuse disallowed pulls before they happen, say). It is asked at start and on
+	// every reload; each warning is logged, and the STATUS line says so while any holds.
+	SetupWarnings func() []string
 }
 
 // DefaultResyncInterval is the default of Config.ResyncInterval.
@@ -100,7 +105,33 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	var guards []Guard
-	reconcileAll := func(*policy.Policy) {
+	notifier := &Notifier{Log: log}
+	// setupNote is what the STATUS line adds for the setup warnings, asked
+	// again at every reload (from the watcher's goroutine or Run's).
+	var setupNote atomic.Pointer[string]
+	checkSetup := func() string {
+		note := setupStatus(cfg.SetupWarnings, log)
+		setupNote.Store(&note)
+		return note
+	}
+	status := func(p *policy.Policy) string {
+		note := ""
+		if n := setupNote.Load(); n != nil {
+			note = *n
+		}
+		return statusLine(p, guards) + note
+	}
+	// requested is set while a reload request is served: READY=1 with the
+	// new status follows it, so no STATUS= of its own is sent.
+	var requested atomic.Bool
+	// reconcileAll runs on every reload (with the new policy) and resync (nil).
+	reconcileAll := func(reloaded *policy.Policy) {
+		if reloaded != nil {
+			checkSetup()
+			if !requested.Load() {
+				_ = notifier.Status(status(reloaded))
+			}
+		}
 		for _, g := range guards {
 			g.RequestReconcile()
 		}
@@ -150,13 +181,14 @@ func Run(ctx context.Context, cfg Config) error {
 	for _, g := range guards {
 		start(g.Name(), g.Run)
 	}
-	notifier := &Notifier{Log: log, Healthy: func() error { return stalled(guards) }}
+	notifier.Healthy = func() error { return stalled(guards) }
 	group.Go(func() error { return notifier.RunWatchdog(gctx) })
 
 	waitFirstPass(ctx, gctx, guards, cfg.FirstPassTimeout, log)
-	status := statusLine(watcher.Current(), guards)
-	_ = notifier.Ready(status)
-	log.WithFields(logrus.Fields{FieldMessageID: MessageIDStarted, "status": status}).Info("pullguard started")
+	checkSetup()
+	started := status(watcher.Current())
+	_ = notifier.Ready(started)
+	log.WithFields(logrus.Fields{FieldMessageID: MessageIDStarted, "status": started}).Info("pullguard started")
 
 	var resync <-chan time.Time
 	if cfg.ResyncInterval > 0 {
@@ -177,10 +209,12 @@ loop:
 			reconcileAll(nil)
 		case <-cfg.Reload:
 			_ = notifier.Reloading()
+			requested.Store(true)
 			if err := watcher.Reload(); err != nil {
 				log.WithError(err).Warn("reload request: the policy in force is kept")
 			}
-			_ = notifier.Ready(statusLine(watcher.Current(), guards))
+			requested.Store(false)
+			_ = notifier.Ready(status(watcher.Current()))
 		}
 	}
 
@@ -239,4 +273,19 @@ func statusLine(p *policy.Policy, guards []Guard) string {
 	allow, deny := p.Counts()
 	return fmt.Sprintf("%s mode, policy %s (%d allow, %d deny rules), guarding %s",
 		p.Mode, p.Hash, allow, deny, strings.Join(names, ", "))
+}
+
+// setupStatus logs each setup warning and returns what the STATUS line adds for them.
+func setupStatus(check func() []string, log *logrus.Logger) string {
+	if check == nil {
+		return ""
+	}
+	ws := check()
+	for _, w := range ws {
+		log.Warn(w)
+	}
+	if len(ws) == 0 {
+		return ""
+	}
+	return "; WARNING: " + strings.Join(ws, "; ")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -126,6 +127,7 @@ func NewPolicyWatcher(cfg PolicyWatcherConfig) (*PolicyWatcher, error) {
 	}
 	w.cur.Store(p)
 	w.logLoaded(p, TriggerStart)
+	releaseLoadMemory(p)
 	return w, nil
 }
 
@@ -133,6 +135,16 @@ func NewPolicyWatcher(cfg PolicyWatcherConfig) (*PolicyWatcher, error) {
 func (w *PolicyWatcher) markChanged() {
 	if now := time.Now().UnixNano(); now > w.changed.Load() {
 		w.changed.Store(now)
+	}
+}
+
+// releaseLoadMemory hands the memory that loading a large policy used, and
+// the policy it replaced, back to the system at once: a 100,000-rule
+// allowlist passes through several times its kept size while loading, and
+// left to itself the runtime keeps that for minutes.
+func releaseLoadMemory(p *policy.Policy) {
+	if allow, deny := p.Counts(); allow+deny >= 10000 {
+		debug.FreeOSMemory()
 	}
 }
 
@@ -162,6 +174,7 @@ func (w *PolicyWatcher) reload(trigger string) error {
 		}
 		w.log.WithFields(logrus.Fields{FieldPolicyHash: p.Hash, FieldTrigger: trigger}).
 			Logf(lvl, "policy unchanged (hash %s)", p.Hash)
+		releaseLoadMemory(p)
 		return nil
 	}
 	w.prev.Store(old)
@@ -171,6 +184,7 @@ func (w *PolicyWatcher) reload(trigger string) error {
 	if w.onReload != nil {
 		w.onReload(p)
 	}
+	releaseLoadMemory(p)
 	return nil
 }
 

@@ -37,138 +37,139 @@ const authzBenchWarmup = 100
 //
 //	go test -run '^$' -bench BenchmarkAuthzAddedLatency -benchtime 1x ./integration/
 func BenchmarkAuthzAddedLatency(b *testing.B) {
-	e := RequireEnv(b)
-	name := authzPluginName()
-	sock := authzSocket(b, name)
-	StartDaemon(b, WritePolicy(b, "", policyWithRunning(e, "enforce", "keep")),
-		"--docker-host", e.DockerHost, "--containerd-address", "none", "--authz-socket", sock)
-	allowed, evil := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:latest")
-	e.Docker(b, "pull", "--quiet", allowed)
-	raw := newRawDocker(b, e)
+	ForEachDockerBench(b, func(b *testing.B, e *Env) {
+		name := authzPluginName()
+		sock := authzSocket(b, name)
+		StartDaemon(b, WritePolicy(b, "", policyWithRunning(e, "enforce", "keep")),
+			"--docker-host", e.DockerHost, "--containerd-address", "none", "--authz-socket", sock)
+		allowed, evil := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:latest")
+		e.Docker(b, "pull", "--quiet", allowed)
+		raw := newRawDocker(b, e)
 
-	type request struct {
-		name, method, uri string
-		body              []byte
-		headers           [][2]string
-		statusOff         int
-		statusOn          int
-	}
-	cases := []request{
-		{name: "GET-ping", method: "GET", uri: "/_ping", statusOff: 200, statusOn: 200},
-		{name: "GET-containers", method: "GET", uri: "/v1.41/containers/json?all=1", statusOff: 200, statusOn: 200},
-		{name: "POST-tag-allowed", method: "POST",
-			uri:       "/v1.41/images/" + allowed + "/tag?" + url.Values{"repo": {e.Ref("approved/busybox")}, "tag": {"bench"}}.Encode(),
-			statusOff: 201, statusOn: 201},
-		{name: "POST-create-denied", method: "POST", uri: "/v1.41/containers/create",
-			body:      []byte(`{"Image":"` + evil + `","Cmd":["true"]}`),
-			headers:   [][2]string{{"Content-Type", "application/json"}},
-			statusOff: 404, statusOn: 403},
-	}
-	measure := func(b *testing.B, r request, n, status int) []time.Duration {
-		b.Helper()
-		lat := make([]time.Duration, 0, n)
-		for i := range authzBenchWarmup + n {
-			start := time.Now()
-			resp := raw.do(b, r.method, r.uri, r.body, r.headers...)
-			took := time.Since(start)
-			if resp.Status != status {
-				b.Fatalf("%s %s: status %d, want %d: %s", r.method, r.uri, resp.Status, status, resp.Body)
-			}
-			if i >= authzBenchWarmup {
-				lat = append(lat, took)
-			}
+		type request struct {
+			name, method, uri string
+			body              []byte
+			headers           [][2]string
+			statusOff         int
+			statusOn          int
 		}
-		slices.Sort(lat)
-		return lat
-	}
-
-	// pullguard's own share: the plugin calls dockerd makes, sent straight to its socket.
-	plugin := newRawUnix(b, sock)
-	for _, c := range []struct{ name, body string }{
-		{"plugin-AuthZReq-ping", `{"RequestMethod":"GET","RequestUri":"/_ping"}`},
-		{"plugin-AuthZReq-pull-denied", `{"RequestMethod":"POST","RequestUri":"/v1.41/images/create?fromImage=` +
-			url.QueryEscape(evil) + `","RequestHeaders":{"Content-Length":"0"}}`},
-	} {
-		b.Run(c.name, func(b *testing.B) {
-			r := request{method: "POST", uri: "/AuthZPlugin.AuthZReq", body: []byte(c.body),
-				headers: [][2]string{{"Content-Type", "application/json"}}}
-			lat := make([]time.Duration, 0, authzBenchRequests)
-			for i := range authzBenchWarmup + max(b.N, authzBenchRequests) {
+		cases := []request{
+			{name: "GET-ping", method: "GET", uri: "/_ping", statusOff: 200, statusOn: 200},
+			{name: "GET-containers", method: "GET", uri: e.Engine.APIPath + "/containers/json?all=1", statusOff: 200, statusOn: 200},
+			{name: "POST-tag-allowed", method: "POST",
+				uri:       e.Engine.APIPath + "/images/" + allowed + "/tag?" + url.Values{"repo": {e.Ref("approved/busybox")}, "tag": {"bench"}}.Encode(),
+				statusOff: 201, statusOn: 201},
+			{name: "POST-create-denied", method: "POST", uri: e.Engine.APIPath + "/containers/create",
+				body:      []byte(`{"Image":"` + evil + `","Cmd":["true"]}`),
+				headers:   [][2]string{{"Content-Type", "application/json"}},
+				statusOff: 404, statusOn: 403},
+		}
+		measure := func(b *testing.B, r request, n, status int) []time.Duration {
+			b.Helper()
+			lat := make([]time.Duration, 0, n)
+			for i := range authzBenchWarmup + n {
 				start := time.Now()
-				resp := plugin.do(b, r.method, r.uri, r.body, r.headers...)
+				resp := raw.do(b, r.method, r.uri, r.body, r.headers...)
 				took := time.Since(start)
-				if resp.Status != 200 || !strings.Contains(resp.Body, `"Allow"`) {
-					b.Fatalf("AuthZReq: status %d: %s", resp.Status, resp.Body)
+				if resp.Status != status {
+					b.Fatalf("%s %s: status %d, want %d: %s", r.method, r.uri, resp.Status, status, resp.Body)
 				}
 				if i >= authzBenchWarmup {
 					lat = append(lat, took)
 				}
 			}
-			p50, p99 := percentile(lat, 50), percentile(lat, 99)
-			b.ReportMetric(micros(p50), "p50-us")
-			b.ReportMetric(micros(p99), "p99-us")
-			b.Logf("%s: %d calls: p50 %v p99 %v", c.name, len(lat), p50, p99)
-		})
-	}
+			slices.Sort(lat)
+			return lat
+		}
 
-	// The floor: a plugin that allows everything without reading the
-	// request, in this process. What it adds is the cost of dockerd's two
-	// plugin calls per request on this machine, which no plugin avoids.
-	floorName := name + "-floor"
-	floorSock := filepath.Join(b.TempDir(), "floor.sock")
-	serveFloorPlugin(b, floorSock)
-	writeAuthzSpec(b, floorName, floorSock)
-	floorAdded := map[string][2]time.Duration{}
-	// Every case, judged ones included: the floor plugin allows all, so
-	// dockerd answers as it does without a plugin.
-	for _, r := range cases {
-		b.Run("floor-"+r.name, func(b *testing.B) {
-			n := max(b.N, authzBenchRequests)
-			off := measure(b, r, n, r.statusOff)
-			b.Cleanup(func() { setAuthzPlugins(b, e, []string{}) })
-			setAuthzPlugins(b, e, []string{floorName})
-			with := measure(b, r, n, r.statusOff)
-			setAuthzPlugins(b, e, []string{})
-			p50, p99 := percentile(with, 50)-percentile(off, 50), percentile(with, 99)-percentile(off, 99)
-			floorAdded[r.name] = [2]time.Duration{p50, p99}
-			b.ReportMetric(micros(p50), "p50-added-us")
-			b.ReportMetric(micros(p99), "p99-added-us")
-		})
-	}
-
-	for _, r := range cases {
-		b.Run(r.name, func(b *testing.B) {
-			n := max(b.N, authzBenchRequests)
-			off := measure(b, r, n, r.statusOff)
-			on := false
-			b.Cleanup(func() {
-				if on { // this case failed with the plugin on: turn it off before pullguard stops
-					setAuthzPlugins(b, e, []string{})
+		// pullguard's own share: the plugin calls dockerd makes, sent straight to its socket.
+		plugin := newRawUnix(b, sock)
+		for _, c := range []struct{ name, body string }{
+			{"plugin-AuthZReq-ping", `{"RequestMethod":"GET","RequestUri":"/_ping"}`},
+			{"plugin-AuthZReq-pull-denied", `{"RequestMethod":"POST","RequestUri":"` + e.Engine.APIPath + `/images/create?fromImage=` +
+				url.QueryEscape(evil) + `","RequestHeaders":{"Content-Length":"0"}}`},
+		} {
+			b.Run(c.name, func(b *testing.B) {
+				r := request{method: "POST", uri: "/AuthZPlugin.AuthZReq", body: []byte(c.body),
+					headers: [][2]string{{"Content-Type", "application/json"}}}
+				lat := make([]time.Duration, 0, authzBenchRequests)
+				for i := range authzBenchWarmup + max(b.N, authzBenchRequests) {
+					start := time.Now()
+					resp := plugin.do(b, r.method, r.uri, r.body, r.headers...)
+					took := time.Since(start)
+					if resp.Status != 200 || !strings.Contains(resp.Body, `"Allow"`) {
+						b.Fatalf("AuthZReq: status %d: %s", resp.Status, resp.Body)
+					}
+					if i >= authzBenchWarmup {
+						lat = append(lat, took)
+					}
 				}
+				p50, p99 := percentile(lat, 50), percentile(lat, 99)
+				b.ReportMetric(micros(p50), "p50-us")
+				b.ReportMetric(micros(p99), "p99-us")
+				b.Logf("%s: %d calls: p50 %v p99 %v", c.name, len(lat), p50, p99)
 			})
-			on = true
-			setAuthzPlugins(b, e, []string{name})
-			with := measure(b, r, n, r.statusOn)
-			setAuthzPlugins(b, e, []string{})
-			on = false
+		}
 
-			p50off, p99off := percentile(off, 50), percentile(off, 99)
-			p50on, p99on := percentile(with, 50), percentile(with, 99)
-			b.ReportMetric(micros(p50off), "p50-off-us")
-			b.ReportMetric(micros(p50on), "p50-on-us")
-			b.ReportMetric(micros(p99off), "p99-off-us")
-			b.ReportMetric(micros(p99on), "p99-on-us")
-			b.ReportMetric(micros(p50on-p50off), "p50-added-us")
-			b.ReportMetric(micros(p99on-p99off), "p99-added-us")
-			if f, ok := floorAdded[r.name]; ok && f[0] > 0 && f[1] > 0 {
-				b.ReportMetric(float64(p50on-p50off)/float64(f[0]), "p50-added/floor")
-				b.ReportMetric(float64(p99on-p99off)/float64(f[1]), "p99-added/floor")
-			}
-			b.Logf("%s: %d requests each: off p50 %v p90 %v p99 %v max %v; on p50 %v p90 %v p99 %v max %v; added p50 %v p99 %v",
-				r.name, n, p50off, percentile(off, 90), p99off, off[len(off)-1],
-				p50on, percentile(with, 90), p99on, with[len(with)-1], p50on-p50off, p99on-p99off)
-		})
-	}
+		// The floor: a plugin that allows everything without reading the
+		// request, in this process. What it adds is the cost of dockerd's two
+		// plugin calls per request on this machine, which no plugin avoids.
+		floorName := name + "-floor"
+		floorSock := filepath.Join(b.TempDir(), "floor.sock")
+		serveFloorPlugin(b, floorSock)
+		writeAuthzSpec(b, floorName, floorSock)
+		floorAdded := map[string][2]time.Duration{}
+		// Every case, judged ones included: the floor plugin allows all, so
+		// dockerd answers as it does without a plugin.
+		for _, r := range cases {
+			b.Run("floor-"+r.name, func(b *testing.B) {
+				n := max(b.N, authzBenchRequests)
+				off := measure(b, r, n, r.statusOff)
+				b.Cleanup(func() { setAuthzPlugins(b, e, []string{}) })
+				setAuthzPlugins(b, e, []string{floorName})
+				with := measure(b, r, n, r.statusOff)
+				setAuthzPlugins(b, e, []string{})
+				p50, p99 := percentile(with, 50)-percentile(off, 50), percentile(with, 99)-percentile(off, 99)
+				floorAdded[r.name] = [2]time.Duration{p50, p99}
+				b.ReportMetric(micros(p50), "p50-added-us")
+				b.ReportMetric(micros(p99), "p99-added-us")
+			})
+		}
+
+		for _, r := range cases {
+			b.Run(r.name, func(b *testing.B) {
+				n := max(b.N, authzBenchRequests)
+				off := measure(b, r, n, r.statusOff)
+				on := false
+				b.Cleanup(func() {
+					if on { // this case failed with the plugin on: turn it off before pullguard stops
+						setAuthzPlugins(b, e, []string{})
+					}
+				})
+				on = true
+				setAuthzPlugins(b, e, []string{name})
+				with := measure(b, r, n, r.statusOn)
+				setAuthzPlugins(b, e, []string{})
+				on = false
+
+				p50off, p99off := percentile(off, 50), percentile(off, 99)
+				p50on, p99on := percentile(with, 50), percentile(with, 99)
+				b.ReportMetric(micros(p50off), "p50-off-us")
+				b.ReportMetric(micros(p50on), "p50-on-us")
+				b.ReportMetric(micros(p99off), "p99-off-us")
+				b.ReportMetric(micros(p99on), "p99-on-us")
+				b.ReportMetric(micros(p50on-p50off), "p50-added-us")
+				b.ReportMetric(micros(p99on-p99off), "p99-added-us")
+				if f, ok := floorAdded[r.name]; ok && f[0] > 0 && f[1] > 0 {
+					b.ReportMetric(float64(p50on-p50off)/float64(f[0]), "p50-added/floor")
+					b.ReportMetric(float64(p99on-p99off)/float64(f[1]), "p99-added/floor")
+				}
+				b.Logf("%s: %d requests each: off p50 %v p90 %v p99 %v max %v; on p50 %v p90 %v p99 %v max %v; added p50 %v p99 %v",
+					r.name, n, p50off, percentile(off, 90), p99off, off[len(off)-1],
+					p50on, percentile(with, 90), p99on, with[len(with)-1], p50on-p50off, p99on-p99off)
+			})
+		}
+	})
 }
 
 // serveFloorPlugin serves the least an authorization plugin can do: allow

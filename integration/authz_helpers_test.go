@@ -106,7 +106,7 @@ func enableAuthzPlugin(t testing.TB, e *Env, name string) {
 // "Reloaded configuration".
 func setAuthzPlugins(t testing.TB, e *Env, names []string) {
 	t.Helper()
-	path := filepath.Join(e.Dir, "docker", "daemon.json")
+	path := e.DockerConfigPath()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("dockerd's configuration: %v", err)
@@ -128,7 +128,7 @@ func setAuthzPlugins(t testing.TB, e *Env, names []string) {
 		t.Fatal(err)
 	}
 
-	logPath := filepath.Join(e.Dir, "logs", "dockerd.log")
+	logPath := e.DockerLogPath()
 	offset := fileSize(t, logPath)
 	pid := e.DockerdPID(t)
 	if err := syscall.Kill(pid, syscall.SIGHUP); err != nil {

@@ -34,55 +34,56 @@ const rssGoalMiB = 30
 // it sees the pull event, with no pullguard running. Reported: p50-ms and p99-ms for each,
 // and pullguard's ratio to the baseline.
 func BenchmarkDockerPullToRemoval(b *testing.B) {
-	e := RequireEnv(b)
-	api := dockerAPI(b, e)
-	ref := e.Ref("evil/miner:latest")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+	ForEachDockerBench(b, func(b *testing.B, e *Env) {
+		api := dockerAPI(b, e)
+		ref := e.Ref("evil/miner:latest")
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
 
-	// The image's ID, which its untag and delete events carry.
-	pullImage(b, ctx, api, ref)
-	id := imageID(b, e, ref)
-	e.Reset(b)
-	evs := watchImageEvents(b, ctx, api)
+		// The image's ID, which its untag and delete events carry.
+		pullImage(b, ctx, api, ref)
+		id := imageID(b, e, ref)
+		e.Reset(b)
+		evs := watchImageEvents(b, ctx, api)
 
-	measure := func(remove bool) []time.Duration {
-		out := make([]time.Duration, 0, latencySamples)
-		for range latencySamples {
-			pullImage(b, ctx, api, ref)
-			pulled := evs.next(b, "pull", ref)
-			if remove {
-				if _, err := api.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil {
-					b.Fatalf("removing %s: %v", ref, err)
+		measure := func(remove bool) []time.Duration {
+			out := make([]time.Duration, 0, latencySamples)
+			for range latencySamples {
+				pullImage(b, ctx, api, ref)
+				pulled := evs.next(b, "pull", ref)
+				if remove {
+					if _, err := api.ImageRemove(ctx, ref, client.ImageRemoveOptions{}); err != nil {
+						b.Fatalf("removing %s: %v", ref, err)
+					}
 				}
+				untagged := evs.next(b, "untag", id)
+				// Wait for the image to be deleted too, so that each pull is a new arrival.
+				evs.next(b, "delete", id)
+				out = append(out, time.Duration(untagged.TimeNano-pulled.TimeNano))
 			}
-			untagged := evs.next(b, "untag", id)
-			// Wait for the image to be deleted too, so that each pull is a new arrival.
-			evs.next(b, "delete", id)
-			out = append(out, time.Duration(untagged.TimeNano-pulled.TimeNano))
+			return out
 		}
-		return out
-	}
 
-	b.ResetTimer()
-	base := measure(true)
-	g := startDockerGuard(b, e, WritePolicy(b, "", policyYAML(e, "enforce", false)))
-	guarded := measure(false)
-	b.StopTimer()
-	if err := g.Stop(b); err != nil {
-		b.Errorf("pullguard: %v", err)
-	}
+		b.ResetTimer()
+		base := measure(true)
+		g := startDockerGuard(b, e, WritePolicy(b, "", policyYAML(e, "enforce", false)))
+		guarded := measure(false)
+		b.StopTimer()
+		if err := g.Stop(b); err != nil {
+			b.Errorf("pullguard: %v", err)
+		}
 
-	bp50, bp99 := percentile(base, 50), percentile(base, 99)
-	p50, p99 := percentile(guarded, 50), percentile(guarded, 99)
-	b.ReportMetric(millis(p50), "p50-ms")
-	b.ReportMetric(millis(p99), "p99-ms")
-	b.ReportMetric(millis(bp50), "baseline-p50-ms")
-	b.ReportMetric(millis(bp99), "baseline-p99-ms")
-	b.ReportMetric(millis(p50)/millis(bp50), "p50-ratio")
-	b.ReportMetric(millis(p99)/millis(bp99), "p99-ratio")
-	b.Logf("pull event to untag event over %d pulls: pullguard p50 %v p99 %v max %v; baseline (rmi by the watcher itself) p50 %v p99 %v max %v",
-		latencySamples, p50, p99, slices.Max(guarded), bp50, bp99, slices.Max(base))
+		bp50, bp99 := percentile(base, 50), percentile(base, 99)
+		p50, p99 := percentile(guarded, 50), percentile(guarded, 99)
+		b.ReportMetric(millis(p50), "p50-ms")
+		b.ReportMetric(millis(p99), "p99-ms")
+		b.ReportMetric(millis(bp50), "baseline-p50-ms")
+		b.ReportMetric(millis(bp99), "baseline-p99-ms")
+		b.ReportMetric(millis(p50)/millis(bp50), "p50-ratio")
+		b.ReportMetric(millis(p99)/millis(bp99), "p99-ratio")
+		b.Logf("pull event to untag event over %d pulls: pullguard p50 %v p99 %v max %v; baseline (rmi by the watcher itself) p50 %v p99 %v max %v",
+			latencySamples, p50, p99, slices.Max(guarded), bp50, bp99, slices.Max(base))
+	})
 }
 
 // BenchmarkDaemonIdleRSS: the resident memory of an idle daemon after its first reconcile,

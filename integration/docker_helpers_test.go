@@ -248,9 +248,7 @@ func killDockerd(t testing.TB, e *Env) {
 // startDockerd starts the environment's dockerd again, with the flags testenv.sh up gave it.
 func startDockerd(t testing.TB, e *Env) {
 	t.Helper()
-	if out, err := testenv("restart-dockerd", e.Dir); err != nil {
-		t.Fatalf("testenv.sh restart-dockerd: %v\n%s", err, out)
-	}
+	e.Restart(t, "dockerd")
 }
 
 // runPullguard runs a one-shot pullguard command (scan) in the environment and returns its

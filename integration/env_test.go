@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,19 +21,49 @@ import (
 // hanging the whole run until go test's -timeout.
 const commandTimeout = 2 * time.Minute
 
-// Env is one private runtime environment, as described by DIR/env (see testenv.sh).
+// Env is one private runtime environment, as described by DIR/env (see testenv.sh), seen
+// through one of its engine stacks: a containerd and the dockerd that runs on it. The
+// environment runs two, Debian 12's (containerd 1.6, dockerd 20.10) and the 2026 one built from
+// the Go module proxy (containerd 2.4.2, Docker 29); Stacks gives one Env per stack, and every
+// method of an Env (Docker, Ctr, Reset...) talks to its stack only.
 type Env struct {
 	Dir               string // PGENV_DIR: everything of the environment lives below it
-	DockerHost        string // DOCKER_HOST: unix:// address of the private dockerd
-	ContainerdAddress string // CONTAINERD_ADDRESS: socket path of the private containerd
-	DockerNamespace   string // containerd namespace of Docker's containers ("moby")
+	DockerHost        string // unix:// address of the stack's dockerd
+	ContainerdAddress string // socket path of the stack's containerd
+	DockerNamespace   string // containerd namespace of Docker's containers and images ("moby")
 	Registry          string // REGISTRY: 127.0.0.1:PORT, a plain-HTTP registry holding the seeded images
+	Tools             string // PGENV_TOOLS: bin directory of the 2026 tools (ctr, crictl, cosign...)
+	Engine            Engine // which stack this Env talks to
 	vars              map[string]string
 }
 
-// RequireEnv returns the environment, or skips the test or benchmark when integration tests
-// cannot run here. It also resets the runtimes when the test ends, so each test starts with
-// no containers and no images.
+// Engine names the daemons of one stack, as subtests are named.
+type Engine struct {
+	Docker     string // "docker-20.10", "docker-29"
+	Containerd string // "containerd-1.6", "containerd-2.4.2"
+	// Modern: containerd ≥ 2 (image verifiers, transfer service, CRI) under a Docker with the
+	// containerd image store (Docker's images are records in namespace moby).
+	Modern bool
+	// APIPath is the Docker API version prefix of raw requests: dockerd 20.10 speaks up to 1.41,
+	// Docker 29 no older than 1.44.
+	APIPath string
+	// paths of the stack's files, relative to DIR (see testenv.sh)
+	dockerConfig, dockerLog, containerdConfig string
+	restartArg                                string // extra argument of testenv.sh restart-*
+}
+
+var (
+	debian12 = Engine{Docker: "docker-20.10", Containerd: "containerd-1.6", APIPath: "/v1.41",
+		dockerConfig: "docker/daemon.json", dockerLog: "logs/dockerd.log", containerdConfig: "containerd/config.toml"}
+	modern = Engine{Docker: "docker-29", Containerd: "containerd-2.4.2", Modern: true, APIPath: "/v1.44",
+		dockerConfig: "d29/daemon.json", dockerLog: "logs/dockerd29.log", containerdConfig: "c2/config.toml",
+		restartArg: "2026"}
+)
+
+// RequireEnv returns the environment's Debian 12 stack, or skips the test or benchmark when
+// integration tests cannot run here. It also resets that stack when the test ends, so each
+// test starts with no containers and no images. Tests that hold for every engine use
+// ForEachDocker or ForEachContainerd instead.
 func RequireEnv(t testing.TB) *Env {
 	t.Helper()
 	if theEnv == nil {
@@ -40,6 +71,104 @@ func RequireEnv(t testing.TB) *Env {
 	}
 	t.Cleanup(func() { theEnv.Reset(t) })
 	return theEnv
+}
+
+// Stacks is the table of engines every end-to-end suite runs against.
+func (e *Env) Stacks() []*Env { return []*Env{e, e.modernStack()} }
+
+// modernStack is e seen through containerd 2.4.2 and Docker 29.
+func (e *Env) modernStack() *Env {
+	m := *e
+	m.Engine = modern
+	m.DockerHost = e.vars["DOCKER29_HOST"]
+	m.ContainerdAddress = e.vars["CONTAINERD2_ADDRESS"]
+	m.DockerNamespace = e.vars["DOCKER29_CONTAINERD_NAMESPACE"]
+	m.vars = maps.Clone(e.vars)
+	// Environ then points the docker CLI, ctr and pullguard's defaults at this stack.
+	m.vars["DOCKER_HOST"] = m.DockerHost
+	m.vars["CONTAINERD_ADDRESS"] = m.ContainerdAddress
+	m.vars["DOCKERD_PID_FILE"] = e.vars["DOCKERD29_PID_FILE"]
+	m.vars["CONTAINERD_PID_FILE"] = e.vars["CONTAINERD2_PID_FILE"]
+	return &m
+}
+
+// ForEachDocker runs test as one subtest per Docker engine (named after it), each on an
+// environment reset when the subtest ends.
+func ForEachDocker(t *testing.T, test func(t *testing.T, e *Env)) {
+	forEachStack(t, func(e *Env) string { return e.Engine.Docker }, test)
+}
+
+// ForEachDockerBench is ForEachDocker for benchmarks: one sub-benchmark per Docker engine.
+func ForEachDockerBench(b *testing.B, bench func(b *testing.B, e *Env)) {
+	forEachStackBench(b, func(e *Env) string { return e.Engine.Docker }, bench)
+}
+
+// ForEachContainerdBench is ForEachContainerd for benchmarks.
+func ForEachContainerdBench(b *testing.B, bench func(b *testing.B, e *Env)) {
+	forEachStackBench(b, func(e *Env) string { return e.Engine.Containerd }, bench)
+}
+
+func forEachStackBench(b *testing.B, name func(*Env) string, bench func(b *testing.B, e *Env)) {
+	if theEnv == nil {
+		b.Skip(skipReason)
+	}
+	for _, e := range theEnv.Stacks() {
+		b.Run(name(e), func(b *testing.B) {
+			b.Cleanup(func() { e.Reset(b) })
+			bench(b, e)
+		})
+	}
+}
+
+// ForEachContainerd runs test as one subtest per containerd (named after it).
+func ForEachContainerd(t *testing.T, test func(t *testing.T, e *Env)) {
+	forEachStack(t, func(e *Env) string { return e.Engine.Containerd }, test)
+}
+
+func forEachStack(t *testing.T, name func(*Env) string, test func(t *testing.T, e *Env)) {
+	t.Helper()
+	if theEnv == nil {
+		t.Skip(skipReason)
+	}
+	for _, e := range theEnv.Stacks() {
+		t.Run(name(e), func(t *testing.T) {
+			t.Cleanup(func() { e.Reset(t) })
+			test(t, e)
+		})
+	}
+}
+
+// Path is the file of the stack at rel below DIR.
+func (e *Env) Path(rel string) string { return filepath.Join(e.Dir, rel) }
+
+// DockerConfigPath is the stack's dockerd daemon.json; DockerLogPath its log.
+func (e *Env) DockerConfigPath() string { return e.Path(e.Engine.dockerConfig) }
+func (e *Env) DockerLogPath() string    { return e.Path(e.Engine.dockerLog) }
+
+// ContainerdConfigPath is the stack's containerd config.toml.
+func (e *Env) ContainerdConfigPath() string { return e.Path(e.Engine.containerdConfig) }
+
+// ctrBin is the ctr that matches the stack's containerd.
+func (e *Env) ctrBin() string {
+	if e.Engine.Modern {
+		return filepath.Join(e.Tools, "ctr")
+	}
+	return "ctr"
+}
+
+// Tool is the path of one of the 2026 tools (crictl, cosign, helm, runc...).
+func (e *Env) Tool(name string) string { return filepath.Join(e.Tools, name) }
+
+// Restart runs `testenv.sh restart-WHAT DIR` for this stack ("dockerd" or "containerd").
+func (e *Env) Restart(t testing.TB, what string) {
+	t.Helper()
+	args := []string{"restart-" + what, e.Dir}
+	if e.Engine.restartArg != "" {
+		args = append(args, e.Engine.restartArg)
+	}
+	if out, err := testenv(args...); err != nil {
+		t.Fatalf("testenv.sh %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
 }
 
 // loadEnv reads DIR/env, the `export KEY=value` lines written by `testenv.sh up`.
@@ -60,7 +189,8 @@ func loadEnv(dir string) (*Env, error) {
 	if err := sc.Err(); err != nil {
 		return nil, err
 	}
-	for _, key := range []string{"PGENV_DIR", "DOCKER_HOST", "DOCKER_CONFIG", "CONTAINERD_ADDRESS", "REGISTRY"} {
+	for _, key := range []string{"PGENV_DIR", "DOCKER_HOST", "DOCKER_CONFIG", "CONTAINERD_ADDRESS", "REGISTRY",
+		"PGENV_TOOLS", "DOCKER29_HOST", "CONTAINERD2_ADDRESS", "DOCKERD29_PID_FILE", "CONTAINERD2_PID_FILE"} {
 		if vars[key] == "" {
 			return nil, fmt.Errorf("%s/env does not set %s", dir, key)
 		}
@@ -71,6 +201,8 @@ func loadEnv(dir string) (*Env, error) {
 		ContainerdAddress: vars["CONTAINERD_ADDRESS"],
 		DockerNamespace:   vars["DOCKER_CONTAINERD_NAMESPACE"],
 		Registry:          vars["REGISTRY"],
+		Tools:             vars["PGENV_TOOLS"],
+		Engine:            debian12,
 		vars:              vars,
 	}, nil
 }
@@ -128,7 +260,7 @@ func (e *Env) Ctr(t testing.TB, namespace string, args ...string) string {
 // CtrErr is Ctr for commands that may fail.
 func (e *Env) CtrErr(t testing.TB, namespace string, args ...string) (string, error) {
 	t.Helper()
-	return e.run("ctr", append([]string{"--address", e.ContainerdAddress, "--namespace", namespace}, args...)...)
+	return e.run(e.ctrBin(), append([]string{"--address", e.ContainerdAddress, "--namespace", namespace}, args...)...)
 }
 
 func (e *Env) run(name string, args ...string) (string, error) {
@@ -205,10 +337,14 @@ func (e *Env) DockerdPID(t testing.TB) int {
 	return pid
 }
 
-// Reset removes every container and image from the private dockerd and containerd, so the
+// Reset removes every container and image from the stack's dockerd and containerd, so the
 // next test starts from empty stores (the registry keeps the seeded images).
 func (e *Env) Reset(t testing.TB) {
 	t.Helper()
+	if e.Engine.Modern {
+		// CRI's pods first: CRI keeps its own record of sandboxes and would restart them.
+		e.Crictl(t, "rmp", "--all", "--force")
+	}
 	if ids := sortedFields(e.Docker(t, "ps", "--all", "--quiet")); len(ids) > 0 {
 		e.Docker(t, append([]string{"rm", "--force"}, ids...)...)
 	}
@@ -226,6 +362,27 @@ func (e *Env) Reset(t testing.TB) {
 			e.Ctr(t, ns, append([]string{"images", "rm"}, refs...)...)
 		}
 	}
+}
+
+// Crictl runs crictl against the stack's containerd (2.4.2 only: 1.6 runs without CRI here).
+func (e *Env) Crictl(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := e.CrictlErr(t, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// CrictlErr is Crictl for commands that may fail.
+func (e *Env) CrictlErr(t testing.TB, args ...string) (string, error) {
+	t.Helper()
+	if !e.Engine.Modern {
+		t.Fatalf("crictl: %s runs without CRI in this environment", e.Engine.Containerd)
+	}
+	sock := "unix://" + e.ContainerdAddress
+	return e.run(e.Tool("crictl"), append([]string{"--runtime-endpoint", sock, "--image-endpoint", sock,
+		"--timeout", "60s"}, args...)...)
 }
 
 func sortedFields(s string) []string {

@@ -121,6 +121,12 @@ func missingPrerequisite() string {
 			missing = append(missing, file)
 		}
 	}
+	// The 2026 engines (containerd 2.4.2, Docker 29...) built by testenv.sh install.
+	if out, err := testenv("tools-dir"); err != nil {
+		missing = append(missing, fmt.Sprintf("the 2026 tools (%v: %s)", err, out))
+	} else if _, err := os.Stat(filepath.Join(strings.TrimSpace(string(out)), "..", "complete")); err != nil {
+		missing = append(missing, "the 2026 tools in "+strings.TrimSpace(string(out)))
+	}
 	if len(missing) > 0 {
 		return "missing " + strings.Join(missing, ", ") + " (install: sudo integration/testenv.sh install)"
 	}

@@ -130,8 +130,8 @@ func serveFile(t testing.TB, path string) string {
 	return srv.URL + "/" + filepath.Base(path)
 }
 
-// buildContext is the tarball of a build context holding only a Dockerfile.
-func buildContext(t testing.TB, dockerfile string) []byte {
+// dockerfileContext is the tarball of a build context holding only a Dockerfile.
+func dockerfileContext(t testing.TB, dockerfile string) []byte {
 	t.Helper()
 	return tarOf(t, tarEntry{Name: "Dockerfile", Mode: 0o644, Data: []byte(dockerfile)})
 }

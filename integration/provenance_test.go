@@ -169,7 +169,7 @@ func TestProvenanceEventGuard(t *testing.T) {
 			t.Run("classic build", func(t *testing.T) {
 				// Built on approved content: what is built is still made on this host.
 				name := e.Ref("approved/built:1")
-				resp := classicBuild(t, raw, name, buildContext(t, "FROM "+approved+"\nRUN echo built > /built\n"))
+				resp := classicBuild(t, raw, name, dockerfileContext(t, "FROM "+approved+"\nRUN echo built > /built\n"))
 				if resp.Status != http.StatusOK || strings.Contains(resp.Body, `"errorDetail"`) {
 					t.Fatalf("build: %d %s", resp.Status, resp.Body)
 				}
@@ -285,7 +285,7 @@ func TestProvenanceAuthz(t *testing.T) {
 
 			t.Run("classic build", func(t *testing.T) {
 				name := e.Ref("approved/built:1")
-				resp := classicBuild(t, raw, name, buildContext(t, "FROM "+approved+"\nRUN echo built > /built\n"))
+				resp := classicBuild(t, raw, name, dockerfileContext(t, "FROM "+approved+"\nRUN echo built > /built\n"))
 				if local == "deny" {
 					refusedLocal(t, resp, "POST /build")
 					if e.ImageExists(t, name) {

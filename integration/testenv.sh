@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # testenv.sh: a real, private container-runtime environment for pullguard's integration tests.
 #
-#   testenv.sh install    (root) install the Debian packages below that are missing
-#   testenv.sh up DIR     (root) start containerd, dockerd, a registry and, if none runs, journald
+#   testenv.sh install    (root) install the Debian packages below that are missing and build the
+#                         2026 tools (integration/tools) once into a cache directory
+#   testenv.sh tools-dir  print that directory's bin (what DIR/env exports as PGENV_TOOLS)
+#   testenv.sh up DIR     (root) start containerd 1.6 and dockerd 20.10 (Debian's), containerd
+#                         2.4.2 and Docker 29 on it (built), a registry and, if none runs, journald
 #   testenv.sh seed DIR   build a tiny busybox image from nothing, push it under the test names,
 #                         then remove the local copies so dockerd starts with an empty image store
 #   testenv.sh down DIR   stop what `up` started, unmount what is left under DIR; safe to repeat
-#   testenv.sh restart-dockerd DIR  (root) start the environment's dockerd again, same flags
-#   testenv.sh restart-containerd DIR  (root) kill -9 the environment's containerd, start it again
+#   testenv.sh restart-dockerd DIR [2026]  (root) start the environment's dockerd (2026: Docker
+#                         29) again, same flags
+#   testenv.sh restart-containerd DIR [2026]  (root) kill -9 the environment's containerd (2026:
+#                         2.4.2), start it again
+#   testenv.sh up-containerd2 DIR c2-NAME / down-containerd2 DIR c2-NAME  (root) start/stop one
+#                         more containerd 2.4.2 in DIR/c2-NAME (socket DIR/run/c2-NAME.sock)
 #
 # Everything `up` starts lives under DIR (sockets, state, logs), so several environments can run
 # side by side and the host's /var/lib/docker, /run/docker.sock, /etc/docker etc. are not used.
-# Outside DIR are only journald and the shim sockets containerd 1.6 always puts in
+# Outside DIR are only journald, the tools' cache and the shim sockets containerd always puts in
 # /run/containerd/s. journald is a host singleton: `up` reuses a running one; `down` stops it
 # only if this environment started it and no other environment is up (then it keeps running).
 # DIR is kept by `down` (logs stay readable); remove it yourself afterwards.
 #
 # `seed` pushes one busybox image as approved/busybox:{1.0,1.1,latest}, myorg-base:1.0,
 # myorg/base:1.0 and library/nginx:1.25, and a second image (one extra file, so another ID) as
-# evil/miner:{latest,1.0}, all under $REGISTRY/.
+# evil/miner:{latest,1.0}, and the pod sandbox image k8s/pause:3.10, all under $REGISTRY/.
 #
 # DIR/env is sourceable (`. DIR/env`) and defines:
 #   PGENV_DIR                  DIR itself
@@ -28,16 +35,28 @@
 #   CONTAINERD_ADDRESS         DIR/run/containerd.sock, the private containerd (read by ctr too)
 #   REGISTRY                   127.0.0.1:PORT, a plain-HTTP registry (docker and ctr --plain-http)
 #   CONTAINERD_PID_FILE, DOCKERD_PID_FILE, REGISTRY_PID_FILE
+#   PGENV_TOOLS                bin directory of the 2026 tools (see install): containerd, ctr,
+#                              containerd-shim-runc-v2, runc, crictl, dockerd, docker-buildx,
+#                              cosign, helm
+#   CONTAINERD2_ADDRESS        DIR/run/c2.sock, the private containerd 2.4.2 (CRI on, for crictl)
+#   CONTAINERD2_CONFIG         its config.toml; CONTAINERD2_VERIFIER_DIR its image-verifier
+#                              bin_dir (empty after up); CONTAINERD2_PID_FILE
+#   DOCKER29_HOST              unix://DIR/run/d29.sock, the private Docker 29 on containerd 2.4.2,
+#                              with the containerd image store (namespace DOCKER29_CONTAINERD_NAMESPACE)
+#   DOCKERD29_PID_FILE
+#   PGENV_PAUSE_IMAGE          $REGISTRY/k8s/pause:3.10, containerd 2.4.2's pod sandbox image
 #   JOURNALD_STARTED           1 if this environment started systemd-journald (see above),
 #                              0 if it reused one that was already running (host singleton)
 #   JOURNALD_PID_FILE          pid file of that journald (only when JOURNALD_STARTED=1)
 #   PGENV_LOG_DIR              DIR/logs, one log per component
 #
-# Logs: DIR/logs/{containerd,dockerd,registry,journald}.log
+# Logs: DIR/logs/{containerd,dockerd,c2,dockerd29,registry,journald}.log (c2: containerd 2.4.2)
 set -euo pipefail
 
 # apparmor: where the kernel enables AppArmor, dockerd needs apparmor_parser to start containers.
-readonly PACKAGES=(containerd runc docker.io docker-registry busybox-static skopeo systemd apparmor)
+# gcc, libc6-dev, libseccomp-dev, pkg-config: runc 1.5.3 is built with cgo and libseccomp (below).
+readonly PACKAGES=(containerd runc docker.io docker-registry busybox-static skopeo systemd apparmor
+	gcc libc6-dev libseccomp-dev pkg-config)
 readonly JOURNALD=/lib/systemd/systemd-journald
 readonly SEED_REFS_BUSYBOX=(approved/busybox:1.0 approved/busybox:1.1 approved/busybox:latest
 	myorg-base:1.0 myorg/base:1.0 library/nginx:1.25)
@@ -50,7 +69,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -60,6 +79,11 @@ need_root() { ((EUID == 0)) || die "$1 must run as root"; }
 
 cmd_install() {
 	need_root install
+	install_packages
+	install_tools
+}
+
+install_packages() {
 	local missing=() pkg
 	for pkg in "${PACKAGES[@]}"; do
 		if [[ $(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null) != installed ]]; then
@@ -82,6 +106,69 @@ cmd_install() {
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -q
 	apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# The 2026 engines and tools, built from the Go module proxy (Debian has none of them). Each
+# tools module pins its tools as `tool` lines and is built by ONE `go install tool`, so the
+# dependencies its tools share compile once:
+#   integration/tools         containerd 2.4.2 (+ ctr, shim), runc 1.5.3, crictl 1.37.0,
+#                             docker-buildx 0.38.2, cosign 3.1.3, helm 3.22.0
+#   integration/tools/dockerd dockerd 29 (moby v2.0.0-beta.24), on its own: in one graph with
+#                             the others, MVS picks etcd/raft v3.7 (wanted by the Kubernetes
+#                             0.37 libraries of crictl and helm), under which moby's swarmkit
+#                             does not compile (raftpb.Message lost Size/Unmarshal).
+# Build tags are global to a build but each only affects the project that reads it:
+# no_btrfs/no_devmapper/no_zfs containerd's snapshotters, exclude_graphdriver_* dockerd's graph
+# drivers, seccomp runc (cgo and libseccomp).
+readonly TOOLS_MOD_DIR=$(cd "$(dirname "$0")" && pwd)/tools
+readonly TOOLS_MODULES=("$TOOLS_MOD_DIR" "$TOOLS_MOD_DIR/dockerd")
+readonly TOOLS_TAGS="no_btrfs no_devmapper no_zfs exclude_graphdriver_btrfs exclude_graphdriver_devicemapper exclude_graphdriver_zfs seccomp"
+readonly TOOLS_CACHE=${PGENV_TOOLS_CACHE:-/var/cache/pullguard/testenv-tools}
+
+# tools_key: what the built tools depend on — the module's requirements, the tags, the Go
+# version. A change of any of them is a new directory, thus a rebuild; the same is a no-op.
+tools_key() {
+	local mod
+	{
+		for mod in "${TOOLS_MODULES[@]}"; do
+			cat "$mod/go.mod" "$mod/go.sum"
+		done
+		echo "$TOOLS_TAGS"
+		go env GOVERSION GOOS GOARCH
+	} | sha256sum | cut -c1-16
+}
+
+tools_bin() { echo "$TOOLS_CACHE/$(tools_key)/bin"; }
+
+install_tools() {
+	command -v go >/dev/null || die "go not found on PATH (the 2026 tools are built from source)"
+	local key dir
+	key=$(tools_key)
+	dir=$TOOLS_CACHE/$key
+	if [[ -e $dir/complete ]]; then
+		log "tools up to date: $dir/bin"
+		return
+	fi
+	mkdir -p "$TOOLS_CACHE"
+	# Several worktrees or CI jobs may install at once: one builds, the others wait for it.
+	exec 9>"$TOOLS_CACHE/.lock"
+	flock 9
+	if [[ ! -e $dir/complete ]]; then
+		log "building the 2026 tools into $dir/bin (cold: tens of minutes on 2 cores)"
+		rm -rf "$dir"
+		mkdir -p "$dir/bin"
+		local start=$SECONDS mod
+		for mod in "${TOOLS_MODULES[@]}"; do
+			(cd "$mod" && CGO_ENABLED=1 GOBIN=$dir/bin GOFLAGS=-buildvcs=false \
+				go install -trimpath -tags "$TOOLS_TAGS" tool) || die "building the tools of $mod failed"
+		done
+		# buildx is a docker CLI plugin: the CLI finds it as docker-buildx in a cli-plugins dir.
+		mv "$dir/bin/buildx" "$dir/bin/docker-buildx"
+		log "tools built in $((SECONDS - start))s"
+		touch "$dir/complete"
+	fi
+	flock -u 9
+	exec 9>&-
 }
 
 # ------------------------------------------------------------------------------------- processes
@@ -206,6 +293,14 @@ set_paths() {
 	REG_CONF=$DIR/registry/config.yml
 	# Docker's containers go into their own cgroup parent, so `down` can remove it again.
 	CGROUP_PARENT=pgenv-$(printf '%s' "$DIR" | md5sum | cut -c1-12)
+	# The 2026 engines: containerd 2.4.2 (c2) and Docker 29 (d29) on it, next to the above.
+	C2_DIR=$DIR/c2
+	C2_SOCK=$RUN/c2.sock
+	C2_CONF=$C2_DIR/config.toml
+	C2_VERIFIERS=$C2_DIR/verifiers
+	D29_DIR=$DIR/d29
+	D29_SOCK=$RUN/d29.sock
+	CGROUP_PARENT29=$CGROUP_PARENT-29
 }
 
 cmd_up() {
@@ -213,7 +308,8 @@ cmd_up() {
 	[[ -n ${1:-} ]] || usage
 	mkdir -p "$1"
 	set_paths "$@"
-	if pid_of "$RUN/containerd.pid" "$CTRD_CONF" || pid_of "$RUN/dockerd.pid" "$DOCKER_SOCK"; then
+	if pid_of "$RUN/containerd.pid" "$CTRD_CONF" || pid_of "$RUN/dockerd.pid" "$DOCKER_SOCK" ||
+		pid_of "$RUN/c2.pid" "$C2_CONF" || pid_of "$RUN/d29.pid" "$D29_SOCK"; then
 		die "an environment is already up in $DIR (run: $0 down $DIR)"
 	fi
 	local cmd
@@ -221,17 +317,23 @@ cmd_up() {
 		command -v "$cmd" >/dev/null || die "$cmd not found; run: $0 install"
 	done
 	[[ -x $JOURNALD ]] || die "$JOURNALD not found; run: $0 install"
-	mkdir -p "$LOGS" "$RUN" "$DIR/containerd" "$DIR/docker/client" "$DIR/registry/storage"
+	TOOLS=$(tools_bin)
+	[[ -e $TOOLS/../complete ]] || die "the 2026 tools are not built ($TOOLS); run: $0 install"
+	mkdir -p "$LOGS" "$RUN" "$DIR/containerd" "$DIR/docker/client/cli-plugins" "$DIR/registry/storage"
+	# Both docker CLIs (20.10's and 29's daemons) find buildx here (DOCKER_CONFIG/cli-plugins).
+	ln -sfn "$TOOLS/docker-buildx" "$DIR/docker/client/cli-plugins/docker-buildx"
 	# A failed start stops whatever did start, leaving the logs for reading.
 	trap 'rc=$?; if ((rc != 0)); then log "up failed; stopping what was started"; cmd_down "$DIR" || true; fi' EXIT
 
 	up_journald
 	up_containerd
 	up_registry
+	up_containerd2
 	up_dockerd
+	up_dockerd29
 	write_env
 	trap - EXIT
-	log "up in $DIR (DOCKER_HOST=unix://$DOCKER_SOCK REGISTRY=$REGISTRY)"
+	log "up in $DIR (DOCKER_HOST=unix://$DOCKER_SOCK DOCKER29_HOST=unix://$D29_SOCK REGISTRY=$REGISTRY)"
 }
 
 up_journald() {
@@ -302,6 +404,116 @@ up_registry() {
 	REGISTRY=127.0.0.1:$port
 }
 
+# The pod sandbox ("pause") image CRI runs first in every pod; `seed` pushes it (the real one
+# cannot be pulled here). Policies of tests that run pods must allow it.
+pause_image() { echo "$REGISTRY/k8s/pause:3.10"; }
+
+# c2_path: containerd 2.4.2 runs its own shim and runc 1.5.3 (Debian's runc 1.1.5 does not know
+# the time namespace that 2.x asks for), so the tools come first on its PATH and Docker 29's.
+c2_path() { echo "$TOOLS:$PATH"; }
+
+# up_containerd2 [NAME]: start a containerd 2.4.2 with everything in DIR/NAME (default c2, the
+# one Docker 29 runs on), socket DIR/run/NAME.sock, pid file DIR/run/NAME.pid, log
+# DIR/logs/NAME.log. Tests start more (testenv.sh up-containerd2) to try other configurations:
+# the config imports DIR/NAME/conf.d/*.toml, which a test may fill first. The registry settings
+# are such a drop-in (conf.d/10-registry.toml, written unless it exists): a test can replace
+# them, which it could not do from another drop-in (containerd merges tables key by key and
+# never overwrites a value with an empty one).
+up_containerd2() {
+	local name=${1:-c2}
+	local dir=$DIR/$name sock=$RUN/$name.sock
+	# Config version 3 (containerd 2.x). The CRI plugin is on (crictl, kubelet-style pulls), with
+	# no CNI (pods use the host network), its stream server on a free port, plain HTTP to the
+	# registry (certs.d), and NRI off (its socket is a host-wide path). The image verifier
+	# directory starts empty: tests put pullguard's wrapper in it when they want it.
+	mkdir -p "$dir/certs.d/$REGISTRY" "$dir/verifiers" "$dir/cni/bin" "$dir/cni/net.d" "$dir/conf.d"
+	cat >"$dir/certs.d/$REGISTRY/hosts.toml" <<-EOF
+		server = "http://$REGISTRY"
+		[host."http://$REGISTRY"]
+		  capabilities = ["pull", "resolve", "push"]
+	EOF
+	if [[ ! -e $dir/conf.d/10-registry.toml ]]; then
+		cat >"$dir/conf.d/10-registry.toml" <<-EOF
+			version = 3
+			[plugins."io.containerd.cri.v1.images".registry]
+			  config_path = "$dir/certs.d"
+		EOF
+	fi
+	cat >"$dir/config.toml" <<-EOF
+		version = 3
+		root = "$dir/root"
+		state = "$dir/state"
+		imports = ["$dir/conf.d/*.toml"]
+		disabled_plugins = ["io.containerd.nri.v1.nri"]
+		[grpc]
+		  address = "$sock"
+		[ttrpc]
+		  address = "$RUN/$name.ttrpc.sock"
+		[plugins."io.containerd.internal.v1.opt"]
+		  path = "$dir/opt"
+		[plugins."io.containerd.image-verifier.v1.bindir"]
+		  bin_dir = "$dir/verifiers"
+		[plugins."io.containerd.cri.v1.images"]
+		  snapshotter = "overlayfs"
+		  [plugins."io.containerd.cri.v1.images".pinned_images]
+		    sandbox = "$(pause_image)"
+		[plugins."io.containerd.cri.v1.runtime"]
+		  # A pod sandbox asks for oom_score_adj -998, which needs CAP_SYS_RESOURCE (a container
+		  # running these tests may not have it): no lower than containerd's own.
+		  restrict_oom_score_adj = true
+		[plugins."io.containerd.cri.v1.runtime".cni]
+		  bin_dirs = ["$dir/cni/bin"]
+		  conf_dir = "$dir/cni/net.d"
+		[plugins."io.containerd.grpc.v1.cri"]
+		  stream_server_address = "127.0.0.1"
+		  stream_server_port = "0"
+	EOF
+	start "$name" "$RUN/$name.pid" env PATH="$(c2_path)" "$TOOLS/containerd" --config "$dir/config.toml"
+	wait_ready "$name" "$RUN/$name.pid" "$dir/config.toml" 30 "$TOOLS/ctr" --address "$sock" version
+}
+
+# down_containerd2 NAME: stop that containerd 2.4.2 and whatever it left running.
+down_containerd2() {
+	local name=$1 pid
+	local dir=$DIR/$name sock=$RUN/$name.sock
+	if pid_of "$RUN/$name.pid" "$dir/config.toml"; then
+		kill_tasks "$TOOLS/ctr" "$sock"
+	fi
+	# Docker 29 runs on the main one: it goes first.
+	[[ $name != c2 ]] || stop dockerd29 "$RUN/d29-launch.pid" "$D29_SOCK"
+	stop "$name" "$RUN/$name.pid" "$dir/config.toml"
+	if [[ -x $TOOLS/runc ]]; then
+		delete_leftover_containers "$TOOLS/runc" "$dir/state" "$D29_DIR/exec"
+	fi
+	for pid in $(shims_of "$sock"); do
+		log "killing leftover shim $pid and its processes"
+		# shellcheck disable=SC2046
+		kill -KILL $(descendants "$pid") "$pid" 2>/dev/null || true
+	done
+}
+
+up_dockerd29() {
+	# Docker 29 on containerd 2.4.2, with the containerd image store (its default on a fresh
+	# data root; said explicitly so a changed default cannot silently change what is tested).
+	mkdir -p "$D29_DIR"
+	printf '{"features": {"containerd-snapshotter": true}}\n' >"$D29_DIR/daemon.json"
+	start dockerd29 "$RUN/d29-launch.pid" env PATH="$(c2_path)" "$TOOLS/dockerd" \
+		--config-file "$D29_DIR/daemon.json" \
+		-H "unix://$D29_SOCK" \
+		--data-root "$D29_DIR/data" \
+		--exec-root "$D29_DIR/exec" \
+		--pidfile "$RUN/d29.pid" \
+		--containerd "$C2_SOCK" \
+		--containerd-namespace moby \
+		--containerd-plugins-namespace plugins.moby \
+		--bridge=none --iptables=false --ip6tables=false --ip-masq=false \
+		--storage-driver overlayfs \
+		--cgroup-parent "/$CGROUP_PARENT29" \
+		--shutdown-timeout 2
+	wait_ready dockerd29 "$RUN/d29-launch.pid" "$D29_SOCK" 90 \
+		env DOCKER_HOST="unix://$D29_SOCK" DOCKER_CONFIG="$DIR/docker/client" docker version
+}
+
 # listen_port PID: the port of PID's listening TCP socket, from /proc/net/tcp by socket inode.
 listen_port() {
 	local fd link inodes=""
@@ -360,6 +572,15 @@ write_env() {
 		echo "export CONTAINERD_PID_FILE=$RUN/containerd.pid"
 		echo "export DOCKERD_PID_FILE=$RUN/dockerd.pid"
 		echo "export REGISTRY_PID_FILE=$RUN/registry.pid"
+		echo "export PGENV_TOOLS=$TOOLS"
+		echo "export PGENV_PAUSE_IMAGE=$(pause_image)"
+		echo "export CONTAINERD2_ADDRESS=$C2_SOCK"
+		echo "export CONTAINERD2_CONFIG=$C2_CONF"
+		echo "export CONTAINERD2_VERIFIER_DIR=$C2_VERIFIERS"
+		echo "export CONTAINERD2_PID_FILE=$RUN/c2.pid"
+		echo "export DOCKER29_HOST=unix://$D29_SOCK"
+		echo "export DOCKER29_CONTAINERD_NAMESPACE=moby"
+		echo "export DOCKERD29_PID_FILE=$RUN/d29.pid"
 		echo "export JOURNALD_STARTED=$JOURNALD_STARTED"
 		if ((JOURNALD_STARTED)); then
 			echo "export JOURNALD_PID_FILE=$RUN/journald.pid"
@@ -375,6 +596,7 @@ load_env() {
 	[[ -r $DIR/env ]] || die "no environment in $DIR (run: $0 up $DIR)"
 	# shellcheck source=/dev/null
 	. "$DIR/env"
+	TOOLS=$PGENV_TOOLS
 }
 
 cmd_seed() {
@@ -403,8 +625,11 @@ cmd_seed() {
 	local base=pgenv-seed/busybox:base miner=pgenv-seed/miner:base
 	docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' "$DIR/seed/busybox.tar" "$base" >/dev/null
 	docker import -c 'ENV PATH=/bin' -c 'CMD ["/bin/sh"]' "$DIR/seed/miner.tar" "$miner" >/dev/null
+	# The pod sandbox image: the busybox rootfs, sleeping forever as the real pause does.
+	docker import -c 'ENV PATH=/bin' -c 'ENTRYPOINT ["/bin/sleep", "2147483647"]' \
+		"$DIR/seed/busybox.tar" "$PGENV_PAUSE_IMAGE" >/dev/null
 
-	local ref pushed=()
+	local ref pushed=("$PGENV_PAUSE_IMAGE")
 	for ref in "${SEED_REFS_BUSYBOX[@]}"; do
 		docker tag "$base" "$REGISTRY/$ref"
 		pushed+=("$REGISTRY/$ref")
@@ -440,19 +665,22 @@ cmd_down() {
 
 	# Kill all tasks through containerd first: dockerd then has nothing left to stop (its own
 	# shutdown would wait out each container's stop timeout).
+	TOOLS=$(tools_bin)
+	local f
+	for f in "$RUN"/c2*.pid; do
+		[[ -e $f ]] || continue
+		f=${f##*/}
+		down_containerd2 "${f%.pid}"
+	done
 	if pid_of "$RUN/containerd.pid" "$CTRD_CONF"; then
-		for ns in $(ctr --address "$CTRD_SOCK" namespaces ls -q 2>/dev/null); do
-			for id in $(ctr --address "$CTRD_SOCK" -n "$ns" tasks ls -q 2>/dev/null); do
-				ctr --address "$CTRD_SOCK" -n "$ns" tasks rm -f "$id" >/dev/null 2>&1 || true
-			done
-		done
+		kill_tasks ctr "$CTRD_SOCK"
 	fi
 	stop dockerd "$RUN/dockerd-launch.pid" "$DOCKER_SOCK"
 	stop containerd "$RUN/containerd.pid" "$CTRD_CONF"
 	stop registry "$RUN/registry.pid" "$REG_CONF"
 
 	# If containerd died before deleting tasks, their containers and shims are still running.
-	delete_leftover_containers
+	delete_leftover_containers runc "$DIR/containerd/state" "$DIR/docker/exec"
 	for pid in $(shims_of "$CTRD_SOCK"); do
 		log "killing leftover shim $pid and its processes"
 		# shellcheck disable=SC2046
@@ -460,7 +688,8 @@ cmd_down() {
 	done
 
 	unmount_under "$DIR"
-	remove_cgroup_parent
+	remove_cgroup_parent "$CGROUP_PARENT"
+	remove_cgroup_parent "$CGROUP_PARENT29"
 
 	# journald.pid exists only if this environment started journald. Other environments may be
 	# using it (they reuse a running one), so it stays while any of them is up.
@@ -475,31 +704,43 @@ cmd_down() {
 	log "down in $DIR"
 }
 
-# delete_leftover_containers: containers whose task state containerd left in DIR, deleted with
-# runc, which kills them and removes their cgroups and runc state. Docker gives runc a root in
-# its exec-root; ctr leaves runc's default, /run/containerd/runc/NAMESPACE, on the host.
+# kill_tasks CTR SOCKET: remove every task of the containerd at SOCKET, in every namespace.
+kill_tasks() {
+	local ns id
+	for ns in $("$1" --address "$2" namespaces ls -q 2>/dev/null); do
+		for id in $("$1" --address "$2" -n "$ns" tasks ls -q 2>/dev/null); do
+			"$1" --address "$2" -n "$ns" tasks rm -f "$id" >/dev/null 2>&1 || true
+		done
+	done
+}
+
+# delete_leftover_containers RUNC STATE EXECROOT: containers whose task state a containerd left
+# in STATE, deleted with RUNC, which kills them and removes their cgroups and runc state. Docker
+# gives runc a root in its EXECROOT; ctr and CRI leave runc's default,
+# /run/containerd/runc/NAMESPACE, on the host.
 delete_leftover_containers() {
-	local tasks=$DIR/containerd/state/io.containerd.runtime.v2.task task ns id root
+	local runc=$1 tasks=$2/io.containerd.runtime.v2.task task ns id root
 	for task in "$tasks"/*/*/; do
 		[[ -d $task ]] || continue
 		task=${task%/}
 		id=${task##*/}
 		ns=${task%/*}
 		ns=${ns##*/}
-		for root in "$DIR/docker/exec/runtime-runc/$ns" "/run/containerd/runc/$ns"; do
+		for root in "$3/runtime-runc/$ns" "/run/containerd/runc/$ns"; do
 			if [[ -e $root/$id ]]; then
 				log "deleting leftover container $ns/$id"
-				runc --root "$root" delete --force "$id" >/dev/null 2>&1 || true
+				"$runc" --root "$root" delete --force "$id" >/dev/null 2>&1 || true
 			fi
 		done
 	done
 }
 
-# remove_cgroup_parent: Docker's cgroup parent of this environment, once its containers are gone.
+# remove_cgroup_parent NAME: a Docker cgroup parent of this environment, once its containers are
+# gone.
 remove_cgroup_parent() {
 	local i dirs
 	for ((i = 0; i < 20; i++)); do
-		dirs=$(find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name "$CGROUP_PARENT")
+		dirs=$(find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d -name "$1")
 		[[ -n $dirs ]] || return 0
 		# shellcheck disable=SC2086
 		rmdir $dirs 2>/dev/null && return 0
@@ -534,22 +775,28 @@ unmount_under() {
 # that pullguard survives a runtime that vanishes, then bring it back with this.
 cmd_restart_dockerd() {
 	need_root restart-dockerd
-	load_env "$@"
-	pid_of "$RUN/containerd.pid" "$CTRD_CONF" || die "containerd of $DIR is not running"
-	stop dockerd "$RUN/dockerd-launch.pid" "$DOCKER_SOCK"
+	load_env "$1"
+	local name=dockerd launch=$RUN/dockerd-launch.pid pidfile=$RUN/dockerd.pid sock=$DOCKER_SOCK
+	local ctrd_pid=$RUN/containerd.pid ctrd_conf=$CTRD_CONF up=up_dockerd
+	if [[ ${2:-} == 2026 ]]; then
+		name=dockerd29 launch=$RUN/d29-launch.pid pidfile=$RUN/d29.pid sock=$D29_SOCK
+		ctrd_pid=$RUN/c2.pid ctrd_conf=$C2_CONF up=up_dockerd29
+	fi
+	pid_of "$ctrd_pid" "$ctrd_conf" || die "the containerd under $name of $DIR is not running"
+	stop "$name" "$launch" "$sock"
 	# dockerd refuses to start while its --pidfile names a process that still exists, and one
 	# killed with SIGKILL takes a moment to go (and to be reaped).
 	local pid i
-	if [[ -r $RUN/dockerd.pid ]]; then
-		pid=$(<"$RUN/dockerd.pid")
+	if [[ -r $pidfile ]]; then
+		pid=$(<"$pidfile")
 		for ((i = 0; i < 100; i++)); do
 			[[ $pid =~ ^[0-9]+$ && -e /proc/$pid ]] || break
 			sleep 0.1
 		done
-		[[ ! -e /proc/$pid ]] || die "the previous dockerd ($pid) is still there after 10s"
+		[[ ! -e /proc/$pid ]] || die "the previous $name ($pid) is still there after 10s"
 	fi
-	up_dockerd
-	log "dockerd restarted in $DIR"
+	$up
+	log "$name restarted in $DIR"
 }
 
 # --------------------------------------------------------------------------- restart-containerd
@@ -560,20 +807,28 @@ cmd_restart_dockerd() {
 # and pullguard have to reconnect by themselves.
 cmd_restart_containerd() {
 	need_root restart-containerd
-	load_env "$@"
+	load_env "$1"
+	local name=containerd pidfile=$RUN/containerd.pid conf=$CTRD_CONF
+	if [[ ${2:-} == 2026 ]]; then
+		name=c2 pidfile=$RUN/c2.pid conf=$C2_CONF
+	fi
 	local pid i
-	if pid_of "$RUN/containerd.pid" "$CTRD_CONF"; then
-		pid=$(<"$RUN/containerd.pid")
+	if pid_of "$pidfile" "$conf"; then
+		pid=$(<"$pidfile")
 		kill -KILL "$pid" 2>/dev/null || true
 		for ((i = 0; i < 100; i++)); do
-			pid_of "$RUN/containerd.pid" "$CTRD_CONF" || break
+			pid_of "$pidfile" "$conf" || break
 			sleep 0.1
 		done
-		! pid_of "$RUN/containerd.pid" "$CTRD_CONF" || die "containerd ($pid) is still there 10s after SIGKILL"
+		! pid_of "$pidfile" "$conf" || die "$name ($pid) is still there 10s after SIGKILL"
 	fi
-	start containerd "$RUN/containerd.pid" containerd --config "$CTRD_CONF"
-	wait_ready containerd "$RUN/containerd.pid" "$CTRD_CONF" 20 ctr --address "$CTRD_SOCK" version
-	log "containerd restarted in $DIR"
+	if [[ $name == c2 ]]; then
+		up_containerd2 c2
+	else
+		start containerd "$pidfile" containerd --config "$conf"
+		wait_ready containerd "$pidfile" "$conf" 20 ctr --address "$CTRD_SOCK" version
+	fi
+	log "$name restarted in $DIR"
 }
 
 # ---------------------------------------------------------------------------------------- main
@@ -583,11 +838,24 @@ main() {
 	shift || true
 	case $sub in
 	install) cmd_install ;;
+	tools-dir) tools_bin ;;
 	up) cmd_up "$@" ;;
 	seed) cmd_seed "$@" ;;
 	down) cmd_down "$@" ;;
 	restart-dockerd) cmd_restart_dockerd "$@" ;;
 	restart-containerd) cmd_restart_containerd "$@" ;;
+	up-containerd2)
+		need_root up-containerd2
+		load_env "$1"
+		[[ ${2:-} =~ ^c2-[a-z0-9]{1,12}$ ]] || die "up-containerd2 DIR c2-NAME (a-z0-9, up to 12)"
+		up_containerd2 "$2"
+		;;
+	down-containerd2)
+		need_root down-containerd2
+		load_env "$1"
+		[[ ${2:-} =~ ^c2-[a-z0-9]{1,12}$ ]] || die "down-containerd2 DIR c2-NAME"
+		down_containerd2 "$2"
+		;;
 	*) usage ;;
 	esac
 }

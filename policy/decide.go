@@ -22,6 +22,9 @@ type Decision struct {
 	// Resembles names an allowed repository that a denied reference closely
 	// resembles: the mark of a typosquat.
 	Resembles string
+	// Signature is set when a signature-requiring rule decided, or would
+	// have allowed the reference but for its signature (signed.go).
+	Signature *SignatureCheck
 	// PolicyHash is the content hash of the policy that decided, so that a
 	// journal entry names it rather than the policy in force when written.
 	PolicyHash string
@@ -80,23 +83,37 @@ func (p *Policy) Decide(input string, now time.Time) Decision {
 	return d
 }
 
-// DecideRef judges an already normalized reference.
+// DecideRef judges an already normalized reference. A rule requiring
+// signatures does not match without evidence: see DecideEvidence.
 func (p *Policy) DecideRef(ref Ref, now time.Time) Decision {
+	return p.decide(ref, now, nil)
+}
+
+func (p *Policy) decide(ref Ref, now time.Time, ev *Evidence) Decision {
 	d := Decision{Input: ref.String, Reference: ref.String, PolicyHash: p.Hash}
 	deny := matcher{rules: p.Deny, ref: &ref, now: now, aliases: true}
 	deny.run(p.denyIdx)
 	if deny.best >= 0 {
 		d.Rule = p.Deny[deny.best]
-		d.Reason = d.Rule.matchReason
+		d.Reason = d.Rule.matchReason()
 		d.Resembles = p.resembling(&ref, now)
 		return d
 	}
-	allow := matcher{rules: p.Allow, ref: &ref, now: now}
+	allow := matcher{rules: p.Allow, ref: &ref, now: now, evidence: ev}
 	allow.run(p.allowIdx)
 	if allow.best >= 0 {
 		d.Allowed = true
 		d.Rule = p.Allow[allow.best]
-		d.Reason = d.Rule.matchReason
+		d.Reason = d.Rule.matchReason()
+		if d.Rule.SignedBy != nil {
+			res := allow.evidenceFor(d.Rule.SignedBy)
+			d.Signature = &SignatureCheck{Rule: d.Rule, Keys: d.Rule.SignedBy, Result: res}
+			d.Reason += ": " + res.Reason
+		}
+		return d
+	}
+	if p.signatureDenial(&d, &allow) {
+		d.Resembles = p.resembling(&ref, now)
 		return d
 	}
 	if p.Default == DefaultAllow {

@@ -64,6 +64,10 @@ type LoadOptions struct {
 	// written. For development only: on a host, whoever can write the policy
 	// decides what runs.
 	InsecurePermissions bool
+	// NoSignatures, when set, refuses signed-by rules with this
+	// explanation: for a caller that cannot verify signatures and would
+	// otherwise deny (and remove) validly signed images.
+	NoSignatures string
 }
 
 // DropInFiles lists the drop-ins that go with the policy at main:
@@ -142,7 +146,7 @@ func loadFiles(files []string, opts LoadOptions, perms *permissionChecker) (*Pol
 	if len(problems) > 0 {
 		return nil, &LoadError{Problems: problems}
 	}
-	return Parse(sources...)
+	return parse(opts, perms, sources...)
 }
 
 func readPolicyFile(name string, perms *permissionChecker) ([]byte, error) {
@@ -198,8 +202,13 @@ type Source struct {
 // Parse builds a policy from file contents, in order. It checks everything
 // and reports every problem it finds.
 func Parse(sources ...Source) (*Policy, error) {
+	return parse(LoadOptions{}, newPermissionChecker(), sources...)
+}
+
+// parse checks the files signed-by names with perms, unless it is nil.
+func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Policy, error) {
 	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep, LocalImages: LocalImagesDeny}
-	l := &loader{policy: p, set: map[string]Position{}}
+	l := &loader{policy: p, set: map[string]Position{}, opts: opts, perms: perms, patterns: map[*Rule]pattern{}}
 	h := sha256.New()
 	for _, s := range sources {
 		p.Files = append(p.Files, s.Name)
@@ -209,6 +218,10 @@ func Parse(sources ...Source) (*Policy, error) {
 	}
 	if len(l.problems) > 0 {
 		return nil, &LoadError{Problems: l.problems}
+	}
+	for _, k := range l.keyData { // a new key is a new policy
+		fmt.Fprintf(h, "%s\x00%d\x00", k.Name, len(k.Data))
+		h.Write(k.Data)
 	}
 	p.Hash = hex.EncodeToString(h.Sum(nil))[:16]
 	p.allowIdx = buildIndex(p.Allow, l)
@@ -224,6 +237,10 @@ type loader struct {
 	set      map[string]Position // top-level scalars set so far, across files
 	problems []Problem
 	patterns map[*Rule]pattern
+	opts     LoadOptions
+	perms    *permissionChecker
+	keys     map[string]*Key // signed-by key files read so far, by path
+	keyData  []Source
 }
 
 func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
@@ -237,6 +254,9 @@ func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
 var topLevelKeys = []string{"mode", "default", "running", "local-images", "allow", "deny"}
 
 func (l *loader) file(name string, data []byte) {
+	if l.fileInRuns(name, data) {
+		return
+	}
 	l.fileName = name
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -371,7 +391,7 @@ func (l *loader) strList(v *yaml.Node, key string) ([]string, bool) {
 	return out, ok
 }
 
-var ruleKeys = []string{"image", "tags", "digests", "expires", "reason"}
+var ruleKeys = []string{"image", "tags", "digests", "expires", "reason", "signed-by"}
 
 func (l *loader) rules(v *yaml.Node, kind RuleKind) []*Rule {
 	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -454,6 +474,8 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 			if s, ok := l.str(v, key); ok {
 				r.Reason = s
 			}
+		case "signed-by":
+			r.SignedBy = l.signedBy(v, kind)
 		}
 	})
 	if !hasImage {
@@ -465,10 +487,6 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 	r.Pattern = pat.String()
 	if r.Pattern == r.Image {
 		r.Pattern = r.Image // one copy for 100,000 rules written in normal form
-	}
-	r.matchReason = "matches " + summarize(r)
-	if l.patterns == nil {
-		l.patterns = map[*Rule]pattern{}
 	}
 	l.patterns[r] = pat
 	return r
@@ -559,6 +577,9 @@ func summarize(r *Rule) string {
 	}
 	if r.Reason != "" {
 		fmt.Fprintf(&b, " (%s)", r.Reason)
+	}
+	if r.SignedBy != nil {
+		fmt.Fprintf(&b, " signed-by [%s]", r.SignedBy.Describe())
 	}
 	return b.String()
 }

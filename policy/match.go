@@ -25,13 +25,42 @@ type hostGlob struct {
 
 type node struct {
 	lit   map[string]*node
-	wild  []wildEdge // segments with * inside
-	dstar *node      // a ** segment followed by more segments
-	rules []int      // rules whose pattern ends here, by position in the list
+	globs *nodeGlobs // nil for most nodes: a 100,000-rule allowlist is mostly literal
+	rules []int32    // rules whose pattern ends here, by position in the list
 	// below holds rules whose pattern ends in "/**" here: they match one or
 	// more further segments, so registry/approved/** covers
 	// registry/approved/x but not registry/approved itself.
-	below []int
+	below []int32
+}
+
+type nodeGlobs struct {
+	wild  []wildEdge // segments with * inside
+	dstar *node      // a ** segment followed by more segments
+}
+
+// dstar is the node below a ** segment, or nil.
+func (n *node) dstar() *node {
+	if n.globs == nil {
+		return nil
+	}
+	return n.globs.dstar
+}
+
+func (n *node) wild() []wildEdge {
+	if n.globs == nil {
+		return nil
+	}
+	return n.globs.wild
+}
+
+func (n *node) addDstar() *node {
+	if n.globs == nil {
+		n.globs = &nodeGlobs{}
+	}
+	if n.globs.dstar == nil {
+		n.globs.dstar = &node{}
+	}
+	return n.globs.dstar
 }
 
 type wildEdge struct {
@@ -69,40 +98,37 @@ func (ix *index) add(p pattern, rule int) {
 	segs := p.segments
 	if p.anyHost {
 		segs = segs[1:] // the leading ** is the host and any path before the rest
-		if ix.anyHost.dstar == nil {
-			ix.anyHost.dstar = &node{}
-		}
-		root = ix.anyHost.dstar
+		root = ix.anyHost.addDstar()
 	}
 	n := root
 	if len(segs) > 0 && segs[len(segs)-1] == "**" {
 		for _, s := range segs[:len(segs)-1] {
 			n = n.child(s)
 		}
-		n.below = append(n.below, rule)
+		n.below = append(n.below, int32(rule))
 		return
 	}
 	for _, s := range segs {
 		n = n.child(s)
 	}
-	n.rules = append(n.rules, rule)
+	n.rules = append(n.rules, int32(rule))
 }
 
 func (n *node) child(seg string) *node {
 	switch {
 	case seg == "**":
-		if n.dstar == nil {
-			n.dstar = &node{}
-		}
-		return n.dstar
+		return n.addDstar()
 	case strings.Contains(seg, "*"):
-		for _, e := range n.wild {
+		for _, e := range n.wild() {
 			if e.glob == seg {
 				return e.next
 			}
 		}
 		c := &node{}
-		n.wild = append(n.wild, wildEdge{glob: seg, next: c})
+		if n.globs == nil {
+			n.globs = &nodeGlobs{}
+		}
+		n.globs.wild = append(n.globs.wild, wildEdge{glob: seg, next: c})
 		return c
 	default:
 		if n.lit == nil {
@@ -129,10 +155,17 @@ type matcher struct {
 	now     time.Time
 	best    int
 	expired int
+
+	// Signature requirements (signed.go): the evidence, the first rule that
+	// lacked evidence, and the first that failed with its result.
+	evidence       *Evidence
+	needs          int
+	unsigned       int
+	unsignedResult SignatureResult
 }
 
 func (m *matcher) run(ix *index) {
-	m.best, m.expired = -1, -1
+	m.best, m.expired, m.needs, m.unsigned = -1, -1, -1, -1
 	if n := ix.hosts[m.ref.Domain]; n != nil {
 		m.walk(n, m.ref.segments)
 	}
@@ -168,22 +201,23 @@ func (m *matcher) walk(n *node, segs []string) {
 		if c := n.lit[segs[0]]; c != nil {
 			m.walk(c, segs[1:])
 		}
-		for _, e := range n.wild {
+		for _, e := range n.wild() {
 			if matchSegment(e.glob, segs[0]) {
 				m.walk(e.next, segs[1:])
 			}
 		}
 	}
-	if n.dstar != nil {
+	if d := n.dstar(); d != nil {
 		// ** takes zero or more segments.
 		for i := 0; i <= len(segs); i++ {
-			m.walk(n.dstar, segs[i:])
+			m.walk(d, segs[i:])
 		}
 	}
 }
 
-func (m *matcher) consider(candidates []int) {
-	for _, i := range candidates {
+func (m *matcher) consider(candidates []int32) {
+	for _, c := range candidates {
+		i := int(c)
 		if m.best >= 0 && i > m.best {
 			continue
 		}
@@ -195,6 +229,9 @@ func (m *matcher) consider(candidates []int) {
 			if m.expired < 0 || i < m.expired {
 				m.expired = i
 			}
+			continue
+		}
+		if r.SignedBy != nil && !m.signed(i, r) {
 			continue
 		}
 		m.best = i

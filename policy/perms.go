@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Who may change the policy. Whoever can write a policy file decides what
@@ -16,7 +18,10 @@ import (
 // writable by group or others or owned by a user other than root or the one
 // pullguard runs as. A sticky directory owned by root (/tmp) is the one
 // exception: there, no one else can rename or replace a file they do not
-// own, so the file's own check is enough.
+// own, so the file's own check is enough. The other is a file or directory
+// on a read-only mount, such as a Kubernetes ConfigMap volume (its root is
+// mode 0777, but kubelet mounts it read-only): through that mount no one can
+// write it, whatever its mode says. Owners are checked all the same.
 
 const overrideHint = "(--insecure-policy-permissions overrides, for development only)"
 
@@ -33,7 +38,7 @@ func newPermissionChecker() *permissionChecker {
 // file checks an open policy file and every directory above it, along the
 // path as given and along the path with symbolic links resolved.
 func (c *permissionChecker) file(name string, st fs.FileInfo) *Problem {
-	if msg := c.ownerAndMode(st, "policy file", false); msg != "" {
+	if msg := c.ownerAndMode(name, st, "policy file", false); msg != "" {
 		return &Problem{Pos: Position{File: name}, Msg: msg}
 	}
 	return c.dirsAbove(name)
@@ -84,7 +89,7 @@ func (c *permissionChecker) oneDir(d string) *Problem {
 		prob = &Problem{Pos: Position{File: d}, Msg: fmt.Sprintf("cannot check the policy directory: %v", err)}
 	case st.Mode()&fs.ModeSymlink != 0:
 	default:
-		if msg := c.ownerAndMode(st, "policy directory", true); msg != "" {
+		if msg := c.ownerAndMode(d, st, "policy directory", true); msg != "" {
 			prob = &Problem{Pos: Position{File: d}, Msg: msg}
 		}
 	}
@@ -94,7 +99,7 @@ func (c *permissionChecker) oneDir(d string) *Problem {
 
 // ownerAndMode says what is wrong with a file's or directory's owner and
 // mode, or "" when nothing is.
-func (c *permissionChecker) ownerAndMode(st fs.FileInfo, what string, isDir bool) string {
+func (c *permissionChecker) ownerAndMode(path string, st fs.FileInfo, what string, isDir bool) string {
 	uid, known := uint32(0), false
 	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 		uid, known = sys.Uid, true
@@ -109,8 +114,18 @@ func (c *permissionChecker) ownerAndMode(st fs.FileInfo, what string, isDir bool
 	if isDir && st.Mode()&fs.ModeSticky != 0 && known && uid == 0 {
 		return "" // /tmp: others cannot rename or replace what they do not own
 	}
+	if onReadOnlyMount(path) {
+		return ""
+	}
 	if isDir {
 		return fmt.Sprintf("%s is writable by group or others (mode %04o), so they decide which policy files it holds: run chmod go-w on it %s", what, perm, overrideHint)
 	}
 	return fmt.Sprintf("%s is writable by group or others (mode %04o): run chmod go-w on it %s", what, perm, overrideHint)
+}
+
+// onReadOnlyMount reports whether path lies on a file system mounted
+// read-only, where no one can write it through this mount.
+func onReadOnlyMount(path string) bool {
+	var fs unix.Statfs_t
+	return unix.Statfs(path, &fs) == nil && fs.Flags&unix.ST_RDONLY != 0
 }

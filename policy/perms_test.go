@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 const dirWritable = ": policy directory is writable by group or others (mode %s), so they decide which policy files it holds: run chmod go-w on it (--insecure-policy-permissions overrides, for development only)"
@@ -167,5 +169,67 @@ func TestLoadRefusesForeignDirectory(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(d, "policy.yaml"), LoadOptions{InsecurePermissions: true}); err != nil {
 		t.Errorf("--insecure-policy-permissions did not override: %v", err)
+	}
+}
+
+// TestLoadConfigMapLayout: a Kubernetes ConfigMap volume is a sticky
+// directory owned by root (drwxrwxrwt) holding links into a timestamped
+// directory (policy.yaml -> ..data/policy.yaml, ..data -> ..2026_11_30...),
+// each file root's with mode 0644. As root that passes; as another user the
+// sticky directory is that user's and is refused.
+func TestLoadConfigMapLayout(t *testing.T) {
+	vol := mkdirMode(t, filepath.Join(t.TempDir(), "pullguard"), 0o777|os.ModeSticky)
+	ts := filepath.Join(vol, "..2026_11_30_12_00_00.000000001")
+	write(t, filepath.Join(ts, "policy.yaml"), "mode: enforce\nallow:\n  - image: a/b\n")
+	mkdirMode(t, ts, 0o755)
+	if err := os.Symlink(filepath.Base(ts), filepath.Join(vol, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("..data/policy.yaml", filepath.Join(vol, "policy.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(filepath.Join(vol, "policy.yaml"), LoadOptions{})
+	if os.Geteuid() == 0 {
+		if err != nil {
+			t.Fatalf("a ConfigMap volume was refused: %v", err)
+		}
+		// A timestamped directory others can write is theirs, link or not.
+		mkdirMode(t, ts, 0o777)
+		_, err := Load(filepath.Join(vol, "policy.yaml"), LoadOptions{})
+		if want := ts + strings.Replace(dirWritable, "%s", "0777", 1); err == nil || err.Error() != want {
+			t.Fatalf("error = %v\nwant %s", err, want)
+		}
+		return
+	}
+	if want := vol + strings.Replace(dirWritable, "%s", "0777", 1); err == nil || err.Error() != want {
+		t.Fatalf("error = %v\nwant %s", err, want)
+	}
+}
+
+// TestLoadReadOnlyMount: a directory others could write by its mode, on a
+// file system mounted read-only (as kubelet mounts a ConfigMap volume, whose
+// root is mode 0777), cannot be written through that mount by anyone. The
+// same directory mounted read-write is refused.
+func TestLoadReadOnlyMount(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a file system needs root")
+	}
+	vol := t.TempDir()
+	if err := unix.Mount("tmpfs", vol, "tmpfs", 0, "mode=0777"); err != nil {
+		t.Fatalf("mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(vol, unix.MNT_DETACH) })
+	write(t, filepath.Join(vol, "policy.yaml"), "mode: enforce\nallow:\n  - image: a/b\n")
+	mkdirMode(t, vol, 0o777)
+
+	_, err := Load(filepath.Join(vol, "policy.yaml"), LoadOptions{})
+	if want := vol + strings.Replace(dirWritable, "%s", "0777", 1); err == nil || err.Error() != want {
+		t.Fatalf("read-write mount: error = %v\nwant %s", err, want)
+	}
+	if err := unix.Mount("", vol, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		t.Fatalf("remount read-only: %v", err)
+	}
+	if _, err := Load(filepath.Join(vol, "policy.yaml"), LoadOptions{}); err != nil {
+		t.Fatalf("read-only mount was refused: %v", err)
 	}
 }

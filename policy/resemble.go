@@ -13,15 +13,16 @@ import (
 //
 // A hint must cost the same at 10 rules as at 100,000, so no name is
 // compared with every allowed one. Each allowed name b is split into halves
-// at len(b)/2; if a query a is within two edits of b, one half of b is
-// within one edit of a's prefix or suffix of nearly the same length, and
-// two strings within one edit share a string obtained by deleting at most
-// one character from each. The index therefore holds, for each half of each
-// name, the half and its one-deletion variants (about len(b)+2 entries a
-// name), hashed; a query probes the variants of its few candidate prefixes
-// and suffixes (about 10 of them), and only the names found are measured
-// with the exact distance. The postings are one sorted array of 64-bit
-// words, 8 bytes an entry, so a 100,000-rule allowlist costs a few MB.
+// at len(b)/2; if a query a is within two edits of b, either b's head is
+// within one edit of a prefix of a of nearly the same length, or both edits
+// are in the head and b's tail is a suffix of a exactly. Two strings within
+// one edit share a string obtained by deleting at most one character from
+// each. The index therefore holds, hashed, each name's head with its
+// one-deletion variants, its tail, and its squashed form (about len(b)/2+3
+// entries a name); a query probes the variants of its five candidate
+// prefixes and its five candidate suffixes, and only the names found are
+// measured with the exact distance. The postings are one sorted array of
+// 64-bit words, 8 bytes an entry.
 type resemblanceIndex struct {
 	allow []*Rule
 	// hosts are the literal hosts allow rules name, in policy order; a
@@ -50,8 +51,8 @@ const (
 func newResemblanceIndex(allow []*Rule, patterns map[*Rule]pattern) *resemblanceIndex {
 	ix := &resemblanceIndex{allow: allow, hostIDs: map[string]int32{},
 		ruleHost: make([]int32, len(allow)), ruleShape: make([]int8, len(allow))}
-	// About 24 postings a name of fleet-like length, allocated once.
-	pb := postingBuilder{words: make([]uint64, 0, 24*len(allow)+64)}
+	// About 14 postings a name of fleet-like length, allocated once.
+	pb := postingBuilder{words: make([]uint64, 0, 14*len(allow)+64)}
 	var hb hasher
 	for i, r := range allow {
 		ix.ruleHost[i] = -1
@@ -183,7 +184,7 @@ func (pb *postingBuilder) addName(h *hasher, ctx uint64, name string, id uint32)
 	h.reset(name)
 	m := len(name) / 2
 	h.variants(0, m, func(v uint64) { pb.add(key(ctx, kindHead, v), id) })
-	h.variants(m, len(name), func(v uint64) { pb.add(key(ctx, kindTail, v), id) })
+	pb.add(key(ctx, kindTail, h.sum(m, len(name))), id)
 	var hs hasher
 	hs.reset(squash(name))
 	pb.add(key(ctx, kindSquashed, hs.sum(0, hs.n)), id)
@@ -314,8 +315,9 @@ func (ps *postings) near(q string, ctx uint64, nameOf func(id uint32) (string, b
 	h.reset(q)
 	n := len(q)
 	// The names within two edits are 2 shorter to 2 longer; each is split
-	// at half its length, and its head is within one edit of a prefix of q
-	// one shorter to one longer than that head, or its tail of a suffix.
+	// at half its length, and either its head is within one edit of a
+	// prefix of q one shorter to one longer than that head, or both edits
+	// fall in the head and its tail is a suffix of q as it is.
 	var seenHead, seenTail [8]int
 	nh, nt := 0, 0
 	for lb := n - 2; lb <= n+2; lb++ {
@@ -329,10 +331,10 @@ func (ps *postings) near(q string, ctx uint64, nameOf func(id uint32) (string, b
 				nh++
 				h.variants(0, p, func(v uint64) { ps.lookup(key(ctx, kindHead, v), consider) })
 			}
-			if t := lb - m + d; t >= 0 && t <= n && !seen(seenTail[:nt], t) && nt < len(seenTail) {
+			if t := lb - m; d == 0 && t >= 0 && t <= n && !seen(seenTail[:nt], t) && nt < len(seenTail) {
 				seenTail[nt] = t
 				nt++
-				h.variants(n-t, n, func(v uint64) { ps.lookup(key(ctx, kindTail, v), consider) })
+				ps.lookup(key(ctx, kindTail, h.sum(n-t, n)), consider)
 			}
 		}
 	}

@@ -11,14 +11,17 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pullguard/pullguard/enforcer/registry"
+	"github.com/pullguard/pullguard/enforcer/signature"
 	"github.com/pullguard/pullguard/policy"
 )
 
 func newCheckCmd() *cobra.Command {
 	var (
-		pf     policyFlags
-		output string
-		at     string
+		pf      policyFlags
+		output  string
+		at      string
+		offline bool
 	)
 	cmd := &cobra.Command{
 		Use:   "check [flags] REF... | -",
@@ -26,6 +29,10 @@ func newCheckCmd() *cobra.Command {
 		Long: `check prints, for each image reference, whether the policy allows it, the
 normalized reference, the rule that decided (file:line) and why. "-" reads
 references from standard input, one a line.
+
+For a reference that a signed-by rule names, check resolves the tag at the
+registry and verifies the digest's cosign signatures (credentials from
+Docker's config.json); --offline skips that and denies such references.
 
 Exit status: 0 if every reference is allowed, 1 if any is denied, 2 on a
 usage or policy error.`,
@@ -52,10 +59,14 @@ usage or policy error.`,
 			if err != nil {
 				return usageError("%v", err)
 			}
+			var sigs *signature.Verifier // nil: offline
+			if !offline && p.RequiresSignatures() {
+				sigs = signature.New(registry.New(registry.Options{}))
+			}
 			w := bufio.NewWriter(cmd.OutOrStdout())
 			denied := false
 			for _, r := range refs {
-				d := p.Decide(r, now)
+				d := signature.Decide(cmd.Context(), sigs, p, r, now)
 				denied = denied || !d.Allowed
 				if err := writeDecision(w, output, d); err != nil {
 					return err
@@ -72,6 +83,7 @@ usage or policy error.`,
 	}
 	pf.register(cmd.Flags())
 	cmd.Flags().StringVarP(&output, "output", "o", "text", "output format: text or json (one object a line)")
+	cmd.Flags().BoolVar(&offline, "offline", false, "contact no registry: references that need a signature are denied")
 	cmd.Flags().StringVar(&at, "at", "", "judge as of this RFC 3339 time instead of now (to see which exceptions will have expired)")
 	return cmd
 }
@@ -112,6 +124,9 @@ type checkResult struct {
 	Rule      string `json:"rule"`
 	Reason    string `json:"reason"`
 	Resembles string `json:"resembles,omitempty"`
+	// Signature is set where a signed-by rule decided: verified:<key
+	// fingerprint>, missing, invalid or unverifiable (the journal's values).
+	Signature string `json:"signature,omitempty"`
 }
 
 func writeDecision(w io.Writer, format string, d policy.Decision) error {
@@ -155,6 +170,10 @@ func appendDecisionJSON(b []byte, d policy.Decision) []byte {
 	if d.Resembles != "" {
 		b = append(b, `,"resembles":`...)
 		b = appendJSONString(b, d.Resembles)
+	}
+	if d.Signature != nil {
+		b = append(b, `,"signature":`...)
+		b = appendJSONString(b, d.Signature.Result.Field())
 	}
 	return append(b, "}\n"...)
 }

@@ -19,6 +19,9 @@ import (
 	"github.com/pullguard/pullguard/enforcer/authz"
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
+	"github.com/pullguard/pullguard/enforcer/dockerstore"
+	"github.com/pullguard/pullguard/enforcer/prepull"
+	"github.com/pullguard/pullguard/policy"
 )
 
 // dockerNamespaces are the containerd namespaces Docker keeps its
@@ -30,12 +33,29 @@ type runtimeFlags struct {
 	dockerHost          string
 	containerdAddress   string
 	containerdNamespace []string
+	containerdConfig    string
 }
 
 func (f *runtimeFlags) register(cmd *cobra.Command) {
 	f.registerDocker(cmd)
 	cmd.Flags().StringVar(&f.containerdAddress, "containerd-address", "/run/containerd/containerd.sock", `containerd socket; "none" turns containerd off`)
 	cmd.Flags().StringSliceVar(&f.containerdNamespace, "containerd-namespaces", nil, "containerd namespaces to guard (default: all, including ones created later)")
+	cmd.Flags().StringVar(&f.containerdConfig, "containerd-config", prepull.DefaultConfigPath, "containerd's configuration (with its imports), read to warn when containerd will not refuse disallowed pulls before they happen")
+}
+
+// prePullWarnings says, at start and on every reload, when containerd will not run
+// pullguard's verifier before a pull (see package prepull); nil when containerd is off.
+func (f *runtimeFlags) prePullWarnings() func() []string {
+	if !f.containerd() {
+		return nil
+	}
+	return func() []string {
+		var out []string
+		for _, w := range prepull.Check(f.containerdConfig) {
+			out = append(out, "containerd does not refuse disallowed pulls before they happen: "+w.String())
+		}
+		return out
+	}
 }
 
 func (f *runtimeFlags) registerDocker(cmd *cobra.Command) {
@@ -120,12 +140,13 @@ creates, tags and builds before they happen.`,
 			}()
 			err = daemon.Run(cmd.Context(), daemon.Config{
 				PolicyPath:     pf.path,
-				LoadOptions:    pf.loadOptions(),
+				LoadOptions:    guardLoadOptions(pf.loadOptions()),
 				Log:            log,
 				Guards:         factory,
 				Reload:         reload,
 				ResyncInterval: resyncInterval(resync),
 				Settle:         settleFlag(settle),
+				SetupWarnings:  rf.prePullWarnings(),
 			})
 			if errors.Is(err, daemon.ErrStartup) {
 				return &exitError{code: exitUsage, err: err}
@@ -141,6 +162,15 @@ creates, tags and builds before they happen.`,
 	cmd.Flags().DurationVar(&settle, "settle-period", daemon.DefaultSettle, "after a policy reload, removals and stops of what the previous policy allowed wait until the policy files have been unchanged this long (0: no wait)")
 	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")
 	return cmd
+}
+
+// guardLoadOptions refuses signed-by rules in the policy of the daemon (at
+// start and at every reload, which then keeps the last good policy) and of
+// scan: the runtime guards do not verify signatures yet, so they would
+// deny, and in enforce mode remove, validly signed images.
+func guardLoadOptions(o policy.LoadOptions) policy.LoadOptions {
+	o.NoSignatures = "the daemon does not verify signatures yet (pullguard check and verify-image do); remove signed-by from the policy the daemon and scan use"
+	return o
 }
 
 // resyncInterval maps the flag, where 0 means never, to the daemon's
@@ -187,17 +217,18 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	// The plugin's image index forgets what it knows whenever the Docker
 	// guard reads an image event; the plugin is built after the guard.
 	var plugin *authz.Server
+	var docker *dockerguard.Guard
 	if rf.docker() {
 		api, err := dockerguard.NewAPI(rf.dockerHost)
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
-		g := dockerguard.New(api, policies, rep, log, dockerguard.WithImageEvents(func() {
+		docker = dockerguard.New(api, policies, rep, log, dockerguard.WithImageEvents(func() {
 			if plugin != nil {
 				plugin.ImagesChanged()
 			}
 		}))
-		guards = append(guards, namedGuard{enforcer.RuntimeDocker, g})
+		guards = append(guards, namedGuard{enforcer.RuntimeDocker, docker})
 	}
 	if rf.containerd() {
 		api, err := cdguard.NewAPI(rf.containerdAddress)
@@ -210,9 +241,12 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 		}
 		if rf.docker() {
-			// Docker's containers live in these namespaces; they are
-			// Docker's to judge, with the names Docker knows them by.
+			// Docker's containers (and, with Docker's containerd image
+			// store, its images) live in these namespaces; they are Docker's
+			// to judge, with the names Docker knows them by. Records written
+			// there behind dockerd's back get a Docker reconcile.
 			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
+			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}

@@ -197,3 +197,17 @@ func TestDaemonRefusesToStart(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckHostSpellings: what a user sees for another spelling of an
+// allowed registry (the canonical reference) and for a look-alike host
+// (the hint naming what it imitates).
+func TestCheckHostSpellings(t *testing.T) {
+	pol := fixedPolicy(t)
+	code, out, errOut := pullguard(t, "", "check", "--policy", pol, at, "-o", "json",
+		"registry-1.docker.io/nginx:1.25", "DOCKER.IO:443/library/nginx:1.25", "INDEX.docker.io/myorg/base:2",
+		"docker.io:80/library/nginx:1.25", "locahost:5000/approved/busybox:1.0", "Ghcr.io:443/acme/legacy:1")
+	if code != 1 {
+		t.Errorf("exit status %d, want 1 (stderr: %s)", code, errOut)
+	}
+	golden(t, "check-hosts", strings.ReplaceAll(out, pol, "POLICY"))
+}

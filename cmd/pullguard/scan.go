@@ -46,7 +46,7 @@ policy error or when a runtime to scan cannot be reached.`,
 			if output != "text" && output != "json" {
 				return usageError("--output must be text or json, not %q", output)
 			}
-			p, err := pf.load()
+			p, err := policy.Load(pf.path, guardLoadOptions(pf.loadOptions()))
 			if err != nil {
 				return &exitError{code: exitUsage, err: err}
 			}

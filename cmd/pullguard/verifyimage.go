@@ -1,13 +1,22 @@
 package main
 
 import (
+	"context"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/pullguard/pullguard/enforcer/registry"
+	"github.com/pullguard/pullguard/enforcer/signature"
 	"github.com/pullguard/pullguard/enforcer/verifier"
 	"github.com/pullguard/pullguard/policy"
 )
+
+// verifyImageDeadline bounds signature verification in the verifier:
+// containerd kills a verifier after 10 s (per_verifier_timeout) and then
+// fails the pull with no reason, so pullguard answers first.
+const verifyImageDeadline = 8 * time.Second
 
 // newVerifyImageCmd is containerd 2.x's image-verifier binary contract:
 // containerd runs every executable in its verifier bin directory with
@@ -30,7 +39,11 @@ It exits 0 when the policy allows the image (or in audit mode) and 1 with the
 reason on stdout when it does not; an unreadable policy or bad arguments exit
 2, which containerd also treats as a refusal. The policy is
 $PULLGUARD_POLICY or /etc/pullguard/policy.yaml: containerd's environment,
-not pullguard's, is what the verifier sees.`,
+not pullguard's, is what the verifier sees.
+
+For a signed-by rule, the digest containerd resolved is verified at the
+registry (credentials from Docker's config.json, as the docker CLI finds
+it); a registry that cannot be reached refuses the pull.`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			path := os.Getenv("PULLGUARD_POLICY")
@@ -38,7 +51,13 @@ not pullguard's, is what the verifier sees.`,
 				path = policy.DefaultPath
 			}
 			load := func() (*policy.Policy, error) { return policy.Load(path, policy.LoadOptions{}) }
-			if code := verifier.Main(args, cmd.InOrStdin(), cmd.OutOrStdout(), load); code != 0 {
+			ctx, cancel := context.WithTimeout(cmd.Context(), verifyImageDeadline)
+			defer cancel()
+			sigs := signature.New(registry.New(registry.Options{}))
+			decide := func(p *policy.Policy, ref string, now time.Time) policy.Decision {
+				return signature.Decide(ctx, sigs, p, ref, now)
+			}
+			if code := verifier.Main(args, cmd.InOrStdin(), cmd.OutOrStdout(), load, decide); code != 0 {
 				return &exitError{code: code}
 			}
 			return nil

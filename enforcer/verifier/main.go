@@ -39,7 +39,10 @@ const maxDescriptorBytes = 1 << 20
 // A command wiring Main in must hand it the raw arguments: containerd's
 // single-dash long flags are not POSIX flags (cobra would read -name as -n
 // -a -m -e), so such a command needs DisableFlagParsing.
-func Main(args []string, stdin io.Reader, stdout io.Writer, loadPolicy func() (*policy.Policy, error)) int {
+//
+// decide, when given, decides instead of the policy alone (it verifies
+// signatures for signed-by rules).
+func Main(args []string, stdin io.Reader, stdout io.Writer, loadPolicy func() (*policy.Policy, error), decide ...Decider) int {
 	fs := flag.NewFlagSet("pullguard verify-image", flag.ContinueOnError)
 	// Usage text is not a reason; the parse error goes to stdout below.
 	fs.SetOutput(io.Discard)
@@ -76,7 +79,11 @@ func Main(args []string, stdin io.Reader, stdout io.Writer, loadPolicy func() (*
 	if err != nil {
 		return fail(ExitError, "blocking the pull of %s: cannot load the policy: %v", *name, err)
 	}
-	r := Judge(p, time.Now(), *name, *digest)
+	var d Decider
+	if len(decide) > 0 {
+		d = decide[0]
+	}
+	r := JudgeWith(p, time.Now(), *name, *digest, d)
 	fmt.Fprintln(stdout, r.Message)
 	if r.Allowed {
 		return ExitAllowed

@@ -62,12 +62,28 @@ func Verify(p *policy.Policy, now time.Time, name, digest string) (allowed bool,
 // one containerd resolved is denied: the two must agree, and which content
 // would be fetched is then unclear.
 func Judge(p *policy.Policy, now time.Time, name, digest string) Result {
+	return JudgeWith(p, now, name, digest, nil)
+}
+
+// Decider decides a reference (repo:tag@digest) that a signed-by rule
+// names: signature.Decide verifies the digest's signatures.
+type Decider func(p *policy.Policy, ref string, now time.Time) policy.Decision
+
+// JudgeWith is Judge, with decide gathering signature evidence where the
+// policy asks for it (nil: no evidence, so such rules deny).
+func JudgeWith(p *policy.Policy, now time.Time, name, digest string, decide Decider) Result {
 	r := Result{Mode: p.Mode}
 	// The one image decision, with the content's digest: the tag is judged
 	// as repo:tag@digest, and a name pinning other content is denied.
 	// Names only: this is a pull from the named repository, which is what
 	// local-images: deny asks of content.
 	r.Decision = p.NamesOnly().DecideImage([]string{name}, digest, now).Decision
+	// A signed-by rule needs evidence about that digest: decide gathers it.
+	if decide != nil && r.Decision.NeedsEvidence() != nil {
+		input := r.Decision.Input
+		r.Decision = decide(p, r.Decision.Reference, now)
+		r.Decision.Input = input
+	}
 	d := r.Decision
 	switch {
 	case d.Allowed:

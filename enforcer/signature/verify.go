@@ -1,0 +1,374 @@
+// Package signature verifies cosign signatures on image manifests for the
+// policy's signed-by rules, with Sigstore's own libraries: cosign's
+// pkg/cosign and pkg/oci/remote for finding and checking signatures, and
+// sigstore-go (through cosign) for Sigstore bundles. Nothing here parses a
+// signature format or does crypto by hand.
+//
+// Both formats cosign writes are read:
+//   - classic: the tag sha256-<hex>.sig in the image's repository, a
+//     manifest whose layers are simple-signing payloads with the signature
+//     in an annotation (cosign sign --new-bundle-format=false);
+//   - Sigstore bundles (cosign v3's default): artifacts attached through the
+//     OCI 1.1 referrers API, or for registries without it (Debian's
+//     docker-registry 2.8) through the referrers tag sha256-<hex>.
+//
+// Verification is key-based and offline: no transparency log, no TUF
+// fetch, no timestamp authority. The only network traffic is to the
+// image's own registry.
+package signature
+
+import (
+	"context"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/sigstore/cosign/v3/pkg/cosign"
+	"github.com/sigstore/cosign/v3/pkg/oci"
+	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
+	"github.com/sigstore/cosign/v3/pkg/oci/static"
+	"github.com/sigstore/cosign/v3/pkg/types"
+	"github.com/sigstore/sigstore-go/pkg/root"
+	"github.com/sigstore/sigstore-go/pkg/verify"
+	sigsig "github.com/sigstore/sigstore/pkg/signature"
+	sigopts "github.com/sigstore/sigstore/pkg/signature/options"
+
+	"github.com/pullguard/pullguard/enforcer/registry"
+	"github.com/pullguard/pullguard/policy"
+)
+
+// bundleMediaTypePrefix marks a Sigstore bundle among an image's referrers.
+const bundleMediaTypePrefix = "application/vnd.dev.sigstore.bundle"
+
+// maxSignatures bounds how many signatures of one digest are checked, so a
+// registry (or whoever can push to it) cannot make verification unbounded.
+const maxSignatures = 64
+
+// Verifier checks signatures at registries and caches the answers.
+type Verifier struct {
+	reg   *registry.Client
+	cache *cache
+	keys  sync.Map // fingerprint -> []sigsig.Verifier
+}
+
+// New returns a verifier using reg for registry access.
+func New(reg *registry.Client) *Verifier {
+	return &Verifier{reg: reg, cache: newCache(cacheSize)}
+}
+
+// Registry is the client the verifier uses.
+func (v *Verifier) Registry() *registry.Client { return v.reg }
+
+// Verify tells whether digest, in repository (host/path, as the policy
+// normalizes it), carries a valid signature by one of the keys. Answers are
+// cached per (repository, digest, key set); concurrent identical questions
+// share one registry round.
+func (v *Verifier) Verify(ctx context.Context, repository, digest string, keys *policy.KeySet) policy.SignatureResult {
+	return v.cache.get(repository+"@"+digest+"#"+keys.ID, func() policy.SignatureResult {
+		return v.verify(ctx, repository, digest, keys)
+	})
+}
+
+// finding is what one signature turned out to be.
+type finding int
+
+const (
+	byOtherKey finding = iota
+	forOtherDigest
+	notASignature
+	malformed
+)
+
+type tally struct {
+	counts    map[finding]int
+	otherDig  string
+	fetchErr  error
+	malformed string
+}
+
+func (t *tally) add(f finding) {
+	if t.counts == nil {
+		t.counts = map[finding]int{}
+	}
+	t.counts[f]++
+}
+
+// unreadable records a signature that could not be read: no answer when
+// the registry failed, a bad signature when what it sent is malformed.
+func (t *tally) unreadable(err error) {
+	if isFetchError(err) {
+		t.fetchErr = err
+		return
+	}
+	t.add(malformed)
+	t.malformed = err.Error()
+}
+
+func (v *Verifier) verify(ctx context.Context, repository, digest string, keys *policy.KeySet) policy.SignatureResult {
+	// Two registry rounds (classic and bundles), each bounded.
+	ctx, cancel := context.WithTimeout(ctx, 2*v.reg.Timeout())
+	defer cancel()
+	d, err := v.reg.Digest(repository, digest)
+	if err != nil {
+		return policy.SignatureResult{Status: policy.SignatureUnverifiable, Reason: "cannot name the signatures: " + err.Error()}
+	}
+	h, err := v1.NewHash(digest)
+	if err != nil {
+		return policy.SignatureResult{Status: policy.SignatureUnverifiable, Reason: "cannot verify digest " + digest + ": " + err.Error()}
+	}
+	verifiers, err := v.verifiers(keys)
+	if err != nil {
+		return policy.SignatureResult{Status: policy.SignatureUnverifiable, Reason: err.Error()}
+	}
+	opts := []ociremote.Option{ociremote.WithRemoteOptions(v.reg.Options(ctx)...)}
+
+	var t tally
+	if res, ok := v.classic(ctx, d, h, keys, verifiers, opts, &t); ok {
+		return res
+	}
+	if res, ok := v.bundles(ctx, d, h, keys, verifiers, opts, &t); ok {
+		return res
+	}
+	return t.result(d)
+}
+
+// classic checks the sha256-<hex>.sig tag's simple-signing payloads.
+func (v *Verifier) classic(ctx context.Context, d name.Digest, h v1.Hash, keys *policy.KeySet, verifiers [][]sigsig.Verifier, opts []ociremote.Option, t *tally) (policy.SignatureResult, bool) {
+	st, err := ociremote.SignatureTag(d, opts...)
+	if err != nil {
+		t.fetchErr = err
+		return policy.SignatureResult{}, false
+	}
+	sigs, err := ociremote.Signatures(st, opts...)
+	if err != nil {
+		t.fetchErr = err
+		return policy.SignatureResult{}, false
+	}
+	list, err := sigs.Get()
+	if err != nil {
+		t.fetchErr = err
+		return policy.SignatureResult{}, false
+	}
+	if len(list) > maxSignatures {
+		list = list[:maxSignatures]
+	}
+	for _, sig := range list {
+		// Fetch the payload now, so a network failure is not mistaken
+		// for a bad signature below.
+		sig, err := static.Copy(sig)
+		if err != nil {
+			t.unreadable(err)
+			continue
+		}
+		f, key := v.checkClassic(ctx, sig, h, keys, verifiers)
+		if key != nil {
+			return verified(key, "cosign signature"), true
+		}
+		t.add(f)
+		if f == forOtherDigest {
+			t.otherDig = claimedDigest(sig)
+		}
+	}
+	return policy.SignatureResult{}, false
+}
+
+func (v *Verifier) checkClassic(ctx context.Context, sig oci.Signature, h v1.Hash, keys *policy.KeySet, verifiers [][]sigsig.Verifier) (finding, *policy.Key) {
+	f := byOtherKey
+	for i, vs := range verifiers {
+		for _, sv := range vs {
+			co := &cosign.CheckOpts{SigVerifier: sv, IgnoreTlog: true, IgnoreSCT: true}
+			if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err != nil {
+				continue
+			}
+			// The key signed this payload; now it must name this digest.
+			if err := cosign.SimpleClaimVerifier(sig, h, nil); err != nil {
+				f = forOtherDigest
+				continue
+			}
+			return f, keys.Keys[i]
+		}
+	}
+	return f, nil
+}
+
+// bundles checks Sigstore bundles among the digest's referrers.
+func (v *Verifier) bundles(ctx context.Context, d name.Digest, h v1.Hash, keys *policy.KeySet, verifiers [][]sigsig.Verifier, opts []ociremote.Option, t *tally) (policy.SignatureResult, bool) {
+	idx, err := ociremote.Referrers(d, "", opts...)
+	if err != nil {
+		t.fetchErr = err
+		return policy.SignatureResult{}, false
+	}
+	digestBytes, err := hex.DecodeString(h.Hex)
+	if err != nil {
+		t.fetchErr = err
+		return policy.SignatureResult{}, false
+	}
+	checked := 0
+	for _, desc := range idx.Manifests {
+		if !strings.HasPrefix(desc.ArtifactType, bundleMediaTypePrefix) {
+			continue // an SBOM or another tool's artifact
+		}
+		if checked++; checked > maxSignatures {
+			break
+		}
+		b, err := ociremote.Bundle(d.Context().Digest(desc.Digest.String()), opts...)
+		if err != nil {
+			t.unreadable(err)
+			continue
+		}
+		f := byOtherKey
+		for i, vs := range verifiers {
+			for _, sv := range vs {
+				co := &cosign.CheckOpts{SigVerifier: sv, IgnoreTlog: true, IgnoreSCT: true,
+					NewBundleFormat: true, TrustedMaterial: &root.BaseTrustedMaterial{}}
+				res, err := cosign.VerifyNewBundle(ctx, co, verify.WithArtifactDigest(h.Algorithm, digestBytes), b)
+				if err != nil {
+					// Signed by this key, but for another digest?
+					if _, err2 := cosign.VerifyNewBundle(ctx, co, verify.WithoutArtifactUnsafe(), b); err2 == nil {
+						f = forOtherDigest
+					}
+					continue
+				}
+				if res.Statement == nil || res.Statement.GetPredicateType() != types.CosignSignPredicateType {
+					// An attestation (SBOM, provenance) by the key says
+					// something about the image; it is not a signature.
+					if f == byOtherKey {
+						f = notASignature
+					}
+					continue
+				}
+				return verified(keys.Keys[i], "Sigstore bundle"), true
+			}
+		}
+		t.add(f)
+	}
+	return policy.SignatureResult{}, false
+}
+
+func verified(k *policy.Key, format string) policy.SignatureResult {
+	return policy.SignatureResult{Status: policy.SignatureVerified, Key: k,
+		Reason: fmt.Sprintf("signed by %s (%s %s, %s)", k.Path, k.Type, shortFingerprint(k.Fingerprint), format)}
+}
+
+// result turns what was found into a definite answer, or "unverifiable"
+// when a part of the registry could not be read: a signature that could
+// not be fetched might have been the valid one.
+func (t *tally) result(d name.Digest) policy.SignatureResult {
+	where := fmt.Sprintf("%s in %s", d.DigestStr(), d.Context().Name())
+	if t.fetchErr != nil {
+		return policy.SignatureResult{Status: policy.SignatureUnverifiable,
+			Reason: fmt.Sprintf("signatures of %s could not be read from the registry (%s)", where, registry.Unreachable(t.fetchErr))}
+	}
+	total := 0
+	for _, n := range t.counts {
+		total += n
+	}
+	if total == 0 {
+		return policy.SignatureResult{Status: policy.SignatureMissing, Reason: "no signature for " + where}
+	}
+	var parts []string
+	if n := t.counts[byOtherKey]; n > 0 {
+		parts = append(parts, plural(n, "signature", "signatures")+" by another key")
+	}
+	if n := t.counts[forOtherDigest]; n > 0 {
+		s := plural(n, "signature", "signatures") + " by a listed key for another digest"
+		if t.otherDig != "" {
+			s += " (" + t.otherDig + ")"
+		}
+		parts = append(parts, s)
+	}
+	if n := t.counts[notASignature]; n > 0 {
+		parts = append(parts, plural(n, "attestation", "attestations")+" by a listed key, not signatures")
+	}
+	if n := t.counts[malformed]; n > 0 {
+		parts = append(parts, plural(n, "unreadable signature", "unreadable signatures")+" ("+t.malformed+")")
+	}
+	return policy.SignatureResult{Status: policy.SignatureInvalid,
+		Reason: fmt.Sprintf("no valid signature by a listed key for %s: %s", where, strings.Join(parts, ", "))}
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+func shortFingerprint(fp string) string {
+	if len(fp) > len("sha256:")+16 {
+		return fp[:len("sha256:")+16] + "…"
+	}
+	return fp
+}
+
+// claimedDigest is the digest a simple-signing payload names, for reasons.
+func claimedDigest(sig oci.Signature) string {
+	err := cosign.SimpleClaimVerifier(sig, v1.Hash{}, nil)
+	if err == nil {
+		return ""
+	}
+	const prefix = "invalid or missing digest in claim: "
+	if s := err.Error(); strings.HasPrefix(s, prefix) {
+		return strings.TrimPrefix(s, prefix)
+	}
+	return ""
+}
+
+// verifiers loads each key for Sigstore's verifiers, once per key. A key
+// gets cosign verify's default (SHA-256) and, where they differ, what
+// cosign sign uses with it: the key type's default hash (SHA-384 for P-384)
+// and Ed25519ph for Ed25519. cosign v3.1.3 signs with those but verifies
+// with SHA-256 and pure Ed25519 unless told otherwise.
+func (v *Verifier) verifiers(keys *policy.KeySet) ([][]sigsig.Verifier, error) {
+	out := make([][]sigsig.Verifier, len(keys.Keys))
+	for i, k := range keys.Keys {
+		if vs, ok := v.keys.Load(k.Fingerprint); ok {
+			out[i] = vs.([]sigsig.Verifier)
+			continue
+		}
+		pub, err := x509.ParsePKIXPublicKey(k.DER)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %v", k.Path, err)
+		}
+		sv, err := sigsig.LoadVerifier(pub, crypto.SHA256)
+		if err != nil {
+			return nil, fmt.Errorf("key %s: %v", k.Path, err)
+		}
+		vs := []sigsig.Verifier{sv}
+		if def, err := sigsig.LoadDefaultVerifier(pub); err == nil {
+			if details, err := sigsig.GetDefaultAlgorithmDetails(pub); err == nil && details.GetHashType() != crypto.SHA256 {
+				vs = append(vs, def)
+			}
+		}
+		// cosign sign uses Ed25519ph for Ed25519 keys (its default load
+		// options), where older versions used pure Ed25519.
+		if _, ok := pub.(ed25519.PublicKey); ok {
+			if ph, err := sigsig.LoadDefaultVerifier(pub, sigopts.WithED25519ph()); err == nil {
+				vs = append(vs, ph)
+			}
+		}
+		v.keys.Store(k.Fingerprint, vs)
+		out[i] = vs
+	}
+	return out, nil
+}
+
+// isFetchError tells a failure to talk to the registry (no answer) from a
+// signature that was read but is not what it should be (an answer).
+func isFetchError(err error) bool {
+	var terr *transport.Error
+	var nerr net.Error
+	return errors.As(err, &terr) || errors.As(err, &nerr) ||
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET)
+}

@@ -1,0 +1,275 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Fingerprints of the fixture keys, from
+// openssl pkey -pubin -in KEY -outform DER | sha256sum.
+const (
+	fpP256    = "sha256:adb6eeb987d13520c870f2783981226ba6e448211856e34dfa958f7ebc3a725f"
+	fpEd25519 = "sha256:ffc062b368950be89cbb5245655ee0a6b1c19dd1d076bbdda713a12ff1e8d3fa"
+)
+
+const digestA = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+const digestB = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+
+func TestSignedByLoads(t *testing.T) {
+	p := loadFixture(t, "signed.yaml")
+	if !p.RequiresSignatures() {
+		t.Fatal("RequiresSignatures() = false for a policy with signed-by rules")
+	}
+	ks := p.Allow[0].SignedBy
+	if ks == nil || len(ks.Keys) != 2 {
+		t.Fatalf("first rule's key set = %+v, want two keys", ks)
+	}
+	if got := ks.Keys[0]; got.Fingerprint != fpP256 || got.Type != "ECDSA P-256" || got.Path != "testdata/keys/ecdsa-p256.pub" || got.Source.Line != 5 {
+		t.Errorf("first key = %s %s %s line %d", got.Fingerprint, got.Type, got.Path, got.Source.Line)
+	}
+	if got := ks.Keys[1]; got.Fingerprint != fpEd25519 || got.Type != "Ed25519" {
+		t.Errorf("second key = %s %s", got.Fingerprint, got.Type)
+	}
+	if got := p.Allow[2].SignedBy.Keys[0].Type; got != "RSA 2048" {
+		t.Errorf("RSA key type = %q", got)
+	}
+	if n := len(p.Allow[3].SignedBy.Keys); n != 1 {
+		t.Errorf("a key listed twice is kept %d times, want once", n)
+	}
+	if p.Allow[1].SignedBy != nil {
+		t.Error("a rule without signed-by requires signatures")
+	}
+	if !strings.Contains(p.Allow[0].matchReason(), "signed-by [testdata/keys/ecdsa-p256.pub, testdata/keys/ed25519.pub]") {
+		t.Errorf("summary does not name the keys: %s", p.Allow[0].matchReason())
+	}
+}
+
+// The key set's identity is its keys, not their order or file names, so
+// cached verification results carry over between rules and reloads.
+func TestKeySetIDIsTheKeys(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"ecdsa-p256.pub", "ed25519.pub"} {
+		data, err := os.ReadFile("testdata/keys/" + f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "copy-of-"+f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pol := filepath.Join(dir, "policy.yaml")
+	writeFile(t, pol, `allow:
+  - image: registry.example.com/x
+    signed-by: [{key: copy-of-ed25519.pub}, {key: copy-of-ecdsa-p256.pub}]
+`)
+	p, err := LoadFiles([]string{pol}, LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Allow[0].SignedBy.ID, loadFixture(t, "signed.yaml").Allow[0].SignedBy.ID; got != want {
+		t.Errorf("same keys, other order and names: ID %s, want %s", got, want)
+	}
+}
+
+func TestSignedByKeyPermissions(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile("testdata/keys/ed25519.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := filepath.Join(dir, "team.pub")
+	if err := os.WriteFile(key, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(key, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(dir, "policy.yaml")
+	writeFile(t, pol, "allow:\n  - image: registry.example.com/x\n    signed-by:\n      - key: "+key+"\n")
+	_, err = LoadFiles([]string{pol}, LoadOptions{})
+	want := pol + ":4:14: signed-by: key " + key + ": key file is writable by group or others (mode 0666)"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("loading with a world-writable key: %v\nwant an error starting %q", err, want)
+	}
+	if _, err := LoadFiles([]string{pol}, LoadOptions{InsecurePermissions: true}); err != nil {
+		t.Errorf("--insecure-policy-permissions does not cover key files: %v", err)
+	}
+}
+
+// A changed key is a changed policy: the hash in every log entry says so.
+func TestSignedByKeyInPolicyHash(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "team.pub")
+	pol := filepath.Join(dir, "policy.yaml")
+	writeFile(t, pol, "allow:\n  - image: registry.example.com/x\n    signed-by: [{key: team.pub}]\n")
+	hashWith := func(src string) string {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, key, string(data))
+		p, err := LoadFiles([]string{pol}, LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Hash
+	}
+	if hashWith("testdata/keys/ed25519.pub") == hashWith("testdata/keys/ecdsa-p256.pub") {
+		t.Error("replacing the key file left the policy hash unchanged")
+	}
+}
+
+func writeFile(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(name, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func evidence(p *Policy, rule int, digest string, st SignatureStatus, reason string) *Evidence {
+	ks := p.Allow[rule].SignedBy
+	res := SignatureResult{Status: st, Reason: reason}
+	if st == SignatureVerified {
+		res.Key = ks.Keys[0]
+	}
+	return &Evidence{Digest: digest, Results: map[string]SignatureResult{ks.ID: res}}
+}
+
+func TestDecideSignatures(t *testing.T) {
+	p := loadFixture(t, "signed.yaml")
+	parse := func(s string) Ref {
+		r, err := ParseRef(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	approved := parse("registry.example.com/approved/app:1.0@" + digestA)
+
+	// Without evidence the rule does not match, and the decision says
+	// which keys the caller must verify.
+	d := p.DecideRef(approved, testNow)
+	if d.Allowed {
+		t.Fatal("allowed without signature evidence")
+	}
+	if ks := d.NeedsEvidence(); ks == nil || ks.ID != p.Allow[0].SignedBy.ID {
+		t.Fatalf("NeedsEvidence() = %v, want the first rule's key set", ks)
+	}
+	if d.RuleSource() != "testdata/signed.yaml:3" || !strings.Contains(d.Reason, "but its signature was not verified") {
+		t.Errorf("decision without evidence: %s %q", d.RuleSource(), d.Reason)
+	}
+	if d.Signature.Result.Field() != "unverifiable" {
+		t.Errorf("journal field without evidence = %q", d.Signature.Result.Field())
+	}
+
+	d = p.DecideEvidence(approved, testNow, evidence(p, 0, digestA, SignatureVerified, "signed by testdata/keys/ecdsa-p256.pub"))
+	if !d.Allowed || d.RuleSource() != "testdata/signed.yaml:3" || d.NeedsEvidence() != nil {
+		t.Fatalf("verified evidence: allowed=%v rule=%s needs=%v", d.Allowed, d.RuleSource(), d.NeedsEvidence())
+	}
+	if !strings.HasSuffix(d.Reason, ": signed by testdata/keys/ecdsa-p256.pub") {
+		t.Errorf("reason does not say which key verified: %q", d.Reason)
+	}
+	if got := d.Signature.Result.Field(); got != "verified:"+fpP256 {
+		t.Errorf("journal field = %q", got)
+	}
+
+	for _, c := range []struct {
+		status SignatureStatus
+		reason string
+	}{
+		{SignatureMissing, "no signature for " + digestA},
+		{SignatureInvalid, "the only signature is by another key"},
+		{SignatureUnverifiable, "registry unreachable: connection refused"},
+	} {
+		d = p.DecideEvidence(approved, testNow, evidence(p, 0, digestA, c.status, c.reason))
+		if d.Allowed || d.NeedsEvidence() != nil {
+			t.Errorf("%s: allowed=%v needs=%v", c.status, d.Allowed, d.NeedsEvidence())
+		}
+		want := "matches allow rule registry.example.com/approved/** signed-by [testdata/keys/ecdsa-p256.pub, testdata/keys/ed25519.pub], but " + c.reason
+		if d.Reason != want {
+			t.Errorf("%s: reason %q\nwant %q", c.status, d.Reason, want)
+		}
+		if d.Signature.Result.Field() != string(c.status) {
+			t.Errorf("%s: journal field %q", c.status, d.Signature.Result.Field())
+		}
+	}
+
+	// Evidence about another digest is no evidence about this one.
+	d = p.DecideEvidence(approved, testNow, evidence(p, 0, digestB, SignatureVerified, "signed"))
+	if d.Allowed || !strings.Contains(d.Reason, "evidence is for "+digestB) {
+		t.Errorf("evidence for another digest: allowed=%v %q", d.Allowed, d.Reason)
+	}
+
+	// A later rule that needs no signature still allows what it names.
+	legacy := parse("registry.example.com/approved/legacy:1.2@" + digestA)
+	d = p.DecideEvidence(legacy, testNow, evidence(p, 0, digestA, SignatureMissing, "no signature"))
+	if !d.Allowed || d.RuleSource() != "testdata/signed.yaml:7" || d.Signature != nil {
+		t.Errorf("unsigned legacy exception: allowed=%v rule=%s sig=%v", d.Allowed, d.RuleSource(), d.Signature)
+	}
+
+	// Deny rules win before any signature is asked for.
+	d = p.DecideRef(parse("registry.example.com/approved/app:latest"), testNow)
+	if d.Allowed || d.Signature != nil || d.Rule == nil || d.Rule.Kind != Deny {
+		t.Errorf("latest: allowed=%v signature=%v rule=%v", d.Allowed, d.Signature, d.Rule)
+	}
+
+	// Two rules name the team's images with different keys: the second
+	// key set is asked for once the first has failed, and allows.
+	team := parse("registry.example.com/team/app:2@" + digestA)
+	ev := evidence(p, 2, digestA, SignatureInvalid, "signed by another key")
+	d = p.DecideEvidence(team, testNow, ev)
+	if ks := d.NeedsEvidence(); ks == nil || ks.ID != p.Allow[3].SignedBy.ID {
+		t.Fatalf("after the first key set failed, NeedsEvidence() = %v, want the second rule's", ks)
+	}
+	ev.Results[p.Allow[3].SignedBy.ID] = SignatureResult{Status: SignatureVerified, Key: p.Allow[3].SignedBy.Keys[0], Reason: "signed by P-384"}
+	d = p.DecideEvidence(team, testNow, ev)
+	if !d.Allowed || d.RuleSource() != "testdata/signed.yaml:12" {
+		t.Errorf("second key set verified: allowed=%v rule=%s %q", d.Allowed, d.RuleSource(), d.Reason)
+	}
+	ev.Results[p.Allow[3].SignedBy.ID] = SignatureResult{Status: SignatureMissing, Reason: "no signature"}
+	d = p.DecideEvidence(team, testNow, ev)
+	if d.Allowed || d.RuleSource() != "testdata/signed.yaml:9" || !strings.HasSuffix(d.Reason, "but signed by another key") {
+		t.Errorf("both failed: the first rule's reason is reported: %s %q", d.RuleSource(), d.Reason)
+	}
+}
+
+// default: allow does not let an image through that a signature rule names
+// but whose signature failed: the operator asked for signatures there.
+func TestDecideSignaturesDefaultAllow(t *testing.T) {
+	p, err := Parse(Source{Name: "p.yaml", Data: []byte("default: allow\nallow:\n  - image: registry.example.com/approved/**\n    signed-by: [{key: testdata/keys/ed25519.pub}]\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := p.Decide("registry.example.com/approved/x:1", testNow)
+	if d.Allowed || d.NeedsEvidence() == nil {
+		t.Errorf("unsigned under default allow: allowed=%v", d.Allowed)
+	}
+	if d := p.Decide("registry.example.com/other/x:1", testNow); !d.Allowed {
+		t.Errorf("a name no rule covers is not allowed by default: %q", d.Reason)
+	}
+}
+
+// A key path naming a FIFO is refused at once, not waited on.
+func TestSignedByKeyFIFO(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "team.pub")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Skip("no FIFOs here:", err)
+	}
+	pol := filepath.Join(dir, "policy.yaml")
+	writeFile(t, pol, "allow:\n  - image: registry.example.com/x\n    signed-by: [{key: team.pub}]\n")
+	done := make(chan error, 1)
+	go func() { _, err := LoadFiles([]string{pol}, LoadOptions{}); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "signed-by: key "+fifo+": not a regular file") {
+			t.Errorf("FIFO key: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("loading a policy whose key is a FIFO hangs")
+	}
+}
