@@ -21,6 +21,7 @@ import (
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
 	"github.com/pullguard/pullguard/enforcer/dockerstore"
 	"github.com/pullguard/pullguard/enforcer/prepull"
+	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -248,7 +249,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
 		}
-		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
+		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, append(opts, containerdProvenance())...)})
 	}
 	if authzMode != "off" {
 		g, err := buildAuthz(rf, authzPath, policies, rep, log, closers)
@@ -331,4 +332,12 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	close(ready)
 	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log)
 	return &authzGuard{server: srv, listeners: listeners, ready: ready}, nil
+}
+
+// containerdProvenance has the containerd guard ask registries whether a
+// repository serves a record's content (local-images: deny): with Docker's
+// credentials, plain HTTP for loopback registries only, a deadline on every
+// call. The daemon and scan judge alike.
+func containerdProvenance() cdguard.Option {
+	return cdguard.WithRegistry(registry.New(registry.Options{}))
 }

@@ -154,6 +154,7 @@ func containerdScanner(ctx context.Context, rf runtimeFlags) (scanner, error) {
 	if rf.docker() {
 		opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 	}
+	opts = append(opts, containerdProvenance())
 	return scanner{
 		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
 			return cdguard.Scan(ctx, api, p, now, opts...)

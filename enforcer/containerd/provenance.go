@@ -2,8 +2,10 @@ package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pullguard/pullguard/policy"
@@ -65,6 +67,9 @@ type provenanceCache struct {
 	now     func() time.Time
 	mu      sync.Mutex
 	answers map[servedKey]servedAnswer
+	// noNetwork is logged once: the process may not open network sockets
+	// at all (the shipped unit's RestrictAddressFamilies=AF_UNIX).
+	noNetwork sync.Once
 }
 
 func (c *provenanceCache) served(ctx context.Context, repository, digest string) (bool, error) {
@@ -118,6 +123,15 @@ func (g *Guard) gatherEvidence(ctx context.Context, p *policy.Policy, now time.T
 		asked[r.Name] = true
 		served, err := g.prov.served(ctx, r.Name, target)
 		switch {
+		case errors.Is(err, syscall.EAFNOSUPPORT):
+			// Not an outage but how pullguard runs: it may not use the
+			// network. Names alone are judged, as without a registry,
+			// rather than a failure for every record at every reconcile.
+			g.prov.noNetwork.Do(func() {
+				g.log.WithError(err).Warn("containerd: cannot ask registries whether they serve an image's content (no network for pullguard); " +
+					"local-images: deny is judged by names alone on containerd")
+			})
+			return nil
 		case err != nil:
 			ev.unknown = fmt.Errorf("whether %s serves %s is unknown: %w", r.Name, target, err)
 		case served:

@@ -3,8 +3,10 @@ package containerd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
@@ -115,5 +117,27 @@ func TestProvenance(t *testing.T) {
 		if !slices.Contains(f.imageNames(k8s), keep) {
 			t.Errorf("%s was deleted", keep)
 		}
+	}
+}
+
+// noNetworkRegistry fails as a process without network sockets does.
+type noNetworkRegistry struct{}
+
+func (noNetworkRegistry) HasManifest(ctx context.Context, repository, digest string) (bool, error) {
+	return false, fmt.Errorf("dial tcp 127.0.0.1:5000: socket: %w", syscall.EAFNOSUPPORT)
+}
+
+// TestProvenanceWithoutNetwork: a daemon that may not use the network at
+// all judges names alone on containerd, instead of reporting a failure for
+// every record at every reconcile; nothing is deleted for want of an answer.
+func TestProvenanceWithoutNetwork(t *testing.T) {
+	f := newFake()
+	f.addImage(k8s, "registry.local/approved/busybox:1.0", dg('1'))
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), WithRegistry(noNetworkRegistry{}))
+	if got := f.imageNames(k8s); !slices.Contains(got, "registry.local/approved/busybox:1.0") {
+		t.Errorf("records left %q", got)
+	}
+	if r := rec.records(); len(r) != 0 {
+		t.Errorf("records %+v, want none", r)
 	}
 }
