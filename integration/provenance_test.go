@@ -485,3 +485,38 @@ func TestProvenanceScan(t *testing.T) {
 		}
 	}
 }
+
+// TestProvenanceBuildKit: under local-images: deny the authorization plugin refuses BuildKit's
+// /grpc, so `docker buildx build` (which never sends POST /build) cannot make an image on the
+// host either, on either engine. (buildx then falls back to its docker-container driver, whose
+// BuildKit image the policy does not allow either.)
+func TestProvenanceBuildKit(t *testing.T) {
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		name := authzPluginName()
+		sock := authzSocket(t, name)
+		d := StartDaemon(t, WritePolicy(t, "", provenancePolicy(e, "deny")), "--docker-host", e.DockerHost,
+			"--containerd-address", "none", "--authz-socket", sock)
+		enableAuthzPlugin(t, e, name)
+		built := e.Ref("approved/built:buildkit")
+		out, err := buildx(t, e, built, buildContext(t, e.Ref("approved/busybox:1.0")))
+		if err == nil {
+			t.Fatalf("docker buildx build succeeded under local-images: deny:\n%s", out)
+		}
+		if !strings.Contains(err.Error(), "authorization denied by plugin "+name) {
+			t.Errorf("the build failed, but not by pullguard's refusal:\n%v", err)
+		}
+		if e.ImageExists(t, built) {
+			t.Errorf("%s exists", built)
+		}
+		refused := false
+		for _, en := range d.WaitEntries(t, actDeadline, 1, "PULLGUARD_ACTION=blocked") {
+			if strings.Contains(en["PULLGUARD_REASON"], reasonLocalContent[:len("content did not come from an allowed repository")]) &&
+				strings.Contains(en["MESSAGE"], "/grpc") {
+				refused = true
+			}
+		}
+		if !refused {
+			t.Errorf("no blocked entry for BuildKit's /grpc under local-images: deny")
+		}
+	})
+}
