@@ -520,3 +520,42 @@ func TestProvenanceBuildKit(t *testing.T) {
 		}
 	})
 }
+
+// TestProvenanceDocker29Store: what local-images: deny cannot do on Docker 29's containerd image
+// store, asserted so that a change shows up here. dockerd 29 lists every image record's name with
+// the record's target as a repository digest, loaded or pulled alike, so a load under an approved
+// name carries an "approved" repository digest; pullguard says at connect that it judges names
+// alone there, and the loaded name stays.
+func TestProvenanceDocker29Store(t *testing.T) {
+	e := requireModern(t)
+	evilTag, loaded := e.Ref("evil/miner:1.0"), e.Ref("approved/loaded-on-29:1")
+	// The tarball comes from dockerd 20.10 (manifest.json only): Docker 29's own saves name
+	// their images in an OCI index as well, which saveAs does not rewrite.
+	legacy := theEnv
+	legacy.Docker(t, "pull", "-q", evilTag)
+	tarball := saveAs(t, legacy, evilTag, loaded)
+	legacy.Reset(t)
+
+	g := startDockerGuard(t, e, WritePolicy(t, "", provenancePolicy(e, "deny")))
+	Eventually(t, actDeadline, func() (bool, string) {
+		for _, en := range g.Entries(t, "PRIORITY=4") {
+			if strings.Contains(en["MESSAGE"], "dockerd keeps its images in containerd") {
+				return true, ""
+			}
+		}
+		return false, "no warning that repository digests prove nothing on Docker 29's containerd image store"
+	})
+
+	e.Docker(t, "load", "-i", tarball)
+	img, ok := e.InspectImage(t, loaded)
+	if !ok {
+		t.Fatalf("%s is not there after docker load", loaded)
+	}
+	want := e.Ref("approved/loaded-on-29") + "@"
+	if len(img.RepoDigests) == 0 || !strings.HasPrefix(img.RepoDigests[0], want) {
+		t.Errorf("RepoDigests of loaded content = %q: Docker 29 no longer makes them from names (README, local-images)", img.RepoDigests)
+	}
+	e.Docker(t, "pull", "-q", e.Ref("approved/busybox:1.0"))
+	caughtUp(t, e, g, e.Ref("approved/busybox:1.0"))
+	stillThere(t, e, loaded, img.ID)
+}

@@ -172,7 +172,10 @@ func (g *Guard) recordDecision(ctx context.Context, ns, name string, p *policy.P
 	}
 	for i, r := range recs {
 		if r.Name == name {
-			return plan.Verdict.Names[i].Decision, img.Target, true
+			// Judged as name@target; shown as the name, as for names alone.
+			d := plan.Verdict.Names[i].Decision
+			d.Reference = displayName(name)
+			return d, img.Target, true
 		}
 	}
 	return policy.Decision{}, "", false

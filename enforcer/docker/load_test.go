@@ -50,3 +50,16 @@ func TestLoadMovesApprovedName(t *testing.T) {
 
 // ContainerdImageStore: the fake is dockerd 20.10's own image store.
 func (f *fakeDocker) ContainerdImageStore(ctx context.Context) (bool, error) { return false, nil }
+
+// TestListedDigests: on Docker 29's containerd image store a listing gives
+// one record's digest per image, inspect every name's; the listing is
+// completed the way inspect computes them.
+func TestListedDigests(t *testing.T) {
+	img := Image{ID: digestA, RepoTags: []string{"reg.example/approved/app:1", "nginx:1.25", "reg.example/approved/app:2"},
+		RepoDigests: []string{"nginx@" + digestA}}
+	got := listedDigests(img)
+	want := []string{"nginx@" + digestA, "reg.example/approved/app@" + digestA}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("listedDigests = %q, want %q", got, want)
+	}
+}
