@@ -138,9 +138,9 @@ func (a *mobyAPI) ListImages(ctx context.Context) ([]Image, error) {
 	}
 	c8d := a.store.Load() == 2
 	if a.store.Load() == 0 {
-		if c8d, err = a.ContainerdImageStore(ctx); err != nil {
-			return nil, err
-		}
+		// Not known yet (scan lists before anything asked): ask. A
+		// dockerd that cannot say is taken for its own image store.
+		c8d, _ = a.ContainerdImageStore(ctx)
 	}
 	out := make([]Image, 0, len(res.Items))
 	for _, s := range res.Items {
