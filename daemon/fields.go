@@ -12,6 +12,7 @@ const (
 	FieldImage       = "PULLGUARD_IMAGE"        // normalized reference, or the input when it did not parse
 	FieldImageID     = "PULLGUARD_IMAGE_ID"     // the runtime's image ID (sha256:...)
 	FieldContainerID = "PULLGUARD_CONTAINER_ID" // the container acted on
+	FieldPlugin      = "PULLGUARD_PLUGIN"       // the Docker plugin acted on: where it was pulled from
 	FieldRuntime     = "PULLGUARD_RUNTIME"      // docker or containerd
 	FieldNamespace   = "PULLGUARD_NAMESPACE"    // containerd namespace
 	FieldEvent       = "PULLGUARD_EVENT"        // what triggered the decision: pull, tag, create, reconcile, authz

@@ -233,6 +233,7 @@ func renderRecord(rec enforcer.Record, repeats int, policyHash string) (logrus.L
 	set(FieldImage, image)
 	set(FieldImageID, rec.ImageID)
 	set(FieldContainerID, rec.ContainerID)
+	set(FieldPlugin, rec.Plugin)
 	set(FieldRuntime, rec.Runtime)
 	set(FieldNamespace, rec.Namespace)
 	set(FieldEvent, rec.Event)
@@ -276,9 +277,12 @@ func recordMessage(rec enforcer.Record, image string, repeats int) string {
 		runtime = "runtime"
 	}
 	var object string
-	if rec.ContainerID != "" {
+	switch {
+	case rec.ContainerID != "":
 		object = fmt.Sprintf("%s container %s (image %s)", runtime, shortID(rec.ContainerID), image)
-	} else {
+	case rec.Plugin != "":
+		object = fmt.Sprintf("%s plugin %s", runtime, rec.Plugin)
+	default:
 		object = fmt.Sprintf("%s image %s", runtime, image)
 	}
 	if rec.Namespace != "" {

@@ -97,6 +97,9 @@ type Record struct {
 	Err error
 	// Time is when the decision was made.
 	Time time.Time
+
+	// Plugin is the reference of the Docker plugin acted on, if any.
+	Plugin string
 }
 
 // Reporter receives every Record; the daemon turns them into journal
@@ -218,4 +221,10 @@ type Finding struct {
 	Action Action
 	// Note explains a finding that is left in place.
 	Note string
+	// Provenance, for a Docker image, is the allowed repository digest
+	// (repo@sha256:...) that shows its content came from an allowed
+	// repository, or empty: built, loaded, imported or committed on the
+	// host, or pulled from a repository the policy does not allow
+	// (policy/provenance.go).
+	Provenance string
 }

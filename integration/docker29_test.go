@@ -150,7 +150,9 @@ func buildx(t testing.TB, e *Env, tag, dir string) (string, error) {
 // either runtime's behaviour shows up here.
 func TestBuildKit(t *testing.T) {
 	ForEachDocker(t, func(t *testing.T, e *Env) {
-		d := startBothGuards(t, e, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")))
+		// Names alone (local-images: allow): under deny a built image is local content whatever
+		// its base (provenance_test.go).
+		d := startBothGuards(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false, "default: deny", "running: keep", "local-images: allow")))
 		allowedBase, evilBase := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:latest")
 		okTag, evilTag := e.Ref("approved/built:from-allowed"), e.Ref("approved/built:from-evil")
 
@@ -198,8 +200,10 @@ func TestBuildKitWithAuthzPlugin(t *testing.T) {
 	ForEachDocker(t, func(t *testing.T, e *Env) {
 		name := authzPluginName()
 		sock := authzSocket(t, name)
-		d := StartDaemon(t, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")), "--docker-host", e.DockerHost,
-			"--containerd-address", "none", "--authz-socket", sock, "--resync-interval", "3s")
+		// Names alone (local-images: allow): under deny the plugin refuses BuildKit's /grpc
+		// outright (provenance_test.go).
+		d := StartDaemon(t, WritePolicy(t, "", policyYAML(e, "enforce", false, "default: deny", "running: keep", "local-images: allow")),
+			"--docker-host", e.DockerHost, "--containerd-address", "none", "--authz-socket", sock, "--resync-interval", "3s")
 		enableAuthzPlugin(t, e, name)
 		fromEvil, evilName := e.Ref("approved/built:from-evil"), e.Ref("evil/built:1")
 		if out, err := buildx(t, e, fromEvil, buildContext(t, e.Ref("evil/miner:latest"))); err != nil {

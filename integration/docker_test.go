@@ -42,7 +42,9 @@ func TestDockerRemovesDisallowedArrivals(t *testing.T) {
 		e.Reset(t)
 		rootfs := rootfsTar(t, UniqueName(t))
 
-		g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false)))
+		// Names alone: this test is about disallowed names arriving; an allowed name on content
+		// made here (the import below) is provenance_test.go's.
+		g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false, "local-images: allow")))
 		e.Docker(t, "pull", "-q", approved)
 		approvedID := imageID(t, e, approved)
 

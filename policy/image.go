@@ -26,6 +26,10 @@ type NameDecision struct {
 	// only because a tag of its repository on the same image is: the
 	// record of where that tag was pulled from.
 	Follows bool
+	// Unproven is set for a name the policy allows but denied because the
+	// content did not come from an allowed repository (local-images: deny,
+	// provenance.go).
+	Unproven bool
 }
 
 // ImageDecision is the verdict on one image, with every name's verdict.
@@ -40,6 +44,9 @@ type ImageDecision struct {
 	Names []NameDecision
 	// PolicyHash is the content hash of the policy that decided.
 	PolicyHash string
+	// VouchedBy is the allowed digest name (repo@sha256:...) that shows
+	// the content came from an allowed repository, or empty (provenance.go).
+	VouchedBy string
 }
 
 // Denied lists the names the policy does not allow: the names to remove.
@@ -171,6 +178,7 @@ func (p *Policy) DecideImageWith(names []string, digest string, now time.Time, s
 			nd.Decision.Reason = "follows the allowed tag of " + refs[i].Name + " on the same image"
 		}
 	}
+	p.requireProvenance(&out, refs, errs)
 	var firstDenied *Decision
 	for i := range out.Names {
 		nd := &out.Names[i]
@@ -196,7 +204,11 @@ func (p *Policy) DecideImageWith(names []string, digest string, now time.Time, s
 	}
 	out.Allowed = p.Default == DefaultAllow
 	out.Decision = Decision{Input: input, Allowed: out.Allowed, Reason: reasonNoNameDeny, PolicyHash: p.Hash}
-	if out.Allowed {
+	switch {
+	case out.Allowed && p.LocalImages == LocalImagesDeny:
+		// Pulled content keeps a digest name; without one it was made here.
+		out.Allowed, out.Decision.Allowed, out.Decision.Reason = false, false, reasonLocalNoName
+	case out.Allowed:
 		out.Decision.Reason = reasonNoNameAllow
 	}
 	return out

@@ -15,8 +15,10 @@ func TestDecideImage(t *testing.T) {
 		dB = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
 		id = "sha256:cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
 	)
+	// Names alone: provenance (local-images: deny) has its own table.
 	src := `mode: enforce
 default: deny
+local-images: allow
 allow:
   - image: reg.example/approved/**
   - image: reg.example/tagged/app
@@ -33,7 +35,7 @@ deny:
 	if err != nil {
 		t.Fatal(err)
 	}
-	allowAll, err := Parse(Source{Name: "open.yaml", Data: []byte("default: allow\n")})
+	allowAll, err := Parse(Source{Name: "open.yaml", Data: []byte("default: allow\nlocal-images: allow\n")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -203,7 +203,7 @@ func Parse(sources ...Source) (*Policy, error) {
 
 // parse checks the files signed-by names with perms, unless it is nil.
 func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Policy, error) {
-	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep}
+	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep, LocalImages: LocalImagesDeny}
 	l := &loader{policy: p, set: map[string]Position{}, opts: opts, perms: perms, patterns: map[*Rule]pattern{}}
 	h := sha256.New()
 	for _, s := range sources {
@@ -247,7 +247,7 @@ func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
 	l.problems = append(l.problems, Problem{Pos: pos, Msg: fmt.Sprintf(format, args...)})
 }
 
-var topLevelKeys = []string{"mode", "default", "running", "allow", "deny"}
+var topLevelKeys = []string{"mode", "default", "running", "local-images", "allow", "deny"}
 
 func (l *loader) file(name string, data []byte) {
 	if l.fileInRuns(name, data) {
@@ -285,6 +285,8 @@ func (l *loader) file(name string, data []byte) {
 			if s, ok := l.enum(v, key, "keep", "stop"); ok && l.once(key, k) {
 				l.policy.Running = Running(s)
 			}
+		case "local-images":
+			l.localImages(k, v)
 		case "allow":
 			l.policy.Allow = append(l.policy.Allow, l.rules(v, Allow)...)
 		case "deny":

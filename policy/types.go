@@ -118,6 +118,9 @@ type Policy struct {
 	Hash string
 	// DefaultSource is where default: was set, or empty when implied.
 	DefaultSource Position
+	// LocalImages says whether content made on the host may carry an
+	// allowed name (localimages.go).
+	LocalImages LocalImages
 
 	allowIdx *index
 	denyIdx  *index

@@ -220,7 +220,8 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	var guards []daemon.Guard
 	// One verifier, with one cache, for every guard and the plugin: it
 	// contacts a registry only for what a signed-by rule names.
-	sigs := signature.New(registry.New(registry.Options{}))
+	reg := registry.New(registry.Options{})
+	sigs := signature.New(reg)
 	// The plugin's image index forgets what it knows whenever the Docker
 	// guard reads an image event; the plugin is built after the guard.
 	var plugin *authz.Server
@@ -255,7 +256,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
 		}
-		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
+		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, append(opts, containerdProvenance(reg))...)})
 	}
 	if authzMode != "off" {
 		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs)
@@ -338,4 +339,12 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	close(ready)
 	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest), authz.WithSignatures(sigs))
 	return &authzGuard{server: srv, listeners: listeners, ready: ready}, nil
+}
+
+// containerdProvenance has the containerd guard ask registries whether a
+// repository serves a record's content (local-images: deny): with Docker's
+// credentials, plain HTTP for loopback registries only, a deadline on every
+// call. The daemon and scan judge alike.
+func containerdProvenance(reg *registry.Client) cdguard.Option {
+	return cdguard.WithRegistry(reg)
 }

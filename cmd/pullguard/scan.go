@@ -58,7 +58,8 @@ policy error or when a runtime to scan cannot be reached.`,
 			ctx := cmd.Context()
 			var scanners []scanner
 			// One verifier for every runtime, as in the daemon.
-			sigs := signature.New(registry.New(registry.Options{}))
+			reg := registry.New(registry.Options{})
+			sigs := signature.New(reg)
 			if rf.docker() {
 				s, err := dockerScanner(ctx, rf, sigs)
 				if err != nil {
@@ -67,7 +68,7 @@ policy error or when a runtime to scan cannot be reached.`,
 				scanners = append(scanners, s)
 			}
 			if rf.containerd() {
-				s, err := containerdScanner(ctx, rf, sigs)
+				s, err := containerdScanner(ctx, rf, reg, sigs)
 				if err != nil {
 					return &exitError{code: exitUsage, err: err}
 				}
@@ -140,7 +141,7 @@ func dockerScanner(ctx context.Context, rf runtimeFlags, sigs enforcer.Signature
 	}, nil
 }
 
-func containerdScanner(ctx context.Context, rf runtimeFlags, sigs enforcer.Signatures) (scanner, error) {
+func containerdScanner(ctx context.Context, rf runtimeFlags, reg *registry.Client, sigs enforcer.Signatures) (scanner, error) {
 	api, err := cdguard.NewAPI(rf.containerdAddress)
 	if err != nil {
 		return scanner{}, fmt.Errorf("--containerd-address: %w", err)
@@ -158,6 +159,7 @@ func containerdScanner(ctx context.Context, rf runtimeFlags, sigs enforcer.Signa
 	if rf.docker() {
 		opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 	}
+	opts = append(opts, containerdProvenance(reg))
 	return scanner{
 		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
 			return cdguard.Scan(ctx, api, p, now, opts...)
@@ -183,6 +185,9 @@ type scanResult struct {
 	Resembles      string `json:"resembles,omitempty"`
 	Action         string `json:"action"`
 	Note           string `json:"note,omitempty"`
+	// Provenance, for a Docker image: the allowed repository digest that
+	// vouches for its content, or empty when none does.
+	Provenance *string `json:"provenance,omitempty"`
 }
 
 func writeFinding(w io.Writer, format string, f enforcer.Finding) error {
@@ -191,6 +196,9 @@ func writeFinding(w io.Writer, format string, f enforcer.Finding) error {
 		Kind: string(f.Kind), Reference: f.Reference, ImageID: f.ImageID, ContainerID: f.ContainerID,
 		ContainerName: f.ContainerName, ContainerState: f.ContainerState, Rule: f.Decision.RuleSource(),
 		Reason: f.Decision.Reason, Resembles: f.Decision.Resembles, Action: string(f.Action), Note: f.Note,
+	}
+	if f.Kind == enforcer.FindingImage && f.Runtime == enforcer.RuntimeDocker {
+		r.Provenance = &f.Provenance
 	}
 	if format == "json" {
 		b, err := json.Marshal(r)
@@ -217,6 +225,13 @@ func writeFinding(w io.Writer, format string, f enforcer.Finding) error {
 	line := fmt.Sprintf("DENY  %-9s %s %s: %s -> %s", r.Kind, what, rule, r.Reason, r.Action)
 	if r.Note != "" {
 		line += " (" + r.Note + ")"
+	}
+	switch {
+	case r.Provenance == nil:
+	case *r.Provenance == "":
+		line += " [content from no allowed repository]"
+	default:
+		line += " [content from " + *r.Provenance + "]"
 	}
 	_, err := fmt.Fprintln(w, line)
 	return err

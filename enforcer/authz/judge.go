@@ -94,6 +94,14 @@ func (s *Server) judge(ctx context.Context, p *policy.Policy, now time.Time, req
 		return s.judgeTag(ctx, p, now, req, t, log)
 	case build:
 		return s.judgeBuild(p, now, req, t)
+	case commit:
+		return s.judgeCommit(p, now, req, t)
+	case grpc:
+		if localDenied(p) {
+			return localContent(req, t)
+		}
+	case pluginPull, pluginUpgrade, pluginCreate:
+		return s.judgePlugin(p, now, req, t)
 	}
 	return allowed
 }
@@ -113,6 +121,9 @@ func (s *Server) judgeImagesCreate(ctx context.Context, p *policy.Policy, now ti
 	}
 	if q.image != "" {
 		return s.judgePull(ctx, p, now, q.image, q.tag)
+	}
+	if localDenied(p) {
+		return localContent(req, t) // an import (local.go)
 	}
 	if q.repo == "" {
 		// An import without a name makes an image known only by its ID:
@@ -330,6 +341,9 @@ func (s *Server) judgeTag(ctx context.Context, p *policy.Policy, now time.Time, 
 // run. Whatever a build's body could add is a name on locally built
 // content, which running or tagging it would still have to pass.
 func (s *Server) judgeBuild(p *policy.Policy, now time.Time, req *Request, t target) verdict {
+	if localDenied(p) {
+		return localContent(req, t) // local.go
+	}
 	names, err := readBuildNames(req, t)
 	if err != nil {
 		return refuse(req, t, err)

@@ -19,6 +19,11 @@ const (
 	containersCreate          // POST /containers/create: the image to run is in the JSON body
 	imagesTag                 // POST /images/{name}/tag
 	build                     // POST /build
+	commit                    // POST /commit: a container's file system made an image
+	grpc                      // POST /grpc: BuildKit's own API (docker buildx on the docker driver)
+	pluginPull                // POST /plugins/pull: install a plugin (remote=, name=)
+	pluginUpgrade             // POST /plugins/{name}/upgrade: replace a plugin's content (remote=)
+	pluginCreate              // POST /plugins/create: a plugin made from a local root file system
 )
 
 func (e endpoint) String() string {
@@ -31,6 +36,16 @@ func (e endpoint) String() string {
 		return "images/tag"
 	case build:
 		return "build"
+	case commit:
+		return "commit"
+	case grpc:
+		return "grpc"
+	case pluginPull:
+		return "plugins/pull"
+	case pluginUpgrade:
+		return "plugins/upgrade"
+	case pluginCreate:
+		return "plugins/create"
 	}
 	return "other"
 }
@@ -41,7 +56,8 @@ type target struct {
 	// path is the decoded and cleaned path, version prefix included.
 	path  string
 	query url.Values
-	// name is the {name} of POST /images/{name}/tag.
+	// name is the {name} of POST /images/{name}/tag and of POST
+	// /plugins/{name}/upgrade.
 	name string
 }
 
@@ -74,9 +90,20 @@ func route(method, uri string) (target, error) {
 		t.endpoint = containersCreate
 	case rest == "/build":
 		t.endpoint = build
+	case rest == "/commit":
+		t.endpoint = commit
+	case rest == "/grpc":
+		t.endpoint = grpc
+	case rest == "/plugins/pull":
+		t.endpoint = pluginPull
+	case rest == "/plugins/create":
+		t.endpoint = pluginCreate
 	case strings.HasPrefix(rest, "/images/") && strings.HasSuffix(rest, "/tag") && len(rest) > len("/images/")+len("/tag"):
 		t.endpoint = imagesTag
 		t.name = rest[len("/images/") : len(rest)-len("/tag")]
+	case strings.HasPrefix(rest, "/plugins/") && strings.HasSuffix(rest, "/upgrade") && len(rest) > len("/plugins/")+len("/upgrade"):
+		t.endpoint = pluginUpgrade
+		t.name = rest[len("/plugins/") : len(rest)-len("/upgrade")]
 	default:
 		return target{}, nil
 	}

@@ -29,7 +29,8 @@ func (f pullSignatures) Decide(_ context.Context, p *policy.Policy, ref string, 
 		return p.DecideEvidence(r, now, &policy.Evidence{Results: map[string]policy.SignatureResult{
 			ks.ID: {Status: policy.SignatureUnverifiable, Reason: "cannot resolve " + ref + " at the registry (connection refused)"}}})
 	}
-	return p.DecideImageWith([]string{ref}, digest, now, f).Decision
+	// A pull fetches from the registry it names: no provenance to ask for.
+	return p.NamesOnly().DecideImageWith([]string{ref}, digest, now, f).Decision
 }
 
 // Before a pull the plugin verifies the digest the tag resolves to: a

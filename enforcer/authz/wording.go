@@ -19,7 +19,7 @@ func invalid(input string, err error) policy.Decision {
 // deniedText is the denial in the policy's words, plus where the default
 // was set when no rule decided, so the user knows where to look.
 func deniedText(p *policy.Policy, d policy.Decision) string {
-	if d.Rule != nil || d.Reference == "" {
+	if d.Rule != nil || d.Reference == "" || d.ForWantOfProvenance() {
 		return d.Err().Error()
 	}
 	plain := d

@@ -171,7 +171,11 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 			}
 			continue
 		}
-		d := p.DecideImage([]string{name}, "", now).Decision
+		if d, target, ok := g.recordDecision(ctx, ns, name, p, now); ok {
+			return d, target, nil
+		}
+		byName := p.NamesOnly()
+		d := byName.DecideImage([]string{name}, "", now).Decision
 		sigs := g.sigs(ctx)
 		if d.NeedsEvidence() == nil || sigs == nil {
 			return d, "", nil
@@ -185,7 +189,7 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 		case err != nil:
 			return policy.Decision{}, "", fmt.Errorf("looking up image %s: %w", name, err)
 		}
-		return p.DecideImageWith([]string{name}, img.Target, now, sigs).Decision, img.Target, nil
+		return byName.DecideImageWith([]string{name}, img.Target, now, sigs).Decision, img.Target, nil
 	}
 	if id == "" {
 		return policy.Decision{}, "", errNoImage
@@ -201,7 +205,7 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 	if err != nil {
 		return policy.Decision{}, "", fmt.Errorf("listing the names of image %s: %w", id, err)
 	}
-	plan := planContent(p, now, recs, img.Target, g.sigs(ctx))
+	plan := planContent(p, now, recs, img.Target, g.gatherEvidence(ctx, p, now, recs, img.Target), g.sigs(ctx))
 	if plan.Unverifiable != nil {
 		return plan.Unverifiable.Decision, img.Target, nil
 	}

@@ -45,6 +45,9 @@ type Guard struct {
 	// new container, and killing it would overrule the policy.
 	keptMu sync.Mutex
 	kept   map[string]bool
+	// prov asks the registry where content came from (provenance.go); nil:
+	// names alone are judged.
+	prov *provenanceCache
 	// evidence, when set, may overrule the policy's allowing decisions.
 	evidence enforcer.Evidence
 	// signatures, when set, verifies what signed-by rules ask for.

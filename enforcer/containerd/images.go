@@ -52,6 +52,9 @@ type contentPlan struct {
 	// could not be verified: nothing is deleted, the failure is reported
 	// and the next resync asks again.
 	Unverifiable *policy.NameDecision
+	// Unknown are names the policy allows whose provenance the registry
+	// could not confirm or deny: reported failed, kept (provenance.go).
+	Unknown []recordStep
 }
 
 // planContent judges every record that points at one content, with the
@@ -64,15 +67,33 @@ type contentPlan struct {
 //     image-ID records included, so that no unnamed record keeps disallowed
 //     content alive.
 //
-// sigs answers for signed-by rules, about the target (nil: they deny).
-func planContent(p *policy.Policy, now time.Time, recs []Image, target string, sigs policy.SignatureSource) contentPlan {
-	names := make([]string, len(recs))
-	for i, r := range recs {
-		names[i] = r.Name
+// ev is what the registry said about where the content came from (nil: no
+// registry to ask); sigs answers for signed-by rules, about the target
+// (nil: they deny).
+func planContent(p *policy.Policy, now time.Time, recs []Image, target string, ev *evidence, sigs policy.SignatureSource) contentPlan {
+	judge, names := p, recordNames(recs)
+	if ev == nil {
+		// No registry to ask: a record does not say how it arrived, so
+		// names alone are judged (provenance.go).
+		judge = p.NamesOnly()
+	} else {
+		names = append(names, ev.served...) // repositories that serve the content
 	}
-	plan := contentPlan{Verdict: p.DecideImageWith(names, target, now, sigs)}
+	plan := contentPlan{Verdict: judge.DecideImageWith(names, target, now, sigs)}
+	plan.Verdict.Names = plan.Verdict.Names[:len(recs)]
 	if plan.Unverifiable = plan.Verdict.Unverifiable(); plan.Unverifiable != nil {
 		return plan
+	}
+	// A name denied only for want of provenance, while the registry could
+	// not answer, is no definite denial: it stays, reported failed, and the
+	// content is not treated as nameless.
+	if ev != nil && ev.unknown != nil {
+		for i, n := range plan.Verdict.Names {
+			if n.Unproven {
+				plan.Unknown = append(plan.Unknown, recordStep{Image: recs[i], Action: enforcer.Failed, Decision: n.Decision})
+				plan.Verdict.Allowed = true
+			}
+		}
 	}
 	action := enforcer.Removed
 	if plan.Verdict.Allowed {
@@ -80,7 +101,7 @@ func planContent(p *policy.Policy, now time.Time, recs []Image, target string, s
 	}
 	var denied []string
 	for i, n := range plan.Verdict.Names {
-		if n.ImageID || n.Decision.Allowed {
+		if n.ImageID || n.Decision.Allowed || (n.Unproven && ev != nil && ev.unknown != nil) {
 			continue
 		}
 		plan.Names = append(plan.Names, recordStep{Image: recs[i], Action: action, Decision: n.Decision})
@@ -145,25 +166,26 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 		}
 	}
 	sigs := g.sigs(ctx)
-	plan := planContent(p, now, recs, img.Target, sigs)
+	ev := g.gatherEvidence(ctx, p, now, recs, img.Target) // provenance.go
+	plan := planContent(p, now, recs, img.Target, ev, sigs)
 	if u := plan.Unverifiable; u != nil {
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns, Event: event,
 			Image: displayName(u.Name), ImageID: img.Target, Decision: u.Decision, Err: enforcer.ErrSignatureUnverifiable}})
 		return
 	}
+	for _, st := range plan.Unknown {
+		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns,
+			Event: event, Image: displayName(st.Name), ImageID: st.Target, Decision: st.Decision, Err: ev.unknown}})
+	}
 	vetoed := false // evidence denied content the policy allows
 	if g.evidence != nil && plan.Verdict.Allowed {
-		names := make([]string, len(recs))
-		for i, r := range recs {
-			names[i] = r.Name
-		}
-		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeContainerd, Namespace: ns, ID: img.Target, Digest: img.Target, Names: names}
+		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeContainerd, Namespace: ns, ID: img.Target, Digest: img.Target, Names: recordNames(recs)}
 		if d := g.evidence.Check(ctx, subject, plan.Verdict); d != nil {
 			plan, vetoed = planDenied(recs, *d), true
 		}
 	}
 	for _, st := range plan.Names {
-		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, sigs) == engine.Stale {
+		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, ev, sigs) == engine.Stale {
 			return
 		}
 	}
@@ -179,12 +201,12 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 			log.WithError(err).Warn("containerd: cannot list the image's records; the next reconcile judges them")
 			return
 		}
-		if planContent(p, now, again, img.Target, sigs).Verdict.Allowed {
+		if planContent(p, now, again, img.Target, ev, sigs).Verdict.Allowed {
 			return
 		}
 	}
 	for _, st := range plan.IDs {
-		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, sigs) == engine.Stale {
+		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, ev, sigs) == engine.Stale {
 			return
 		}
 	}
@@ -193,7 +215,7 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 // deleteRecord has the executor delete one record (in enforce mode) and
 // report it. A record that is already gone is not reported: someone else
 // removed it.
-func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image, sigs policy.SignatureSource) engine.Outcome {
+func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image, ev *evidence, sigs policy.SignatureSource) engine.Outcome {
 	if p.Mode != policy.ModeEnforce && trigger != "" && st.Name != trigger {
 		return engine.Skipped
 	}
@@ -219,7 +241,7 @@ func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, s
 		},
 		AllowedBy: func(prev *policy.Policy) bool {
 			// Allowed before: the previous policy would not delete it.
-			v := planContent(prev, g.now(), recs, st.Target, sigs)
+			v := planContent(prev, g.now(), recs, st.Target, ev, sigs)
 			for _, n := range append(v.Names, v.IDs...) {
 				if n.Name == st.Name {
 					return false

@@ -37,6 +37,16 @@ type API interface {
 	StopContainer(ctx context.Context, id string) error
 	// RemoveContainer removes a container with force: a running one is killed.
 	RemoveContainer(ctx context.Context, id string) error
+	// ContainerdImageStore reports whether dockerd keeps its images in
+	// containerd (Docker 29's default), where repository digests are made
+	// from image names rather than recorded by pulls (load.go).
+	ContainerdImageStore(ctx context.Context) (bool, error)
+	// ListPlugins lists the installed plugins (plugins.go).
+	ListPlugins(ctx context.Context) ([]Plugin, error)
+	// DisablePlugin stops a plugin with force, even while it is in use.
+	DisablePlugin(ctx context.Context, id string) error
+	// RemovePlugin removes a plugin with force (an enabled one is disabled).
+	RemovePlugin(ctx context.Context, id string) error
 }
 
 var (
@@ -87,7 +97,7 @@ const (
 // type (the Engine API filters type and event independently).
 var watchedActions = []string{
 	actionPull, actionTag, actionLoad, actionImport, actionCommit,
-	actionCreate, actionStart, actionDestroy,
+	actionCreate, actionStart, actionDestroy, actionEnable,
 	// Not acted on, but they change which names images have, which the
 	// authorization plugin's image index must hear of.
 	actionUntag, actionDelete,

@@ -26,6 +26,7 @@ type fakeDocker struct {
 	imageOrder []string
 	ctrs       map[string]*Container
 	ctrOrder   []string
+	plugins    []Plugin // plugins_test.go
 
 	// mutations records every call that changes something: "rmi NAME",
 	// "stop ID", "rm ID".

@@ -140,6 +140,7 @@ func (a adapter) Connect(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	a.g.checkImageStore(ctx) // load.go
 	return "API " + v, nil
 }
 
@@ -173,6 +174,8 @@ const (
 	// jobRepository judges every image of a repository: `docker pull -a`
 	// sends one pull event naming the repository alone.
 	jobRepository
+	// jobPlugin judges the plugin of that local name (plugins.go).
+	jobPlugin
 )
 
 // jobKey is the object a job is about: two events about one object merge.
@@ -234,6 +237,8 @@ func jobsFor(ev Event) []job {
 			// is judged again in case one was missed.
 			return []job{imageJob(ev.Action, ev.ID)}
 		}
+	case typePlugin:
+		return pluginJob(ev)
 	case typeContainer:
 		switch ev.Action {
 		case actionCreate, actionStart:
@@ -279,9 +284,17 @@ func (g *Guard) handle(ctx context.Context, k jobKey, v jobValue) {
 	case jobImageName:
 		g.handleImageName(ctx, p, k.ref, v.event)
 	case jobImageID:
+		if v.event == actionLoad {
+			g.movedNames(ctx, p, k.ref) // load.go
+		}
 		g.enforceImage(ctx, p, v.event, k.ref, v.names, nil)
 	case jobContainer:
 		g.handleContainer(ctx, p, k.ref, v.event)
+	case jobPlugin:
+		if err := g.enforcePlugins(ctx, p, v.event, k.ref); err != nil {
+			g.log.WithFields(logrus.Fields{"event": v.event, "plugin": k.ref, "error": err}).
+				Error("cannot list plugins; the next reconcile judges them")
+		}
 	case jobContainerGone:
 		g.keptMu.Lock()
 		kc, was := g.kept[k.ref]
@@ -590,6 +603,9 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 			g.log.WithField("policy_hash", p.Hash).Info("policy reloaded during reconcile; the next reconcile judges under the new one")
 			return nil
 		}
+	}
+	if err := g.enforcePlugins(ctx, p, eventReconcile, ""); err != nil {
+		return err
 	}
 	g.log.WithFields(logrus.Fields{
 		"trigger": why, "images": s.ImageCount, "containers": s.ContainerCount,

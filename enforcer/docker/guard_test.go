@@ -30,11 +30,14 @@ var (
 // testPolicy allows everything under reg.example/approved/ and one pinned
 // digest of reg.example/pinned/app, except its tag edge; content with
 // digestC is denied wherever it comes from; everything else is denied.
+// Names alone decide (local-images: allow): provenance has its own tests
+// (provenance_test.go), and most fake images here carry no digest.
 func testPolicy(t testing.TB, mode policy.Mode, running policy.Running) *policy.Policy {
 	t.Helper()
 	src := fmt.Sprintf(`mode: %s
 default: deny
 running: %s
+local-images: allow
 allow:
   - image: reg.example/approved/**
   - image: reg.example/pinned/app

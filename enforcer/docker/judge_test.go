@@ -99,7 +99,7 @@ func TestPlanImage(t *testing.T) {
 
 func TestJudgeContainer(t *testing.T) {
 	deny := testPolicy(t, policy.ModeEnforce, policy.RunningKeep)
-	allowAll, err := policy.Parse(policy.Source{Name: "p.yaml", Data: []byte("mode: enforce\ndefault: allow\ndeny:\n  - image: evil\n")})
+	allowAll, err := policy.Parse(policy.Source{Name: "p.yaml", Data: []byte("mode: enforce\ndefault: allow\nlocal-images: allow\ndeny:\n  - image: evil\n")})
 	if err != nil {
 		t.Fatal(err)
 	}

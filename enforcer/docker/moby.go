@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/distribution/reference"
 	"github.com/moby/moby/api/types/events"
 	"github.com/moby/moby/client"
+	"github.com/opencontainers/go-digest"
 )
 
 var errStreamEnded = errors.New("event stream ended")
@@ -25,6 +29,9 @@ type mobyAPI struct {
 	// away), and the moby client's own re-negotiation is not safe while
 	// other requests are in flight.
 	cli *client.Client
+	// store is what ContainerdImageStore found, reset by Ping: 0 not
+	// known yet, 1 dockerd's own image store, 2 containerd's.
+	store atomic.Int32
 }
 
 var _ API = (*mobyAPI)(nil)
@@ -76,12 +83,13 @@ func (a *mobyAPI) Ping(ctx context.Context) (string, error) {
 	a.cli = cli
 	a.mu.Unlock()
 	old.Close()
+	a.store.Store(0)
 	return cli.ClientVersion(), nil
 }
 
 func (a *mobyAPI) Events(ctx context.Context, since time.Time) (<-chan Event, <-chan error) {
 	f := client.Filters{}
-	f.Add("type", typeImage, typeContainer)
+	f.Add("type", typeImage, typeContainer, typePlugin)
 	f.Add("event", watchedActions...)
 	opts := client.EventsListOptions{Filters: f}
 	if !since.IsZero() {
@@ -128,11 +136,49 @@ func (a *mobyAPI) ListImages(ctx context.Context) ([]Image, error) {
 	if err != nil {
 		return nil, apiError(err)
 	}
+	c8d := a.store.Load() == 2
+	if a.store.Load() == 0 {
+		// Not known yet (scan lists before anything asked): ask. A
+		// dockerd that cannot say is taken for its own image store.
+		c8d, _ = a.ContainerdImageStore(ctx)
+	}
 	out := make([]Image, 0, len(res.Items))
 	for _, s := range res.Items {
-		out = append(out, Image{ID: s.ID, RepoTags: s.RepoTags, RepoDigests: s.RepoDigests})
+		img := Image{ID: s.ID, RepoTags: s.RepoTags, RepoDigests: s.RepoDigests}
+		if c8d {
+			img.RepoDigests = listedDigests(img)
+		}
+		out = append(out, img)
 	}
 	return out, nil
+}
+
+// listedDigests completes a listed image's repository digests on dockerd's
+// containerd image store, where the listing gives one record's digest per
+// image while inspecting it gives every name's (moby's image_list.go and
+// image_inspect.go): as inspect does, each tag's repository with the image
+// ID, which there is the records' target. Listing and inspecting then
+// agree, and a plan made from a listing judges what the event path judges.
+func listedDigests(img Image) []string {
+	out := slices.Clone(img.RepoDigests)
+	for _, t := range img.RepoTags {
+		named, err := reference.ParseNormalizedNamed(t)
+		if err != nil {
+			continue
+		}
+		d, err := digest.Parse(img.ID)
+		if err != nil {
+			return img.RepoDigests
+		}
+		withDigest, err := reference.WithDigest(reference.TrimNamed(named), d)
+		if err != nil {
+			continue
+		}
+		if s := reference.FamiliarString(withDigest); !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func (a *mobyAPI) InspectImage(ctx context.Context, refOrID string) (Image, error) {
@@ -197,6 +243,44 @@ func (a *mobyAPI) StopContainer(ctx context.Context, id string) error {
 
 func (a *mobyAPI) RemoveContainer(ctx context.Context, id string) error {
 	_, err := a.client().ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true})
+	return apiError(err)
+}
+
+func (a *mobyAPI) ContainerdImageStore(ctx context.Context) (bool, error) {
+	res, err := a.client().Info(ctx, client.InfoOptions{})
+	if err != nil {
+		return false, apiError(err)
+	}
+	for _, kv := range res.Info.DriverStatus {
+		// dockerd 29 (daemon/containerd/service.go) reports its snapshotter so.
+		if kv[0] == "driver-type" && kv[1] == "io.containerd.snapshotter.v1" {
+			a.store.Store(2)
+			return true, nil
+		}
+	}
+	a.store.Store(1)
+	return false, nil
+}
+
+func (a *mobyAPI) ListPlugins(ctx context.Context) ([]Plugin, error) {
+	res, err := a.client().PluginList(ctx, client.PluginListOptions{})
+	if err != nil {
+		return nil, apiError(err)
+	}
+	out := make([]Plugin, 0, len(res.Items))
+	for _, p := range res.Items {
+		out = append(out, Plugin{ID: p.ID, Name: p.Name, Reference: p.PluginReference, Enabled: p.Enabled})
+	}
+	return out, nil
+}
+
+func (a *mobyAPI) DisablePlugin(ctx context.Context, id string) error {
+	_, err := a.client().PluginDisable(ctx, id, client.PluginDisableOptions{Force: true})
+	return apiError(err)
+}
+
+func (a *mobyAPI) RemovePlugin(ctx context.Context, id string) error {
+	_, err := a.client().PluginRemove(ctx, id, client.PluginRemoveOptions{Force: true})
 	return apiError(err)
 }
 

@@ -177,8 +177,13 @@ func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, sigs po
 			out = append(out, enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID,
 				Reference: u.Name, Decision: u.Decision, Action: enforcer.Failed, Note: enforcer.ErrSignatureUnverifiable.Error()})
 		}
+		var all []string
+		for _, n := range namesOf(p, st.Plan.Image) {
+			all = append(all, n.raw)
+		}
+		vouchedBy := p.DecideImage(all, "", now).VouchedBy
 		for _, r := range st.Plan.Removals {
-			f := enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision}
+			f := enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision, Provenance: vouchedBy}
 			switch {
 			case st.LeftInUse():
 				f.Action = enforcer.Reported

@@ -75,7 +75,9 @@ func JudgeWith(p *policy.Policy, now time.Time, name, digest string, decide Deci
 	r := Result{Mode: p.Mode}
 	// The one image decision, with the content's digest: the tag is judged
 	// as repo:tag@digest, and a name pinning other content is denied.
-	r.Decision = p.DecideImage([]string{name}, digest, now).Decision
+	// Names only: this is a pull from the named repository, which is what
+	// local-images: deny asks of content.
+	r.Decision = p.NamesOnly().DecideImage([]string{name}, digest, now).Decision
 	// A signed-by rule needs evidence about that digest: decide gathers it.
 	if decide != nil && r.Decision.NeedsEvidence() != nil {
 		input := r.Decision.Input

@@ -1,0 +1,143 @@
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
+	"github.com/pullguard/pullguard/policy"
+)
+
+// fakeRegistry serves manifests by (repository, digest) and counts asks.
+type fakeRegistry struct {
+	mu     sync.Mutex
+	serves map[servedKey]bool
+	down   bool
+	asks   int
+}
+
+func (r *fakeRegistry) HasManifest(ctx context.Context, repository, digest string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asks++
+	if r.down {
+		return false, errors.New("dial tcp 127.0.0.1:5000: connection refused")
+	}
+	return r.serves[servedKey{repository, digest}], nil
+}
+
+func (r *fakeRegistry) setDown(down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = down
+}
+
+func provenancePolicy(t *testing.T) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte("mode: enforce\nlocal-images: deny\n" + basePolicy)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestProvenance: under local-images: deny a record under an allowed name
+// stays only when the repository serves its target (or a CRI repo@digest
+// record says so), re-tagging it to another allowed name stays allowed,
+// imported content under an allowed name goes, and while the registry
+// cannot be reached nothing is deleted for want of provenance: it is
+// reported failed and judged again at the next reconcile.
+func TestProvenance(t *testing.T) {
+	pulled, retag, imported, cri := "registry.local/approved/busybox:1.0", "registry.local/approved/copy:2",
+		"registry.local/approved/busybox:imported", "registry.local/approved/cri:1"
+	reg := &fakeRegistry{serves: map[servedKey]bool{{"registry.local/approved/busybox", dg('1')}: true}}
+	f := newFake()
+	f.addImage(k8s, pulled, dg('1'))
+	f.addImage(k8s, retag, dg('1'))
+	f.addImage(k8s, imported, dg('2')) // ctr import: the registry never served it
+	f.addImage(k8s, cri, dg('3'))      // CRI's three records, no registry needed
+	f.addImage(k8s, "registry.local/approved/cri@"+dg('3'), dg('3'))
+	reg.setDown(false)
+	g, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), WithRegistry(reg))
+
+	names := f.imageNames(k8s)
+	for _, keep := range []string{pulled, retag, cri} {
+		if !slices.Contains(names, keep) {
+			t.Errorf("%s was deleted; records left %q", keep, names)
+		}
+	}
+	if slices.Contains(names, imported) {
+		t.Errorf("%s (imported content) is still there", imported)
+	}
+	for _, r := range rec.records() {
+		if r.Decision.Input == "" || !slices.Contains([]string{imported}, displayName(r.Decision.Input)) {
+			t.Errorf("unexpected record %+v", r)
+		}
+	}
+	reg.mu.Lock()
+	asks := reg.asks
+	reg.mu.Unlock()
+
+	// The registry goes away; content imported under an allowed name now is
+	// not deleted (no definite answer) but reported failed.
+	reg.setDown(true)
+	f.addImage(k8s, "registry.local/approved/late:1", dg('4'))
+	g.RequestReconcile()
+	eventually(t, "a failed record for the unproven name", func() bool {
+		for _, r := range rec.records() {
+			if r.Action == "failed" && r.Err != nil && displayName(r.Decision.Input) == "registry.local/approved/late:1" {
+				return true
+			}
+		}
+		return false
+	})
+	if !slices.Contains(f.imageNames(k8s), "registry.local/approved/late:1") {
+		t.Errorf("deleted while the registry was unreachable")
+	}
+	// Answers are cached per (repository, digest): the reconcile asked only
+	// about the new content.
+	reg.mu.Lock()
+	if n := reg.asks - asks; n != 1 {
+		t.Errorf("the reconcile asked the registry %d times, want once (the new content only)", n)
+	}
+	reg.mu.Unlock()
+
+	// Back: the next reconcile deletes it.
+	reg.setDown(false)
+	g.RequestReconcile()
+	eventually(t, "the unproven record deleted once the registry answers", func() bool {
+		return !slices.Contains(f.imageNames(k8s), "registry.local/approved/late:1")
+	})
+	for _, keep := range []string{pulled, retag, cri} {
+		if !slices.Contains(f.imageNames(k8s), keep) {
+			t.Errorf("%s was deleted", keep)
+		}
+	}
+}
+
+// noNetworkRegistry fails as a process without network sockets does.
+type noNetworkRegistry struct{}
+
+func (noNetworkRegistry) HasManifest(ctx context.Context, repository, digest string) (bool, error) {
+	return false, fmt.Errorf("dial tcp 127.0.0.1:5000: socket: %w", syscall.EAFNOSUPPORT)
+}
+
+// TestProvenanceWithoutNetwork: a daemon that may not use the network at
+// all judges names alone on containerd, instead of reporting a failure for
+// every record at every reconcile; nothing is deleted for want of an answer.
+func TestProvenanceWithoutNetwork(t *testing.T) {
+	f := newFake()
+	f.addImage(k8s, "registry.local/approved/busybox:1.0", dg('1'))
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), WithRegistry(noNetworkRegistry{}))
+	if got := f.imageNames(k8s); !slices.Contains(got, "registry.local/approved/busybox:1.0") {
+		t.Errorf("records left %q", got)
+	}
+	if r := rec.records(); len(r) != 0 {
+		t.Errorf("records %+v, want none", r)
+	}
+}

@@ -1,0 +1,561 @@
+package integration
+
+// End-to-end tests of content provenance (issue 12) on the environment's dockerd 20.10: an
+// allowed name on content that never came from an allowed repository (loaded, imported, built,
+// committed, or disallowed content re-tagged) is not an allowed image under `local-images:
+// deny` (the default), and is judged by its name alone under `local-images: allow`. Plugins are
+// images: installing, upgrading or creating one is judged, and a disallowed one is disabled and
+// removed. Every route is tried as a user with the Docker socket would, and the outcome read
+// back from dockerd and journald.
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// reasonLocalContent is how pullguard says that an image's content came from no allowed
+// repository.
+const reasonLocalContent = "content did not come from an allowed repository"
+
+// provenancePolicy is the seeded images' policy (allow approved/**, deny evil/**) in enforce
+// mode, keeping running containers, with local-images set to local.
+func provenancePolicy(e *Env, local string) string {
+	return policyYAML(e, "enforce", false, "default: deny", "running: keep", "local-images: "+local)
+}
+
+// stillThere fails the test unless ref names image id for a while: what a test can assert of
+// something pullguard must leave alone, once its own sentinel shows the guard is caught up.
+func stillThere(t testing.TB, e *Env, ref, id string) {
+	t.Helper()
+	end := time.Now().Add(2 * time.Second)
+	for time.Now().Before(end) {
+		img, ok := e.InspectImage(t, ref)
+		if !ok || (id != "" && img.ID != id) {
+			t.Errorf("%s is gone or moved (image %q, want %s), but the policy allows it", ref, img.ID, id)
+			return
+		}
+		time.Sleep(pollInterval)
+	}
+}
+
+// caughtUp tags the allowed image with a disallowed name and waits until the guard has
+// removed it: the guard has then handled the events before it.
+func caughtUp(t testing.TB, e *Env, g *Pullguard, allowed string) {
+	t.Helper()
+	sentinel := e.Ref("evil/sentinel:" + strconv.FormatInt(time.Now().UnixNano(), 36))
+	e.Docker(t, "tag", allowed, sentinel)
+	g.WaitEntry(t, actDeadline, "PULLGUARD_IMAGE="+sentinel)
+}
+
+// requireLocalContentRemoved waits until ref no longer names image id and checks the journal
+// entry that says why.
+func requireLocalContentRemoved(t testing.TB, e *Env, g *Pullguard, ref, id string, events ...string) {
+	t.Helper()
+	Eventually(t, actDeadline, func() (bool, string) {
+		img, ok := e.InspectImage(t, ref)
+		return !ok || img.ID != id, fmt.Sprintf("%s still names the content %s, which came from no allowed repository", ref, id)
+	})
+	entry := g.WaitEntry(t, actDeadline, "PULLGUARD_IMAGE="+ref, "MESSAGE_ID="+msgActionTaken)
+	if a := entry["PULLGUARD_ACTION"]; a != "removed" && a != "untagged" {
+		t.Errorf("PULLGUARD_ACTION = %q for %s, want removed or untagged", a, ref)
+	}
+	if !strings.Contains(entry["PULLGUARD_REASON"], reasonLocalContent) {
+		t.Errorf("PULLGUARD_REASON = %q for %s, want it to say %q", entry["PULLGUARD_REASON"], ref, reasonLocalContent)
+	}
+	if len(events) > 0 && !containsString(events, entry["PULLGUARD_EVENT"]) {
+		t.Errorf("PULLGUARD_EVENT = %q for %s, want one of %q", entry["PULLGUARD_EVENT"], ref, events)
+	}
+}
+
+func containsString(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestProvenanceEventGuard: the event guard alone (no authorization plugin), on every route
+// that puts an approved name on content made on the host. Under deny the name goes, and
+// content left without a name is deleted with it, while approved content that only lost its
+// name to a load stays; under allow everything stays as it is today. Pulling and re-tagging
+// approved content to another allowed name stays allowed under both.
+func TestProvenanceEventGuard(t *testing.T) {
+	for _, local := range []string{"deny", "allow"} {
+		t.Run(local, func(t *testing.T) {
+			e := RequireEnv(t)
+			removeImagesAtEnd(t, e)
+			approved, evilTag := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:1.0")
+
+			// Made before pullguard runs: evil content under the approved name, in a tarball,
+			// and evil content re-tagged with an approved name.
+			e.Docker(t, "pull", "-q", evilTag)
+			evilID := imageID(t, e, evilTag)
+			tarball := saveAs(t, e, evilTag, approved)
+			retagged := e.Ref("approved/retagged-evil:1")
+			e.Docker(t, "tag", evilTag, retagged)
+			rootfs := rootfsTar(t, UniqueName(t))
+
+			g := startDockerGuard(t, e, WritePolicy(t, "", provenancePolicy(e, local)))
+			raw := newRawDocker(t, e)
+
+			t.Run("re-tagged disallowed content", func(t *testing.T) {
+				// The start-up reconcile judged it.
+				if local == "deny" {
+					requireLocalContentRemoved(t, e, g, retagged, evilID, "reconcile")
+					waitImageGone(t, e, evilID)
+					return
+				}
+				waitImageGone(t, e, evilTag)
+				stillThere(t, e, retagged, evilID)
+			})
+
+			// The allowed flows, unchanged under both settings.
+			e.Docker(t, "pull", "-q", approved)
+			approvedID := imageID(t, e, approved)
+			other := e.Ref("approved/other:2")
+			e.Docker(t, "tag", approved, other)
+			if got := e.Docker(t, "run", "--rm", other, "echo", "ok"); got != "ok" {
+				t.Errorf("docker run %s printed %q", other, got)
+			}
+
+			t.Run("load", func(t *testing.T) {
+				out := e.Docker(t, "load", "-i", tarball)
+				t.Logf("docker load: %s", out)
+				if img, _ := e.InspectImage(t, approved); local == "allow" && img.ID != evilID {
+					t.Fatalf("docker load did not move %s to the loaded content: it names %s", approved, img.ID)
+				}
+				if local == "deny" {
+					requireLocalContentRemoved(t, e, g, approved, evilID, "load")
+					waitImageGone(t, e, evilID)
+					// The approved content that lost its name to the load is not deleted: it
+					// keeps the record of where it was pulled from.
+					if !e.ImageExists(t, approvedID) {
+						t.Errorf("the approved content %s was deleted after the load moved its name", approvedID)
+					}
+					// The log says which name moved, from which content.
+					want := "docker load moved " + approved + " from image " + strings.TrimPrefix(approvedID, "sha256:")[:12]
+					Eventually(t, actDeadline, func() (bool, string) {
+						for _, en := range g.Entries(t, "PRIORITY=4") {
+							if strings.Contains(en["MESSAGE"], want) {
+								return true, ""
+							}
+						}
+						return false, "no journal entry says " + want
+					})
+					return
+				}
+				caughtUp(t, e, g, other)
+				stillThere(t, e, approved, evilID)
+			})
+
+			t.Run("import", func(t *testing.T) {
+				name := e.Ref("approved/imported:1")
+				id := e.Docker(t, "import", rootfs, name)
+				if local == "deny" {
+					requireLocalContentRemoved(t, e, g, name, id, "import", "tag")
+					return
+				}
+				caughtUp(t, e, g, other)
+				stillThere(t, e, name, id)
+			})
+
+			t.Run("classic build", func(t *testing.T) {
+				// Built on approved content: what is built is still made on this host.
+				name := e.Ref("approved/built:1")
+				resp := classicBuild(t, raw, name, dockerfileContext(t, "FROM "+approved+"\nRUN echo built > /built\n"))
+				if resp.Status != http.StatusOK || strings.Contains(resp.Body, `"errorDetail"`) {
+					t.Fatalf("build: %d %s", resp.Status, resp.Body)
+				}
+				if local == "deny" {
+					requireLocalContentRemoved(t, e, g, name, "", "tag")
+					return
+				}
+				caughtUp(t, e, g, other)
+				stillThere(t, e, name, "")
+			})
+
+			t.Run("commit", func(t *testing.T) {
+				cid := e.Docker(t, "create", approved, "true")
+				name := e.Ref("approved/committed")
+				resp := raw.do(t, "POST", "/commit?container="+cid+"&repo="+queryEscape(name), nil)
+				if resp.Status != http.StatusCreated {
+					t.Fatalf("commit: %d %s", resp.Status, resp.Body)
+				}
+				if local == "deny" {
+					requireLocalContentRemoved(t, e, g, name+":latest", "", "commit", "tag")
+					return
+				}
+				caughtUp(t, e, g, other)
+				stillThere(t, e, name, "")
+			})
+
+			// Through all of it the approved names on approved content stayed.
+			requireImage(t, e, other, approvedID)
+			if got := g.Entries(t, "PULLGUARD_IMAGE="+other); len(got) > 0 {
+				t.Errorf("pullguard logged %d entries about the allowed %s: %v", len(got), other, got)
+			}
+		})
+	}
+}
+
+// TestProvenanceAuthz: with the authorization plugin and the event guard running, the
+// requests that create content on the host (import from a URL, commit, classic build) are
+// refused under deny, before anything runs, and judged by their target names under allow.
+// Plugins are judged as images under both: installing, upgrading to, or creating a disallowed
+// plugin is refused. Pulling, re-tagging approved content to another allowed name, running it
+// and installing an approved plugin work under both.
+func TestProvenanceAuthz(t *testing.T) {
+	for _, local := range []string{"deny", "allow"} {
+		t.Run(local, func(t *testing.T) {
+			e := RequireEnv(t)
+			removeImagesAtEnd(t, e)
+			removePluginsAtEnd(t, e)
+			approved := e.Ref("approved/busybox:1.0")
+			okPlugin, evilPlugin := e.Ref("approved/plug:1.0"), e.Ref("evil/plug:1.0")
+			pushPlugin(t, e, okPlugin)
+			pushPlugin(t, e, evilPlugin)
+
+			// A running container of a nameless image, kept by running: keep, to commit.
+			rootfs := rootfsTar(t, UniqueName(t))
+			nameless := e.Docker(t, "import", rootfs)
+			keeper := e.Docker(t, "run", "-d", nameless, "sleep", "300")
+
+			g, plugin := startAuthzGuard(t, e, WritePolicy(t, "", provenancePolicy(e, local)))
+			raw := newRawDocker(t, e)
+
+			// The allowed flows.
+			e.Docker(t, "pull", "-q", approved)
+			approvedID := imageID(t, e, approved)
+			other := e.Ref("approved/other:2")
+			e.Docker(t, "tag", approved, other)
+			if got := e.Docker(t, "run", "--rm", other, "echo", "ok"); got != "ok" {
+				t.Errorf("docker run %s printed %q", other, got)
+			}
+			if err := installPlugin(t, e, okPlugin, ""); err != nil {
+				t.Errorf("installing the approved plugin %s: %v", okPlugin, err)
+			}
+
+			refusedLocal := func(t *testing.T, resp rawResponse, what string) {
+				t.Helper()
+				if resp.Status != http.StatusForbidden || !strings.Contains(resp.Message, "authorization denied by plugin "+plugin) ||
+					!strings.Contains(resp.Message, reasonLocalContent) {
+					t.Errorf("%s under local-images: deny: %d %q, want it refused by pullguard saying %q",
+						what, resp.Status, resp.Message, reasonLocalContent)
+				}
+			}
+
+			t.Run("import from a URL", func(t *testing.T) {
+				name := e.Ref("approved/busybox:imported")
+				uri := "/images/create?fromSrc=" + queryEscape(serveFile(t, rootfs)) +
+					"&repo=" + queryEscape(e.Ref("approved/busybox")) + "&tag=imported"
+				resp := raw.do(t, "POST", uri, nil)
+				if local == "deny" {
+					refusedLocal(t, resp, "POST /images/create?fromSrc=")
+					if e.ImageExists(t, name) {
+						t.Errorf("%s exists after a refused import", name)
+					}
+					return
+				}
+				if resp.Status != http.StatusOK || !e.ImageExists(t, name) {
+					t.Errorf("import under local-images: allow: %d %s; %s exists: %v", resp.Status, resp.Body, name, e.ImageExists(t, name))
+				}
+			})
+
+			t.Run("commit", func(t *testing.T) {
+				name := e.Ref("approved/committed")
+				resp := raw.do(t, "POST", "/commit?container="+keeper+"&repo="+queryEscape(name), nil)
+				if local == "deny" {
+					refusedLocal(t, resp, "POST /commit")
+					if e.ImageExists(t, name) {
+						t.Errorf("%s exists after a refused commit", name)
+					}
+					return
+				}
+				if resp.Status != http.StatusCreated {
+					t.Errorf("commit under local-images: allow: %d %s", resp.Status, resp.Body)
+				}
+			})
+
+			t.Run("classic build", func(t *testing.T) {
+				name := e.Ref("approved/built:1")
+				resp := classicBuild(t, raw, name, dockerfileContext(t, "FROM "+approved+"\nRUN echo built > /built\n"))
+				if local == "deny" {
+					refusedLocal(t, resp, "POST /build")
+					if e.ImageExists(t, name) {
+						t.Errorf("%s exists after a refused build", name)
+					}
+					return
+				}
+				if resp.Status != http.StatusOK || strings.Contains(resp.Body, `"errorDetail"`) || !e.ImageExists(t, name) {
+					t.Errorf("build under local-images: allow: %d %s", resp.Status, resp.Body)
+				}
+			})
+
+			t.Run("plugin install", func(t *testing.T) {
+				err := installPlugin(t, e, evilPlugin, "")
+				requireRefused(t, err, plugin, evilPlugin+" is not allowed")
+				// An approved plugin under a disallowed local name.
+				err = installPlugin(t, e, okPlugin, e.Ref("evil/alias:1"))
+				requireRefused(t, err, plugin, e.Ref("evil/alias:1")+" is not allowed")
+				if _, ok := findPlugin(t, e, evilPlugin); ok {
+					t.Errorf("the disallowed plugin %s is installed", evilPlugin)
+				}
+			})
+
+			t.Run("plugin upgrade", func(t *testing.T) {
+				e.Docker(t, "plugin", "disable", okPlugin)
+				resp := raw.do(t, "POST", "/plugins/"+okPlugin+"/upgrade?remote="+queryEscape(evilPlugin),
+					[]byte(`[{"Name":"network","Description":"","Value":["none"]}]`), [2]string{"Content-Type", "application/json"})
+				if resp.Status != http.StatusForbidden || !strings.Contains(resp.Message, evilPlugin+" is not allowed") {
+					t.Errorf("upgrade to %s: %d %q, want it refused by pullguard", evilPlugin, resp.Status, resp.Message)
+				}
+				if p, _ := findPlugin(t, e, okPlugin); p.PluginReference != okPlugin {
+					t.Errorf("plugin %s now comes from %q", okPlugin, p.PluginReference)
+				}
+			})
+
+			t.Run("plugin create", func(t *testing.T) {
+				evilName, okName := e.Ref("evil/created:1"), e.Ref("approved/created:1")
+				create := func(name string) rawResponse {
+					return raw.do(t, "POST", "/plugins/create?name="+queryEscape(name),
+						tarOf(t, pluginFiles(t, UniqueName(t)+name)...), [2]string{"Content-Type", "application/x-tar"})
+				}
+				resp := create(evilName)
+				if local == "deny" {
+					refusedLocal(t, resp, "POST /plugins/create")
+				} else if resp.Status != http.StatusForbidden || !strings.Contains(resp.Message, evilName+" is not allowed") {
+					t.Errorf("creating the plugin %s: %d %q, want it refused by pullguard", evilName, resp.Status, resp.Message)
+				}
+				resp = create(okName)
+				if local == "deny" {
+					refusedLocal(t, resp, "POST /plugins/create")
+					return
+				}
+				if resp.Status/100 != 2 {
+					t.Errorf("creating the plugin %s under local-images: allow: %d %s", okName, resp.Status, resp.Body)
+				}
+			})
+
+			// Allowed things stayed, and no refusal named them.
+			requireImage(t, e, other, approvedID)
+			if p, ok := findPlugin(t, e, okPlugin); !ok || p.PluginReference != okPlugin {
+				t.Errorf("the approved plugin %s is gone or changed: %+v", okPlugin, p)
+			}
+			if got := g.Entries(t, "PULLGUARD_IMAGE="+other); len(got) > 0 {
+				t.Errorf("pullguard logged %d entries about the allowed %s: %v", len(got), other, got)
+			}
+		})
+	}
+}
+
+// TestProvenancePluginsGuard: plugins installed behind the authorization plugin's back (before
+// pullguard started, or with no authorization plugin) are judged by the event guard and the
+// reconcile: a disallowed one is disabled and removed, with PULLGUARD_PLUGIN in the journal; an
+// approved one, enabled, is never touched.
+func TestProvenancePluginsGuard(t *testing.T) {
+	e := RequireEnv(t)
+	removePluginsAtEnd(t, e)
+	okPlugin, evilPlugin, evil2 := e.Ref("approved/plug:1.0"), e.Ref("evil/plug:1.0"), e.Ref("evil/plug:2.0")
+	for _, ref := range []string{okPlugin, evilPlugin, evil2} {
+		pushPlugin(t, e, ref)
+	}
+	// Before pullguard: an approved plugin and a disallowed one, both enabled.
+	for _, ref := range []string{okPlugin, evilPlugin} {
+		if err := installPlugin(t, e, ref, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	okID := e.Docker(t, "plugin", "inspect", "--format", "{{.Id}}", okPlugin)
+
+	g := startDockerGuard(t, e, WritePolicy(t, "", provenancePolicy(e, "deny")))
+
+	gone := func(t *testing.T, ref string, events ...string) {
+		t.Helper()
+		Eventually(t, actDeadline, func() (bool, string) {
+			_, ok := findPlugin(t, e, ref)
+			return !ok, "the disallowed plugin " + ref + " is still installed"
+		})
+		entry := g.WaitEntry(t, actDeadline, "PULLGUARD_PLUGIN="+ref, "MESSAGE_ID="+msgActionTaken)
+		requireFields(t, entry, map[string]string{"PULLGUARD_ACTION": "removed", "PULLGUARD_RUNTIME": "docker"})
+		if !containsString(events, entry["PULLGUARD_EVENT"]) {
+			t.Errorf("PULLGUARD_EVENT = %q, want one of %q", entry["PULLGUARD_EVENT"], events)
+		}
+	}
+	t.Run("reconcile", func(t *testing.T) { gone(t, evilPlugin, "reconcile") })
+	t.Run("install", func(t *testing.T) {
+		if err := installPlugin(t, e, evil2, ""); err != nil {
+			t.Logf("docker plugin install %s: %v (pullguard may remove it before it is enabled)", evil2, err)
+		}
+		gone(t, evil2, "pull", "enable") // the install's pull, or its enable right after
+	})
+
+	p, ok := findPlugin(t, e, okPlugin)
+	if !ok || !p.Enabled || p.ID != okID {
+		t.Errorf("the approved plugin %s was touched: %+v, want enabled with ID %s", okPlugin, p, okID)
+	}
+	if got := g.Entries(t, "PULLGUARD_PLUGIN="+okPlugin); len(got) > 0 {
+		t.Errorf("pullguard logged %d entries about the approved plugin: %v", len(got), got)
+	}
+}
+
+// TestProvenanceRegistryStopped: Docker records where content came from itself (a repository
+// digest per repository it was pulled from), so with the registry gone mid-test the guard
+// still tells approved content from loaded content: the loaded name goes, the approved one
+// stays.
+func TestProvenanceRegistryStopped(t *testing.T) {
+	e := RequireEnv(t)
+	approved, evilTag := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:1.0")
+	e.Docker(t, "pull", "-q", evilTag)
+	tarball := saveAs(t, e, evilTag, e.Ref("approved/loaded:1"))
+	e.Reset(t)
+
+	g := startDockerGuard(t, e, WritePolicy(t, "", provenancePolicy(e, "deny")))
+	e.Docker(t, "pull", "-q", approved)
+	approvedID := imageID(t, e, approved)
+	pauseRegistry(t, e)
+
+	e.Docker(t, "tag", approved, e.Ref("approved/other:2"))
+	e.Docker(t, "load", "-i", tarball)
+	requireLocalContentRemoved(t, e, g, e.Ref("approved/loaded:1"), "", "load")
+	caughtUp(t, e, g, approved)
+	stillThere(t, e, approved, approvedID)
+	requireImage(t, e, e.Ref("approved/other:2"), approvedID)
+}
+
+// TestProvenanceScan: `pullguard scan` shows, for each denied image name, which allowed
+// repository digest vouches for the image's content, or that none does.
+func TestProvenanceScan(t *testing.T) {
+	e := RequireEnv(t)
+	approved := e.Ref("approved/busybox:1.0")
+	e.Docker(t, "pull", "-q", approved)
+	badName := e.Ref("evil/alias:1")
+	e.Docker(t, "tag", approved, badName) // approved content, a denied name
+	imported := e.Ref("approved/imported:1")
+	e.Docker(t, "import", rootfsTar(t, UniqueName(t)), imported) // an allowed name, local content
+	repoDigest := ""
+	if img, _ := e.InspectImage(t, approved); len(img.RepoDigests) == 1 {
+		repoDigest = img.RepoDigests[0]
+	} else {
+		t.Fatalf("%s has repository digests %q, want one", approved, img.RepoDigests)
+	}
+
+	path := WritePolicy(t, "", provenancePolicy(e, "deny"))
+	stdout, stderr, code := runPullguard(t, e, "scan", "--policy", path, "--docker-host", e.DockerHost, "--output", "json")
+	if code != 1 {
+		t.Errorf("scan exit status %d, want 1; stderr:\n%s", code, stderr)
+	}
+	got := map[string]*string{}
+	for line := range strings.Lines(stdout) {
+		var f struct {
+			Reference  string  `json:"reference"`
+			Reason     string  `json:"reason"`
+			Provenance *string `json:"provenance"`
+		}
+		if err := json.Unmarshal([]byte(line), &f); err != nil {
+			t.Fatalf("scan -o json line %q: %v", line, err)
+		}
+		got[f.Reference] = f.Provenance
+		if f.Reference == imported && !strings.Contains(f.Reason, reasonLocalContent) {
+			t.Errorf("%s: reason %q, want %q", imported, f.Reason, reasonLocalContent)
+		}
+	}
+	for ref, want := range map[string]string{badName: repoDigest, imported: ""} {
+		p, ok := got[ref]
+		switch {
+		case !ok:
+			t.Errorf("scan does not list %s; output:\n%s", ref, stdout)
+		case p == nil || *p != want:
+			t.Errorf("%s: provenance %v, want %q", ref, p, want)
+		}
+	}
+	if _, ok := got[approved]; ok {
+		t.Errorf("scan lists the allowed %s", approved)
+	}
+	text, _, _ := runPullguard(t, e, "scan", "--policy", path, "--docker-host", e.DockerHost)
+	for _, want := range []string{"[content from " + repoDigest + "]", "[content from no allowed repository]"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("scan's text output does not say %q:\n%s", want, text)
+		}
+	}
+}
+
+// TestProvenanceBuildKit: under local-images: deny the authorization plugin refuses BuildKit's
+// /grpc, so `docker buildx build` (which never sends POST /build) cannot make an image on the
+// host either, on either engine. (buildx then falls back to its docker-container driver, whose
+// BuildKit image the policy does not allow either.)
+func TestProvenanceBuildKit(t *testing.T) {
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		name := authzPluginName()
+		sock := authzSocket(t, name)
+		d := StartDaemon(t, WritePolicy(t, "", provenancePolicy(e, "deny")), "--docker-host", e.DockerHost,
+			"--containerd-address", "none", "--authz-socket", sock)
+		enableAuthzPlugin(t, e, name)
+		built := e.Ref("approved/built:buildkit")
+		out, err := buildx(t, e, built, buildContext(t, e.Ref("approved/busybox:1.0")))
+		if err == nil {
+			t.Fatalf("docker buildx build succeeded under local-images: deny:\n%s", out)
+		}
+		if !strings.Contains(err.Error(), "authorization denied by plugin "+name) {
+			t.Errorf("the build failed, but not by pullguard's refusal:\n%v", err)
+		}
+		if e.ImageExists(t, built) {
+			t.Errorf("%s exists", built)
+		}
+		refused := false
+		for _, en := range d.WaitEntries(t, actDeadline, 1, "PULLGUARD_ACTION=blocked") {
+			if strings.Contains(en["PULLGUARD_REASON"], reasonLocalContent[:len("content did not come from an allowed repository")]) &&
+				strings.Contains(en["MESSAGE"], "/grpc") {
+				refused = true
+			}
+		}
+		if !refused {
+			t.Errorf("no blocked entry for BuildKit's /grpc under local-images: deny")
+		}
+	})
+}
+
+// TestProvenanceDocker29Store: what local-images: deny cannot do on Docker 29's containerd image
+// store, asserted so that a change shows up here. dockerd 29 lists every image record's name with
+// the record's target as a repository digest, loaded or pulled alike, so a load under an approved
+// name carries an "approved" repository digest; pullguard says at connect that it judges names
+// alone there, and the loaded name stays.
+func TestProvenanceDocker29Store(t *testing.T) {
+	e := requireModern(t)
+	evilTag, loaded := e.Ref("evil/miner:1.0"), e.Ref("approved/loaded-on-29:1")
+	// The tarball comes from dockerd 20.10 (manifest.json only): Docker 29's own saves name
+	// their images in an OCI index as well, which saveAs does not rewrite.
+	legacy := theEnv
+	legacy.Docker(t, "pull", "-q", evilTag)
+	tarball := saveAs(t, legacy, evilTag, loaded)
+	legacy.Reset(t)
+
+	g := startDockerGuard(t, e, WritePolicy(t, "", provenancePolicy(e, "deny")))
+	Eventually(t, actDeadline, func() (bool, string) {
+		for _, en := range g.Entries(t, "PRIORITY=4") {
+			if strings.Contains(en["MESSAGE"], "dockerd keeps its images in containerd") {
+				return true, ""
+			}
+		}
+		return false, "no warning that repository digests prove nothing on Docker 29's containerd image store"
+	})
+
+	e.Docker(t, "load", "-i", tarball)
+	img, ok := e.InspectImage(t, loaded)
+	if !ok {
+		t.Fatalf("%s is not there after docker load", loaded)
+	}
+	want := e.Ref("approved/loaded-on-29") + "@"
+	if len(img.RepoDigests) == 0 || !strings.HasPrefix(img.RepoDigests[0], want) {
+		t.Errorf("RepoDigests of loaded content = %q: Docker 29 no longer makes them from names (README, local-images)", img.RepoDigests)
+	}
+	e.Docker(t, "pull", "-q", e.Ref("approved/busybox:1.0"))
+	caughtUp(t, e, g, e.Ref("approved/busybox:1.0"))
+	stillThere(t, e, loaded, img.ID)
+}

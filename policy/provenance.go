@@ -1,0 +1,87 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Provenance: under local-images: deny, an allowed name is not enough. The
+// content must have come from a repository the policy allows, and the
+// evidence of that is a digest name of the image (repo@sha256:…) that the
+// policy allows: dockerd's own image store records one per repository it
+// pulled the content from or pushed it to, CRI records one per pull, and
+// the containerd guard adds one for each repository the registry confirms
+// serves the content. Nothing else can put such a name on content there:
+// dockerd refuses a digest in tag, load, import, build and commit, and
+// checks every pulled manifest against its digest. (Docker 29's containerd
+// image store lists a digest for every name, pulled or not: see the Docker
+// guard's checkImageStore.)
+
+// reasonNotFromAllowed begins the reason of every name denied for want of
+// provenance.
+const reasonNotFromAllowed = "content did not come from an allowed repository"
+
+// ReasonLocalContent is the reason of a name denied for want of provenance
+// when the image has no digest name at all.
+const ReasonLocalContent = reasonNotFromAllowed + " (built or loaded on this host)"
+
+// ForWantOfProvenance reports whether d denies a name the policy allows
+// only because the content did not come from an allowed repository: no
+// rule, and not the default, decided it.
+func (d Decision) ForWantOfProvenance() bool {
+	return !d.Allowed && strings.HasPrefix(d.Reason, reasonNotFromAllowed)
+}
+
+// reasonLocalNoName decides an image with no name under local-images: deny.
+const reasonLocalNoName = "the image has no name and its " + ReasonLocalContent
+
+// requireProvenance records which allowed digest name vouches for an
+// image's content (under either setting, for scan), and under local-images:
+// deny denies every allowed tag of an image that none vouches for. It runs
+// once every name has been decided on its own.
+func (p *Policy) requireProvenance(out *ImageDecision, refs []Ref, errs []error) {
+	pulledFrom := ""
+	for i, nd := range out.Names {
+		if errs[i] != nil || nd.ImageID || refs[i].Tag != "" || refs[i].Digest == "" {
+			continue
+		}
+		if nd.Decision.Allowed {
+			out.VouchedBy = refs[i].String
+			return
+		}
+		if pulledFrom == "" {
+			pulledFrom = refs[i].String
+		}
+	}
+	if p.LocalImages != LocalImagesDeny {
+		return
+	}
+	reason := ReasonLocalContent
+	if pulledFrom != "" {
+		reason = fmt.Sprintf("%s (it came from %s)", reasonNotFromAllowed, pulledFrom)
+	}
+	for i := range out.Names {
+		nd := &out.Names[i]
+		if nd.ImageID || !nd.Decision.Allowed {
+			continue
+		}
+		nd.Unproven = true
+		nd.Decision.Allowed = false
+		nd.Decision.Rule, nd.Decision.Resembles = nil, ""
+		nd.Decision.Reason = reason
+	}
+}
+
+// NamesOnly is the policy with local-images: allow: for judging a name
+// where its content's origin is not in question (the containerd image
+// verifier, asked before a pull, which is the provenance), or cannot be
+// told (the containerd guard without a registry to ask: a containerd
+// record does not say how it arrived).
+func (p *Policy) NamesOnly() *Policy {
+	if p.LocalImages == LocalImagesAllow {
+		return p
+	}
+	c := *p
+	c.LocalImages = LocalImagesAllow
+	return &c
+}
