@@ -205,7 +205,8 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 	if err != nil {
 		return policy.Decision{}, "", fmt.Errorf("listing the names of image %s: %w", id, err)
 	}
-	plan := planContent(p, now, recs, img.Target, g.gatherEvidence(ctx, p, now, recs, img.Target), g.sigs(ctx))
+	sigs := g.sigs(ctx)
+	plan := planContent(p, now, recs, img.Target, g.gatherEvidence(ctx, p, now, recs, img.Target, sigs), sigs)
 	if plan.Unverifiable != nil {
 		return plan.Unverifiable.Decision, img.Target, nil
 	}

@@ -166,7 +166,7 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 		}
 	}
 	sigs := g.sigs(ctx)
-	ev := g.gatherEvidence(ctx, p, now, recs, img.Target) // provenance.go
+	ev := g.gatherEvidence(ctx, p, now, recs, img.Target, sigs) // provenance.go
 	plan := planContent(p, now, recs, img.Target, ev, sigs)
 	if u := plan.Unverifiable; u != nil {
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns, Event: event,

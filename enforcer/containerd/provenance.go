@@ -102,7 +102,10 @@ func (c *provenanceCache) served(ctx context.Context, repository, digest string)
 // policy allows on content but its provenance does not yet prove. It asks
 // nothing when there is no registry, the policy judges names only, or
 // every allowed name is already proven (CRI's repo@digest records).
-func (g *Guard) gatherEvidence(ctx context.Context, p *policy.Policy, now time.Time, recs []Image, target string) *evidence {
+//
+// sigs answers for signed-by rules as in planContent: a name such a rule
+// allows is one whose provenance is asked about.
+func (g *Guard) gatherEvidence(ctx context.Context, p *policy.Policy, now time.Time, recs []Image, target string, sigs policy.SignatureSource) *evidence {
 	if g.prov == nil || p.LocalImages != policy.LocalImagesDeny {
 		return nil
 	}
@@ -110,7 +113,7 @@ func (g *Guard) gatherEvidence(ctx context.Context, p *policy.Policy, now time.T
 	if target == "" {
 		return ev
 	}
-	v := p.DecideImage(recordNames(recs), target, now)
+	v := p.DecideImageWith(recordNames(recs), target, now, sigs)
 	asked := map[string]bool{}
 	for _, n := range v.Names {
 		if !n.Unproven {
@@ -160,8 +163,9 @@ func (g *Guard) recordDecision(ctx context.Context, ns, name string, p *policy.P
 	if err != nil {
 		return policy.Decision{}, "", false
 	}
-	ev := g.gatherEvidence(ctx, p, now, recs, img.Target)
-	plan := planContent(p, now, recs, img.Target, ev, g.sigs(ctx))
+	sigs := g.sigs(ctx)
+	ev := g.gatherEvidence(ctx, p, now, recs, img.Target, sigs)
+	plan := planContent(p, now, recs, img.Target, ev, sigs)
 	if u := plan.Unverifiable; u != nil {
 		return u.Decision, img.Target, true // reported failed, acted on later
 	}
