@@ -120,7 +120,8 @@ install_packages() {
 # Build tags are global to a build but each only affects the project that reads it:
 # no_btrfs/no_devmapper/no_zfs containerd's snapshotters, exclude_graphdriver_* dockerd's graph
 # drivers, seccomp runc (cgo and libseccomp).
-readonly TOOLS_MOD_DIR=$(cd "$(dirname "$0")" && pwd)/tools
+TOOLS_MOD_DIR=$(cd "$(dirname "$0")" && pwd)/tools
+readonly TOOLS_MOD_DIR
 readonly TOOLS_MODULES=("$TOOLS_MOD_DIR" "$TOOLS_MOD_DIR/dockerd")
 readonly TOOLS_TAGS="no_btrfs no_devmapper no_zfs exclude_graphdriver_btrfs exclude_graphdriver_devicemapper exclude_graphdriver_zfs seccomp"
 readonly TOOLS_CACHE=${PGENV_TOOLS_CACHE:-/var/cache/pullguard/testenv-tools}
@@ -176,16 +177,20 @@ install_tools() {
 # pid_of PIDFILE PATTERN: the pid in PIDFILE if that process is alive (not a zombie) and its
 # command line contains PATTERN; guards against stale pid files and reused pids.
 pid_of() {
+	alive "$1" && [[ $(cmdline "$(<"$1")") == *"$2"* ]]
+}
+
+cmdline() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline"; }
+
+# alive PIDFILE: the pid in PIDFILE is a live process (not a zombie), whatever it runs.
+alive() {
 	local pid state
 	[[ -r $1 ]] || return 1
 	pid=$(<"$1")
 	[[ $pid =~ ^[0-9]+$ && -r /proc/$pid/stat ]] || return 1
 	state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || return 1
-	[[ ${state%% *} != Z ]] || return 1
-	[[ $(cmdline "$pid") == *"$2"* ]]
+	[[ ${state%% *} != Z ]]
 }
-
-cmdline() { tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline"; }
 
 # start NAME PIDFILE CMD...: run CMD detached (own session, so a Ctrl-C aimed at the caller does
 # not reach it) with all output in DIR/logs/NAME.log.
@@ -196,14 +201,18 @@ start() {
 	echo "$!" >"$pidfile"
 }
 
-# wait_ready NAME PIDFILE PATTERN SECONDS CMD...: poll CMD until it succeeds; fail with the
+# wait_ready NAME PIDFILE SECONDS CMD...: poll CMD until it succeeds; fail with the
 # component's last log lines if it exits or the deadline passes.
 wait_ready() {
-	local name=$1 pidfile=$2 pattern=$3 secs=$4
-	shift 4
+	local name=$1 pidfile=$2 secs=$3
+	shift 3
 	local deadline=$((SECONDS + secs))
 	until "$@" >/dev/null 2>&1; do
-		if ! pid_of "$pidfile" "$pattern"; then
+		# Alive is enough here (not pid_of): until its exec chain (setsid, env, ...) is
+		# done, the new process still shows this script's command line, and on a loaded
+		# machine the first probe can fail before that. The pattern guards stop()
+		# against a reused pid, which cannot happen while we wait.
+		if ! alive "$pidfile"; then
 			component_failed "$name" "exited during start-up"
 		fi
 		if ((SECONDS >= deadline)); then
@@ -374,7 +383,7 @@ up_containerd() {
 		  path = "$DIR/containerd/opt"
 	EOF
 	start containerd "$RUN/containerd.pid" containerd --config "$CTRD_CONF"
-	wait_ready containerd "$RUN/containerd.pid" "$CTRD_CONF" 20 ctr --address "$CTRD_SOCK" version
+	wait_ready containerd "$RUN/containerd.pid" 20 ctr --address "$CTRD_SOCK" version
 }
 
 up_registry() {
@@ -469,7 +478,7 @@ up_containerd2() {
 		  stream_server_port = "0"
 	EOF
 	start "$name" "$RUN/$name.pid" env PATH="$(c2_path)" "$TOOLS/containerd" --config "$dir/config.toml"
-	wait_ready "$name" "$RUN/$name.pid" "$dir/config.toml" 30 "$TOOLS/ctr" --address "$sock" version
+	wait_ready "$name" "$RUN/$name.pid" 30 "$TOOLS/ctr" --address "$sock" version
 }
 
 # down_containerd2 NAME: stop that containerd 2.4.2 and whatever it left running.
@@ -510,7 +519,7 @@ up_dockerd29() {
 		--storage-driver overlayfs \
 		--cgroup-parent "/$CGROUP_PARENT29" \
 		--shutdown-timeout 2
-	wait_ready dockerd29 "$RUN/d29-launch.pid" "$D29_SOCK" 90 \
+	wait_ready dockerd29 "$RUN/d29-launch.pid" 90 \
 		env DOCKER_HOST="unix://$D29_SOCK" DOCKER_CONFIG="$DIR/docker/client" docker version
 }
 
@@ -555,7 +564,7 @@ up_dockerd() {
 		--storage-driver overlay2 \
 		--cgroup-parent "/$CGROUP_PARENT" \
 		--shutdown-timeout 2
-	wait_ready dockerd "$RUN/dockerd-launch.pid" "$DOCKER_SOCK" 60 \
+	wait_ready dockerd "$RUN/dockerd-launch.pid" 60 \
 		env DOCKER_HOST="unix://$DOCKER_SOCK" DOCKER_CONFIG="$DIR/docker/client" docker version
 }
 
@@ -826,7 +835,7 @@ cmd_restart_containerd() {
 		up_containerd2 c2
 	else
 		start containerd "$pidfile" containerd --config "$conf"
-		wait_ready containerd "$pidfile" "$conf" 20 ctr --address "$CTRD_SOCK" version
+		wait_ready containerd "$pidfile" 20 ctr --address "$CTRD_SOCK" version
 	fi
 	log "$name restarted in $DIR"
 }
