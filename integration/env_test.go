@@ -292,7 +292,13 @@ func (e *Env) InspectImage(t testing.TB, ref string) (img Image, ok bool) {
 	t.Helper()
 	out, err := e.DockerErr(t, "image", "inspect", "--format", "{{json .}}", ref)
 	if err != nil {
-		if strings.Contains(strings.ToLower(err.Error()), "no such image") {
+		msg := strings.ToLower(err.Error())
+		if strings.Contains(msg, "no such image") {
+			return Image{}, false
+		}
+		// Docker 29's containerd store, while an image is being removed: the name is
+		// still listed but its content is gone already. It is on its way out.
+		if strings.Contains(msg, "failed to read image config") && strings.Contains(msg, "not found") {
 			return Image{}, false
 		}
 		t.Fatal(err)
