@@ -83,28 +83,13 @@ func route(method, uri string) (target, error) {
 	p := path.Clean("/" + u.Path)
 	rest := stripVersion(p)
 	t := target{path: p}
-	switch {
-	case rest == "/images/create":
-		t.endpoint = imagesCreate
-	case rest == "/containers/create":
-		t.endpoint = containersCreate
-	case rest == "/build":
-		t.endpoint = build
-	case rest == "/commit":
-		t.endpoint = commit
-	case rest == "/grpc":
-		t.endpoint = grpc
-	case rest == "/plugins/pull":
-		t.endpoint = pluginPull
-	case rest == "/plugins/create":
-		t.endpoint = pluginCreate
-	case strings.HasPrefix(rest, "/images/") && strings.HasSuffix(rest, "/tag") && len(rest) > len("/images/")+len("/tag"):
-		t.endpoint = imagesTag
-		t.name = rest[len("/images/") : len(rest)-len("/tag")]
-	case strings.HasPrefix(rest, "/plugins/") && strings.HasSuffix(rest, "/upgrade") && len(rest) > len("/plugins/")+len("/upgrade"):
-		t.endpoint = pluginUpgrade
-		t.name = rest[len("/plugins/") : len(rest)-len("/upgrade")]
-	default:
+	if e, ok := exactRoutes[rest]; ok {
+		t.endpoint = e
+	} else if name, ok := between(rest, "/images/", "/tag"); ok {
+		t.endpoint, t.name = imagesTag, name
+	} else if name, ok := between(rest, "/plugins/", "/upgrade"); ok {
+		t.endpoint, t.name = pluginUpgrade, name
+	} else {
 		return target{}, nil
 	}
 	// Go's form parser, which dockerd uses, fails on a malformed query
@@ -213,4 +198,24 @@ func single(f url.Values, key string) (string, error) {
 		return vs[0], nil
 	}
 	return "", fmt.Errorf("it gives the parameter %s %d times", key, len(vs))
+}
+
+// exactRoutes are the judged endpoints whose path has no parameter.
+var exactRoutes = map[string]endpoint{
+	"/images/create":     imagesCreate,
+	"/containers/create": containersCreate,
+	"/build":             build,
+	"/commit":            commit,
+	"/grpc":              grpc,
+	"/plugins/pull":      pluginPull,
+	"/plugins/create":    pluginCreate,
+}
+
+// between returns the non-empty part of s between prefix and suffix: the
+// {name} of /images/{name}/tag.
+func between(s, prefix, suffix string) (string, bool) {
+	if len(s) <= len(prefix)+len(suffix) || !strings.HasPrefix(s, prefix) || !strings.HasSuffix(s, suffix) {
+		return "", false
+	}
+	return s[len(prefix) : len(s)-len(suffix)], true
 }
