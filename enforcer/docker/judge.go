@@ -79,6 +79,11 @@ type imagePlan struct {
 	// signature could not be verified (registry unreachable): nothing is
 	// removed, the guard reports the failure and the next resync asks again.
 	Unverifiable *policy.NameDecision
+	// Unknown are names the policy allows whose provenance no registry
+	// could confirm or deny (UnknownErr says why): kept, reported failed,
+	// judged again at the next reconcile (provenance.go).
+	Unknown    []policy.NameDecision
+	UnknownErr error
 }
 
 // planImage decides which of img's names go. Every tag is judged on its own.
