@@ -225,146 +225,148 @@ func TestProvenanceEventGuard(t *testing.T) {
 	}
 }
 
-// TestProvenanceAuthz: with the authorization plugin and the event guard running, the
-// requests that create content on the host (import from a URL, commit, classic build) are
-// refused under deny, before anything runs, and judged by their target names under allow.
+// TestProvenanceAuthz: on both engines, with the authorization plugin and the event guard
+// running, the requests that create content on the host (import from a URL, commit, classic
+// build) are refused under deny, before anything runs, and judged by their target names under
+// allow.
 // Plugins are judged as images under both: installing, upgrading to, or creating a disallowed
 // plugin is refused. Pulling, re-tagging approved content to another allowed name, running it
 // and installing an approved plugin work under both.
 func TestProvenanceAuthz(t *testing.T) {
 	for _, local := range []string{"deny", "allow"} {
 		t.Run(local, func(t *testing.T) {
-			e := RequireEnv(t)
-			removeImagesAtEnd(t, e)
-			removePluginsAtEnd(t, e)
-			approved := e.Ref("approved/busybox:1.0")
-			okPlugin, evilPlugin := e.Ref("approved/plug:1.0"), e.Ref("evil/plug:1.0")
-			pushPlugin(t, e, okPlugin)
-			pushPlugin(t, e, evilPlugin)
+			ForEachDocker(t, func(t *testing.T, e *Env) {
+				removeImagesAtEnd(t, e)
+				removePluginsAtEnd(t, e)
+				approved := e.Ref("approved/busybox:1.0")
+				okPlugin, evilPlugin := e.Ref("approved/plug:1.0"), e.Ref("evil/plug:1.0")
+				pushPlugin(t, e, okPlugin)
+				pushPlugin(t, e, evilPlugin)
 
-			// A running container of a nameless image, kept by running: keep, to commit.
-			rootfs := rootfsTar(t, UniqueName(t))
-			nameless := e.Docker(t, "import", rootfs)
-			keeper := e.Docker(t, "run", "-d", nameless, "sleep", "300")
+				// A running container of a nameless image, kept by running: keep, to commit.
+				rootfs := rootfsTar(t, UniqueName(t))
+				nameless := e.Docker(t, "import", rootfs)
+				keeper := e.Docker(t, "run", "-d", nameless, "sleep", "300")
 
-			g, plugin := startAuthzGuard(t, e, WritePolicy(t, "", provenancePolicy(e, local)))
-			raw := newRawDocker(t, e)
+				g, plugin := startAuthzGuard(t, e, WritePolicy(t, "", provenancePolicy(e, local)))
+				raw := newRawDocker(t, e)
 
-			// The allowed flows.
-			approvedID, other := allowedFlows(t, e, approved)
-			if err := installPlugin(t, e, okPlugin, ""); err != nil {
-				t.Errorf("installing the approved plugin %s: %v", okPlugin, err)
-			}
-
-			refusedLocal := func(t *testing.T, resp rawResponse, what string) {
-				t.Helper()
-				if resp.Status != http.StatusForbidden || !strings.Contains(resp.Message, "authorization denied by plugin "+plugin) ||
-					!strings.Contains(resp.Message, reasonLocalContent) {
-					t.Errorf("%s under local-images: deny: %d %q, want it refused by pullguard saying %q",
-						what, resp.Status, resp.Message, reasonLocalContent)
+				// The allowed flows.
+				approvedID, other := allowedFlows(t, e, approved)
+				if err := installPlugin(t, e, okPlugin, ""); err != nil {
+					t.Errorf("installing the approved plugin %s: %v", okPlugin, err)
 				}
-			}
 
-			t.Run("import from a URL", func(t *testing.T) {
-				name := e.Ref("approved/busybox:imported")
-				uri := "/images/create?fromSrc=" + queryEscape(serveFile(t, rootfs)) +
-					"&repo=" + queryEscape(e.Ref("approved/busybox")) + "&tag=imported"
-				resp := raw.do(t, "POST", uri, nil)
-				if local == "deny" {
-					refusedLocal(t, resp, "POST /images/create?fromSrc=")
-					if e.ImageExists(t, name) {
-						t.Errorf("%s exists after a refused import", name)
+				refusedLocal := func(t *testing.T, resp rawResponse, what string) {
+					t.Helper()
+					if resp.Status != http.StatusForbidden || !strings.Contains(resp.Message, "authorization denied by plugin "+plugin) ||
+						!strings.Contains(resp.Message, reasonLocalContent) {
+						t.Errorf("%s under local-images: deny: %d %q, want it refused by pullguard saying %q",
+							what, resp.Status, resp.Message, reasonLocalContent)
 					}
-					return
 				}
-				if resp.Status != http.StatusOK || !e.ImageExists(t, name) {
-					t.Errorf("import under local-images: allow: %d %s; %s exists: %v", resp.Status, resp.Body, name, e.ImageExists(t, name))
-				}
-			})
 
-			t.Run("commit", func(t *testing.T) {
-				name := e.Ref("approved/committed")
-				resp := raw.do(t, "POST", "/commit?container="+keeper+"&repo="+queryEscape(name), nil)
-				if local == "deny" {
-					refusedLocal(t, resp, "POST /commit")
-					if e.ImageExists(t, name) {
-						t.Errorf("%s exists after a refused commit", name)
+				t.Run("import from a URL", func(t *testing.T) {
+					name := e.Ref("approved/busybox:imported")
+					uri := "/images/create?fromSrc=" + queryEscape(serveFile(t, rootfs)) +
+						"&repo=" + queryEscape(e.Ref("approved/busybox")) + "&tag=imported"
+					resp := raw.do(t, "POST", uri, nil)
+					if local == "deny" {
+						refusedLocal(t, resp, "POST /images/create?fromSrc=")
+						if e.ImageExists(t, name) {
+							t.Errorf("%s exists after a refused import", name)
+						}
+						return
 					}
-					return
-				}
-				if resp.Status != http.StatusCreated {
-					t.Errorf("commit under local-images: allow: %d %s", resp.Status, resp.Body)
-				}
-			})
-
-			t.Run("classic build", func(t *testing.T) {
-				name := e.Ref("approved/built:1")
-				resp := classicBuild(t, raw, name, dockerfileContext(t, "FROM "+approved+"\nRUN echo built > /built\n"))
-				if local == "deny" {
-					refusedLocal(t, resp, "POST /build")
-					if e.ImageExists(t, name) {
-						t.Errorf("%s exists after a refused build", name)
+					if resp.Status != http.StatusOK || !e.ImageExists(t, name) {
+						t.Errorf("import under local-images: allow: %d %s; %s exists: %v", resp.Status, resp.Body, name, e.ImageExists(t, name))
 					}
-					return
+				})
+
+				t.Run("commit", func(t *testing.T) {
+					name := e.Ref("approved/committed")
+					resp := raw.do(t, "POST", "/commit?container="+keeper+"&repo="+queryEscape(name), nil)
+					if local == "deny" {
+						refusedLocal(t, resp, "POST /commit")
+						if e.ImageExists(t, name) {
+							t.Errorf("%s exists after a refused commit", name)
+						}
+						return
+					}
+					if resp.Status != http.StatusCreated {
+						t.Errorf("commit under local-images: allow: %d %s", resp.Status, resp.Body)
+					}
+				})
+
+				t.Run("classic build", func(t *testing.T) {
+					name := e.Ref("approved/built:1")
+					resp := classicBuild(t, raw, name, dockerfileContext(t, "FROM "+approved+"\nRUN echo built > /built\n"))
+					if local == "deny" {
+						refusedLocal(t, resp, "POST /build")
+						if e.ImageExists(t, name) {
+							t.Errorf("%s exists after a refused build", name)
+						}
+						return
+					}
+					if resp.Status != http.StatusOK || strings.Contains(resp.Body, `"errorDetail"`) || !e.ImageExists(t, name) {
+						t.Errorf("build under local-images: allow: %d %s", resp.Status, resp.Body)
+					}
+				})
+
+				t.Run("plugin install", func(t *testing.T) {
+					err := installPlugin(t, e, evilPlugin, "")
+					requireRefused(t, err, plugin, evilPlugin+" is not allowed")
+					// An approved plugin under a disallowed local name.
+					err = installPlugin(t, e, okPlugin, e.Ref("evil/alias:1"))
+					requireRefused(t, err, plugin, e.Ref("evil/alias:1")+" is not allowed")
+					if _, ok := findPlugin(t, e, evilPlugin); ok {
+						t.Errorf("the disallowed plugin %s is installed", evilPlugin)
+					}
+				})
+
+				t.Run("plugin upgrade", func(t *testing.T) {
+					e.Docker(t, "plugin", "disable", okPlugin)
+					resp := raw.do(t, "POST", "/plugins/"+okPlugin+"/upgrade?remote="+queryEscape(evilPlugin),
+						[]byte(`[{"Name":"network","Description":"","Value":["none"]}]`), [2]string{"Content-Type", "application/json"})
+					if resp.Status != http.StatusForbidden || !strings.Contains(resp.Message, evilPlugin+" is not allowed") {
+						t.Errorf("upgrade to %s: %d %q, want it refused by pullguard", evilPlugin, resp.Status, resp.Message)
+					}
+					if p, _ := findPlugin(t, e, okPlugin); p.PluginReference != okPlugin {
+						t.Errorf("plugin %s now comes from %q", okPlugin, p.PluginReference)
+					}
+				})
+
+				t.Run("plugin create", func(t *testing.T) {
+					evilName, okName := e.Ref("evil/created:1"), e.Ref("approved/created:1")
+					create := func(name string) rawResponse {
+						return raw.do(t, "POST", "/plugins/create?name="+queryEscape(name),
+							tarOf(t, pluginFiles(t, UniqueName(t)+name)...), [2]string{"Content-Type", "application/x-tar"})
+					}
+					resp := create(evilName)
+					if local == "deny" {
+						refusedLocal(t, resp, "POST /plugins/create")
+					} else if resp.Status != http.StatusForbidden || !strings.Contains(resp.Message, evilName+" is not allowed") {
+						t.Errorf("creating the plugin %s: %d %q, want it refused by pullguard", evilName, resp.Status, resp.Message)
+					}
+					resp = create(okName)
+					if local == "deny" {
+						refusedLocal(t, resp, "POST /plugins/create")
+						return
+					}
+					if resp.Status/100 != 2 {
+						t.Errorf("creating the plugin %s under local-images: allow: %d %s", okName, resp.Status, resp.Body)
+					}
+				})
+
+				// Allowed things stayed, and no refusal named them.
+				requireImage(t, e, other, approvedID)
+				if p, ok := findPlugin(t, e, okPlugin); !ok || p.PluginReference != okPlugin {
+					t.Errorf("the approved plugin %s is gone or changed: %+v", okPlugin, p)
 				}
-				if resp.Status != http.StatusOK || strings.Contains(resp.Body, `"errorDetail"`) || !e.ImageExists(t, name) {
-					t.Errorf("build under local-images: allow: %d %s", resp.Status, resp.Body)
+				if got := g.Entries(t, "PULLGUARD_IMAGE="+other); len(got) > 0 {
+					t.Errorf("pullguard logged %d entries about the allowed %s: %v", len(got), other, got)
 				}
 			})
-
-			t.Run("plugin install", func(t *testing.T) {
-				err := installPlugin(t, e, evilPlugin, "")
-				requireRefused(t, err, plugin, evilPlugin+" is not allowed")
-				// An approved plugin under a disallowed local name.
-				err = installPlugin(t, e, okPlugin, e.Ref("evil/alias:1"))
-				requireRefused(t, err, plugin, e.Ref("evil/alias:1")+" is not allowed")
-				if _, ok := findPlugin(t, e, evilPlugin); ok {
-					t.Errorf("the disallowed plugin %s is installed", evilPlugin)
-				}
-			})
-
-			t.Run("plugin upgrade", func(t *testing.T) {
-				e.Docker(t, "plugin", "disable", okPlugin)
-				resp := raw.do(t, "POST", "/plugins/"+okPlugin+"/upgrade?remote="+queryEscape(evilPlugin),
-					[]byte(`[{"Name":"network","Description":"","Value":["none"]}]`), [2]string{"Content-Type", "application/json"})
-				if resp.Status != http.StatusForbidden || !strings.Contains(resp.Message, evilPlugin+" is not allowed") {
-					t.Errorf("upgrade to %s: %d %q, want it refused by pullguard", evilPlugin, resp.Status, resp.Message)
-				}
-				if p, _ := findPlugin(t, e, okPlugin); p.PluginReference != okPlugin {
-					t.Errorf("plugin %s now comes from %q", okPlugin, p.PluginReference)
-				}
-			})
-
-			t.Run("plugin create", func(t *testing.T) {
-				evilName, okName := e.Ref("evil/created:1"), e.Ref("approved/created:1")
-				create := func(name string) rawResponse {
-					return raw.do(t, "POST", "/plugins/create?name="+queryEscape(name),
-						tarOf(t, pluginFiles(t, UniqueName(t)+name)...), [2]string{"Content-Type", "application/x-tar"})
-				}
-				resp := create(evilName)
-				if local == "deny" {
-					refusedLocal(t, resp, "POST /plugins/create")
-				} else if resp.Status != http.StatusForbidden || !strings.Contains(resp.Message, evilName+" is not allowed") {
-					t.Errorf("creating the plugin %s: %d %q, want it refused by pullguard", evilName, resp.Status, resp.Message)
-				}
-				resp = create(okName)
-				if local == "deny" {
-					refusedLocal(t, resp, "POST /plugins/create")
-					return
-				}
-				if resp.Status/100 != 2 {
-					t.Errorf("creating the plugin %s under local-images: allow: %d %s", okName, resp.Status, resp.Body)
-				}
-			})
-
-			// Allowed things stayed, and no refusal named them.
-			requireImage(t, e, other, approvedID)
-			if p, ok := findPlugin(t, e, okPlugin); !ok || p.PluginReference != okPlugin {
-				t.Errorf("the approved plugin %s is gone or changed: %+v", okPlugin, p)
-			}
-			if got := g.Entries(t, "PULLGUARD_IMAGE="+other); len(got) > 0 {
-				t.Errorf("pullguard logged %d entries about the allowed %s: %v", len(got), other, got)
-			}
 		})
 	}
 }
@@ -374,49 +376,50 @@ func TestProvenanceAuthz(t *testing.T) {
 // reconcile: a disallowed one is disabled and removed, with PULLGUARD_PLUGIN in the journal; an
 // approved one, enabled, is never touched.
 func TestProvenancePluginsGuard(t *testing.T) {
-	e := RequireEnv(t)
-	removePluginsAtEnd(t, e)
-	okPlugin, evilPlugin, evil2 := e.Ref("approved/plug:1.0"), e.Ref("evil/plug:1.0"), e.Ref("evil/plug:2.0")
-	for _, ref := range []string{okPlugin, evilPlugin, evil2} {
-		pushPlugin(t, e, ref)
-	}
-	// Before pullguard: an approved plugin and a disallowed one, both enabled.
-	for _, ref := range []string{okPlugin, evilPlugin} {
-		if err := installPlugin(t, e, ref, ""); err != nil {
-			t.Fatal(err)
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		removePluginsAtEnd(t, e)
+		okPlugin, evilPlugin, evil2 := e.Ref("approved/plug:1.0"), e.Ref("evil/plug:1.0"), e.Ref("evil/plug:2.0")
+		for _, ref := range []string{okPlugin, evilPlugin, evil2} {
+			pushPlugin(t, e, ref)
 		}
-	}
-	okID := e.Docker(t, "plugin", "inspect", "--format", "{{.Id}}", okPlugin)
+		// Before pullguard: an approved plugin and a disallowed one, both enabled.
+		for _, ref := range []string{okPlugin, evilPlugin} {
+			if err := installPlugin(t, e, ref, ""); err != nil {
+				t.Fatal(err)
+			}
+		}
+		okID := e.Docker(t, "plugin", "inspect", "--format", "{{.Id}}", okPlugin)
 
-	g := startDockerGuard(t, e, WritePolicy(t, "", provenancePolicy(e, "deny")))
+		g := startDockerGuard(t, e, WritePolicy(t, "", provenancePolicy(e, "deny")))
 
-	gone := func(t *testing.T, ref string, events ...string) {
-		t.Helper()
-		Eventually(t, actDeadline, func() (bool, string) {
-			_, ok := findPlugin(t, e, ref)
-			return !ok, "the disallowed plugin " + ref + " is still installed"
+		gone := func(t *testing.T, ref string, events ...string) {
+			t.Helper()
+			Eventually(t, actDeadline, func() (bool, string) {
+				_, ok := findPlugin(t, e, ref)
+				return !ok, "the disallowed plugin " + ref + " is still installed"
+			})
+			entry := g.WaitEntry(t, actDeadline, "PULLGUARD_PLUGIN="+ref, "MESSAGE_ID="+msgActionTaken)
+			requireFields(t, entry, map[string]string{"PULLGUARD_ACTION": "removed", "PULLGUARD_RUNTIME": "docker"})
+			if !containsString(events, entry["PULLGUARD_EVENT"]) {
+				t.Errorf("PULLGUARD_EVENT = %q, want one of %q", entry["PULLGUARD_EVENT"], events)
+			}
+		}
+		t.Run("reconcile", func(t *testing.T) { gone(t, evilPlugin, "reconcile") })
+		t.Run("install", func(t *testing.T) {
+			if err := installPlugin(t, e, evil2, ""); err != nil {
+				t.Logf("docker plugin install %s: %v (pullguard may remove it before it is enabled)", evil2, err)
+			}
+			gone(t, evil2, "pull", "enable") // the install's pull, or its enable right after
 		})
-		entry := g.WaitEntry(t, actDeadline, "PULLGUARD_PLUGIN="+ref, "MESSAGE_ID="+msgActionTaken)
-		requireFields(t, entry, map[string]string{"PULLGUARD_ACTION": "removed", "PULLGUARD_RUNTIME": "docker"})
-		if !containsString(events, entry["PULLGUARD_EVENT"]) {
-			t.Errorf("PULLGUARD_EVENT = %q, want one of %q", entry["PULLGUARD_EVENT"], events)
-		}
-	}
-	t.Run("reconcile", func(t *testing.T) { gone(t, evilPlugin, "reconcile") })
-	t.Run("install", func(t *testing.T) {
-		if err := installPlugin(t, e, evil2, ""); err != nil {
-			t.Logf("docker plugin install %s: %v (pullguard may remove it before it is enabled)", evil2, err)
-		}
-		gone(t, evil2, "pull", "enable") // the install's pull, or its enable right after
-	})
 
-	p, ok := findPlugin(t, e, okPlugin)
-	if !ok || !p.Enabled || p.ID != okID {
-		t.Errorf("the approved plugin %s was touched: %+v, want enabled with ID %s", okPlugin, p, okID)
-	}
-	if got := g.Entries(t, "PULLGUARD_PLUGIN="+okPlugin); len(got) > 0 {
-		t.Errorf("pullguard logged %d entries about the approved plugin: %v", len(got), got)
-	}
+		p, ok := findPlugin(t, e, okPlugin)
+		if !ok || !p.Enabled || p.ID != okID {
+			t.Errorf("the approved plugin %s was touched: %+v, want enabled with ID %s", okPlugin, p, okID)
+		}
+		if got := g.Entries(t, "PULLGUARD_PLUGIN="+okPlugin); len(got) > 0 {
+			t.Errorf("pullguard logged %d entries about the approved plugin: %v", len(got), got)
+		}
+	})
 }
 
 // TestProvenanceRegistryStopped: with the registry gone mid-test. dockerd 20.10 records where
