@@ -408,10 +408,7 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 
 // vet asks the evidence about an image the policy allows by its names.
 func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image, sigs policy.SignatureSource) *policy.Decision {
-	var names []string
-	for _, n := range namesOf(p, img) {
-		names = append(names, n.raw)
-	}
+	names := imageNames(p, img)
 	d := p.DecideImageWith(names, "", g.now(), sigs)
 	if !d.Allowed || len(names) == 0 {
 		return nil

@@ -47,6 +47,15 @@ func namesOf(p *policy.Policy, img Image) []imageName {
 	return names
 }
 
+// imageNames are img's names as namesOf lists them, raw.
+func imageNames(p *policy.Policy, img Image) []string {
+	var out []string
+	for _, n := range namesOf(p, img) {
+		out = append(out, n.raw)
+	}
+	return out
+}
+
 // normalize is the form two spellings of one reference share; an
 // unparsable string stays as it is.
 func normalize(s string) string {

@@ -94,15 +94,6 @@ func judgeVouched(typed, imageID string, v *vouched, p *policy.Policy, now time.
 	return judgeContainer(typed, imageID, &v.Image, v.judge(p), now, sigs)
 }
 
-// imageNames are img's names as namesOf lists them, raw.
-func imageNames(p *policy.Policy, img Image) []string {
-	var out []string
-	for _, n := range namesOf(p, img) {
-		out = append(out, n.raw)
-	}
-	return out
-}
-
 // vouchFor vouches for images under p, for one pass.
 func (g *Guard) vouchFor(p *policy.Policy, sigs policy.SignatureSource) vouchFunc {
 	return func(ctx context.Context, img Image) vouched { return vouch(ctx, g.prov, p, g.now(), img, sigs) }
