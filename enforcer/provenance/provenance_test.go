@@ -3,6 +3,7 @@ package provenance
 import (
 	"context"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,7 +16,9 @@ const (
 	d2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
 )
 
-func denyPolicy(t *testing.T) *policy.Policy {
+func denyPolicy(t *testing.T) *policy.Policy { return denyPolicyTB(t) }
+
+func denyPolicyTB(t testing.TB) *policy.Policy {
 	t.Helper()
 	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte("mode: enforce\nlocal-images: deny\nallow:\n  - image: reg.example/approved/**\n")})
 	if err != nil {
@@ -96,4 +99,51 @@ func TestDockerNames(t *testing.T) {
 	if ev.Unknown == nil {
 		t.Errorf("no unknown while the registry is down")
 	}
+}
+
+// BenchmarkDockerNames: what judging a Docker 29 image by its provenance
+// costs once the registry's answer is cached (every judgement after the
+// first within the hour): DockerNames and the decision on its names,
+// against the decision on dockerd's names alone in the same run.
+func BenchmarkDockerNames(b *testing.B) {
+	p := denyPolicyTB(b)
+	reg := enforcertest.NewRegistry([2]string{"reg.example/approved/app", d1})
+	c := New(reg)
+	ctx, now := context.Background(), time.Now()
+	listed := []string{"reg.example/approved/app:1", "reg.example/approved/copy:2", "reg.example/approved/app@" + d1, "reg.example/approved/copy@" + d1}
+	b.Run("names-alone", func(b *testing.B) {
+		defer cpuPerOp(b)()
+		for b.Loop() {
+			if !p.DecideImage(listed, "", now).Allowed {
+				b.Fatal("denied")
+			}
+		}
+	})
+	b.Run("provenance-cached", func(b *testing.B) {
+		defer cpuPerOp(b)()
+		for b.Loop() {
+			names, _ := c.DockerNames(ctx, p, now, d1, listed, nil)
+			if !p.DecideImage(names, "", now).Allowed {
+				b.Fatal("denied")
+			}
+		}
+	})
+	if reg.Asks() != 1 {
+		b.Errorf("%d asks, want 1", reg.Asks())
+	}
+}
+
+// cpuPerOp reports the process's CPU time (user and system) per operation
+// as cpu-ns/op when the returned function is called: on a shared, loaded
+// machine a steadier figure than wall time.
+func cpuPerOp(b *testing.B) func() {
+	cpu := func() int64 {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			b.Fatal(err)
+		}
+		return ru.Utime.Nano() + ru.Stime.Nano()
+	}
+	start := cpu()
+	return func() { b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/op") }
 }
