@@ -456,8 +456,9 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 				return g.removeName(ctx, img.ID, name, event, check)
 			},
 			AllowedBy: func(prev *policy.Policy) bool {
-				// img is the image as vouched for under p; a previous
-				// policy that judged names alone needs no proof.
+				// img has the names its provenance was vouched for
+				// with now (provenance.go); the previous policy judges
+				// those.
 				return planImage(img, prev, g.now(), []string{name}, sigs).Removals == nil
 			},
 		})
