@@ -583,6 +583,7 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 		return errors.New("no policy in force")
 	}
 	began := time.Now()
+	ctx = provenance.WithPass(ctx) // a registry that did not answer is asked once a pass
 	sigs := g.sigs(ctx)
 	s, err := takeSurvey(ctx, g.api, p, g.now(), g.evidence != nil, sigs, g.vouchFor(p, sigs))
 	if err != nil {

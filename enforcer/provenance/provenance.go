@@ -87,8 +87,13 @@ func (c *Cache) Served(ctx context.Context, repository, digest string) (bool, er
 	if ok && now.Before(a.until) {
 		return a.served, nil
 	}
+	p, _ := ctx.Value(passKey{}).(*pass)
+	if err := p.failed(k); err != nil {
+		return false, err
+	}
 	served, err := c.reg.HasManifest(ctx, repository, digest)
 	if err != nil {
+		p.fail(k, err)
 		return false, err
 	}
 	ttl := NotServedTTL
@@ -115,6 +120,40 @@ func (c *Cache) originsOf(digest string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.origins[digest])
+}
+
+// WithPass returns a context under which a question the registry failed to
+// answer is not asked again: for one reconcile, which may judge an image
+// twice (its survey, then its removal) and would otherwise wait out an
+// unreachable registry's timeout each time. The next pass asks again.
+func WithPass(ctx context.Context) context.Context {
+	return context.WithValue(ctx, passKey{}, &pass{errs: map[key]error{}})
+}
+
+type passKey struct{}
+
+// pass remembers one pass's failed questions; a nil pass remembers none.
+type pass struct {
+	mu   sync.Mutex
+	errs map[key]error
+}
+
+func (p *pass) failed(k key) error {
+	if p == nil {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.errs[k]
+}
+
+func (p *pass) fail(k key, err error) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.errs[k] = err
 }
 
 // Evidence is what the registries said about one content.

@@ -147,3 +147,23 @@ func cpuPerOp(b *testing.B) func() {
 	start := cpu()
 	return func() { b.ReportMetric(float64(cpu()-start)/float64(b.N), "cpu-ns/op") }
 }
+
+// TestPassAsksOnce: within one pass a question the registry failed to
+// answer is not asked again; the next pass asks again.
+func TestPassAsksOnce(t *testing.T) {
+	reg := enforcertest.NewRegistry()
+	reg.SetDown(true)
+	c := New(reg)
+	ctx := WithPass(context.Background())
+	for range 3 {
+		if _, err := c.Served(ctx, "r/a", d1); err == nil {
+			t.Fatal("no error from a registry that is down")
+		}
+	}
+	if n := reg.Asks(); n != 1 {
+		t.Errorf("%d asks in one pass, want 1", n)
+	}
+	if _, err := c.Served(WithPass(context.Background()), "r/a", d1); err == nil || reg.Asks() != 2 {
+		t.Errorf("the next pass did not ask again: %v, %d asks", err, reg.Asks())
+	}
+}
