@@ -2,8 +2,10 @@ package docker
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
@@ -138,4 +140,31 @@ func TestProvenanceOwnStoreUnchanged(t *testing.T) {
 	if n := reg.Asks(); n != 0 {
 		t.Errorf("the registry was asked %d times", n)
 	}
+}
+
+// noNetworkRegistry fails as a process without network sockets does (the
+// shipped unit's RestrictAddressFamilies=AF_UNIX).
+type noNetworkRegistry struct{}
+
+func (noNetworkRegistry) HasManifest(ctx context.Context, repository, digest string) (bool, error) {
+	return false, fmt.Errorf("dial tcp 127.0.0.1:5000: socket: %w", syscall.EAFNOSUPPORT)
+}
+
+// TestProvenanceContainerdStoreWithoutNetwork: a pullguard that may not use
+// the network at all fails closed on dockerd's containerd image store: it
+// cannot tell pulled from loaded content, so it removes neither for want of
+// provenance and reports both failed (unlike the containerd guard, which
+// judges names alone there: a CRI pull carries its own repo@digest record).
+// A name the policy denies whatever its content still goes.
+func TestProvenanceContainerdStoreWithoutNetwork(t *testing.T) {
+	f := newFake()
+	f.c8d = true
+	f.addImage(id(1), "reg.example/approved/app:1")
+	f.addImage(id(2), "reg.example/approved/loaded:1", "reg.example/evil/x:1")
+	h := startGuard(t, f, mustProvenancePolicy(t), WithProvenance(provenance.New(noNetworkRegistry{})))
+	h.connected()
+	eq(t, "pulled content's names", f.names(id(1)), []string{"reg.example/approved/app:1"})
+	eq(t, "loaded content's names", f.names(id(2)), []string{"reg.example/approved/loaded:1"})
+	h.wantRecords("failed reconcile reg.example/approved/app:1 err", "failed reconcile reg.example/approved/loaded:1 err",
+		"untagged reconcile reg.example/evil/x:1")
 }
