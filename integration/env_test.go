@@ -291,6 +291,12 @@ type Image struct {
 func (e *Env) InspectImage(t testing.TB, ref string) (img Image, ok bool) {
 	t.Helper()
 	out, err := e.DockerErr(t, "image", "inspect", "--format", "{{json .}}", ref)
+	// Docker 29's containerd store, when the image's records changed while it looked them
+	// up (a name being removed): it says to ask again.
+	for try := 0; err != nil && try < 5 && strings.Contains(err.Error(), "data changed during operation, retry"); try++ {
+		time.Sleep(pollInterval)
+		out, err = e.DockerErr(t, "image", "inspect", "--format", "{{json .}}", ref)
+	}
 	if err != nil {
 		msg := strings.ToLower(err.Error())
 		if strings.Contains(msg, "no such image") {

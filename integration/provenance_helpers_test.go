@@ -343,3 +343,16 @@ func installPlugin(t testing.TB, e *Env, remote, alias string) error {
 	_, err := e.DockerErr(t, append(args, remote)...)
 	return err
 }
+
+// loadableAs is saveAs of the image src as pulled by the environment's dockerd 20.10, for
+// either engine to load: dockerd 20.10's saves carry manifest.json only, which saveAs
+// rewrites, while Docker 29's name their images in an OCI index as well. It leaves dockerd
+// 20.10 reset; call it before anything else there.
+func loadableAs(t testing.TB, src string, names ...string) string {
+	t.Helper()
+	legacy := theEnv
+	legacy.Docker(t, "pull", "-q", src)
+	tarball := saveAs(t, legacy, src, names...)
+	legacy.Reset(t)
+	return tarball
+}

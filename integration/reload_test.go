@@ -1,7 +1,7 @@
 package integration
 
-// End-to-end tests of the daemon's policy hot reload on a real dockerd (issue 4): the ways
-// operators and tools replace a policy file, and an invalid policy.
+// End-to-end tests of the daemon's policy hot reload on both Docker engines (issue 4): the
+// ways operators and tools replace a policy file, and an invalid policy.
 
 import (
 	"fmt"
@@ -83,40 +83,41 @@ func TestReloadAppliesEditedPolicy(t *testing.T) {
 	}
 	for _, layout := range layouts {
 		t.Run(layout.name, func(t *testing.T) {
-			e := RequireEnv(t)
-			approved, myorg, evil := e.Ref("approved/busybox:1.0"), e.Ref("myorg/base:1.0"), e.Ref("evil/miner:latest")
-			first := policyYAML(e, "enforce", true)
-			second := policyYAML(e, "enforce", false) // myorg/base no longer allowed
-			path, edit, after := layout.setup(t, first)
-			firstHash := policyHash(t, path)
-			g := startDockerGuard(t, e, path)
+			ForEachDocker(t, func(t *testing.T, e *Env) {
+				approved, myorg, evil := e.Ref("approved/busybox:1.0"), e.Ref("myorg/base:1.0"), e.Ref("evil/miner:latest")
+				first := policyYAML(e, "enforce", true)
+				second := policyYAML(e, "enforce", false) // myorg/base no longer allowed
+				path, edit, after := layout.setup(t, first)
+				firstHash := policyHash(t, path)
+				g := startDockerGuard(t, e, path)
 
-			e.Docker(t, "pull", "-q", approved)
-			e.Docker(t, "pull", "-q", myorg)
-			// A disallowed pull, removed, shows the guard at work; myorg/base must be left.
-			e.Docker(t, "pull", "-q", evil)
-			waitImageGone(t, e, evil)
-			requireImage(t, e, myorg, "")
+				e.Docker(t, "pull", "-q", approved)
+				e.Docker(t, "pull", "-q", myorg)
+				// A disallowed pull, removed, shows the guard at work; myorg/base must be left.
+				e.Docker(t, "pull", "-q", evil)
+				waitImageGone(t, e, evil)
+				requireImage(t, e, myorg, "")
 
-			edit(second)
-			newHash := policyHash(t, path)
-			if newHash == firstHash {
-				t.Fatalf("the edit did not change the policy (hash %s)", newHash)
-			}
-			loaded := g.WaitEntry(t, actDeadline, "MESSAGE_ID="+msgPolicyLoaded, "PULLGUARD_POLICY_HASH="+newHash)
-			if loaded["PULLGUARD_TRIGGER"] != "file change" {
-				t.Errorf("policy loaded with PULLGUARD_TRIGGER=%q, want file change", loaded["PULLGUARD_TRIGGER"])
-			}
-			if after != nil {
-				after()
-			}
-			waitImageGone(t, e, myorg)
-			entry := g.WaitEntry(t, actDeadline, "PULLGUARD_IMAGE="+myorg)
-			if entry["PULLGUARD_EVENT"] != "reconcile" || entry["PULLGUARD_POLICY_HASH"] != newHash {
-				t.Errorf("removal of %s: PULLGUARD_EVENT=%q PULLGUARD_POLICY_HASH=%q, want reconcile and %s",
-					myorg, entry["PULLGUARD_EVENT"], entry["PULLGUARD_POLICY_HASH"], newHash)
-			}
-			requireImage(t, e, approved, "")
+				edit(second)
+				newHash := policyHash(t, path)
+				if newHash == firstHash {
+					t.Fatalf("the edit did not change the policy (hash %s)", newHash)
+				}
+				loaded := g.WaitEntry(t, actDeadline, "MESSAGE_ID="+msgPolicyLoaded, "PULLGUARD_POLICY_HASH="+newHash)
+				if loaded["PULLGUARD_TRIGGER"] != "file change" {
+					t.Errorf("policy loaded with PULLGUARD_TRIGGER=%q, want file change", loaded["PULLGUARD_TRIGGER"])
+				}
+				if after != nil {
+					after()
+				}
+				waitImageGone(t, e, myorg)
+				entry := g.WaitEntry(t, actDeadline, "PULLGUARD_IMAGE="+myorg)
+				if entry["PULLGUARD_EVENT"] != "reconcile" || entry["PULLGUARD_POLICY_HASH"] != newHash {
+					t.Errorf("removal of %s: PULLGUARD_EVENT=%q PULLGUARD_POLICY_HASH=%q, want reconcile and %s",
+						myorg, entry["PULLGUARD_EVENT"], entry["PULLGUARD_POLICY_HASH"], newHash)
+				}
+				requireImage(t, e, approved, "")
+			})
 		})
 	}
 }
@@ -125,42 +126,43 @@ func TestReloadAppliesEditedPolicy(t *testing.T) {
 // (PRIORITY=3) naming file:line, and the last good policy stays in force: what it allows
 // stays, what it denies is still removed. A fixed policy is then picked up.
 func TestReloadInvalidPolicyKeepsLastGood(t *testing.T) {
-	e := RequireEnv(t)
-	approved, myorg, evil := e.Ref("approved/busybox:1.0"), e.Ref("myorg/base:1.0"), e.Ref("evil/miner:latest")
-	dir := t.TempDir()
-	good := policyYAML(e, "enforce", true)
-	path := WritePolicy(t, dir, good)
-	goodHash := policyHash(t, path)
-	g := startDockerGuard(t, e, path)
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		approved, myorg, evil := e.Ref("approved/busybox:1.0"), e.Ref("myorg/base:1.0"), e.Ref("evil/miner:latest")
+		dir := t.TempDir()
+		good := policyYAML(e, "enforce", true)
+		path := WritePolicy(t, dir, good)
+		goodHash := policyHash(t, path)
+		g := startDockerGuard(t, e, path)
 
-	// Broken: an unknown key. It also drops myorg/base, so that a daemon that applied any
-	// part of it would remove myorg/base.
-	bad := policyYAML(e, "enforce", false) + fmt.Sprintf("  - image: %s/other/**\n    tagz: [x]\n", e.Registry)
-	WritePolicy(t, dir, bad)
-	entry := g.WaitEntry(t, actDeadline, "MESSAGE_ID="+msgPolicyInvalid)
-	if entry["PRIORITY"] != "3" {
-		t.Errorf("invalid policy entry has PRIORITY=%q, want 3 (error)", entry["PRIORITY"])
-	}
-	if want := fmt.Sprintf("%s:%d", path, lineOf(t, bad, "tagz")); !strings.Contains(entry["MESSAGE"], want) {
-		t.Errorf("invalid policy entry does not name %s:\n%s", want, entry["MESSAGE"])
-	}
-	if entry["PULLGUARD_POLICY_HASH"] != goodHash {
-		t.Errorf("invalid policy entry: PULLGUARD_POLICY_HASH=%q, want the kept policy's %s", entry["PULLGUARD_POLICY_HASH"], goodHash)
-	}
+		// Broken: an unknown key. It also drops myorg/base, so that a daemon that applied any
+		// part of it would remove myorg/base.
+		bad := policyYAML(e, "enforce", false) + fmt.Sprintf("  - image: %s/other/**\n    tagz: [x]\n", e.Registry)
+		WritePolicy(t, dir, bad)
+		entry := g.WaitEntry(t, actDeadline, "MESSAGE_ID="+msgPolicyInvalid)
+		if entry["PRIORITY"] != "3" {
+			t.Errorf("invalid policy entry has PRIORITY=%q, want 3 (error)", entry["PRIORITY"])
+		}
+		if want := fmt.Sprintf("%s:%d", path, lineOf(t, bad, "tagz")); !strings.Contains(entry["MESSAGE"], want) {
+			t.Errorf("invalid policy entry does not name %s:\n%s", want, entry["MESSAGE"])
+		}
+		if entry["PULLGUARD_POLICY_HASH"] != goodHash {
+			t.Errorf("invalid policy entry: PULLGUARD_POLICY_HASH=%q, want the kept policy's %s", entry["PULLGUARD_POLICY_HASH"], goodHash)
+		}
 
-	e.Docker(t, "pull", "-q", approved)
-	e.Docker(t, "pull", "-q", myorg)
-	e.Docker(t, "pull", "-q", evil)
-	waitImageGone(t, e, evil)
-	requireImage(t, e, approved, "")
-	requireImage(t, e, myorg, "")
-	if loaded := g.Entries(t, "MESSAGE_ID="+msgPolicyLoaded); len(loaded) != 1 || loaded[0]["PULLGUARD_POLICY_HASH"] != goodHash {
-		t.Errorf("policy loaded entries after the invalid edit: %v, want only the first, hash %s", loaded, goodHash)
-	}
+		e.Docker(t, "pull", "-q", approved)
+		e.Docker(t, "pull", "-q", myorg)
+		e.Docker(t, "pull", "-q", evil)
+		waitImageGone(t, e, evil)
+		requireImage(t, e, approved, "")
+		requireImage(t, e, myorg, "")
+		if loaded := g.Entries(t, "MESSAGE_ID="+msgPolicyLoaded); len(loaded) != 1 || loaded[0]["PULLGUARD_POLICY_HASH"] != goodHash {
+			t.Errorf("policy loaded entries after the invalid edit: %v, want only the first, hash %s", loaded, goodHash)
+		}
 
-	// Fixed: the new policy is in force, and applied.
-	WritePolicy(t, dir, policyYAML(e, "enforce", false))
-	g.WaitEntry(t, actDeadline, "MESSAGE_ID="+msgPolicyLoaded, "PULLGUARD_POLICY_HASH="+policyHash(t, path))
-	waitImageGone(t, e, myorg)
-	requireImage(t, e, approved, "")
+		// Fixed: the new policy is in force, and applied.
+		WritePolicy(t, dir, policyYAML(e, "enforce", false))
+		g.WaitEntry(t, actDeadline, "MESSAGE_ID="+msgPolicyLoaded, "PULLGUARD_POLICY_HASH="+policyHash(t, path))
+		waitImageGone(t, e, myorg)
+		requireImage(t, e, approved, "")
+	})
 }

@@ -14,8 +14,9 @@ import (
 // serves the content. Nothing else can put such a name on content there:
 // dockerd refuses a digest in tag, load, import, build and commit, and
 // checks every pulled manifest against its digest. (Docker 29's containerd
-// image store lists a digest for every name, pulled or not: see the Docker
-// guard's checkImageStore.)
+// image store lists a digest for every name, pulled or not, so there the
+// Docker guard and the plugin set them aside and ask the registry too:
+// enforcer/provenance.)
 
 // reasonNotFromAllowed begins the reason of every name denied for want of
 // provenance.

@@ -22,6 +22,7 @@ import (
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
 	"github.com/pullguard/pullguard/enforcer/dockerstore"
 	"github.com/pullguard/pullguard/enforcer/prepull"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/enforcer/signature"
 )
@@ -222,6 +223,10 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	// contacts a registry only for what a signed-by rule names.
 	reg := registry.New(registry.Options{})
 	sigs := signature.New(reg)
+	// One provenance cache, likewise: the registries are asked where
+	// content came from (local-images: deny) on containerd and on Docker's
+	// containerd image store, once for the guards and the plugin.
+	prov := provenance.New(reg)
 	// The plugin's image index forgets what it knows whenever the Docker
 	// guard reads an image event; the plugin is built after the guard.
 	var plugin *authz.Server
@@ -235,7 +240,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			if plugin != nil {
 				plugin.ImagesChanged()
 			}
-		}), dockerguard.WithSignatures(sigs))
+		}), dockerguard.WithSignatures(sigs), dockerguard.WithProvenance(prov))
 		guards = append(guards, namedGuard{enforcer.RuntimeDocker, docker})
 	}
 	if rf.containerd() {
@@ -256,10 +261,10 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
 		}
-		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, append(opts, containerdProvenance(reg))...)})
+		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, append(opts, cdguard.WithProvenance(prov))...)})
 	}
 	if authzMode != "off" {
-		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs)
+		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs, prov)
 		if err != nil {
 			return nil, err
 		}
@@ -301,7 +306,7 @@ func (g *authzGuard) Run(ctx context.Context) error {
 }
 
 func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter, m *metrics.Metrics,
-	log *logrus.Logger, closers *[]func(), sigs authz.Signatures) (*authzGuard, error) {
+	log *logrus.Logger, closers *[]func(), sigs authz.Signatures, prov *provenance.Cache) (*authzGuard, error) {
 	listeners, err := authz.ListenersFromSystemd()
 	if err != nil {
 		return nil, err
@@ -337,14 +342,6 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	*closers = append(*closers, func() { c.Close() })
 	ready := make(chan struct{})
 	close(ready)
-	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest), authz.WithSignatures(sigs))
+	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest), authz.WithSignatures(sigs), authz.WithProvenance(prov))
 	return &authzGuard{server: srv, listeners: listeners, ready: ready}, nil
-}
-
-// containerdProvenance has the containerd guard ask registries whether a
-// repository serves a record's content (local-images: deny): with Docker's
-// credentials, plain HTTP for loopback registries only, a deadline on every
-// call. The daemon and scan judge alike.
-func containerdProvenance(reg *registry.Client) cdguard.Option {
-	return cdguard.WithRegistry(reg)
 }

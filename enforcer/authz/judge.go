@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -272,8 +273,22 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	if r, err := policy.ParseRef(typed); err == nil {
 		typedRef = r.String
 	}
+	sigs := enforcer.SourceFor(ctx, s.signatures)
+	if img.InContainerd && s.prov != nil && localDenied(p) {
+		// dockerd 29's repository digests prove nothing there: the
+		// registries say where the content came from, as for the guards.
+		var ev *provenance.Evidence
+		img.Names, ev = s.prov.DockerNames(ctx, p, now, img.ID, img.Names, sigs)
+		if ev.Unknown != nil && p.NamesOnly().DecideImageWith(img.Names, "", now, sigs).Allowed {
+			// Allowed by its names, unproven, and no registry could say:
+			// refused (fail closed), journaled as failed.
+			log.WithError(ev.Unknown).WithField("image", typed).Warn("authorization plugin: where the image's content came from is unknown; refusing the request")
+			d := policy.Decision{Input: typed, Reason: "pullguard could not ask the registry where the image's content came from (local-images: deny): " + ev.Unknown.Error(), PolicyHash: p.Hash}
+			return verdict{imageID: img.ID, decision: d, msg: d.Err().Error(), err: ev.Unknown}
+		}
+	}
 	// The image is allowed if it may stay and run: one of its names is.
-	judged := p.DecideImageWith(img.Names, "", now, enforcer.SourceFor(ctx, s.signatures))
+	judged := p.DecideImageWith(img.Names, "", now, sigs)
 	if judged.Allowed && s.evidence != nil && len(img.Names) > 0 {
 		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeDocker, ID: img.ID, Names: img.Names}
 		if d := s.evidence.Check(ctx, subject, judged); d != nil {

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -90,5 +92,49 @@ func TestLocalContentContainer(t *testing.T) {
 		case !c.allow && (res.Allow || res.Msg != want):
 			t.Errorf("local-images: %s: allow=%v %q, want refused with %q", c.setting, res.Allow, res.Msg, want)
 		}
+	}
+}
+
+// TestLocalContentContainerdStore: on dockerd 29's containerd image store
+// every name comes with a repository digest made from it, so under deny the
+// plugin asks the registry: a container of loaded content under an allowed
+// name is refused, one of pulled content (or a copy of it under another
+// allowed name) is allowed, and while the registry cannot answer a
+// container of content it has not vouched for is refused and journaled as
+// failed.
+func TestLocalContentContainerdStore(t *testing.T) {
+	const pulledID = "sha256:2020202020202020202020202020202020202020202020202020202020202020"
+	const loadedID = "sha256:3030303030303030303030303030303030303030303030303030303030303030"
+	pulled, copied, loaded := reg+"/approved/app:1", reg+"/approved/copy:1", reg+"/approved/loaded:1"
+	deny := loadPolicy(t, func(s string) string { return strings.Replace(s, "local-images: allow", "local-images: deny", 1) })
+	f := newFixture(t, deny)
+	registry := enforcertest.NewRegistry([2]string{reg + "/approved/app", pulledID})
+	WithProvenance(provenance.New(registry))(f.srv)
+	for name, id := range map[string]string{pulled: pulledID, copied: pulledID, loaded: loadedID} {
+		repo, _, _ := strings.Cut(name[len(reg):], ":")
+		f.images.images[name] = LocalImage{ID: id, Names: []string{name, reg + repo + "@" + id}, InContainerd: true}
+	}
+	create := func(name string) Response {
+		b := createBody(name)
+		return f.call(t, "/AuthZPlugin.AuthZReq", rawCall("POST", "/v1.41/containers/create", jsonHeaders(b), b))
+	}
+	if res := create(pulled); !res.Allow {
+		t.Errorf("pulled content refused: %s", res.Msg)
+	}
+	if res := create(copied); !res.Allow {
+		t.Errorf("a copy of pulled content refused: %s", res.Msg)
+	}
+	if res, want := create(loaded), "pullguard: "+loaded+" is not allowed: "+policy.ReasonLocalContent; res.Allow || res.Msg != want {
+		t.Errorf("loaded content: allow=%v %q, want refused with %q", res.Allow, res.Msg, want)
+	}
+
+	registry.SetDown(true)
+	late := reg + "/approved/late:1"
+	f.images.images[late] = LocalImage{ID: loadedID, Names: []string{late, reg + "/approved/late@" + loadedID}, InContainerd: true}
+	if res := create(late); res.Allow || !strings.Contains(res.Msg, "could not ask the registry") {
+		t.Errorf("while the registry is down: allow=%v %q, want refused saying it could not ask", res.Allow, res.Msg)
+	}
+	if res := create(pulled); !res.Allow {
+		t.Errorf("pulled content refused while the registry is down (its answer is cached): %s", res.Msg)
 	}
 }

@@ -15,6 +15,11 @@ type LocalImage struct {
 	// Names are the image's references: its tags, then its digests, as
 	// Docker lists them (RepoTags, RepoDigests).
 	Names []string
+	// InContainerd: dockerd keeps the image in containerd (Docker 29's
+	// containerd image store), where its repository digests are made from
+	// its names and prove nothing about where the content came from
+	// (enforcer/provenance's DockerNames).
+	InContainerd bool
 }
 
 // ImageResolver finds the local image that a reference means to Docker: a
@@ -57,7 +62,8 @@ func (r *DockerResolver) ResolveImage(ctx context.Context, ref string) (LocalIma
 	if err != nil {
 		return LocalImage{}, false, fmt.Errorf("inspecting image %q: %w", ref, err)
 	}
-	img := LocalImage{ID: res.ID, Names: make([]string, 0, len(res.RepoTags)+len(res.RepoDigests))}
+	// Only the containerd image store describes the image's target.
+	img := LocalImage{ID: res.ID, Names: make([]string, 0, len(res.RepoTags)+len(res.RepoDigests)), InContainerd: res.Descriptor != nil}
 	for _, lists := range [][]string{res.RepoTags, res.RepoDigests} {
 		for _, n := range lists {
 			// API versions before 1.24 listed "<none>:<none>" for an

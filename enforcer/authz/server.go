@@ -25,6 +25,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -54,6 +55,9 @@ type Server struct {
 	observe  func(verdict string, took time.Duration)
 	// signatures, when set, verifies what signed-by rules ask for.
 	signatures Signatures
+	// prov, when set, asks registries where content on dockerd's
+	// containerd image store came from (judge.go).
+	prov *provenance.Cache
 }
 
 // Signatures verifies what signed-by rules ask for (enforcer/signature's
@@ -88,6 +92,13 @@ func WithEvidence(e enforcer.Evidence) Option { return func(s *Server) { s.evide
 func WithRequestObserver(observe func(verdict string, took time.Duration)) Option {
 	return func(s *Server) { s.observe = observe }
 }
+
+// WithProvenance has the plugin judge, on dockerd's containerd image store
+// under local-images: deny, where a local image's content came from by
+// asking registries through c (shared with the guards), as the guards do;
+// a registry that cannot answer refuses the request. Without it repository
+// digests are taken as dockerd shows them, which there proves nothing.
+func WithProvenance(c *provenance.Cache) Option { return func(s *Server) { s.prov = c } }
 
 // WithSignatures has the plugin verify the signatures signed-by rules ask
 // for; without it such rules refuse every pull and use of what they name.

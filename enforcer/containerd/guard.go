@@ -12,6 +12,7 @@ import (
 
 	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/enforcer/internal/engine"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -47,7 +48,10 @@ type Guard struct {
 	kept   map[string]bool
 	// prov asks the registry where content came from (provenance.go); nil:
 	// names alone are judged.
-	prov *provenanceCache
+	prov *provenance.Cache
+	// noNetwork is logged once: the process may not open network sockets
+	// at all (the shipped unit's RestrictAddressFamilies=AF_UNIX).
+	noNetwork sync.Once
 	// evidence, when set, may overrule the policy's allowing decisions.
 	evidence enforcer.Evidence
 	// signatures, when set, verifies what signed-by rules ask for.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/enforcer/internal/engine"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -70,14 +71,14 @@ type contentPlan struct {
 // ev is what the registry said about where the content came from (nil: no
 // registry to ask); sigs answers for signed-by rules, about the target
 // (nil: they deny).
-func planContent(p *policy.Policy, now time.Time, recs []Image, target string, ev *evidence, sigs policy.SignatureSource) contentPlan {
+func planContent(p *policy.Policy, now time.Time, recs []Image, target string, ev *provenance.Evidence, sigs policy.SignatureSource) contentPlan {
 	judge, names := p, recordNames(recs)
 	if ev == nil {
 		// No registry to ask: a record does not say how it arrived, so
 		// names alone are judged (provenance.go).
 		judge = p.NamesOnly()
 	} else {
-		names = append(names, ev.served...) // repositories that serve the content
+		names = append(names, ev.Served...) // repositories that serve the content
 	}
 	plan := contentPlan{Verdict: judge.DecideImageWith(names, target, now, sigs)}
 	plan.Verdict.Names = plan.Verdict.Names[:len(recs)]
@@ -87,7 +88,7 @@ func planContent(p *policy.Policy, now time.Time, recs []Image, target string, e
 	// A name denied only for want of provenance, while the registry could
 	// not answer, is no definite denial: it stays, reported failed, and the
 	// content is not treated as nameless.
-	if ev != nil && ev.unknown != nil {
+	if ev != nil && ev.Unknown != nil {
 		for i, n := range plan.Verdict.Names {
 			if n.Unproven {
 				plan.Unknown = append(plan.Unknown, recordStep{Image: recs[i], Action: enforcer.Failed, Decision: n.Decision})
@@ -101,7 +102,7 @@ func planContent(p *policy.Policy, now time.Time, recs []Image, target string, e
 	}
 	var denied []string
 	for i, n := range plan.Verdict.Names {
-		if n.ImageID || n.Decision.Allowed || (n.Unproven && ev != nil && ev.unknown != nil) {
+		if n.ImageID || n.Decision.Allowed || (n.Unproven && ev != nil && ev.Unknown != nil) {
 			continue
 		}
 		plan.Names = append(plan.Names, recordStep{Image: recs[i], Action: action, Decision: n.Decision})
@@ -175,7 +176,7 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 	}
 	for _, st := range plan.Unknown {
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns,
-			Event: event, Image: displayName(st.Name), ImageID: st.Target, Decision: st.Decision, Err: ev.unknown}})
+			Event: event, Image: displayName(st.Name), ImageID: st.Target, Decision: st.Decision, Err: ev.Unknown}})
 	}
 	vetoed := false // evidence denied content the policy allows
 	if g.evidence != nil && plan.Verdict.Allowed {
@@ -215,7 +216,7 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 // deleteRecord has the executor delete one record (in enforce mode) and
 // report it. A record that is already gone is not reported: someone else
 // removed it.
-func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image, ev *evidence, sigs policy.SignatureSource) engine.Outcome {
+func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image, ev *provenance.Evidence, sigs policy.SignatureSource) engine.Outcome {
 	if p.Mode != policy.ModeEnforce && trigger != "" && st.Name != trigger {
 		return engine.Skipped
 	}

@@ -2,40 +2,15 @@ package containerd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
-
-// fakeRegistry serves manifests by (repository, digest) and counts asks.
-type fakeRegistry struct {
-	mu     sync.Mutex
-	serves map[servedKey]bool
-	down   bool
-	asks   int
-}
-
-func (r *fakeRegistry) HasManifest(ctx context.Context, repository, digest string) (bool, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.asks++
-	if r.down {
-		return false, errors.New("dial tcp 127.0.0.1:5000: connection refused")
-	}
-	return r.serves[servedKey{repository, digest}], nil
-}
-
-func (r *fakeRegistry) setDown(down bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.down = down
-}
 
 func provenancePolicy(t *testing.T) *policy.Policy {
 	t.Helper()
@@ -55,15 +30,15 @@ func provenancePolicy(t *testing.T) *policy.Policy {
 func TestProvenance(t *testing.T) {
 	pulled, retag, imported, cri := "registry.local/approved/busybox:1.0", "registry.local/approved/copy:2",
 		"registry.local/approved/busybox:imported", "registry.local/approved/cri:1"
-	reg := &fakeRegistry{serves: map[servedKey]bool{{"registry.local/approved/busybox", dg('1')}: true}}
+	reg := enforcertest.NewRegistry([2]string{"registry.local/approved/busybox", dg('1')})
 	f := newFake()
 	f.addImage(k8s, pulled, dg('1'))
 	f.addImage(k8s, retag, dg('1'))
 	f.addImage(k8s, imported, dg('2')) // ctr import: the registry never served it
 	f.addImage(k8s, cri, dg('3'))      // CRI's three records, no registry needed
 	f.addImage(k8s, "registry.local/approved/cri@"+dg('3'), dg('3'))
-	reg.setDown(false)
-	g, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), WithRegistry(reg))
+	reg.SetDown(false)
+	g, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), WithProvenance(provenance.New(reg)))
 
 	names := f.imageNames(k8s)
 	for _, keep := range []string{pulled, retag, cri} {
@@ -79,13 +54,11 @@ func TestProvenance(t *testing.T) {
 			t.Errorf("unexpected record %+v", r)
 		}
 	}
-	reg.mu.Lock()
-	asks := reg.asks
-	reg.mu.Unlock()
+	asks := reg.Asks()
 
 	// The registry goes away; content imported under an allowed name now is
 	// not deleted (no definite answer) but reported failed.
-	reg.setDown(true)
+	reg.SetDown(true)
 	f.addImage(k8s, "registry.local/approved/late:1", dg('4'))
 	g.RequestReconcile()
 	eventually(t, "a failed record for the unproven name", func() bool {
@@ -101,14 +74,12 @@ func TestProvenance(t *testing.T) {
 	}
 	// Answers are cached per (repository, digest): the reconcile asked only
 	// about the new content.
-	reg.mu.Lock()
-	if n := reg.asks - asks; n != 1 {
+	if n := reg.Asks() - asks; n != 1 {
 		t.Errorf("the reconcile asked the registry %d times, want once (the new content only)", n)
 	}
-	reg.mu.Unlock()
 
 	// Back: the next reconcile deletes it.
-	reg.setDown(false)
+	reg.SetDown(false)
 	g.RequestReconcile()
 	eventually(t, "the unproven record deleted once the registry answers", func() bool {
 		return !slices.Contains(f.imageNames(k8s), "registry.local/approved/late:1")
@@ -133,7 +104,7 @@ func (noNetworkRegistry) HasManifest(ctx context.Context, repository, digest str
 func TestProvenanceWithoutNetwork(t *testing.T) {
 	f := newFake()
 	f.addImage(k8s, "registry.local/approved/busybox:1.0", dg('1'))
-	_, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), WithRegistry(noNetworkRegistry{}))
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), WithProvenance(provenance.New(noNetworkRegistry{})))
 	if got := f.imageNames(k8s); !slices.Contains(got, "registry.local/approved/busybox:1.0") {
 		t.Errorf("records left %q", got)
 	}

@@ -111,6 +111,10 @@ type Image struct {
 	RepoTags []string
 	// RepoDigests are name@sha256:<hex> references.
 	RepoDigests []string
+	// InContainerd: dockerd keeps the image in containerd (Docker 29's
+	// containerd image store), where RepoDigests are made from the names
+	// and prove nothing about where the content came from (provenance.go).
+	InContainerd bool
 }
 
 // Container is a container as the guard judges it.

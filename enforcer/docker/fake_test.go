@@ -47,6 +47,10 @@ type fakeDocker struct {
 	inspectsByID int
 	sinces       []time.Time
 	subs         chan *fakeStream
+	// c8d makes it dockerd 29's containerd image store: images are listed
+	// with a repository digest made from every tag and the image ID
+	// (provenance_test.go).
+	c8d bool
 }
 
 type fakeImage struct {
@@ -295,14 +299,22 @@ func (f *fakeDocker) ListImages(ctx context.Context) ([]Image, error) {
 	var out []Image
 	for _, id := range f.imageOrder {
 		if img := f.images[id]; img != nil {
-			out = append(out, img.export())
+			out = append(out, img.export(f.c8d))
 		}
 	}
 	return out, nil
 }
 
-func (img *fakeImage) export() Image {
-	return Image{ID: img.id, RepoTags: slices.Clone(img.tags), RepoDigests: slices.Clone(img.digests)}
+func (img *fakeImage) export(c8d bool) Image {
+	out := Image{ID: img.id, RepoTags: slices.Clone(img.tags), RepoDigests: slices.Clone(img.digests), InContainerd: c8d}
+	if c8d {
+		for _, t := range img.tags {
+			if d := repoOfName(t) + "@" + img.id; !slices.Contains(out.RepoDigests, d) {
+				out.RepoDigests = append(out.RepoDigests, d)
+			}
+		}
+	}
+	return out
 }
 
 func (f *fakeDocker) InspectImage(ctx context.Context, ref string) (Image, error) {
@@ -315,7 +327,7 @@ func (f *fakeDocker) InspectImage(ctx context.Context, ref string) (Image, error
 		f.inspectsByID++
 	}
 	if img := f.lookupLocked(ref); img != nil {
-		return img.export(), nil
+		return img.export(f.c8d), nil
 	}
 	return Image{}, fmt.Errorf("%w: No such image: %s", ErrNotFound, ref)
 }

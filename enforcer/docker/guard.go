@@ -25,6 +25,7 @@ import (
 
 	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/enforcer/internal/engine"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -55,6 +56,9 @@ type Guard struct {
 	evidence enforcer.Evidence
 	// signatures, when set, verifies what signed-by rules ask for.
 	signatures enforcer.Signatures
+	// prov, when set, asks registries where content on dockerd's
+	// containerd image store came from (provenance.go).
+	prov *provenance.Cache
 
 	keptMu sync.Mutex
 	// kept are the disallowed containers left in place and already
@@ -363,15 +367,16 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		return true
 	}
 	sigs := g.sigs(ctx)
-	plan := planImage(img, p, g.now(), only, sigs)
+	v := vouch(ctx, g.prov, p, g.now(), img, sigs)
+	plan := v.plan(p, g.now(), only, sigs)
 	if u := plan.Unverifiable; u != nil {
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Event: event,
 			Image: normalize(u.Name), ImageID: img.ID, Decision: u.Decision, Err: enforcer.ErrSignatureUnverifiable}})
 		return true
 	}
-	if g.evidence != nil && len(plan.Removals) == 0 {
-		if d := g.vet(ctx, p, img, sigs); d != nil {
-			plan = planImageDenied(p, img, *d)
+	if g.evidence != nil && len(plan.Removals) == 0 && plan.Unknown == nil {
+		if d := g.vet(ctx, p, v.Image, sigs); d != nil {
+			plan = planImageDenied(p, v.Image, *d)
 		}
 	}
 	steps := g.imageSteps(plan, p, event, usedBy, sigs)
@@ -403,10 +408,7 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 
 // vet asks the evidence about an image the policy allows by its names.
 func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image, sigs policy.SignatureSource) *policy.Decision {
-	var names []string
-	for _, n := range namesOf(p, img) {
-		names = append(names, n.raw)
-	}
+	names := imageNames(p, img)
 	d := p.DecideImageWith(names, "", g.now(), sigs)
 	if !d.Allowed || len(names) == 0 {
 		return nil
@@ -418,6 +420,11 @@ func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image, sigs polic
 func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedBy []string, sigs policy.SignatureSource) []engine.Step {
 	img := plan.Image
 	var steps []engine.Step
+	for _, u := range plan.Unknown {
+		// No definite answer: the name stays until the registry gives one.
+		steps = append(steps, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Event: event,
+			Image: normalize(u.Name), ImageID: img.ID, Decision: u.Decision, Err: plan.UnknownErr}})
+	}
 	if plan.Empties && len(usedBy) > 0 {
 		// Docker keeps an image's last name while a container uses it;
 		// the container's own record says why it stays.
@@ -449,6 +456,9 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 				return g.removeName(ctx, img.ID, name, event, check)
 			},
 			AllowedBy: func(prev *policy.Policy) bool {
+				// img has the names its provenance was vouched for
+				// with now (provenance.go); the previous policy judges
+				// those.
 				return planImage(img, prev, g.now(), []string{name}, sigs).Removals == nil
 			},
 		})
@@ -504,13 +514,13 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 	if c.State == "removing" {
 		return
 	}
-	img, err := imageOf(ctx, g.api, c.ImageID, map[string]*Image{})
+	sigs := g.sigs(ctx)
+	img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, g.vouchFor(p, sigs))
 	if err != nil {
 		g.log.WithFields(logrus.Fields{"event": event, "container_id": c.ID, "error": err}).Error("cannot inspect the container's image")
 		return
 	}
-	sigs := g.sigs(ctx)
-	v := judgeContainer(c.Image, c.ImageID, img, p, g.now(), sigs)
+	v := judgeVouched(c.Image, c.ImageID, img, p, g.now(), sigs)
 	if v.Allowed {
 		return
 	}
@@ -536,7 +546,7 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 			return enforcer.Removed, nil
 		},
 		AllowedBy: func(prev *policy.Policy) bool {
-			return judgeContainer(c.Image, c.ImageID, img, prev, g.now(), sigs).Allowed
+			return judgeVouched(c.Image, c.ImageID, img, prev, g.now(), sigs).Allowed
 		},
 	})
 	if out == engine.Reported && p.Mode == policy.ModeEnforce && c.ImageID != "" {
@@ -573,7 +583,9 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 		return errors.New("no policy in force")
 	}
 	began := time.Now()
-	s, err := takeSurvey(ctx, g.api, p, g.now(), g.evidence != nil, g.sigs(ctx))
+	ctx = provenance.WithPass(ctx) // a registry that did not answer is asked once a pass
+	sigs := g.sigs(ctx)
+	s, err := takeSurvey(ctx, g.api, p, g.now(), g.evidence != nil, sigs, g.vouchFor(p, sigs))
 	if err != nil {
 		return err
 	}
@@ -630,8 +642,9 @@ func (g *Guard) containerStep(p *policy.Policy, st containerStep) engine.Step {
 		return s
 	}
 	s.AllowedBy = func(prev *policy.Policy) bool {
-		img, err := imageOf(context.Background(), g.api, c.ImageID, map[string]*Image{})
-		return err == nil && judgeContainer(c.Image, c.ImageID, img, prev, g.now(), g.sigs(context.Background())).Allowed
+		ctx, sigs := context.Background(), g.sigs(context.Background())
+		img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, g.vouchFor(prev, sigs))
+		return err == nil && judgeVouched(c.Image, c.ImageID, img, prev, g.now(), sigs).Allowed
 	}
 	s.Do = func(ctx context.Context) (enforcer.Action, error) {
 		if st.Action == enforcer.Stopped {

@@ -47,6 +47,15 @@ func namesOf(p *policy.Policy, img Image) []imageName {
 	return names
 }
 
+// imageNames are img's names as namesOf lists them, raw.
+func imageNames(p *policy.Policy, img Image) []string {
+	var out []string
+	for _, n := range namesOf(p, img) {
+		out = append(out, n.raw)
+	}
+	return out
+}
+
 // normalize is the form two spellings of one reference share; an
 // unparsable string stays as it is.
 func normalize(s string) string {
@@ -79,6 +88,11 @@ type imagePlan struct {
 	// signature could not be verified (registry unreachable): nothing is
 	// removed, the guard reports the failure and the next resync asks again.
 	Unverifiable *policy.NameDecision
+	// Unknown are names the policy allows whose provenance no registry
+	// could confirm or deny (UnknownErr says why): kept, reported failed,
+	// judged again at the next reconcile (provenance.go).
+	Unknown    []policy.NameDecision
+	UnknownErr error
 }
 
 // planImage decides which of img's names go. Every tag is judged on its own.

@@ -69,14 +69,17 @@ func (g *Guard) movedNames(ctx context.Context, p *policy.Policy, loadedID strin
 	}
 }
 
-// checkImageStore warns when dockerd keeps its images in containerd (Docker
-// 29's default). There every image record's name is listed with the
-// record's target as a repository digest, whether the content was pulled,
-// loaded or built (daemon/containerd/image_list.go in moby), so repository
-// digests prove nothing and local-images: deny judges names alone. Asking
-// the registry whether the repository serves the digest, as the containerd
-// guard does, is not built for Docker.
+// checkImageStore warns when dockerd keeps its images in containerd
+// (Docker 29's default) and the guard has no registry to ask. There every
+// image record's name is listed with the record's target as a repository
+// digest, whether the content was pulled, loaded or built (moby's
+// daemon/containerd/image_inspect.go), so repository digests prove nothing;
+// with a registry to ask the guard judges provenance as the containerd guard
+// does (provenance.go), without one it can judge names alone.
 func (g *Guard) checkImageStore(ctx context.Context) {
+	if g.prov != nil {
+		return
+	}
 	c8d, err := g.api.ContainerdImageStore(ctx)
 	if err != nil {
 		g.log.WithError(err).Debug("cannot tell which image store dockerd uses")
@@ -84,6 +87,6 @@ func (g *Guard) checkImageStore(ctx context.Context) {
 	}
 	if p := g.policies.Current(); c8d && p != nil && p.LocalImages == policy.LocalImagesDeny {
 		g.log.Warn("dockerd keeps its images in containerd: its repository digests are made from image names, " +
-			"so local-images: deny cannot tell loaded or built content from pulled content there; names alone are judged")
+			"and no registry is configured to ask where content came from, so local-images: deny cannot tell loaded or built content from pulled content there; names alone are judged")
 	}
 }

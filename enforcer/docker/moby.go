@@ -144,8 +144,8 @@ func (a *mobyAPI) ListImages(ctx context.Context) ([]Image, error) {
 	}
 	out := make([]Image, 0, len(res.Items))
 	for _, s := range res.Items {
-		img := Image{ID: s.ID, RepoTags: s.RepoTags, RepoDigests: s.RepoDigests}
-		if c8d {
+		img := Image{ID: s.ID, RepoTags: s.RepoTags, RepoDigests: s.RepoDigests, InContainerd: c8d || s.Descriptor != nil}
+		if img.InContainerd {
 			img.RepoDigests = listedDigests(img)
 		}
 		out = append(out, img)
@@ -186,7 +186,9 @@ func (a *mobyAPI) InspectImage(ctx context.Context, refOrID string) (Image, erro
 	if err != nil {
 		return Image{}, apiError(err)
 	}
-	return Image{ID: res.ID, RepoTags: res.RepoTags, RepoDigests: res.RepoDigests}, nil
+	// Only the containerd image store describes the image's target.
+	c8d := res.Descriptor != nil || a.store.Load() == 2
+	return Image{ID: res.ID, RepoTags: res.RepoTags, RepoDigests: res.RepoDigests, InContainerd: c8d}, nil
 }
 
 func (a *mobyAPI) RemoveImageName(ctx context.Context, name string) (bool, error) {

@@ -128,7 +128,7 @@ func TestScanSignatures(t *testing.T) {
 	f.addImage(id(3), repo+":unreachable", repo+"@"+digestC)
 	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{
 		digestA: policy.SignatureVerified, digestC: policy.SignatureUnverifiable})
-	got, err := Scan(context.Background(), f, signedPolicy(t), testNow, sigs)
+	got, err := Scan(context.Background(), f, signedPolicy(t), testNow, sigs, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

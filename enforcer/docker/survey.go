@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -49,7 +50,9 @@ type survey struct {
 //
 // With all, images the policy allows are listed too (with an empty plan):
 // evidence beyond names may still deny them.
-func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, all bool, sigs policy.SignatureSource) (*survey, error) {
+//
+// vouchOf vouches for an image's provenance (provenance.go).
+func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, all bool, sigs policy.SignatureSource, vouchOf vouchFunc) (*survey, error) {
 	images, err := api.ListImages(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
@@ -59,14 +62,15 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, a
 		return nil, fmt.Errorf("listing containers: %w", err)
 	}
 	s := &survey{ImageCount: len(images), ContainerCount: len(containers)}
-	byID := make(map[string]*Image, len(images))
-	for i := range images {
-		byID[images[i].ID] = &images[i]
+	byID := make(map[string]*vouched, len(images))
+	for _, img := range images {
+		v := vouchOf(ctx, img)
+		byID[img.ID] = &v
 	}
 
 	usedBy := map[string][]string{} // image ID -> containers that stay
 	for _, c := range containers {
-		step, stays, err := judgeListed(ctx, api, c, byID, p, now, sigs)
+		step, stays, err := judgeListed(ctx, api, c, byID, vouchOf, p, now, sigs)
 		if err != nil {
 			return nil, err
 		}
@@ -79,8 +83,8 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, a
 	}
 
 	for _, img := range images {
-		plan := planImage(img, p, now, nil, sigs)
-		if len(plan.Removals) == 0 && plan.Unverifiable == nil && !all {
+		plan := byID[img.ID].plan(p, now, nil, sigs)
+		if len(plan.Removals) == 0 && plan.Unverifiable == nil && plan.Unknown == nil && !all {
 			continue
 		}
 		s.Images = append(s.Images, imageStep{Plan: plan, UsedBy: usedBy[img.ID]})
@@ -90,12 +94,12 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, a
 
 // judgeListed judges one listed container: the step to take (nil when it is
 // allowed or already being removed) and whether it stays afterwards.
-func judgeListed(ctx context.Context, api API, c Container, byID map[string]*Image, p *policy.Policy, now time.Time, sigs policy.SignatureSource) (*containerStep, bool, error) {
-	img, err := imageOf(ctx, api, c.ImageID, byID)
+func judgeListed(ctx context.Context, api API, c Container, byID map[string]*vouched, vouchOf vouchFunc, p *policy.Policy, now time.Time, sigs policy.SignatureSource) (*containerStep, bool, error) {
+	img, err := imageOf(ctx, api, c.ImageID, byID, vouchOf)
 	if err != nil {
 		return nil, false, err
 	}
-	v := judgeContainer(c.Image, c.ImageID, img, p, now, sigs)
+	v := judgeVouched(c.Image, c.ImageID, img, p, now, sigs)
 	if !v.Allowed {
 		// A listing shows the image ID where the name the container was
 		// created from has moved on to a newer image (a re-pull); the name
@@ -108,7 +112,7 @@ func judgeListed(ctx context.Context, api API, c Container, byID map[string]*Ima
 			return nil, false, fmt.Errorf("inspecting container %s: %w", shortID(c.ID), err)
 		}
 		c.Image, c.State = full.Image, full.State
-		v = judgeContainer(c.Image, c.ImageID, img, p, now, sigs)
+		v = judgeVouched(c.Image, c.ImageID, img, p, now, sigs)
 	}
 	if v.Allowed {
 		return nil, true, nil
@@ -132,8 +136,9 @@ func judgeListed(ctx context.Context, api API, c Container, byID map[string]*Ima
 }
 
 // imageOf finds a container's image in a listing, or asks for it (it may
-// be an intermediate image that listings leave out). nil: it is gone.
-func imageOf(ctx context.Context, api API, id string, byID map[string]*Image) (*Image, error) {
+// be an intermediate image that listings leave out), vouched for. nil: it
+// is gone.
+func imageOf(ctx context.Context, api API, id string, byID map[string]*vouched, vouchOf vouchFunc) (*vouched, error) {
 	if img, ok := byID[id]; ok {
 		return img, nil
 	}
@@ -147,17 +152,22 @@ func imageOf(ctx context.Context, api API, id string, byID map[string]*Image) (*
 	case err != nil:
 		return nil, fmt.Errorf("inspecting image %s: %w", shortID(id), err)
 	}
-	byID[id] = &img
-	return &img, nil
+	v := vouchOf(ctx, img)
+	byID[id] = &v
+	return &v, nil
 }
 
 // Scan lists every denied image name and container on the host under p, as
 // of now, without acting: containers first, then images, in Docker's
 // listing order. It is what `pullguard scan` prints. sigs answers for
 // signed-by rules (nil: they deny); an image whose signature could not be
-// verified is listed as failed, as the guard reports it.
-func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, sigs policy.SignatureSource) ([]enforcer.Finding, error) {
-	s, err := takeSurvey(ctx, api, p, now, false, sigs)
+// verified is listed as failed, as the guard reports it. prov, when set,
+// asks registries where content on dockerd's containerd image store came
+// from (provenance.go); a name whose provenance they cannot tell is listed
+// as failed.
+func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, sigs policy.SignatureSource, prov *provenance.Cache) ([]enforcer.Finding, error) {
+	vouchOf := func(ctx context.Context, img Image) vouched { return vouch(ctx, prov, p, now, img, sigs) }
+	s, err := takeSurvey(ctx, api, p, now, false, sigs, vouchOf)
 	if err != nil {
 		return nil, err
 	}
@@ -177,11 +187,11 @@ func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, sigs po
 			out = append(out, enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID,
 				Reference: u.Name, Decision: u.Decision, Action: enforcer.Failed, Note: enforcer.ErrSignatureUnverifiable.Error()})
 		}
-		var all []string
-		for _, n := range namesOf(p, st.Plan.Image) {
-			all = append(all, n.raw)
+		for _, u := range st.Plan.Unknown {
+			out = append(out, enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID,
+				Reference: u.Name, Decision: u.Decision, Action: enforcer.Failed, Note: st.Plan.UnknownErr.Error()})
 		}
-		vouchedBy := p.DecideImage(all, "", now).VouchedBy
+		vouchedBy := p.DecideImage(imageNames(p, st.Plan.Image), "", now).VouchedBy
 		for _, r := range st.Plan.Removals {
 			f := enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision, Provenance: vouchedBy}
 			switch {

@@ -4,6 +4,8 @@
 package enforcertest
 
 import (
+	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -60,4 +62,48 @@ func (r *Recorder) Records() []enforcer.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.recs)
+}
+
+// Registry is a provenance.Registry that serves the manifests a test lists
+// by (repository, digest), can be taken down, and counts what it was asked.
+type Registry struct {
+	mu     sync.Mutex
+	serves map[[2]string]bool
+	down   bool
+	asks   int
+}
+
+// NewRegistry returns a registry serving each {repository, digest} pair.
+func NewRegistry(serves ...[2]string) *Registry {
+	r := &Registry{serves: map[[2]string]bool{}}
+	for _, s := range serves {
+		r.serves[s] = true
+	}
+	return r
+}
+
+// HasManifest answers from the list, or fails as an unreachable registry
+// does while the registry is down.
+func (r *Registry) HasManifest(_ context.Context, repository, digest string) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.asks++
+	if r.down {
+		return false, errors.New("dial tcp 127.0.0.1:5000: connection refused")
+	}
+	return r.serves[[2]string{repository, digest}], nil
+}
+
+// SetDown takes the registry down or brings it back.
+func (r *Registry) SetDown(down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = down
+}
+
+// Asks is how many times HasManifest was called.
+func (r *Registry) Asks() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.asks
 }
