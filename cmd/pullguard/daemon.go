@@ -25,6 +25,7 @@ import (
 	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/enforcer/signature"
+	"github.com/pullguard/pullguard/internal/residency"
 )
 
 // dockerNamespaces are the containerd namespaces Docker keeps its
@@ -122,9 +123,15 @@ creates, tags and builds before they happen.`,
 				return usageError("%v", err)
 			}
 			defer obs.stop()
+			stopped := make(chan struct{})
+			defer close(stopped)
 			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
 				obs.m.SetPolicy(policies)
-				return buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, log, &closers)
+				guards, err := buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, log, &closers)
+				if err == nil {
+					go releaseStartupPages(guards, stopped, log)
+				}
+				return guards, err
 			}
 			// The CLI owns the signals: SIGHUP (systemd's ExecReload) is a
 			// reload request.
@@ -132,8 +139,6 @@ creates, tags and builds before they happen.`,
 			signal.Notify(hup, syscall.SIGHUP)
 			defer signal.Stop(hup)
 			reload := make(chan struct{})
-			stopped := make(chan struct{})
-			defer close(stopped)
 			go func() {
 				for {
 					select {
@@ -174,6 +179,26 @@ creates, tags and builds before they happen.`,
 	cmd.Flags().DurationVar(&settle, "settle-period", daemon.DefaultSettle, "after a policy reload, removals and stops of what the previous policy allowed wait until the policy files have been unchanged this long (0: no wait)")
 	cmd.Flags().StringVar(&authzLabel, "authz", "auto", "authorization plugin: auto (serve when a socket is given or passed by systemd), off")
 	return cmd
+}
+
+// releaseStartupPages gives back the executable's pages that start-up
+// touched (package initialization, the first reconcile) once every guard's
+// first pass is over: an idle daemon runs a small part of its code, and
+// maps back what it needs as it goes.
+func releaseStartupPages(guards []daemon.Guard, stopped <-chan struct{}, log *logrus.Logger) {
+	for _, g := range guards {
+		select {
+		case <-g.FirstPass():
+		case <-stopped:
+			return
+		}
+	}
+	r, err := residency.ReleaseExecutable()
+	if err != nil {
+		log.WithError(err).Debug("could not release the executable's start-up pages")
+		return
+	}
+	log.Debugf("released the executable's start-up pages: %v", r)
 }
 
 // resyncInterval maps the flag, where 0 means never, to the daemon's

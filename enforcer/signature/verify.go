@@ -1,8 +1,9 @@
 // Package signature verifies cosign signatures on image manifests for the
-// policy's signed-by rules, with Sigstore's own libraries: cosign's
-// pkg/cosign and pkg/oci/remote for finding and checking signatures, and
-// sigstore-go (through cosign) for Sigstore bundles. Nothing here parses a
-// signature format or does crypto by hand.
+// policy's signed-by rules, with Sigstore's own libraries and formats:
+// go-containerregistry reads the registry, sigstore/sigstore's verifiers
+// check the signatures, Sigstore's protobuf bundle type and in-toto's
+// statement type read the bundles, DSSE envelopes are checked by
+// go-securesystemslib. Nothing here does crypto by hand.
 //
 // Both formats cosign writes are read:
 //   - classic: the tag sha256-<hex>.sig in the image's repository, a
@@ -14,7 +15,12 @@
 //
 // Verification is key-based and offline: no transparency log, no TUF
 // fetch, no timestamp authority. The only network traffic is to the
-// image's own registry.
+// image's own registry. It checks what cosign verify --key
+// --insecure-ignore-tlog checks, without linking cosign's pkg/cosign or
+// sigstore-go's verifier: those bring Rekor's generated client, TUF and
+// go-openapi, whose package initialization and code cost the daemon
+// several MiB of resident memory whether or not a policy asks for a
+// signature.
 package signature
 
 import (
@@ -22,7 +28,6 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -33,13 +38,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/sigstore/cosign/v3/pkg/cosign"
-	"github.com/sigstore/cosign/v3/pkg/oci"
-	ociremote "github.com/sigstore/cosign/v3/pkg/oci/remote"
-	"github.com/sigstore/cosign/v3/pkg/oci/static"
-	"github.com/sigstore/cosign/v3/pkg/types"
-	"github.com/sigstore/sigstore-go/pkg/root"
-	"github.com/sigstore/sigstore-go/pkg/verify"
 	sigsig "github.com/sigstore/sigstore/pkg/signature"
 	sigopts "github.com/sigstore/sigstore/pkg/signature/options"
 
@@ -47,12 +45,13 @@ import (
 	"github.com/pullguard/pullguard/policy"
 )
 
-// bundleMediaTypePrefix marks a Sigstore bundle among an image's referrers.
-const bundleMediaTypePrefix = "application/vnd.dev.sigstore.bundle"
-
 // maxSignatures bounds how many signatures of one digest are checked, so a
 // registry (or whoever can push to it) cannot make verification unbounded.
 const maxSignatures = 64
+
+// maxPayload bounds what is read of one signature's payload or bundle:
+// cosign's default limit for attachments (COSIGN_MAX_ATTACHMENT_SIZE).
+const maxPayload = 128 << 20
 
 // Verifier checks signatures at registries and caches the answers.
 type Verifier struct {
@@ -130,7 +129,7 @@ func (v *Verifier) verify(ctx context.Context, repository, digest string, keys *
 	if err != nil {
 		return policy.SignatureResult{Status: policy.SignatureUnverifiable, Reason: err.Error()}
 	}
-	opts := []ociremote.Option{ociremote.WithRemoteOptions(v.reg.Options(ctx)...)}
+	opts := v.reg.Options(ctx)
 
 	var t tally
 	if res, ok := v.classic(ctx, d, h, keys, verifiers, opts, &t); ok {
@@ -140,119 +139,6 @@ func (v *Verifier) verify(ctx context.Context, repository, digest string, keys *
 		return res
 	}
 	return t.result(d)
-}
-
-// classic checks the sha256-<hex>.sig tag's simple-signing payloads.
-func (v *Verifier) classic(ctx context.Context, d name.Digest, h v1.Hash, keys *policy.KeySet, verifiers [][]sigsig.Verifier, opts []ociremote.Option, t *tally) (policy.SignatureResult, bool) {
-	st, err := ociremote.SignatureTag(d, opts...)
-	if err != nil {
-		t.fetchErr = err
-		return policy.SignatureResult{}, false
-	}
-	sigs, err := ociremote.Signatures(st, opts...)
-	if err != nil {
-		t.fetchErr = err
-		return policy.SignatureResult{}, false
-	}
-	list, err := sigs.Get()
-	if err != nil {
-		t.fetchErr = err
-		return policy.SignatureResult{}, false
-	}
-	if len(list) > maxSignatures {
-		list = list[:maxSignatures]
-	}
-	for _, sig := range list {
-		// Fetch the payload now, so a network failure is not mistaken
-		// for a bad signature below.
-		sig, err := static.Copy(sig)
-		if err != nil {
-			t.unreadable(err)
-			continue
-		}
-		f, key := v.checkClassic(ctx, sig, h, keys, verifiers)
-		if key != nil {
-			return verified(key, "cosign signature"), true
-		}
-		t.add(f)
-		if f == forOtherDigest {
-			t.otherDig = claimedDigest(sig)
-		}
-	}
-	return policy.SignatureResult{}, false
-}
-
-func (v *Verifier) checkClassic(ctx context.Context, sig oci.Signature, h v1.Hash, keys *policy.KeySet, verifiers [][]sigsig.Verifier) (finding, *policy.Key) {
-	f := byOtherKey
-	for i, vs := range verifiers {
-		for _, sv := range vs {
-			co := &cosign.CheckOpts{SigVerifier: sv, IgnoreTlog: true, IgnoreSCT: true}
-			if _, err := cosign.VerifyImageSignature(ctx, sig, h, co); err != nil {
-				continue
-			}
-			// The key signed this payload; now it must name this digest.
-			if err := cosign.SimpleClaimVerifier(sig, h, nil); err != nil {
-				f = forOtherDigest
-				continue
-			}
-			return f, keys.Keys[i]
-		}
-	}
-	return f, nil
-}
-
-// bundles checks Sigstore bundles among the digest's referrers.
-func (v *Verifier) bundles(ctx context.Context, d name.Digest, h v1.Hash, keys *policy.KeySet, verifiers [][]sigsig.Verifier, opts []ociremote.Option, t *tally) (policy.SignatureResult, bool) {
-	idx, err := ociremote.Referrers(d, "", opts...)
-	if err != nil {
-		t.fetchErr = err
-		return policy.SignatureResult{}, false
-	}
-	digestBytes, err := hex.DecodeString(h.Hex)
-	if err != nil {
-		t.fetchErr = err
-		return policy.SignatureResult{}, false
-	}
-	checked := 0
-	for _, desc := range idx.Manifests {
-		if !strings.HasPrefix(desc.ArtifactType, bundleMediaTypePrefix) {
-			continue // an SBOM or another tool's artifact
-		}
-		if checked++; checked > maxSignatures {
-			break
-		}
-		b, err := ociremote.Bundle(d.Context().Digest(desc.Digest.String()), opts...)
-		if err != nil {
-			t.unreadable(err)
-			continue
-		}
-		f := byOtherKey
-		for i, vs := range verifiers {
-			for _, sv := range vs {
-				co := &cosign.CheckOpts{SigVerifier: sv, IgnoreTlog: true, IgnoreSCT: true,
-					NewBundleFormat: true, TrustedMaterial: &root.BaseTrustedMaterial{}}
-				res, err := cosign.VerifyNewBundle(ctx, co, verify.WithArtifactDigest(h.Algorithm, digestBytes), b)
-				if err != nil {
-					// Signed by this key, but for another digest?
-					if _, err2 := cosign.VerifyNewBundle(ctx, co, verify.WithoutArtifactUnsafe(), b); err2 == nil {
-						f = forOtherDigest
-					}
-					continue
-				}
-				if res.Statement == nil || res.Statement.GetPredicateType() != types.CosignSignPredicateType {
-					// An attestation (SBOM, provenance) by the key says
-					// something about the image; it is not a signature.
-					if f == byOtherKey {
-						f = notASignature
-					}
-					continue
-				}
-				return verified(keys.Keys[i], "Sigstore bundle"), true
-			}
-		}
-		t.add(f)
-	}
-	return policy.SignatureResult{}, false
 }
 
 func verified(k *policy.Key, format string) policy.SignatureResult {
@@ -309,19 +195,6 @@ func shortFingerprint(fp string) string {
 		return fp[:len("sha256:")+16] + "…"
 	}
 	return fp
-}
-
-// claimedDigest is the digest a simple-signing payload names, for reasons.
-func claimedDigest(sig oci.Signature) string {
-	err := cosign.SimpleClaimVerifier(sig, v1.Hash{}, nil)
-	if err == nil {
-		return ""
-	}
-	const prefix = "invalid or missing digest in claim: "
-	if s := err.Error(); strings.HasPrefix(s, prefix) {
-		return strings.TrimPrefix(s, prefix)
-	}
-	return ""
 }
 
 // verifiers loads each key for Sigstore's verifiers, once per key. A key
