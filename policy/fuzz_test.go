@@ -148,9 +148,7 @@ func FuzzFastParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("fast path accepted %q, the library refuses it: %v", in, err)
 		}
-		if fast.String != slow.String || fast.Name != slow.Name || fast.Domain != slow.Domain || fast.Path != slow.Path ||
-			fast.Tag != slow.Tag || fast.Digest != slow.Digest || strings.Join(fast.segments, "/") != strings.Join(slow.segments, "/") ||
-			len(fast.segments) != len(slow.segments) {
+		if fast != slow {
 			t.Fatalf("%q: fast path %+v, library %+v", in, fast, slow)
 		}
 	})

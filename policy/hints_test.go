@@ -14,7 +14,15 @@ import (
 // near misses of allowed names (dropped, added and swapped characters, an
 // added suffix), look-alike hosts, and names near nothing.
 func TestHintsGolden(t *testing.T) {
-	p := generatedPolicy(t, 1000)
+	memo := generatedPolicy(t, 1000)
+	search := generatedPolicy(t, 1000)
+	search.names.memo = nil
+	for _, p := range []*Policy{search, memo, memo} { // the last from the memo
+		t.Run("", func(t *testing.T) { testHintsGolden(t, p) })
+	}
+}
+
+func testHintsGolden(t *testing.T, p *Policy) {
 	hosts := []string{"registry.corp.example.com", "ghcr.io", "quay.io", "docker.io", "eu.mirror.example.net:5000"}
 	rng := rand.New(rand.NewSource(10))
 	var b strings.Builder

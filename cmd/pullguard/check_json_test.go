@@ -11,11 +11,15 @@ import (
 // encoding/json makes of the same result.
 func FuzzDecisionJSON(f *testing.F) {
 	for _, s := range []string{"nginx:1", "a\"b", "<script>&", "ng\u00efnx", "\x00\n\t", "\u2028", "\xff\xfe", ""} {
-		f.Add(s, s+"x", true)
+		f.Add(s, s+"x", true, s, 12)
 	}
-	f.Fuzz(func(t *testing.T, input, reason string, allowed bool) {
+	f.Add("nginx", "", false, "", 0)
+	f.Fuzz(func(t *testing.T, input, reason string, allowed bool, file string, line int) {
 		d := policy.Decision{Input: input, Reference: reason, Allowed: allowed, Reason: reason, Resembles: input}
-		want, err := json.Marshal(checkResult{Input: d.Input, Reference: d.Reference, Allowed: d.Allowed, Reason: d.Reason, Resembles: d.Resembles})
+		if file != "" || line != 0 {
+			d.Rule = &policy.Rule{Source: policy.Position{File: file, Line: line}}
+		}
+		want, err := json.Marshal(checkResult{Input: d.Input, Reference: d.Reference, Allowed: d.Allowed, Rule: d.RuleSource(), Reason: d.Reason, Resembles: d.Resembles})
 		if err != nil {
 			t.Fatal(err)
 		}
