@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"path"
 	"strings"
 	"testing"
 )
@@ -150,6 +151,23 @@ func FuzzFastParse(f *testing.F) {
 		}
 		if fast != slow {
 			t.Fatalf("%q: fast path %+v, library %+v", in, fast, slow)
+		}
+	})
+}
+
+// FuzzTagMatches: the shortcuts of tagMatches give path.Match's answer
+// for every valid tag.
+func FuzzTagMatches(f *testing.F) {
+	for _, p := range [][2]string{{"latest", "latest"}, {"latest", "1.2"}, {"1.*", "1.2"}, {"*-debug", "1-debug"}, {"[a-c]*", "b1"}, {"\\x", "x"}, {"?", "x"}, {"[", "["}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, glob, tag string) {
+		if !isTag(tag) {
+			return
+		}
+		want, _ := path.Match(glob, tag)
+		if got := tagMatches(glob, tag); got != want {
+			t.Fatalf("tagMatches(%q, %q) = %v, path.Match says %v", glob, tag, got, want)
 		}
 	})
 }

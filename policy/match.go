@@ -262,7 +262,7 @@ func (r *Rule) matchesVersion(ref *Ref) bool {
 	}
 	if ref.Tag != "" {
 		for _, g := range r.Tags {
-			if ok, _ := path.Match(g, ref.Tag); ok {
+			if tagMatches(g, ref.Tag) {
 				return true
 			}
 		}
@@ -276,6 +276,24 @@ func (r *Rule) matchesVersion(ref *Ref) bool {
 	}
 	return false
 }
+
+// tagMatches is path.Match(glob, tag) for a valid tag, with the answers
+// that need no matching first: every reference is judged against the
+// usual deny rule for :latest. A tag has no glob characters, so a glob
+// equal to it is a literal that matches; a glob starting with a literal
+// character matches only a tag starting with that character.
+func tagMatches(glob, tag string) bool {
+	switch {
+	case glob == tag:
+		return true
+	case glob != "" && tag != "" && glob[0] != tag[0] && !isGlobMeta(glob[0]):
+		return false
+	}
+	ok, _ := path.Match(glob, tag)
+	return ok
+}
+
+func isGlobMeta(c byte) bool { return c == '*' || c == '?' || c == '[' || c == '\\' }
 
 // matchLabels matches a host against a host pattern split at dots; the rest
 // of the host is consumed label by label so nothing is allocated.

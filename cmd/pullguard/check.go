@@ -187,9 +187,15 @@ func writeDecision(w io.Writer, format string, d policy.Decision) error {
 // cost as much as deciding them.
 func appendDecisionJSON(b []byte, d policy.Decision) []byte {
 	b = append(b, `{"input":`...)
+	in := len(b)
 	b = appendJSONString(b, d.Input)
+	input := b[in:]
 	b = append(b, `,"reference":`...)
-	b = appendJSONString(b, d.Reference)
+	if d.Reference == d.Input {
+		b = append(b, input...) // normalized as written: encoded the same
+	} else {
+		b = appendJSONString(b, d.Reference)
+	}
 	b = append(b, `,"allowed":`...)
 	b = strconv.AppendBool(b, d.Allowed)
 	b = append(b, `,"rule":`...)

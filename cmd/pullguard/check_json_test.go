@@ -14,6 +14,8 @@ func FuzzDecisionJSON(f *testing.F) {
 		f.Add(s, s+"x", true, s, 12)
 	}
 	f.Add("nginx", "", false, "", 0)
+	f.Add("ghcr.io/a/b:1", "ghcr.io/a/b:1", false, "p.yaml", 3) // normalized as written
+	f.Add("a<b\u2028", "a<b\u2028", true, "", 0)
 	f.Fuzz(func(t *testing.T, input, reason string, allowed bool, file string, line int) {
 		d := policy.Decision{Input: input, Reference: reason, Allowed: allowed, Reason: reason, Resembles: input}
 		if file != "" || line != 0 {
