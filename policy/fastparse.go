@@ -1,5 +1,7 @@
 package policy
 
+import "strings"
+
 // fastParse normalizes the references a host sees nearly always (lower-case
 // host names, a port, repository paths, a tag, a sha256 digest) without the
 // reference grammar's regular expressions, which cost several times the
@@ -96,7 +98,7 @@ func splitParts(s string) (domain string, library bool, path, tag, digest string
 	domain, path = "docker.io", name
 	if i := indexByte(name, '/'); i >= 0 {
 		first := name[:i]
-		if first == "localhost" || containsAny(first, ".:") || hasUpper(first) {
+		if first == "localhost" || looksLikeHost(first) {
 			if !isPlainHost(first) {
 				return "", false, "", "", "", false // upper case, :443, IPv6, Hub's aliases: the slow path
 			}
@@ -248,27 +250,16 @@ func allDigits(s string) bool {
 	return true
 }
 
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
+func indexByte(s string, c byte) int { return strings.IndexByte(s, c) }
 
-func lastIndexByte(s string, c byte) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
+func lastIndexByte(s string, c byte) int { return strings.LastIndexByte(s, c) }
 
-func containsAny(s, chars string) bool {
+// looksLikeHost: as Docker decides, the first component of a name (other
+// than localhost) is a host if it has a dot, a colon or an upper-case
+// letter.
+func looksLikeHost(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if indexByte(chars, s[i]) >= 0 {
+		if c := s[i]; c == '.' || c == ':' || c >= 'A' && c <= 'Z' {
 			return true
 		}
 	}
