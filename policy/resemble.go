@@ -303,8 +303,10 @@ func radixSortKeys(w []uint64) []uint64 {
 	return src // four passes: back in w
 }
 
-// lookup calls fn with every id posted under k.
-func (ps *postings) lookup(k uint32, fn func(id uint32)) {
+// lookup calls fn with the ids posted under k, in increasing order, until
+// fn returns false: a search for the lowest id that qualifies stops at
+// the first id above the best found so far.
+func (ps *postings) lookup(k uint32, fn func(id uint32) bool) {
 	if len(ps.words) == 0 {
 		return
 	}
@@ -322,7 +324,9 @@ func (ps *postings) lookup(k uint32, fn func(id uint32)) {
 		}
 	}
 	for i := lo; i < len(ps.words) && ps.words[i]>>32 == uint64(k); i++ {
-		fn(uint32(ps.words[i]))
+		if !fn(uint32(ps.words[i])) {
+			return
+		}
 	}
 }
 
@@ -333,24 +337,29 @@ func (ps *postings) near(q string, ctx uint64, nameOf func(id uint32) (string, b
 	sq := squash(q)
 	var h hasher
 	h.reset(sq)
-	ps.lookup(key(ctx, kindSquashed, h.sum(0, h.n)), func(id uint32) {
+	ps.lookup(key(ctx, kindSquashed, h.sum(0, h.n)), func(id uint32) bool {
 		if *best >= 0 && int32(id) >= *best {
-			return
+			return false
 		}
 		if name, ok := nameOf(id); ok && name != q && squash(name) == sq {
 			*best = int32(id)
 		}
+		return true
 	})
 	// A name is found through several of its variants (in a policy of
 	// similar names, one key can stand for a hundred): measure it once.
 	var tried idSet
-	consider := func(id uint32) {
-		if *best >= 0 && int32(id) >= *best || !tried.add(id) {
-			return
+	consider := func(id uint32) bool {
+		if *best >= 0 && int32(id) >= *best {
+			return false
+		}
+		if !tried.add(id) {
+			return true
 		}
 		if name, ok := nameOf(id); ok && name != q && withinTwoEdits(name, q) {
 			*best = int32(id)
 		}
+		return true
 	}
 	h.reset(q)
 	n := len(q)
