@@ -104,6 +104,7 @@ func BenchmarkDecideFirstSight(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if i%len(inputs) == 0 {
 			p.cache = newRefCache(refCacheSize) // every input unseen again
+			p.names.memo = newHintMemo()        // and every hint searched for
 		}
 		_ = p.Decide(inputs[i%len(inputs)], now)
 	}

@@ -55,6 +55,8 @@ type hintMemo struct {
 // hintMemoSize bounds the memo like the parsed-reference cache.
 const hintMemoSize = refCacheSize
 
+func newHintMemo() *hintMemo { return &hintMemo{gen: generations[string]{max: hintMemoSize}} }
+
 func (m *hintMemo) find(key string, search func() string) string {
 	if m == nil {
 		return search()
@@ -83,7 +85,7 @@ const (
 )
 
 func newResemblanceIndex(allow []*Rule, patterns map[*Rule]pattern) *resemblanceIndex {
-	ix := &resemblanceIndex{allow: allow, hostIDs: map[string]int32{}, memo: &hintMemo{gen: generations[string]{max: hintMemoSize}},
+	ix := &resemblanceIndex{allow: allow, hostIDs: map[string]int32{}, memo: newHintMemo(),
 		ruleHost: make([]int32, len(allow)), ruleShape: make([]int8, len(allow))}
 	// About 14 postings a name of fleet-like length, allocated once.
 	pb := postingBuilder{words: make([]uint64, 0, 14*len(allow)+64)}
