@@ -155,30 +155,49 @@ type checkResult struct {
 }
 
 func writeDecision(w io.Writer, format string, d policy.Decision) error {
+	var b []byte
+	if bw, ok := w.(*bufio.Writer); ok {
+		b = bw.AvailableBuffer() // appended in place: no copy, no allocation
+	}
 	if format == "json" {
-		var b []byte
-		if bw, ok := w.(*bufio.Writer); ok {
-			b = bw.AvailableBuffer() // appended in place: no copy, no allocation
-		}
-		_, err := w.Write(appendDecisionJSON(b, d))
-		return err
+		b = appendDecisionJSON(b, d)
+	} else {
+		b = appendDecisionText(b, d)
 	}
-	verdict, ref, rule := "DENY ", d.Reference, d.RuleSource()
-	if d.Allowed {
-		verdict = "ALLOW"
-	}
-	if ref == "" {
-		ref = fmt.Sprintf("%q", d.Input)
-	}
-	if rule == "" {
-		rule = "default"
-	}
-	line := fmt.Sprintf("%s %s %s: %s", verdict, ref, rule, d.Reason)
-	if d.Resembles != "" {
-		line += " (resembles " + d.Resembles + ")"
-	}
-	_, err := fmt.Fprintln(w, line)
+	_, err := w.Write(b)
 	return err
+}
+
+// appendDecisionText appends a decision as check's line of text:
+// ALLOW|DENY, the reference (the input quoted if it did not parse), the
+// rule or "default", the reason, and the resemblance if any.
+func appendDecisionText(b []byte, d policy.Decision) []byte {
+	if d.Allowed {
+		b = append(b, "ALLOW "...)
+	} else {
+		b = append(b, "DENY  "...)
+	}
+	if d.Reference != "" {
+		b = append(b, d.Reference...)
+	} else {
+		b = strconv.AppendQuote(b, d.Input) // what %q writes
+	}
+	b = append(b, ' ')
+	if r := d.Rule; r != nil && r.Source.File != "" { // d.RuleSource(), not built
+		b = append(b, r.Source.File...)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(r.Source.Line), 10)
+	} else {
+		b = append(b, "default"...)
+	}
+	b = append(b, ": "...)
+	b = append(b, d.Reason...)
+	if d.Resembles != "" {
+		b = append(b, " (resembles "...)
+		b = append(b, d.Resembles...)
+		b = append(b, ')')
+	}
+	return append(b, '\n')
 }
 
 // appendDecisionJSON appends a decision as one line of JSON, byte for byte
