@@ -91,7 +91,7 @@ func (p *Policy) DecideRef(ref Ref, now time.Time) Decision {
 
 func (p *Policy) decide(ref Ref, now time.Time, ev *Evidence) Decision {
 	d := Decision{Input: ref.String, Reference: ref.String, PolicyHash: p.Hash}
-	deny := matcher{rules: p.Deny, ref: &ref, now: now, aliases: true}
+	deny := matcher{rules: p.Deny, ref: ref, now: now, aliases: true}
 	deny.run(p.denyIdx)
 	if deny.best >= 0 {
 		d.Rule = p.Deny[deny.best]
@@ -99,7 +99,7 @@ func (p *Policy) decide(ref Ref, now time.Time, ev *Evidence) Decision {
 		d.Resembles = p.resembling(&ref, now)
 		return d
 	}
-	allow := matcher{rules: p.Allow, ref: &ref, now: now, evidence: ev}
+	allow := matcher{rules: p.Allow, ref: ref, now: now, evidence: ev}
 	allow.run(p.allowIdx)
 	if allow.best >= 0 {
 		d.Allowed = true

@@ -1,5 +1,7 @@
 package policy
 
+import "strings"
+
 // fastParse normalizes the references a host sees nearly always (lower-case
 // host names, a port, repository paths, a tag, a sha256 digest) without the
 // reference grammar's regular expressions, which cost several times the
@@ -8,96 +10,113 @@ package policy
 // other input, which then goes to the library: errors always come from
 // there. FuzzFastParse holds the two to the same answers.
 func fastParse(s string) (r Ref, ok bool) {
-	domain, path, tag, digest, ok := splitFast(s)
+	domain, library, path, tag, digest, ok := splitParts(s)
 	if !ok {
 		return Ref{}, false
 	}
-	r.Domain, r.Path = domain, path
-	r.Name = domain + "/" + path
 	if tag == "" && digest == "" {
 		tag = "latest"
 	}
-	r.Tag, r.Digest = tag, digest
-	n := len(r.Name)
+	// One string holds the normalized reference, and every field is a
+	// part of it: name[:tag][@digest], the name being domain/path.
+	nameLen := len(domain) + 1 + len(path)
+	if library {
+		nameLen += len("library/")
+	}
+	n := nameLen
 	if tag != "" {
 		n += 1 + len(tag)
 	}
 	if digest != "" {
 		n += 1 + len(digest)
 	}
-	b := make([]byte, 0, n)
-	b = append(b, r.Name...)
+	if n == len(s) && !library && s[len(domain)] == '/' && s[:len(domain)] == domain {
+		// The input named its host, tag or digest: it is normalized as
+		// written (the host is canonical, or the slow path had it), and
+		// most references in a list are. Nothing to build.
+		r.String = s
+	} else {
+		b := make([]byte, 0, n)
+		b = append(b, domain...)
+		b = append(b, '/')
+		if library {
+			b = append(b, "library/"...)
+		}
+		b = append(b, path...)
+		if tag != "" {
+			b = append(b, ':')
+			b = append(b, tag...)
+		}
+		if digest != "" {
+			b = append(b, '@')
+			b = append(b, digest...)
+		}
+		r.String = string(b)
+	}
+	r.Domain = r.String[:len(domain)]
+	r.Name = r.String[:nameLen]
+	r.Path = r.Name[len(domain)+1:]
 	if tag != "" {
-		b = append(b, ':')
-		b = append(b, tag...)
+		r.Tag = r.String[nameLen+1 : nameLen+1+len(tag)]
 	}
 	if digest != "" {
-		b = append(b, '@')
-		b = append(b, digest...)
+		r.Digest = r.String[n-len(digest):]
 	}
-	r.String = string(b)
-	r.segments = splitPath(r.Path)
 	return r, true
 }
 
 // splitFast splits a reference in its common shapes into its normalized
 // host and path and its tag and digest as written, or declines.
 func splitFast(s string) (domain, path, tag, digest string, ok bool) {
+	domain, library, path, tag, digest, ok := splitParts(s)
+	if library {
+		path = "library/" + path
+	}
+	return domain, path, tag, digest, ok
+}
+
+// splitParts is splitFast with Docker Hub's library/ prefix left to the
+// caller: library is set when the path needs it.
+func splitParts(s string) (domain string, library bool, path, tag, digest string, ok bool) {
 	if isImageID(s) {
-		return "", "", "", "", false // the library refuses 64 hex digits as a name
+		return "", false, "", "", "", false // the library refuses 64 hex digits as a name
 	}
 	rest := s
 	if i := indexByte(s, '@'); i >= 0 {
 		rest, digest = s[:i], s[i+1:]
 		if !isSHA256Digest(digest) {
-			return "", "", "", "", false
+			return "", false, "", "", "", false
 		}
 	}
 	name := rest
 	if i := lastIndexByte(rest, ':'); i >= 0 && indexByte(rest[i:], '/') < 0 {
 		name, tag = rest[:i], rest[i+1:]
 		if !isTag(tag) {
-			return "", "", "", "", false
+			return "", false, "", "", "", false
 		}
 	}
 	domain, path = "docker.io", name
 	if i := indexByte(name, '/'); i >= 0 {
 		first := name[:i]
-		if first == "localhost" || containsAny(first, ".:") || hasUpper(first) {
+		if first == "localhost" || looksLikeHost(first) {
 			if !isPlainHost(first) {
-				return "", "", "", "", false // upper case, :443, IPv6, Hub's aliases: the slow path
+				return "", false, "", "", "", false // upper case, :443, IPv6, Hub's aliases: the slow path
 			}
 			domain, path = first, name[i+1:]
 		}
 	}
 	if !isPath(path) {
-		return "", "", "", "", false
+		return "", false, "", "", "", false
 	}
-	if domain == "docker.io" && indexByte(path, '/') < 0 {
-		path = "library/" + path
+	library = domain == "docker.io" && indexByte(path, '/') < 0
+	n := len(domain) + 1 + len(path)
+	if library {
+		n += len("library/")
 	}
-	if len(domain)+1+len(path) > 255 {
-		return "", "", "", "", false
+	if n > 255 {
+		return "", false, "", "", "", false
 	}
-	return domain, path, tag, digest, true
-}
-
-func splitPath(p string) []string {
-	n := 1
-	for i := 0; i < len(p); i++ {
-		if p[i] == '/' {
-			n++
-		}
-	}
-	segs := make([]string, 0, n)
-	for {
-		i := indexByte(p, '/')
-		if i < 0 {
-			return append(segs, p)
-		}
-		segs = append(segs, p[:i])
-		p = p[i+1:]
-	}
+	return domain, library, path, tag, digest, true
 }
 
 // isPlainHost: lower-case dotted labels (letters, digits, inner hyphens)
@@ -231,27 +250,16 @@ func allDigits(s string) bool {
 	return true
 }
 
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
+func indexByte(s string, c byte) int { return strings.IndexByte(s, c) }
 
-func lastIndexByte(s string, c byte) int {
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
-}
+func lastIndexByte(s string, c byte) int { return strings.LastIndexByte(s, c) }
 
-func containsAny(s, chars string) bool {
+// looksLikeHost: as Docker decides, the first component of a name (other
+// than localhost) is a host if it has a dot, a colon or an upper-case
+// letter.
+func looksLikeHost(s string) bool {
 	for i := 0; i < len(s); i++ {
-		if indexByte(chars, s[i]) >= 0 {
+		if c := s[i]; c == '.' || c == ':' || c >= 'A' && c <= 'Z' {
 			return true
 		}
 	}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"path"
 	"strings"
 	"testing"
 )
@@ -148,10 +149,25 @@ func FuzzFastParse(f *testing.F) {
 		if err != nil {
 			t.Fatalf("fast path accepted %q, the library refuses it: %v", in, err)
 		}
-		if fast.String != slow.String || fast.Name != slow.Name || fast.Domain != slow.Domain || fast.Path != slow.Path ||
-			fast.Tag != slow.Tag || fast.Digest != slow.Digest || strings.Join(fast.segments, "/") != strings.Join(slow.segments, "/") ||
-			len(fast.segments) != len(slow.segments) {
+		if fast != slow {
 			t.Fatalf("%q: fast path %+v, library %+v", in, fast, slow)
+		}
+	})
+}
+
+// FuzzTagMatches: the shortcuts of tagMatches give path.Match's answer
+// for every valid tag.
+func FuzzTagMatches(f *testing.F) {
+	for _, p := range [][2]string{{"latest", "latest"}, {"latest", "1.2"}, {"1.*", "1.2"}, {"*-debug", "1-debug"}, {"[a-c]*", "b1"}, {"\\x", "x"}, {"?", "x"}, {"[", "["}} {
+		f.Add(p[0], p[1])
+	}
+	f.Fuzz(func(t *testing.T, glob, tag string) {
+		if !isTag(tag) {
+			return
+		}
+		want, _ := path.Match(glob, tag)
+		if got := tagMatches(glob, tag); got != want {
+			t.Fatalf("tagMatches(%q, %q) = %v, path.Match says %v", glob, tag, got, want)
 		}
 	})
 }

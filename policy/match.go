@@ -151,7 +151,7 @@ type matcher struct {
 	// aliases also tries host globs against Docker Hub's other spellings:
 	// set for deny rules, where matching more is the cautious side.
 	aliases bool
-	ref     *Ref
+	ref     Ref // a copy: a pointer would put every reference decided on the heap
 	now     time.Time
 	best    int
 	expired int
@@ -167,15 +167,15 @@ type matcher struct {
 func (m *matcher) run(ix *index) {
 	m.best, m.expired, m.needs, m.unsigned = -1, -1, -1, -1
 	if n := ix.hosts[m.ref.Domain]; n != nil {
-		m.walk(n, m.ref.segments)
+		m.walk(n, m.ref.Path)
 	}
 	for i := range ix.hostGlobs {
 		if m.hostGlobMatches(ix.hostGlobs[i].labels) {
-			m.walk(ix.hostGlobs[i].root, m.ref.segments)
+			m.walk(ix.hostGlobs[i].root, m.ref.Path)
 		}
 	}
 	if ix.anyHost != nil {
-		m.walk(ix.anyHost, m.ref.segments)
+		m.walk(ix.anyHost, m.ref.Path)
 	}
 }
 
@@ -193,26 +193,40 @@ func (m *matcher) hostGlobMatches(labels []string) bool {
 	return false
 }
 
-func (m *matcher) walk(n *node, segs []string) {
-	if len(segs) == 0 {
+// walk matches the path segments in rest (a valid path has no empty
+// segment, so "" is the end), split as it goes: nothing is allocated.
+func (m *matcher) walk(n *node, rest string) {
+	if rest == "" {
 		m.consider(n.rules)
 	} else {
 		m.consider(n.below)
-		if c := n.lit[segs[0]]; c != nil {
-			m.walk(c, segs[1:])
+		seg, tail := nextSegment(rest)
+		if c := n.lit[seg]; c != nil {
+			m.walk(c, tail)
 		}
 		for _, e := range n.wild() {
-			if matchSegment(e.glob, segs[0]) {
-				m.walk(e.next, segs[1:])
+			if matchSegment(e.glob, seg) {
+				m.walk(e.next, tail)
 			}
 		}
 	}
 	if d := n.dstar(); d != nil {
 		// ** takes zero or more segments.
-		for i := 0; i <= len(segs); i++ {
-			m.walk(d, segs[i:])
+		for {
+			m.walk(d, rest)
+			if rest == "" {
+				break
+			}
+			_, rest = nextSegment(rest)
 		}
 	}
+}
+
+func nextSegment(path string) (seg, rest string) {
+	if i := strings.IndexByte(path, '/'); i >= 0 {
+		return path[:i], path[i+1:]
+	}
+	return path, ""
 }
 
 func (m *matcher) consider(candidates []int32) {
@@ -222,7 +236,7 @@ func (m *matcher) consider(candidates []int32) {
 			continue
 		}
 		r := m.rules[i]
-		if !r.matchesVersion(m.ref) {
+		if !r.matchesVersion(&m.ref) {
 			continue
 		}
 		if r.Expires != nil && !m.now.Before(*r.Expires) {
@@ -248,7 +262,7 @@ func (r *Rule) matchesVersion(ref *Ref) bool {
 	}
 	if ref.Tag != "" {
 		for _, g := range r.Tags {
-			if ok, _ := path.Match(g, ref.Tag); ok {
+			if tagMatches(g, ref.Tag) {
 				return true
 			}
 		}
@@ -262,6 +276,24 @@ func (r *Rule) matchesVersion(ref *Ref) bool {
 	}
 	return false
 }
+
+// tagMatches is path.Match(glob, tag) for a valid tag, with the answers
+// that need no matching first: every reference is judged against the
+// usual deny rule for :latest. A tag has no glob characters, so a glob
+// equal to it is a literal that matches; a glob starting with a literal
+// character matches only a tag starting with that character.
+func tagMatches(glob, tag string) bool {
+	switch {
+	case glob == tag:
+		return true
+	case glob != "" && tag != "" && glob[0] != tag[0] && !isGlobMeta(glob[0]):
+		return false
+	}
+	ok, _ := path.Match(glob, tag)
+	return ok
+}
+
+func isGlobMeta(c byte) bool { return c == '*' || c == '?' || c == '[' || c == '\\' }
 
 // matchLabels matches a host against a host pattern split at dots; the rest
 // of the host is consumed label by label so nothing is allocated.

@@ -23,8 +23,6 @@ type Ref struct {
 	Digest string
 	// String is the full normalized reference: name[:tag][@digest].
 	String string
-
-	segments []string // Path split at "/", kept to match without allocating
 }
 
 // MaxReferenceLength bounds what is handed to the parser. The longest valid
@@ -72,7 +70,6 @@ func parseRefWithLibrary(s string) (Ref, error) {
 	if d, ok := named.(reference.Digested); ok {
 		r.Digest = d.Digest().String()
 	}
-	r.segments = strings.Split(r.Path, "/")
 	return r, nil
 }
 

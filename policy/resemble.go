@@ -1,8 +1,8 @@
 package policy
 
 import (
-	"math/bits"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -38,6 +38,42 @@ type resemblanceIndex struct {
 	ruleHost  []int32
 	ruleShape []int8
 	postings  postings
+	// memo remembers recent answers (nil: none): a hint depends on the
+	// repository, not on the tag, and a list of references names the
+	// same repositories at many tags.
+	memo *hintMemo
+}
+
+// hintMemo maps a repository on a host some allow rule names (host/path)
+// to its hint, and any other host to the allowed host it resembles ("" for
+// none): keys that cannot collide, as only the first has a slash.
+type hintMemo struct {
+	mu  sync.Mutex
+	gen generations[string]
+}
+
+// hintMemoSize bounds the memo like the parsed-reference cache.
+const hintMemoSize = refCacheSize
+
+func newHintMemo() *hintMemo { return &hintMemo{gen: generations[string]{max: hintMemoSize}} }
+
+func (m *hintMemo) find(key string, search func() string) string {
+	if m == nil {
+		return search()
+	}
+	m.mu.Lock()
+	hint, current, ok := m.gen.get(key)
+	m.mu.Unlock()
+	if current {
+		return hint
+	}
+	if !ok {
+		hint = search()
+	}
+	m.mu.Lock()
+	m.gen.put(strings.Clone(key), hint) // the key may be part of a longer input
+	m.mu.Unlock()
+	return hint
 }
 
 // Kinds of posting, mixed into every key so that the halves of repository
@@ -49,7 +85,7 @@ const (
 )
 
 func newResemblanceIndex(allow []*Rule, patterns map[*Rule]pattern) *resemblanceIndex {
-	ix := &resemblanceIndex{allow: allow, hostIDs: map[string]int32{},
+	ix := &resemblanceIndex{allow: allow, hostIDs: map[string]int32{}, memo: newHintMemo(),
 		ruleHost: make([]int32, len(allow)), ruleShape: make([]int8, len(allow))}
 	// About 14 postings a name of fleet-like length, allocated once.
 	pb := postingBuilder{words: make([]uint64, 0, 14*len(allow)+64)}
@@ -115,28 +151,53 @@ func ruleName(r *Rule, host string, shape int8) (string, bool) {
 func (p *Policy) resembling(ref *Ref, now time.Time) string {
 	ix := p.names
 	if id, ok := ix.hostIDs[ref.Domain]; ok {
-		path := familiarPath(ref.Domain, ref.Path)
-		best := int32(-1)
-		for _, shape := range ix.shapes[id] {
-			q, ok := pathPrefix(path, shape)
-			if !ok {
-				continue
-			}
-			ix.postings.near(q, pathContext(id, shape), func(cand uint32) (string, bool) {
-				if int(cand) >= len(ix.allow) || ix.ruleHost[cand] != id || ix.ruleShape[cand] != shape {
-					return "", false // another name's key, equal by chance
-				}
-				return ruleName(ix.allow[cand], ref.Domain, shape)
-			}, &best)
-		}
-		if best >= 0 {
-			return ix.allow[best].Pattern
-		}
-		return ""
+		return ix.memo.find(ref.Name, func() string { return ix.nameResembling(ref, id) })
 	}
 	// An unknown registry: is it a near miss of an allowed one?
+	host := ix.memo.find(ref.Domain, func() string { return ix.hostResembling(ref.Domain) })
+	if host == "" {
+		return ""
+	}
+	// Name the rule the same reference would have matched on the real
+	// registry, if one does: that is what the look-alike imitates.
+	real := *ref
+	real.Domain = host
+	m := matcher{rules: p.Allow, ref: real, now: now}
+	m.run(p.allowIdx)
+	if m.best >= 0 {
+		return p.Allow[m.best].Pattern
+	}
+	return host
+}
+
+// nameResembling is the pattern of the first allow rule on ref's host
+// (host id) whose name is a near miss of ref's, or "".
+func (ix *resemblanceIndex) nameResembling(ref *Ref, id int32) string {
+	path := familiarPath(ref.Domain, ref.Path)
 	best := int32(-1)
-	ix.postings.near(ref.Domain, hostContext(), func(cand uint32) (string, bool) {
+	for _, shape := range ix.shapes[id] {
+		q, ok := pathPrefix(path, shape)
+		if !ok {
+			continue
+		}
+		ix.postings.near(q, pathContext(id, shape), func(cand uint32) (string, bool) {
+			if int(cand) >= len(ix.allow) || ix.ruleHost[cand] != id || ix.ruleShape[cand] != shape {
+				return "", false // another name's key, equal by chance
+			}
+			return ruleName(ix.allow[cand], ref.Domain, shape)
+		}, &best)
+	}
+	if best >= 0 {
+		return ix.allow[best].Pattern
+	}
+	return ""
+}
+
+// hostResembling is the first allowed host that host is a near miss of,
+// or "".
+func (ix *resemblanceIndex) hostResembling(host string) string {
+	best := int32(-1)
+	ix.postings.near(host, hostContext(), func(cand uint32) (string, bool) {
 		if int(cand) >= len(ix.hosts) {
 			return "", false
 		}
@@ -145,17 +206,7 @@ func (p *Policy) resembling(ref *Ref, now time.Time) string {
 	if best < 0 {
 		return ""
 	}
-	host := ix.hosts[best]
-	// Name the rule the same reference would have matched on the real
-	// registry, if one does: that is what the look-alike imitates.
-	real := *ref
-	real.Domain = host
-	m := matcher{rules: p.Allow, ref: &real, now: now}
-	m.run(p.allowIdx)
-	if m.best >= 0 {
-		return p.Allow[m.best].Pattern
-	}
-	return host
+	return ix.hosts[best]
 }
 
 func pathContext(host int32, shape int8) uint64 {
@@ -254,8 +305,10 @@ func radixSortKeys(w []uint64) []uint64 {
 	return src // four passes: back in w
 }
 
-// lookup calls fn with every id posted under k.
-func (ps *postings) lookup(k uint32, fn func(id uint32)) {
+// lookup calls fn with the ids posted under k, in increasing order, until
+// fn returns false: a search for the lowest id that qualifies stops at
+// the first id above the best found so far.
+func (ps *postings) lookup(k uint32, fn func(id uint32) bool) {
 	if len(ps.words) == 0 {
 		return
 	}
@@ -273,7 +326,9 @@ func (ps *postings) lookup(k uint32, fn func(id uint32)) {
 		}
 	}
 	for i := lo; i < len(ps.words) && ps.words[i]>>32 == uint64(k); i++ {
-		fn(uint32(ps.words[i]))
+		if !fn(uint32(ps.words[i])) {
+			return
+		}
 	}
 }
 
@@ -284,33 +339,29 @@ func (ps *postings) near(q string, ctx uint64, nameOf func(id uint32) (string, b
 	sq := squash(q)
 	var h hasher
 	h.reset(sq)
-	ps.lookup(key(ctx, kindSquashed, h.sum(0, h.n)), func(id uint32) {
+	ps.lookup(key(ctx, kindSquashed, h.sum(0, h.n)), func(id uint32) bool {
 		if *best >= 0 && int32(id) >= *best {
-			return
+			return false
 		}
 		if name, ok := nameOf(id); ok && name != q && squash(name) == sq {
 			*best = int32(id)
 		}
+		return true
 	})
-	// A name is found through several of its variants: measure it once.
-	var tried [32]uint32
-	ntried := 0
-	consider := func(id uint32) {
+	// A name is found through several of its variants (in a policy of
+	// similar names, one key can stand for a hundred): measure it once.
+	var tried idSet
+	consider := func(id uint32) bool {
 		if *best >= 0 && int32(id) >= *best {
-			return
+			return false
 		}
-		for _, t := range tried[:ntried] {
-			if t == id {
-				return
-			}
-		}
-		if ntried < len(tried) {
-			tried[ntried] = id
-			ntried++
+		if !tried.add(id) {
+			return true
 		}
 		if name, ok := nameOf(id); ok && name != q && withinTwoEdits(name, q) {
 			*best = int32(id)
 		}
+		return true
 	}
 	h.reset(q)
 	n := len(q)
@@ -336,6 +387,31 @@ func (ps *postings) near(q string, ctx uint64, nameOf func(id uint32) (string, b
 				nt++
 				ps.lookup(key(ctx, kindTail, h.sum(n-t, n)), consider)
 			}
+		}
+	}
+}
+
+// idSet is a small set of ids, open addressing on the stack. Once it is
+// three quarters full it admits every further id as new: a repeat then
+// costs one more distance check, never a wrong answer.
+type idSet struct {
+	n     int
+	slots [256]uint32 // id+1; 0 is empty
+}
+
+func (s *idSet) add(id uint32) bool {
+	if s.n >= len(s.slots)*3/4 {
+		return true
+	}
+	v := id + 1
+	for i := (v * 0x9e3779b1) >> 24; ; i = (i + 1) % uint32(len(s.slots)) {
+		switch s.slots[i] {
+		case v:
+			return false
+		case 0:
+			s.slots[i] = v
+			s.n++
+			return true
 		}
 	}
 }
@@ -450,87 +526,34 @@ func squash(s string) string {
 	}, s)
 }
 
-// withinTwoEdits is a Levenshtein distance check that gives up early. Only
-// the band of the table within two cells of its diagonal can hold a
-// distance of two or less, so only that band is computed.
-func withinTwoEdits(a, b string) bool {
-	const k = 2
+// withinTwoEdits reports whether a and b are at most two edits apart
+// (Levenshtein distance: insertions, deletions, substitutions).
+func withinTwoEdits(a, b string) bool { return withinEdits(a, b, 2) }
+
+// withinEdits decides distance <= k by trying the k edits themselves: a
+// common prefix or suffix never needs an edit (matching equal end
+// characters is always optimal), so they are cut off, and the first
+// characters left differ: substituting, deleting or inserting there are the
+// only ways on, each with one edit less. For k = 2 that is at most a dozen
+// calls, each giving up at the first difference, where the distance table
+// would fill a band of it for every pair of names.
+func withinEdits(a, b string, k int) bool {
 	if d := len(a) - len(b); d > k || d < -k {
 		return false
 	}
-	if bits.OnesCount64(charSet(a)^charSet(b)) > 2*k {
-		return false // two edits change which characters occur in at most four places
+	for len(a) > 0 && len(b) > 0 && a[0] == b[0] {
+		a, b = a[1:], b[1:]
 	}
-	const inf = 1 << 20
-	// prev[d] and cur[d] hold the cell (i, i+d-k) of the table.
-	var prev, cur [2*k + 1]int
-	for d := range prev {
-		j := d - k
-		if j >= 0 {
-			prev[d] = j
-		} else {
-			prev[d] = inf
-		}
+	for len(a) > 0 && len(b) > 0 && a[len(a)-1] == b[len(b)-1] {
+		a, b = a[:len(a)-1], b[:len(b)-1]
 	}
-	for i := 1; i <= len(a); i++ {
-		rowMin := inf
-		for d := 0; d <= 2*k; d++ {
-			j := i + d - k
-			if j < 0 || j > len(b) {
-				cur[d] = inf
-				continue
-			}
-			if j == 0 {
-				cur[d] = i
-				rowMin = min(rowMin, i)
-				continue
-			}
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			v := prev[d] + cost // (i-1, j-1)
-			if d+1 <= 2*k {
-				v = min(v, prev[d+1]+1) // (i-1, j)
-			}
-			if d > 0 {
-				v = min(v, cur[d-1]+1) // (i, j-1)
-			}
-			cur[d] = v
-			rowMin = min(rowMin, v)
-		}
-		if rowMin > k {
-			return false
-		}
-		prev = cur
+	switch {
+	case len(a) == 0 || len(b) == 0:
+		return true // what is left is the length difference, checked above
+	case k == 0:
+		return false
 	}
-	return prev[len(b)-len(a)+k] <= k
-}
-
-// charSet maps the characters of a name to the bits of a word; characters
-// outside a repository name's alphabet share the last bit.
-func charSet(s string) uint64 {
-	var m uint64
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z':
-			m |= 1 << (c - 'a')
-		case c >= '0' && c <= '9':
-			m |= 1 << (26 + c - '0')
-		case c == '-':
-			m |= 1 << 36
-		case c == '_':
-			m |= 1 << 37
-		case c == '.':
-			m |= 1 << 38
-		case c == '/':
-			m |= 1 << 39
-		default:
-			m |= 1 << 63
-		}
-	}
-	return m
+	return withinEdits(a[1:], b[1:], k-1) || withinEdits(a[1:], b, k-1) || withinEdits(a, b[1:], k-1)
 }
 
 func containsShape(xs []int8, x int8) bool {

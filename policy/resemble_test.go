@@ -54,7 +54,7 @@ func bruteResembling(p *Policy, ref *Ref) string {
 		if squash(h) == squash(ref.Domain) || withinTwoEdits(h, ref.Domain) {
 			real := *ref
 			real.Domain = h
-			m := matcher{rules: p.Allow, ref: &real, now: testNow}
+			m := matcher{rules: p.Allow, ref: real, now: testNow}
 			m.run(p.allowIdx)
 			if m.best >= 0 {
 				return p.Allow[m.best].Pattern

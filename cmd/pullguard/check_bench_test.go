@@ -61,7 +61,9 @@ func fleetReferences(n, rules int) string {
 // would. The figure is the whole command's wall time divided by the number
 // of references; `true` started the same way is the floor. The command's
 // CPU time (user and system) is reported too: on a shared machine, wall
-// time also counts the wait for a core.
+// time also counts the wait for a core. With PULLGUARD_CHECK_BASELINE set
+// to another pullguard binary (say, one built from the main branch), that
+// binary runs in turn with this one and is reported beside it.
 func BenchmarkCheckCommand(b *testing.B) {
 	const refs, rules = 50000, 1000
 	dir := b.TempDir()
@@ -70,9 +72,10 @@ func BenchmarkCheckCommand(b *testing.B) {
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("building: %v\n%s", err, out)
 	}
+	baseline := os.Getenv("PULLGUARD_CHECK_BASELINE")
 	pol := fleetPolicy(b, dir, rules)
 	input := fleetReferences(refs, rules)
-	var cpu []float64
+	cpu := map[string][]float64{}
 	run := func(name string, args ...string) time.Duration {
 		cmd := exec.Command(name, args...)
 		cmd.Stdin = strings.NewReader(input)
@@ -84,28 +87,40 @@ func BenchmarkCheckCommand(b *testing.B) {
 		if ee, ok := err.(*exec.ExitError); err != nil && !(ok && ee.ExitCode() == 1) {
 			b.Fatalf("%s: %v", name, err)
 		}
-		if name == bin {
+		if name != "true" {
 			ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-			cpu = append(cpu, float64(ru.Utime.Nano()+ru.Stime.Nano())/refs)
+			cpu[name] = append(cpu[name], float64(ru.Utime.Nano()+ru.Stime.Nano())/refs)
 			if lines := bytes.Count(out.Bytes(), []byte("\n")); lines != refs {
-				b.Fatalf("%d lines of output for %d references", lines, refs)
+				b.Fatalf("%s: %d lines of output for %d references", name, lines, refs)
 			}
 		}
 		return el
 	}
-	var times, floor []float64
+	var times, base, floor []float64
 	for i := 0; i < max(b.N, 15); i++ {
 		times = append(times, float64(run(bin, "check", "--policy", pol, "--output", "json", "-").Nanoseconds())/refs)
+		if baseline != "" {
+			base = append(base, float64(run(baseline, "check", "--policy", pol, "--output", "json", "-").Nanoseconds())/refs)
+		}
 		floor = append(floor, float64(run("true").Nanoseconds())/refs)
 	}
 	p50, p99 := percentiles(times)
 	f50, _ := percentiles(floor)
-	c50, _ := percentiles(cpu)
+	c50, c99 := percentiles(cpu[bin])
 	b.ReportMetric(c50/1000, "p50-cpu-us/ref")
+	b.ReportMetric(c99/1000, "p99-cpu-us/ref")
 	b.ReportMetric(p50/1000, "p50-us/ref")
 	b.ReportMetric(p99/1000, "p99-us/ref")
 	b.ReportMetric(p50*refs/1e6, "p50-ms/command")
 	b.ReportMetric(f50*refs/1e6, "floor-ms/command")
+	if baseline != "" {
+		b50, b99 := percentiles(base)
+		bc50, bc99 := percentiles(cpu[baseline])
+		b.ReportMetric(bc50/1000, "baseline-p50-cpu-us/ref")
+		b.ReportMetric(bc99/1000, "baseline-p99-cpu-us/ref")
+		b.ReportMetric(b50/1000, "baseline-p50-us/ref")
+		b.ReportMetric(b99/1000, "baseline-p99-us/ref")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 
