@@ -327,7 +327,12 @@ func (l *loader) once(key string, k *yaml.Node) bool {
 
 // mapping walks a mapping node, refusing unknown and duplicate keys.
 func (l *loader) mapping(n *yaml.Node, known []string, each func(key string, k, v *yaml.Node)) {
-	seen := map[string]int{}
+	// A rule has a handful of keys: looking back at them costs less than a
+	// map for each of 100,000 rules. Only a long mapping gets one.
+	var seen map[string]int
+	if len(n.Content) > 32 {
+		seen = make(map[string]int, len(n.Content)/2)
+	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
@@ -335,17 +340,34 @@ func (l *loader) mapping(n *yaml.Node, known []string, each func(key string, k, 
 			continue
 		}
 		key := k.Value
-		if line, dup := seen[key]; dup {
+		if line, dup := firstKey(n.Content[:i], seen, key); dup {
 			l.errorf(k, "duplicate key %q (first at line %d)", key, line)
 			continue
 		}
-		seen[key] = k.Line
+		if seen != nil {
+			seen[key] = k.Line
+		}
 		if !contains(known, key) {
 			l.errorf(k, "unknown key %q (expected one of: %s)", key, strings.Join(known, ", "))
 			continue
 		}
 		each(key, k, v)
 	}
+}
+
+// firstKey finds key among the keys before it (in seen, when there is a
+// map), and the line of its first appearance.
+func firstKey(before []*yaml.Node, seen map[string]int, key string) (line int, found bool) {
+	if seen != nil {
+		line, found = seen[key]
+		return line, found
+	}
+	for j := 0; j+1 < len(before); j += 2 {
+		if k := before[j]; k.Kind == yaml.ScalarNode && k.Value == key {
+			return k.Line, true
+		}
+	}
+	return 0, false
 }
 
 func (l *loader) enum(v *yaml.Node, key string, allowed ...string) (string, bool) {
