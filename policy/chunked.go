@@ -54,7 +54,7 @@ func (l *loader) fileInRuns(name string, data []byte) bool {
 		}
 		l.patterns = make(map[*Rule]pattern, n)
 	}
-	sub := &loader{policy: &Policy{}, set: map[string]Position{}, patterns: l.patterns}
+	sub := &loader{policy: &Policy{}, set: map[string]Position{}, patterns: l.patterns, shared: l.shared}
 	// The document without the lists' items: the same lines, emptied.
 	skeleton := make([]byte, 0, 4096)
 	emptied := make([]bool, len(lines))

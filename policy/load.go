@@ -204,7 +204,7 @@ func Parse(sources ...Source) (*Policy, error) {
 // parse checks the files signed-by names with perms, unless it is nil.
 func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Policy, error) {
 	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep, LocalImages: LocalImagesDeny}
-	l := &loader{policy: p, set: map[string]Position{}, opts: opts, perms: perms, patterns: map[*Rule]pattern{}}
+	l := &loader{policy: p, set: map[string]Position{}, opts: opts, perms: perms, patterns: map[*Rule]pattern{}, shared: &ruleMemory{}}
 	h := sha256.New()
 	for _, s := range sources {
 		p.Files = append(p.Files, s.Name)
@@ -237,6 +237,62 @@ type loader struct {
 	perms    *permissionChecker
 	keys     map[string]*Key // signed-by key files read so far, by path
 	keyData  []Source
+	shared   *ruleMemory
+}
+
+// ruleMemory is where a policy's rules are kept. A 100,000-rule allowlist
+// is held by the daemon for as long as it is in force, so its rules are
+// allocated in blocks, not one by one among the loading's garbage, and
+// what thousands of rules write alike (tags: ["1.*", "2.*"], expires:
+// 2030-01-31) is kept once: rules are never changed after loading.
+type ruleMemory struct {
+	block   []Rule
+	next    int // block size: doubling, so that a small policy wastes little
+	tags    map[string][]string
+	expires map[string]*time.Time
+	key     []byte
+}
+
+func (m *ruleMemory) newRule() *Rule {
+	if len(m.block) == 0 {
+		m.next = min(max(2*m.next, 8), 1024)
+		m.block = make([]Rule, m.next)
+	}
+	r := &m.block[0]
+	m.block = m.block[1:]
+	return r
+}
+
+// tagList returns an equal list kept before, or keeps this one.
+func (m *ruleMemory) tagList(tags []string) []string {
+	m.key = m.key[:0]
+	for _, t := range tags {
+		m.key = append(append(m.key, t...), 0)
+	}
+	if kept, ok := m.tags[string(m.key)]; ok {
+		return kept
+	}
+	if m.tags == nil {
+		m.tags = map[string][]string{}
+	}
+	m.tags[string(m.key)] = tags
+	return tags
+}
+
+// expiry parses s, or returns the instant parsed from the same text before.
+func (m *ruleMemory) expiry(s string) (*time.Time, error) {
+	if t, ok := m.expires[s]; ok {
+		return t, nil
+	}
+	t, err := parseExpiry(s)
+	if err != nil {
+		return nil, err
+	}
+	if m.expires == nil {
+		m.expires = map[string]*time.Time{}
+	}
+	m.expires[s] = &t
+	return &t, nil
 }
 
 func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
@@ -434,7 +490,8 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 		return nil
 	}
 	before := len(l.problems)
-	r := &Rule{Kind: kind, Source: Position{File: l.fileName, Line: n.Line, Column: n.Column}}
+	r := l.shared.newRule()
+	r.Kind, r.Source = kind, Position{File: l.fileName, Line: n.Line, Column: n.Column}
 	var pat pattern
 	hasImage := false
 	l.mapping(n, ruleKeys, func(key string, k, v *yaml.Node) {
@@ -465,7 +522,7 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 					l.errorf(v.Content[i], "tags: %v", err)
 				}
 			}
-			r.Tags = tags
+			r.Tags = l.shared.tagList(tags)
 		case "digests":
 			ds, ok := l.strList(v, key)
 			if !ok {
@@ -482,12 +539,12 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 			if !ok {
 				return
 			}
-			t, err := parseExpiry(s)
+			t, err := l.shared.expiry(s)
 			if err != nil {
 				l.errorf(v, "expires: %v", err)
 				return
 			}
-			r.Expires = &t
+			r.Expires = t
 		case "reason":
 			if s, ok := l.str(v, key); ok {
 				r.Reason = s
