@@ -220,9 +220,13 @@ func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Poli
 		h.Write(k.Data)
 	}
 	p.Hash = hex.EncodeToString(h.Sum(nil))[:16]
+	// The indexes only read the rules: the resemblance index, a third of a
+	// large allowlist's load, is built on the other core meanwhile.
+	names := make(chan *resemblanceIndex, 1)
+	go func() { names <- newResemblanceIndex(p.Allow, l.patterns) }()
 	p.allowIdx = buildIndex(p.Allow, l)
 	p.denyIdx = buildIndex(p.Deny, l)
-	p.names = newResemblanceIndex(p.Allow, l.patterns)
+	p.names = <-names
 	p.cache = newRefCache(refCacheSize)
 	return p, nil
 }
