@@ -7,9 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
@@ -543,19 +545,19 @@ func TestPolicyWatcherReload(t *testing.T) {
 func TestPolicyWatcherLetsGoOfThePreviousPolicy(t *testing.T) {
 	path := newPolicyDir(t)
 	const settle = 300 * time.Millisecond
-	w, err := NewPolicyWatcher(PolicyWatcherConfig{Path: path, Settle: settle})
+	log, _ := logtest.NewNullLogger()
+	w, err := NewPolicyWatcher(PolicyWatcherConfig{Path: path, Log: log, Settle: settle})
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := w.Current()
+	first := weak.Make(w.Current())
 	writeFile(t, path, policyV("v2"))
 	start := time.Now()
 	if err := w.Reload(); err != nil {
 		t.Fatal(err)
 	}
-	prev, until := w.Settling()
-	if prev != first || until.Before(start.Add(settle)) {
-		t.Fatalf("Settling() = %p, %v right after the reload; want the first policy (%p) until %v or later", prev, until, first, start.Add(settle))
+	if prev, until := w.Settling(); prev != first.Value() || until.Before(start.Add(settle)) {
+		t.Fatalf("Settling() = %p, %v right after the reload; want the first policy (%p) until %v or later", prev, until, first.Value(), start.Add(settle))
 	}
 	time.Sleep(settle / 2)
 	w.markChanged() // an edit the watcher has seen, not yet reloaded
@@ -572,9 +574,10 @@ func TestPolicyWatcherLetsGoOfThePreviousPolicy(t *testing.T) {
 	if now := time.Now(); now.Before(extended) {
 		t.Errorf("the previous policy was let go at %v, before the settle period the edit began ended (%v)", now, extended)
 	}
+	waitFor("referencing the previous policy", func() bool { runtime.GC(); return first.Value() == nil })
 
 	t.Run("no hold without a settle period", func(t *testing.T) {
-		w, err := NewPolicyWatcher(PolicyWatcherConfig{Path: path, Settle: -1})
+		w, err := NewPolicyWatcher(PolicyWatcherConfig{Path: path, Log: log, Settle: -1})
 		if err != nil {
 			t.Fatal(err)
 		}
