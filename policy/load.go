@@ -563,12 +563,31 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 	if len(l.problems) > before {
 		return nil
 	}
-	r.Pattern = pat.String()
-	if r.Pattern == r.Image {
+	if writtenAs(pat, r.Image) {
 		r.Pattern = r.Image // one copy for 100,000 rules written in normal form
+	} else {
+		r.Pattern = pat.String()
 	}
 	l.patterns[r] = pat
 	return r
+}
+
+// writtenAs reports whether s is p.String(), without building that.
+func writtenAs(p pattern, s string) bool {
+	first, segs := p.host, p.segments
+	if p.anyHost {
+		first, segs = "**", segs[1:]
+	} else if len(segs) == 0 {
+		return s == p.String()
+	}
+	rest, ok := strings.CutPrefix(s, first)
+	for _, seg := range segs {
+		if !ok || !strings.HasPrefix(rest, "/") {
+			return false
+		}
+		rest, ok = strings.CutPrefix(rest[1:], seg)
+	}
+	return ok && rest == ""
 }
 
 func parseExpiry(s string) (time.Time, error) {

@@ -154,3 +154,24 @@ func FuzzScanItems(f *testing.F) {
 		checkScan(t, text)
 	})
 }
+
+// TestWrittenAs: the check that spares building a pattern's normal form
+// agrees with building it.
+func TestWrittenAs(t *testing.T) {
+	for _, s := range []string{
+		"nginx", "docker.io/library/nginx", "library/nginx", "ghcr.io/a/b", "GHCR.io/a/b", "ghcr.io:443/a/b",
+		"**", "**/x", "**/x/**", "registry.example.com:5000/team/**", "docker.io/team/svc-*", "*.example.com/**",
+		"registry-1.docker.io/library/nginx", "a/b/**/**",
+	} {
+		p, err := parsePattern(s)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		if got, want := writtenAs(p, s), p.String() == s; got != want {
+			t.Errorf("writtenAs(%q) = %v, but the normal form is %q", s, got, p.String())
+		}
+		if !writtenAs(p, p.String()) {
+			t.Errorf("writtenAs(%q) is false for the normal form itself", p.String())
+		}
+	}
+}
