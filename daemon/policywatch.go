@@ -143,8 +143,8 @@ func (w *PolicyWatcher) markChanged() {
 	}
 }
 
-// releaseLoadMemory hands the memory that loading a large policy used, and
-// the policy it replaced, back to the system at once: a 100,000-rule
+// releaseLoadMemory hands the memory that loading a large policy used, or
+// a large policy no longer held, back to the system at once: a 100,000-rule
 // allowlist passes through several times its kept size while loading, and
 // left to itself the runtime keeps that for minutes.
 func releaseLoadMemory(p *policy.Policy) {
@@ -185,8 +185,11 @@ func (w *PolicyWatcher) reload(trigger string) error {
 		releaseLoadMemory(p)
 		return nil
 	}
-	w.prev.Store(old)
 	w.markChanged()
+	if w.settle > 0 {
+		w.prev.Store(old)
+		w.endSettleLater(old)
+	}
 	w.cur.Store(p)
 	w.logLoaded(p, trigger)
 	if w.onReload != nil {
@@ -194,6 +197,25 @@ func (w *PolicyWatcher) reload(trigger string) error {
 	}
 	releaseLoadMemory(p)
 	return nil
+}
+
+// endSettleLater lets go of prev once the policy has settled: nothing
+// asks for it after that, and a large policy kept for nothing would double
+// the daemon's memory until the next reload. A change to the files in the
+// meantime moves the end of the settle period, and a later reload replaces
+// prev (and lets go of it in its turn).
+func (w *PolicyWatcher) endSettleLater(prev *policy.Policy) {
+	var check func()
+	check = func() {
+		if left := time.Until(time.Unix(0, w.changed.Load()).Add(w.settle)); left > 0 {
+			time.AfterFunc(left, check)
+			return
+		}
+		if w.prev.CompareAndSwap(prev, nil) {
+			releaseLoadMemory(prev)
+		}
+	}
+	time.AfterFunc(w.settle, check)
 }
 
 func (w *PolicyWatcher) logLoaded(p *policy.Policy, trigger string) {

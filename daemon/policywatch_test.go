@@ -7,9 +7,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
@@ -532,6 +534,59 @@ func TestPolicyWatcherReload(t *testing.T) {
 		}
 		if n != 2 {
 			t.Errorf("%d error entries for two reload requests, want 2", n)
+		}
+	})
+}
+
+// TestPolicyWatcherLetsGoOfThePreviousPolicy: the policy a reload replaced
+// is offered to the guards while the new one settles, and not after: a
+// large policy kept for nothing doubles the daemon's memory. A change to
+// the files while settling makes the hold last longer.
+func TestPolicyWatcherLetsGoOfThePreviousPolicy(t *testing.T) {
+	path := newPolicyDir(t)
+	const settle = 300 * time.Millisecond
+	log, _ := logtest.NewNullLogger()
+	w, err := NewPolicyWatcher(PolicyWatcherConfig{Path: path, Log: log, Settle: settle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := weak.Make(w.Current())
+	writeFile(t, path, policyV("v2"))
+	start := time.Now()
+	if err := w.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if prev, until := w.Settling(); prev != first.Value() || until.Before(start.Add(settle)) {
+		t.Fatalf("Settling() = %p, %v right after the reload; want the first policy (%p) until %v or later", prev, until, first.Value(), start.Add(settle))
+	}
+	time.Sleep(settle / 2)
+	w.markChanged() // an edit the watcher has seen, not yet reloaded
+	extended := time.Now().Add(settle)
+	waitFor := func(what string, done func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !done(); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("still %s after 10 s", what)
+			}
+		}
+	}
+	waitFor("holding the previous policy", func() bool { p, _ := w.Settling(); return p == nil })
+	if now := time.Now(); now.Before(extended) {
+		t.Errorf("the previous policy was let go at %v, before the settle period the edit began ended (%v)", now, extended)
+	}
+	waitFor("referencing the previous policy", func() bool { runtime.GC(); return first.Value() == nil })
+
+	t.Run("no hold without a settle period", func(t *testing.T) {
+		w, err := NewPolicyWatcher(PolicyWatcherConfig{Path: path, Log: log, Settle: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, path, policyV("v3"))
+		if err := w.Reload(); err != nil {
+			t.Fatal(err)
+		}
+		if p := w.prev.Load(); p != nil {
+			t.Errorf("the previous policy is held (%s) with no settle period", marker(p))
 		}
 	})
 }

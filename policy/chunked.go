@@ -47,7 +47,14 @@ func (l *loader) fileInRuns(name string, data []byte) bool {
 	if !ok || len(lists) == 0 {
 		return false
 	}
-	sub := &loader{policy: &Policy{}, set: map[string]Position{}, patterns: l.patterns}
+	if len(l.patterns) == 0 { // one map of the right size, not a dozen growing ones
+		n := 0
+		for _, bl := range lists {
+			n += len(bl.items)
+		}
+		l.patterns = make(map[*Rule]pattern, n)
+	}
+	sub := &loader{policy: &Policy{}, set: map[string]Position{}, patterns: l.patterns, shared: l.shared}
 	// The document without the lists' items: the same lines, emptied.
 	skeleton := make([]byte, 0, 4096)
 	emptied := make([]bool, len(lines))
@@ -66,6 +73,7 @@ func (l *loader) fileInRuns(name string, data []byte) bool {
 	if len(sub.problems) > 0 {
 		return false
 	}
+	var scan itemScanner
 	for _, bl := range lists {
 		for c := 0; c < len(bl.items); c += chunkItems {
 			first := bl.items[c]
@@ -73,24 +81,13 @@ func (l *loader) fileInRuns(name string, data []byte) bool {
 			if c+chunkItems < len(bl.items) {
 				last = bl.items[c+chunkItems]
 			}
-			doc := make([]byte, 0, 16+lineSpan(lines, first, last))
-			doc = append(doc, "list:\n"...)
-			for i := first; i < last; i++ {
-				doc = append(doc, lines[i]...)
-				doc = append(doc, '\n')
-			}
-			var root yaml.Node
-			if err := yaml.Unmarshal(doc, &root); err != nil || len(root.Content) != 1 {
-				return false
-			}
-			m := root.Content[0]
-			if m.Kind != yaml.MappingNode || len(m.Content) != 2 || m.Content[1].Kind != yaml.SequenceNode ||
-				len(m.Content[1].Content) != min(chunkItems, len(bl.items)-c) {
+			want := min(chunkItems, len(bl.items)-c)
+			list, ok := runItems(&scan, lines, first, last, len(bl.itemPrefix)-1, want)
+			if !ok {
 				return false // not the items this run was cut at: read the whole file instead
 			}
-			shiftLines(m.Content[1], first-1) // "list:" stood on line 1 instead of the item's line
 			sub.fileName = name
-			rules := sub.rules(m.Content[1], bl.kind)
+			rules := sub.rules(list, bl.kind)
 			if len(sub.problems) > 0 {
 				return false
 			}
@@ -229,4 +226,31 @@ func shiftLines(n *yaml.Node, by int) {
 	for _, c := range n.Content {
 		shiftLines(c, by)
 	}
+}
+
+// runItems reads the want items of lines[first:last] as a block sequence,
+// with the file's line numbers: by scanItems when it can, otherwise by the
+// YAML library as the document "list:" followed by those lines. ok is
+// false when they are not exactly want items.
+func runItems(s *itemScanner, lines [][]byte, first, last, indent, want int) (list *yaml.Node, ok bool) {
+	if items, ok := s.scanItems(lines, first, last, indent); ok && len(items) == want {
+		return &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Content: items}, true
+	}
+	doc := make([]byte, 0, 16+lineSpan(lines, first, last))
+	doc = append(doc, "list:\n"...)
+	for i := first; i < last; i++ {
+		doc = append(doc, lines[i]...)
+		doc = append(doc, '\n')
+	}
+	var root yaml.Node
+	if err := yaml.Unmarshal(doc, &root); err != nil || len(root.Content) != 1 {
+		return nil, false
+	}
+	m := root.Content[0]
+	if m.Kind != yaml.MappingNode || len(m.Content) != 2 || m.Content[1].Kind != yaml.SequenceNode ||
+		len(m.Content[1].Content) != want {
+		return nil, false
+	}
+	shiftLines(m.Content[1], first-1) // "list:" stood on line 1 instead of the item's line
+	return m.Content[1], true
 }

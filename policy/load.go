@@ -204,7 +204,7 @@ func Parse(sources ...Source) (*Policy, error) {
 // parse checks the files signed-by names with perms, unless it is nil.
 func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Policy, error) {
 	p := &Policy{Mode: ModeAudit, Default: DefaultDeny, Running: RunningKeep, LocalImages: LocalImagesDeny}
-	l := &loader{policy: p, set: map[string]Position{}, opts: opts, perms: perms, patterns: map[*Rule]pattern{}}
+	l := &loader{policy: p, set: map[string]Position{}, opts: opts, perms: perms, patterns: map[*Rule]pattern{}, shared: &ruleMemory{}}
 	h := sha256.New()
 	for _, s := range sources {
 		p.Files = append(p.Files, s.Name)
@@ -220,9 +220,13 @@ func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Poli
 		h.Write(k.Data)
 	}
 	p.Hash = hex.EncodeToString(h.Sum(nil))[:16]
+	// The indexes only read the rules: the resemblance index, a third of a
+	// large allowlist's load, is built on the other core meanwhile.
+	names := make(chan *resemblanceIndex, 1)
+	go func() { names <- newResemblanceIndex(p.Allow, l.patterns) }()
 	p.allowIdx = buildIndex(p.Allow, l)
 	p.denyIdx = buildIndex(p.Deny, l)
-	p.names = newResemblanceIndex(p.Allow, l.patterns)
+	p.names = <-names
 	p.cache = newRefCache(refCacheSize)
 	return p, nil
 }
@@ -237,6 +241,62 @@ type loader struct {
 	perms    *permissionChecker
 	keys     map[string]*Key // signed-by key files read so far, by path
 	keyData  []Source
+	shared   *ruleMemory
+}
+
+// ruleMemory is where a policy's rules are kept. A 100,000-rule allowlist
+// is held by the daemon for as long as it is in force, so its rules are
+// allocated in blocks, not one by one among the loading's garbage, and
+// what thousands of rules write alike (tags: ["1.*", "2.*"], expires:
+// 2030-01-31) is kept once: rules are never changed after loading.
+type ruleMemory struct {
+	block   []Rule
+	next    int // block size: doubling, so that a small policy wastes little
+	tags    map[string][]string
+	expires map[string]*time.Time
+	key     []byte
+}
+
+func (m *ruleMemory) newRule() *Rule {
+	if len(m.block) == 0 {
+		m.next = min(max(2*m.next, 8), 1024)
+		m.block = make([]Rule, m.next)
+	}
+	r := &m.block[0]
+	m.block = m.block[1:]
+	return r
+}
+
+// tagList returns an equal list kept before, or keeps this one.
+func (m *ruleMemory) tagList(tags []string) []string {
+	m.key = m.key[:0]
+	for _, t := range tags {
+		m.key = append(append(m.key, t...), 0)
+	}
+	if kept, ok := m.tags[string(m.key)]; ok {
+		return kept
+	}
+	if m.tags == nil {
+		m.tags = map[string][]string{}
+	}
+	m.tags[string(m.key)] = tags
+	return tags
+}
+
+// expiry parses s, or returns the instant parsed from the same text before.
+func (m *ruleMemory) expiry(s string) (*time.Time, error) {
+	if t, ok := m.expires[s]; ok {
+		return t, nil
+	}
+	t, err := parseExpiry(s)
+	if err != nil {
+		return nil, err
+	}
+	if m.expires == nil {
+		m.expires = map[string]*time.Time{}
+	}
+	m.expires[s] = &t
+	return &t, nil
 }
 
 func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
@@ -327,7 +387,12 @@ func (l *loader) once(key string, k *yaml.Node) bool {
 
 // mapping walks a mapping node, refusing unknown and duplicate keys.
 func (l *loader) mapping(n *yaml.Node, known []string, each func(key string, k, v *yaml.Node)) {
-	seen := map[string]int{}
+	// A rule has a handful of keys: looking back at them costs less than a
+	// map for each of 100,000 rules. Only a long mapping gets one.
+	var seen map[string]int
+	if len(n.Content) > 32 {
+		seen = make(map[string]int, len(n.Content)/2)
+	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
@@ -335,17 +400,34 @@ func (l *loader) mapping(n *yaml.Node, known []string, each func(key string, k, 
 			continue
 		}
 		key := k.Value
-		if line, dup := seen[key]; dup {
+		if line, dup := firstKey(n.Content[:i], seen, key); dup {
 			l.errorf(k, "duplicate key %q (first at line %d)", key, line)
 			continue
 		}
-		seen[key] = k.Line
+		if seen != nil {
+			seen[key] = k.Line
+		}
 		if !contains(known, key) {
 			l.errorf(k, "unknown key %q (expected one of: %s)", key, strings.Join(known, ", "))
 			continue
 		}
 		each(key, k, v)
 	}
+}
+
+// firstKey finds key among the keys before it (in seen, when there is a
+// map), and the line of its first appearance.
+func firstKey(before []*yaml.Node, seen map[string]int, key string) (line int, found bool) {
+	if seen != nil {
+		line, found = seen[key]
+		return line, found
+	}
+	for j := 0; j+1 < len(before); j += 2 {
+		if k := before[j]; k.Kind == yaml.ScalarNode && k.Value == key {
+			return k.Line, true
+		}
+	}
+	return 0, false
 }
 
 func (l *loader) enum(v *yaml.Node, key string, allowed ...string) (string, bool) {
@@ -412,7 +494,8 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 		return nil
 	}
 	before := len(l.problems)
-	r := &Rule{Kind: kind, Source: Position{File: l.fileName, Line: n.Line, Column: n.Column}}
+	r := l.shared.newRule()
+	r.Kind, r.Source = kind, Position{File: l.fileName, Line: n.Line, Column: n.Column}
 	var pat pattern
 	hasImage := false
 	l.mapping(n, ruleKeys, func(key string, k, v *yaml.Node) {
@@ -443,7 +526,7 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 					l.errorf(v.Content[i], "tags: %v", err)
 				}
 			}
-			r.Tags = tags
+			r.Tags = l.shared.tagList(tags)
 		case "digests":
 			ds, ok := l.strList(v, key)
 			if !ok {
@@ -460,12 +543,12 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 			if !ok {
 				return
 			}
-			t, err := parseExpiry(s)
+			t, err := l.shared.expiry(s)
 			if err != nil {
 				l.errorf(v, "expires: %v", err)
 				return
 			}
-			r.Expires = &t
+			r.Expires = t
 		case "reason":
 			if s, ok := l.str(v, key); ok {
 				r.Reason = s
@@ -480,12 +563,31 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 	if len(l.problems) > before {
 		return nil
 	}
-	r.Pattern = pat.String()
-	if r.Pattern == r.Image {
+	if writtenAs(pat, r.Image) {
 		r.Pattern = r.Image // one copy for 100,000 rules written in normal form
+	} else {
+		r.Pattern = pat.String()
 	}
 	l.patterns[r] = pat
 	return r
+}
+
+// writtenAs reports whether s is p.String(), without building that.
+func writtenAs(p pattern, s string) bool {
+	first, segs := p.host, p.segments
+	if p.anyHost {
+		first, segs = "**", segs[1:]
+	} else if len(segs) == 0 {
+		return s == p.String()
+	}
+	rest, ok := strings.CutPrefix(s, first)
+	for _, seg := range segs {
+		if !ok || !strings.HasPrefix(rest, "/") {
+			return false
+		}
+		rest, ok = strings.CutPrefix(rest[1:], seg)
+	}
+	return ok && rest == ""
 }
 
 func parseExpiry(s string) (time.Time, error) {

@@ -207,6 +207,9 @@ func parsePath(rest string) ([]string, error) {
 
 // checkDoubleStars rejects ** that is not a whole host label or path segment.
 func checkDoubleStars(s string) error {
+	if !strings.Contains(s, "**") {
+		return nil // most patterns: nothing to split and look at
+	}
 	for _, seg := range strings.FieldsFunc(s, func(r rune) bool { return r == '/' || r == '.' || r == ':' }) {
 		if strings.Contains(seg, "***") || (strings.Contains(seg, "**") && seg != "**") {
 			return fmt.Errorf("image pattern %q: ** must be a whole path segment or host label, found %q", s, seg)
