@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -243,3 +244,90 @@ type history struct {
 }
 
 func (h *history) Settling() (*policy.Policy, time.Time) { return h.prev, h.until }
+
+// behindObserver records what the loop said about falling behind.
+type behindObserver struct {
+	nopObserver
+	mu     sync.Mutex
+	whys   []string
+	notify chan struct{}
+}
+
+func (o *behindObserver) Behind(_, why string) {
+	o.mu.Lock()
+	o.whys = append(o.whys, why)
+	o.mu.Unlock()
+	o.notify <- struct{}{}
+}
+
+// TestLoopNoticesAGapInItsOwnClock drives the event reader with heartbeats
+// whose times the test chooses: a process that was stopped (SIGSTOP) sees
+// its next heartbeat arrive long after the previous one, and must
+// reconcile at once, since the runtime may have dropped events meanwhile;
+// heartbeats on time must not.
+func TestLoopNoticesAGapInItsOwnClock(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		limit  time.Duration
+		gaps   []time.Duration // between successive heartbeats
+		behind int             // the heartbeat (1-based) that must say so; 0: none
+	}{
+		{"heartbeats on time", time.Second, []time.Duration{heartbeat, heartbeat, heartbeat}, 0},
+		{"a heartbeat late by less than the limit", time.Second, []time.Duration{heartbeat, heartbeat + 900*time.Millisecond, heartbeat}, 0},
+		{"stopped for three seconds", time.Second, []time.Duration{heartbeat, heartbeat, 3 * time.Second, heartbeat}, 3},
+		{"stopped right after the stream began", time.Second, []time.Duration{5 * time.Second, heartbeat}, 1},
+		{"a smaller limit", 100 * time.Millisecond, []time.Duration{heartbeat, heartbeat + 200*time.Millisecond}, 2},
+		{"detection off", -1, []time.Duration{heartbeat, time.Minute, heartbeat}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &behindObserver{notify: make(chan struct{}, 10)}
+			l := New[time.Time, string, int](newFakeRuntime(), Config{Runtime: "fake", Log: quiet(), LagLimit: tc.limit, Observer: obs}, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			ticks := make(chan time.Time)
+			done := make(chan error, 1)
+			// The reader starts its clock when it starts; the first
+			// heartbeat is counted from a moment no later than that.
+			start := time.Now()
+			go func() { done <- l.read(ctx, start, ticks, nil, make(chan error)) }()
+			at := start
+			for i, gap := range tc.gaps {
+				at = at.Add(gap)
+				ticks <- at
+				if tc.behind == i+1 {
+					select {
+					case <-obs.notify:
+					case <-time.After(5 * time.Second):
+						t.Fatalf("heartbeat %d, %v after the one before: no reconcile asked for", i+1, gap)
+					}
+					select {
+					case why := <-l.reconcileReq:
+						if why != "behind" {
+							t.Errorf("reconcile asked for as %q, want behind", why)
+						}
+					default:
+						t.Error("told the observer it fell behind, but asked for no reconcile")
+					}
+				}
+			}
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("read returned %v, want context.Canceled", err)
+			}
+			obs.mu.Lock()
+			defer obs.mu.Unlock()
+			switch {
+			case tc.behind == 0 && len(obs.whys) > 0:
+				t.Errorf("fell behind: %q; want nothing", obs.whys)
+			case tc.behind > 0 && (len(obs.whys) != 1 || !strings.Contains(obs.whys[0], "clock jumped")):
+				t.Errorf("fell behind: %q; want once, saying the clock jumped", obs.whys)
+			}
+			if tc.behind == 0 {
+				select {
+				case why := <-l.reconcileReq:
+					t.Errorf("a reconcile was asked for (%s)", why)
+				default:
+				}
+			}
+		})
+	}
+}
