@@ -48,11 +48,7 @@ deny:
   - image: reg.example/**
     digests: ["%s"]
 `, mode, running, digestA, digestC)
-	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte(src)})
-	if err != nil {
-		t.Fatalf("test policy: %v", err)
-	}
-	return p
+	return parsePolicy(t, src)
 }
 
 // line renders a record for comparison: action, event, the reference
@@ -106,6 +102,44 @@ func startGuard(t *testing.T, f *fakeDocker, p *policy.Policy, opts ...Option) *
 	go func() { h.done <- h.g.Run(ctx) }()
 	t.Cleanup(h.stop)
 	return h
+}
+
+// startOn starts a guard under p on a fake Docker that setup (if any)
+// filled, waits for its first reconcile, which must find nothing to do,
+// and forgets the mutations so far.
+func startOn(t *testing.T, setup func(*fakeDocker), p *policy.Policy, opts ...Option) (*fakeDocker, *harness) {
+	t.Helper()
+	f := newFake()
+	if setup != nil {
+		setup(f)
+	}
+	h := startGuard(t, f, p, opts...)
+	h.connected()
+	if recs := h.rec.Records(); len(recs) != 0 {
+		t.Fatalf("the setup is not policy-conformant: %q", lines(recs))
+	}
+	f.mu.Lock()
+	f.mutations = nil
+	f.mu.Unlock()
+	return f, h
+}
+
+// enforceUnless is m, or enforce when a test case leaves it empty.
+func enforceUnless(m policy.Mode) policy.Mode {
+	if m == "" {
+		return policy.ModeEnforce
+	}
+	return m
+}
+
+// parsePolicy parses a test policy.
+func parsePolicy(t testing.TB, src string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte(src)})
+	if err != nil {
+		t.Fatalf("test policy: %v", err)
+	}
+	return p
 }
 
 // stop cancels Run and checks that it returns nil promptly.
@@ -463,26 +497,11 @@ func TestEvents(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFake()
-			if tt.setup != nil {
-				tt.setup(f)
-			}
-			mode := tt.mode
-			if mode == "" {
-				mode = policy.ModeEnforce
-			}
 			var opts []Option
 			if tt.workers != 0 {
 				opts = append(opts, WithWorkers(tt.workers))
 			}
-			h := startGuard(t, f, testPolicy(t, mode, policy.RunningKeep), opts...)
-			h.connected()
-			if recs := h.rec.Records(); len(recs) != 0 {
-				t.Fatalf("the setup is not policy-conformant: %q", lines(recs))
-			}
-			f.mu.Lock()
-			f.mutations = nil
-			f.mu.Unlock()
+			f, h := startOn(t, tt.setup, testPolicy(t, enforceUnless(tt.mode), policy.RunningKeep), opts...)
 			h.stream.send(t, tt.events(f)...)
 			h.settle()
 			h.wantRecords(tt.want...)
