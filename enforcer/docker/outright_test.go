@@ -2,7 +2,9 @@ package docker
 
 import (
 	"fmt"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/pullguard/pullguard/policy"
 )
@@ -130,5 +132,52 @@ func TestDeniedOutright(t *testing.T) {
 	// With a digest pinned anywhere, content may allow what the name does not.
 	if _, got := deniedOutright(testPolicy(t, policy.ModeEnforce, policy.RunningKeep), "reg.example/evil/miner:latest", testNow); got {
 		t.Error("denied outright under a policy that pins digests")
+	}
+}
+
+// TestManyNamesAreRemovedSideBySideAndBounded: a reconcile of an image with
+// many disallowed names (what lost events leave behind) removes them as many
+// at once as the guard has workers, and never more.
+func TestManyNamesAreRemovedSideBySideAndBounded(t *testing.T) {
+	const workers, names = 3, 20
+	f, h := startOn(t, nil, outrightPolicy(t, policy.ModeEnforce), WithWorkers(workers))
+	var mu sync.Mutex
+	inflight, peak := 0, 0
+	all := make(chan struct{}) // closed once workers removals wait side by side
+	var once sync.Once
+	f.mu.Lock()
+	f.beforeRemove = func(string) {
+		mu.Lock()
+		inflight++
+		peak = max(peak, inflight)
+		if inflight == workers {
+			once.Do(func() { close(all) })
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-time.After(5 * time.Second):
+			once.Do(func() { close(all) }) // sequential: fail below, but finish
+		}
+		mu.Lock()
+		inflight--
+		mu.Unlock()
+	}
+	f.mu.Unlock()
+	want := []string{"reg.example/approved/app:1"}
+	f.addImage(id(1), want[0])
+	for i := range names {
+		f.addImage(id(1), fmt.Sprintf("reg.example/evil/lost:%d", i))
+	}
+	h.g.RequestReconcile()
+	h.waitReconcile()
+	eq(t, "names left", f.names(id(1)), want)
+	if got := len(h.rec.Records()); got != names {
+		t.Errorf("%d records, want %d", got, names)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if peak != workers {
+		t.Errorf("at most %d removals at once, want %d (the workers)", peak, workers)
 	}
 }
