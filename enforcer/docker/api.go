@@ -26,7 +26,7 @@ type API interface {
 	InspectImage(ctx context.Context, refOrID string) (Image, error)
 	// ImageIDOf resolves a name to the ID of the image it points at, by
 	// the cheapest call that says: on Docker 29's containerd image store
-	// an inspection also works out sizes and costs several times as much.
+	// an inspection costs about three times as much (19 against 7 ms).
 	ImageIDOf(ctx context.Context, name string) (string, error)
 	// RemoveImageName removes one name (a tag or a repo@digest reference)
 	// without force, the way `docker rmi NAME` does: Docker only untags an

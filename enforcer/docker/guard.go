@@ -353,7 +353,8 @@ func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, ev
 		Record: enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(name), ImageID: id, Decision: d},
 		Do: func(ctx context.Context) (enforcer.Action, error) {
 			// Denied whatever it names: no need to check that it still
-			// names this image.
+			// names this image (were it moved meanwhile, the record
+			// would name the image it left).
 			return g.removeName(ctx, id, name, event, false)
 		},
 		AllowedBy: func(prev *policy.Policy) bool {
@@ -425,11 +426,11 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 	}
 	// Many names (a burst of tags, a reconcile after events were lost):
 	// removed side by side, as many at once as there are workers. Docker
-	// has no call that removes several names, and dockerd does much of
-	// each removal under one lock of its image store, so more at once
-	// buys little (integration/untag_bench_test.go: 1,500 names go about
-	// 1.5 to 2 times as fast 4 at a time as one at a time, and no faster
-	// 8 or 16 at a time).
+	// has no call that removes several names, and dockerd serializes much
+	// of each removal (20.10 rewrites its whole reference file for each),
+	// so more at once buys little (integration/untag_bench_test.go: 1,500
+	// names go about 1.5 to 2 times as fast 4 at a time as one at a time,
+	// and no faster 8 or 16 at a time).
 	var stale atomic.Bool
 	var group errgroup.Group
 	group.SetLimit(max(g.cfg.Workers, 1))
