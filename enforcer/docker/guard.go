@@ -57,6 +57,11 @@ type Guard struct {
 	// signatures, when set, verifies what signed-by rules ask for.
 	signatures enforcer.Signatures
 
+	// containerdStore: dockerd keeps its images in containerd (load.go).
+	containerdStore atomic.Bool
+	// untags are the removals waiting for dockerd's untag event.
+	untags untagWaiters
+
 	keptMu sync.Mutex
 	// kept are the disallowed containers left in place and already
 	// reported: by the last reconcile under running: keep, or by audit
@@ -152,6 +157,9 @@ func (a adapter) Subscribe(ctx context.Context, since time.Time) (<-chan Event, 
 func (a adapter) Jobs(ev Event) (time.Time, []engine.Job[jobKey, jobValue]) {
 	if ev.Type == typeImage && a.g.imageEvents != nil {
 		a.g.imageEvents()
+	}
+	if ev.Type == typeImage && ev.Action == actionUntag {
+		a.g.untags.heard(ev.Attributes["name"], ev.ID)
 	}
 	return ev.Time, jobsFor(ev)
 }
@@ -331,26 +339,20 @@ func (g *Guard) handleImageName(ctx context.Context, p *policy.Policy, name, eve
 // removeDeniedName removes a name the policy denies outright without
 // planning over its image: neither the content it names nor the image's
 // other names can change the decision, and removing it cannot take an
-// allowed name along (deniedOutright). So it costs one lookup, for the
-// image ID the record carries, and the removal; an inspection by name and
-// another under the image's lock cost two round trips more, each longer
-// than the removal itself on Docker 29's containerd image store. Docker
-// itself keeps the name if a container uses the image (ErrInUse), and
-// removes only the name when the image keeps others.
+// allowed name along (deniedOutright). An inspection by name and another
+// under the image's lock would cost two round trips more, each longer than
+// the removal itself on Docker 29's containerd image store. Docker itself
+// keeps the name if a container uses the image (ErrInUse), and removes only
+// the name when the image keeps others.
+//
+// What remains is the image ID the record carries. On dockerd's own image
+// store one cheap lookup before the removal says it. On the containerd
+// image store even that lookup costs more than the removal, and dockerd's
+// untag event for the name says it after the removal instead.
 func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, event string, d policy.Decision) {
-	id, err := g.api.ImageIDOf(ctx, name)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return // already gone
-	case err != nil:
-		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{
-			Action: enforcer.Failed, Event: event, Image: normalize(name), Decision: d, Err: err}})
-		return
-	}
-	g.locks.Lock("i" + id)
-	defer g.locks.Unlock("i" + id)
-	g.exec.Execute(ctx, engine.Step{Policy: p,
-		Record: enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(name), ImageID: id, Decision: d},
+	id := ""
+	step := engine.Step{Policy: p,
+		Record: enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(name), Decision: d},
 		Do: func(ctx context.Context) (enforcer.Action, error) {
 			// Denied whatever it names: no need to check that it still
 			// names this image (were it moved meanwhile, the record
@@ -363,10 +365,78 @@ func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, ev
 			}
 			// Only while a reload settles: plan as the previous policy would.
 			ctx := context.Background()
-			img, err := g.api.InspectImage(ctx, id)
+			img, err := g.api.InspectImage(ctx, name)
 			return err != nil || planImage(img, prev, g.now(), []string{name}, g.sigs(ctx)).Removals == nil
 		},
-	})
+	}
+	if g.containerdStore.Load() && p.Mode == policy.ModeEnforce {
+		heard := g.untags.await(name)
+		defer g.untags.forget(name, heard)
+		step.Complete = func(rec *enforcer.Record) {
+			select {
+			case rec.ImageID = <-heard:
+			case <-time.After(untagWait):
+				g.log.WithFields(logrus.Fields{"event": event, "name": name}).
+					Warn("no untag event for a removed name: its record carries no image ID")
+			}
+		}
+		g.exec.Execute(ctx, step)
+		return
+	}
+	id, err := g.api.ImageIDOf(ctx, name)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return // already gone
+	case err != nil:
+		step.Record.Action, step.Record.Err, step.Do = enforcer.Failed, err, nil
+		g.exec.Execute(ctx, step)
+		return
+	}
+	step.Record.ImageID = id
+	g.locks.Lock("i" + id)
+	defer g.locks.Unlock("i" + id)
+	g.exec.Execute(ctx, step)
+}
+
+// untagWait bounds the wait for dockerd's untag event after a removal; it
+// arrives within milliseconds unless dockerd or the guard is starved.
+const untagWait = 2 * time.Second
+
+// untagWaiters hands the image ID in dockerd's untag event for a name to
+// the removal of that name waiting for it.
+type untagWaiters struct {
+	mu sync.Mutex
+	m  map[string]chan string
+}
+
+func (u *untagWaiters) await(name string) chan string {
+	c := make(chan string, 1)
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.m == nil {
+		u.m = map[string]chan string{}
+	}
+	u.m[normalize(name)] = c
+	return c
+}
+
+func (u *untagWaiters) forget(name string, c chan string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if n := normalize(name); u.m[n] == c {
+		delete(u.m, n)
+	}
+}
+
+// heard is told of every untag event: on the containerd image store its
+// name attribute is the name removed (dockerd 20.10 puts the ID there).
+func (u *untagWaiters) heard(name, id string) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if c, ok := u.m[normalize(name)]; ok {
+		delete(u.m, normalize(name))
+		c <- id
+	}
 }
 
 // handleRepository judges every image with a name in the repository a

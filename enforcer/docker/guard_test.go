@@ -89,6 +89,13 @@ type harness struct {
 
 func startGuard(t *testing.T, f *fakeDocker, p *policy.Policy, opts ...Option) *harness {
 	t.Helper()
+	return startGuardOn(t, f, f, p, opts...)
+}
+
+// startGuardOn is startGuard with api in front of f (a fake that behaves
+// like another dockerd).
+func startGuardOn(t *testing.T, f *fakeDocker, api API, p *policy.Policy, opts ...Option) *harness {
+	t.Helper()
 	log, hook := logtest.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
 	h := &harness{t: t, f: f, pol: enforcertest.NewPolicies(nil), rec: &enforcertest.Recorder{}, logs: hook,
@@ -96,7 +103,7 @@ func startGuard(t *testing.T, f *fakeDocker, p *policy.Policy, opts ...Option) *
 	h.pol.Set(p)
 	opts = append([]Option{WithBackoff(time.Millisecond, 20*time.Millisecond), WithClock(func() time.Time { return testNow })}, opts...)
 	opts = append(opts, WithObserver(reconcileObserver(h.reconciles)))
-	h.g = New(f, h.pol, h.rec, log, opts...)
+	h.g = New(api, h.pol, h.rec, log, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- h.g.Run(ctx) }()

@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -179,5 +180,85 @@ func TestManyNamesAreRemovedSideBySideAndBounded(t *testing.T) {
 	defer mu.Unlock()
 	if peak != workers {
 		t.Errorf("at most %d removals at once, want %d (the workers)", peak, workers)
+	}
+}
+
+// containerdStoreDocker is the fake as Docker 29's containerd image store:
+// a removal is followed by an untag event naming the name removed.
+type containerdStoreDocker struct {
+	*fakeDocker
+	events chan<- Event // the guard's event stream
+}
+
+func (c *containerdStoreDocker) ContainerdImageStore(context.Context) (bool, error) { return true, nil }
+
+func (c *containerdStoreDocker) RemoveImageName(ctx context.Context, name string) (bool, error) {
+	c.mu.Lock()
+	id := ""
+	if img := c.lookupLocked(name); img != nil {
+		id = img.id
+	}
+	c.mu.Unlock()
+	deleted, err := c.fakeDocker.RemoveImageName(ctx, name)
+	if err == nil {
+		ev := Event{Type: typeImage, Action: actionUntag, ID: id, Attributes: map[string]string{"name": name}, Time: time.Now()}
+		go func() { c.events <- ev }()
+	}
+	return deleted, err
+}
+
+// TestOnTheContainerdStoreTheUntagEventNamesTheImage: on Docker 29's
+// containerd image store a name denied outright is removed with no lookup
+// at all, and its record takes the image ID from dockerd's untag event;
+// audit mode removes nothing, so it looks the ID up.
+func TestOnTheContainerdStoreTheUntagEventNamesTheImage(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		mode    policy.Mode
+		setup   func(f *fakeDocker)
+		pulled  string
+		want    string
+		lookups int
+	}{
+		{"a denied image pulled", policy.ModeEnforce, nil, "reg.example/evil/miner:latest",
+			"removed pull reg.example/evil/miner:latest", 0},
+		{"pulled onto an image with an allowed name", policy.ModeEnforce,
+			func(f *fakeDocker) { f.addImage(id(1), "reg.example/approved/app:1") }, "reg.example/library/nginx:1",
+			"untagged pull reg.example/library/nginx:1", 0},
+		{"audit mode", policy.ModeAudit, nil, "reg.example/evil/miner:latest",
+			"would-remove pull reg.example/evil/miner:latest", 1},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFake()
+			if tt.setup != nil {
+				tt.setup(f)
+			}
+			events := make(chan Event)
+			h := startGuardOn(t, f, &containerdStoreDocker{fakeDocker: f, events: events}, outrightPolicy(t, tt.mode))
+			h.connected()
+			done := make(chan struct{})
+			t.Cleanup(func() { close(done) })
+			go func() { // dockerd's untag events, on the guard's stream
+				for {
+					select {
+					case ev := <-events:
+						h.stream.events <- ev
+					case <-done:
+						return
+					}
+				}
+			}()
+			h.stream.send(t, f.pull(id(1), tt.pulled, ""))
+			h.settle()
+			h.wantRecords(tt.want)
+			if got := h.rec.Records()[0].ImageID; got != id(1) {
+				t.Errorf("record's image ID = %q, want %s", got, id(1))
+			}
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			if f.resolves != tt.lookups || f.inspectsByID != 0 {
+				t.Errorf("%d lookups and %d inspections by ID, want %d and none", f.resolves, f.inspectsByID, tt.lookups)
+			}
+		})
 	}
 }

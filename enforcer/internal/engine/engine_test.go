@@ -206,6 +206,8 @@ func TestExecutor(t *testing.T) {
 		{"not held once settled", enforce,
 			&history{prev: audit, until: time.Now().Add(-time.Second)}, removed(enforce, do), false, Reported, enforcer.Removed, 1},
 		{"dry run reports the planned action and does nothing", audit, nil, removed(audit, do), true, Reported, enforcer.Removed, 0},
+		{"completed once done", enforce, nil, completed(removed(enforce, do)), false, Reported, enforcer.Removed, 1},
+		{"not completed when nothing was done", audit, nil, completed(removed(audit, do)), false, Reported, enforcer.WouldRemove, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -237,8 +239,17 @@ func TestExecutor(t *testing.T) {
 			if tc.want == Held && heldUntil.IsZero() {
 				t.Error("a hold did not ask for a reconcile when it ends")
 			}
+			if tc.step.Complete != nil && len(recs) == 1 && (recs[0].ImageID == "completed") != (tc.calls > 0) {
+				t.Errorf("record's image ID %q after %d acts: completed only once done", recs[0].ImageID, tc.calls)
+			}
 		})
 	}
+}
+
+// completed has s complete its record with a marker image ID.
+func completed(s Step) Step {
+	s.Complete = func(rec *enforcer.Record) { rec.ImageID = "completed" }
+	return s
 }
 
 // history is a policy source that says a reload is settling.
