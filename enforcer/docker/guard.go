@@ -433,6 +433,9 @@ func (u *untagWaiters) forget(name string, c chan string) {
 func (u *untagWaiters) heard(name, id string) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if len(u.m) == 0 {
+		return // most untag events: a reconcile's, the user's
+	}
 	if c, ok := u.m[normalize(name)]; ok {
 		delete(u.m, normalize(name))
 		c <- id
