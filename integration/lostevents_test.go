@@ -21,9 +21,9 @@ import (
 // at its own pace, 100 to 200 a second on an idle 2-core machine however many are asked for
 // at once (BenchmarkDockerUntagConcurrency). So the test first measures that pace in the same
 // run: the same names tagged and removed by the test itself, as many at once as pullguard
-// removes them (its default workers), before pullguard starts (a stopped subscriber slows
-// dockerd down: it waits for it before dropping each event). pullguard is allowed twice that
-// and a few seconds, and never as long as the resync.
+// removes them (its default workers), before pullguard starts, so that nothing else acts on
+// dockerd meanwhile. pullguard is allowed twice that and a few seconds, and never as long as
+// the resync.
 func TestDockerLostEventsWhileStopped(t *testing.T) {
 	ForEachDocker(t, func(t *testing.T, e *Env) {
 		approved := e.Ref("approved/busybox:1.0")
