@@ -24,6 +24,10 @@ type API interface {
 	ListImages(ctx context.Context) ([]Image, error)
 	// InspectImage looks an image up by name, full ID or short ID.
 	InspectImage(ctx context.Context, refOrID string) (Image, error)
+	// ImageIDOf resolves a name to the ID of the image it points at, by
+	// the cheapest call that says: on Docker 29's containerd image store
+	// an inspection costs about three times as much (19 against 7 ms).
+	ImageIDOf(ctx context.Context, name string) (string, error)
 	// RemoveImageName removes one name (a tag or a repo@digest reference)
 	// without force, the way `docker rmi NAME` does: Docker only untags an
 	// image that keeps other names, and deletes it with its last name.

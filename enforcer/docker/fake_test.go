@@ -45,8 +45,10 @@ type fakeDocker struct {
 	// inspectsByID counts InspectImage calls by full image ID: a guard's
 	// passes over an image.
 	inspectsByID int
-	sinces       []time.Time
-	subs         chan *fakeStream
+	// resolves counts ImageIDOf calls.
+	resolves int
+	sinces   []time.Time
+	subs     chan *fakeStream
 	// c8d makes it dockerd 29's containerd image store: images are listed
 	// with a repository digest made from every tag and the image ID
 	// (provenance_test.go).
@@ -330,6 +332,19 @@ func (f *fakeDocker) InspectImage(ctx context.Context, ref string) (Image, error
 		return img.export(f.c8d), nil
 	}
 	return Image{}, fmt.Errorf("%w: No such image: %s", ErrNotFound, ref)
+}
+
+func (f *fakeDocker) ImageIDOf(ctx context.Context, name string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resolves++
+	if err := f.failure("image-id-of " + name); err != nil {
+		return "", err
+	}
+	if img := f.lookupLocked(name); img != nil {
+		return img.id, nil
+	}
+	return "", fmt.Errorf("%w: No such image: %s", ErrNotFound, name)
 }
 
 // lookupLocked resolves a reference the way dockerd does: as a name first,

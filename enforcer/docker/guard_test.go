@@ -48,11 +48,7 @@ deny:
   - image: reg.example/**
     digests: ["%s"]
 `, mode, running, digestA, digestC)
-	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte(src)})
-	if err != nil {
-		t.Fatalf("test policy: %v", err)
-	}
-	return p
+	return parsePolicy(t, src)
 }
 
 // line renders a record for comparison: action, event, the reference
@@ -93,6 +89,13 @@ type harness struct {
 
 func startGuard(t *testing.T, f *fakeDocker, p *policy.Policy, opts ...Option) *harness {
 	t.Helper()
+	return startGuardOn(t, f, f, p, opts...)
+}
+
+// startGuardOn is startGuard with api in front of f (a fake that behaves
+// like another dockerd).
+func startGuardOn(t *testing.T, f *fakeDocker, api API, p *policy.Policy, opts ...Option) *harness {
+	t.Helper()
 	log, hook := logtest.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
 	h := &harness{t: t, f: f, pol: enforcertest.NewPolicies(nil), rec: &enforcertest.Recorder{}, logs: hook,
@@ -100,12 +103,50 @@ func startGuard(t *testing.T, f *fakeDocker, p *policy.Policy, opts ...Option) *
 	h.pol.Set(p)
 	opts = append([]Option{WithBackoff(time.Millisecond, 20*time.Millisecond), WithClock(func() time.Time { return testNow })}, opts...)
 	opts = append(opts, WithObserver(reconcileObserver(h.reconciles)))
-	h.g = New(f, h.pol, h.rec, log, opts...)
+	h.g = New(api, h.pol, h.rec, log, opts...)
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	go func() { h.done <- h.g.Run(ctx) }()
 	t.Cleanup(h.stop)
 	return h
+}
+
+// startOn starts a guard under p on a fake Docker that setup (if any)
+// filled, waits for its first reconcile, which must find nothing to do,
+// and forgets the mutations so far.
+func startOn(t *testing.T, setup func(*fakeDocker), p *policy.Policy, opts ...Option) (*fakeDocker, *harness) {
+	t.Helper()
+	f := newFake()
+	if setup != nil {
+		setup(f)
+	}
+	h := startGuard(t, f, p, opts...)
+	h.connected()
+	if recs := h.rec.Records(); len(recs) != 0 {
+		t.Fatalf("the setup is not policy-conformant: %q", lines(recs))
+	}
+	f.mu.Lock()
+	f.mutations = nil
+	f.mu.Unlock()
+	return f, h
+}
+
+// enforceUnless is m, or enforce when a test case leaves it empty.
+func enforceUnless(m policy.Mode) policy.Mode {
+	if m == "" {
+		return policy.ModeEnforce
+	}
+	return m
+}
+
+// parsePolicy parses a test policy.
+func parsePolicy(t testing.TB, src string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte(src)})
+	if err != nil {
+		t.Fatalf("test policy: %v", err)
+	}
+	return p
 }
 
 // stop cancels Run and checks that it returns nil promptly.
@@ -463,26 +504,11 @@ func TestEvents(t *testing.T) {
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFake()
-			if tt.setup != nil {
-				tt.setup(f)
-			}
-			mode := tt.mode
-			if mode == "" {
-				mode = policy.ModeEnforce
-			}
 			var opts []Option
 			if tt.workers != 0 {
 				opts = append(opts, WithWorkers(tt.workers))
 			}
-			h := startGuard(t, f, testPolicy(t, mode, policy.RunningKeep), opts...)
-			h.connected()
-			if recs := h.rec.Records(); len(recs) != 0 {
-				t.Fatalf("the setup is not policy-conformant: %q", lines(recs))
-			}
-			f.mu.Lock()
-			f.mutations = nil
-			f.mu.Unlock()
+			f, h := startOn(t, tt.setup, testPolicy(t, enforceUnless(tt.mode), policy.RunningKeep), opts...)
 			h.stream.send(t, tt.events(f)...)
 			h.settle()
 			h.wantRecords(tt.want...)

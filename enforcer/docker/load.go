@@ -85,6 +85,7 @@ func (g *Guard) checkImageStore(ctx context.Context) {
 		g.log.WithError(err).Debug("cannot tell which image store dockerd uses")
 		return
 	}
+	g.containerdStore.Store(c8d)
 	if p := g.policies.Current(); c8d && p != nil && p.LocalImages == policy.LocalImagesDeny {
 		g.log.Warn("dockerd keeps its images in containerd: its repository digests are made from image names, " +
 			"and no registry is configured to ask where content came from, so local-images: deny cannot tell loaded or built content from pulled content there; names alone are judged")

@@ -191,6 +191,19 @@ func (a *mobyAPI) InspectImage(ctx context.Context, refOrID string) (Image, erro
 	return Image{ID: res.ID, RepoTags: res.RepoTags, RepoDigests: res.RepoDigests, InContainerd: c8d}, nil
 }
 
+func (a *mobyAPI) ImageIDOf(ctx context.Context, name string) (string, error) {
+	// The history's first entry is the image itself, newest first.
+	res, err := a.client().ImageHistory(ctx, name)
+	if err != nil {
+		return "", apiError(err)
+	}
+	if len(res.Items) > 0 && strings.HasPrefix(res.Items[0].ID, "sha256:") {
+		return res.Items[0].ID, nil
+	}
+	img, err := a.InspectImage(ctx, name)
+	return img.ID, err
+}
+
 func (a *mobyAPI) RemoveImageName(ctx context.Context, name string) (bool, error) {
 	// No force, so Docker only untags an image that keeps other names; no
 	// pruning, so untagged parent images stay (they are not ours to judge).

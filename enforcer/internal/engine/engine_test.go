@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,9 +150,14 @@ func TestLoopReconnectsAndReconciles(t *testing.T) {
 	f.mu.Unlock()
 	<-f.subscribed
 	eventually(t, "a reconcile after the reconnect", func() bool { return len(f.reconciled()) == 2 })
+	// Requests made while one is pending are one. The fake's reconcile
+	// waits for its lock meanwhile, so that the loop cannot take each
+	// request as it comes.
+	f.mu.Lock()
 	for range 10 {
-		l.RequestReconcile() // requests made while one is pending are one
+		l.RequestReconcile()
 	}
+	f.mu.Unlock()
 	eventually(t, "the requested reconcile", func() bool { return len(f.reconciled()) >= 3 })
 	time.Sleep(20 * time.Millisecond)
 	if got := f.reconciled(); len(got) > 4 || got[len(got)-1] != "requested" {
@@ -200,6 +206,8 @@ func TestExecutor(t *testing.T) {
 		{"not held once settled", enforce,
 			&history{prev: audit, until: time.Now().Add(-time.Second)}, removed(enforce, do), false, Reported, enforcer.Removed, 1},
 		{"dry run reports the planned action and does nothing", audit, nil, removed(audit, do), true, Reported, enforcer.Removed, 0},
+		{"completed once done", enforce, nil, completed(removed(enforce, do)), false, Reported, enforcer.Removed, 1},
+		{"not completed when nothing was done", audit, nil, completed(removed(audit, do)), false, Reported, enforcer.WouldRemove, 0},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -231,8 +239,17 @@ func TestExecutor(t *testing.T) {
 			if tc.want == Held && heldUntil.IsZero() {
 				t.Error("a hold did not ask for a reconcile when it ends")
 			}
+			if tc.step.Complete != nil && len(recs) == 1 && (recs[0].ImageID == "completed") != (tc.calls > 0) {
+				t.Errorf("record's image ID %q after %d acts: completed only once done", recs[0].ImageID, tc.calls)
+			}
 		})
 	}
+}
+
+// completed has s complete its record with a marker image ID.
+func completed(s Step) Step {
+	s.Complete = func(rec *enforcer.Record) { rec.ImageID = "completed" }
+	return s
 }
 
 // history is a policy source that says a reload is settling.
@@ -243,3 +260,84 @@ type history struct {
 }
 
 func (h *history) Settling() (*policy.Policy, time.Time) { return h.prev, h.until }
+
+// behindObserver records what the loop said about falling behind.
+type behindObserver struct {
+	nopObserver
+	mu   sync.Mutex
+	whys []string
+}
+
+func (o *behindObserver) Behind(_, why string) {
+	o.mu.Lock()
+	o.whys = append(o.whys, why)
+	o.mu.Unlock()
+}
+
+// TestLoopNoticesAGapInItsOwnClock drives the event reader with heartbeats
+// whose times the test chooses: a process that was stopped (SIGSTOP) sees
+// its next heartbeat arrive long after the previous one, and must
+// reconcile at once, since the runtime may have dropped events meanwhile;
+// heartbeats on time must not.
+func TestLoopNoticesAGapInItsOwnClock(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		limit  time.Duration
+		gaps   []time.Duration // between successive heartbeats
+		behind int             // the heartbeat (1-based) that must say so; 0: none
+	}{
+		{"heartbeats on time", time.Second, []time.Duration{heartbeat, heartbeat, heartbeat}, 0},
+		{"a heartbeat late by less than the limit", time.Second, []time.Duration{heartbeat, heartbeat + 900*time.Millisecond, heartbeat}, 0},
+		{"stopped for three seconds", time.Second, []time.Duration{heartbeat, heartbeat, 3 * time.Second, heartbeat}, 3},
+		{"stopped right after the stream began", time.Second, []time.Duration{5 * time.Second, heartbeat}, 1},
+		{"a smaller limit", 100 * time.Millisecond, []time.Duration{heartbeat, heartbeat + 200*time.Millisecond}, 2},
+		{"detection off", -1, []time.Duration{heartbeat, time.Minute, heartbeat}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &behindObserver{}
+			l := New[time.Time, string, int](newFakeRuntime(), Config{Runtime: "fake", Log: quiet(), LagLimit: tc.limit, Observer: obs}, nil)
+			ctx, cancel := context.WithCancel(context.Background())
+			ticks := make(chan time.Time)
+			done := make(chan error, 1)
+			// The reader starts its clock when it starts; the first
+			// heartbeat is counted from a moment no later than that.
+			start := time.Now()
+			go func() { done <- l.read(ctx, start, ticks, nil, make(chan error)) }()
+			at := start
+			for i, gap := range tc.gaps {
+				at = at.Add(gap)
+				ticks <- at
+				if tc.behind == i+1 {
+					// The observer is told before the request is made.
+					select {
+					case why := <-l.reconcileReq:
+						if why != "behind" {
+							t.Errorf("reconcile asked for as %q, want behind", why)
+						}
+					case <-time.After(5 * time.Second):
+						t.Fatalf("heartbeat %d, %v after the one before: no reconcile asked for", i+1, gap)
+					}
+				}
+			}
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("read returned %v, want context.Canceled", err)
+			}
+			obs.mu.Lock()
+			defer obs.mu.Unlock()
+			switch {
+			case tc.behind == 0 && len(obs.whys) > 0:
+				t.Errorf("fell behind: %q; want nothing", obs.whys)
+			case tc.behind > 0 && (len(obs.whys) != 1 || !strings.Contains(obs.whys[0], "clock jumped")):
+				t.Errorf("fell behind: %q; want once, saying the clock jumped", obs.whys)
+			}
+			if tc.behind == 0 {
+				select {
+				case why := <-l.reconcileReq:
+					t.Errorf("a reconcile was asked for (%s)", why)
+				default:
+				}
+			}
+		})
+	}
+}

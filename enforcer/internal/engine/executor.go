@@ -37,6 +37,10 @@ type Step struct {
 	// steps that destroy, so that they can be held while a reloaded policy
 	// settles.
 	AllowedBy func(*policy.Policy) bool
+	// Complete, when set, adds to the record what only carrying the step
+	// out told (the image ID in the runtime's event about a removal),
+	// once Do has acted and before the record is reported.
+	Complete func(*enforcer.Record)
 }
 
 // Outcome is what became of a step.
@@ -128,6 +132,9 @@ func (x *Executor) Execute(ctx context.Context, s Step) Outcome {
 	}
 	if action != "" {
 		rec.Action = action
+	}
+	if s.Complete != nil {
+		s.Complete(&rec)
 	}
 	x.Reporter.Report(rec)
 	return Reported

@@ -274,7 +274,9 @@ func (l *Loop[E, K, V]) session(ctx context.Context, first bool, down *bool) err
 	streamErr := make(chan error, 1)
 	l.progress.Store(time.Now().UnixNano())
 	l.connected.Store(true)
-	wg.Go(func() { streamErr <- l.read(sctx, began, events, errs) })
+	tick := time.NewTicker(heartbeat)
+	defer tick.Stop()
+	wg.Go(func() { streamErr <- l.read(sctx, began, tick.C, events, errs) })
 
 	*down = false
 	l.cfg.Observer.Connected(l.cfg.Runtime, true)
@@ -348,10 +350,9 @@ func (l *Loop[E, K, V]) since() time.Time {
 // behind: an event read long after it was emitted (since the last
 // reconcile began), or a gap in its own clock (the process was stopped or
 // starved), means events may have been dropped, and it asks for a
-// reconcile at once.
-func (l *Loop[E, K, V]) read(ctx context.Context, began time.Time, events <-chan E, errs <-chan error) error {
-	tick := time.NewTicker(heartbeat)
-	defer tick.Stop()
+// reconcile at once. ticks is the heartbeat: each tick carries the time it
+// fired, so that a stopped process sees the jump when it resumes.
+func (l *Loop[E, K, V]) read(ctx context.Context, began time.Time, ticks <-chan time.Time, events <-chan E, errs <-chan error) error {
 	last := time.Now()
 	for {
 		select {
@@ -362,10 +363,10 @@ func (l *Loop[E, K, V]) read(ctx context.Context, began time.Time, events <-chan
 				err = errStreamEnded
 			}
 			return err
-		case now := <-tick.C:
+		case now := <-ticks:
 			l.progress.Store(time.Now().UnixNano())
-			if gap := now.Sub(last); l.cfg.LagLimit > 0 && gap > heartbeat+l.cfg.LagLimit {
-				l.behind("the guard's clock jumped " + gap.Round(time.Millisecond).String())
+			if clockJumped(last, now, l.cfg.LagLimit) {
+				l.behind("the guard's clock jumped " + now.Sub(last).Round(time.Millisecond).String())
 			}
 			last = now
 		case ev, ok := <-events:
@@ -390,6 +391,14 @@ func (l *Loop[E, K, V]) read(ctx context.Context, began time.Time, events <-chan
 			}
 		}
 	}
+}
+
+// clockJumped reports whether two successive heartbeats, at last and now,
+// lie further apart than a heartbeat and the lag limit: the process did not
+// run in between (SIGSTOP, a frozen cgroup, a starved machine), and events
+// may have been dropped meanwhile.
+func clockJumped(last, now time.Time, limit time.Duration) bool {
+	return limit > 0 && now.Sub(last) > heartbeat+limit
 }
 
 func (l *Loop[E, K, V]) behind(why string) {
