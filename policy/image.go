@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -271,3 +272,35 @@ func appendNew(list []string, s string) []string {
 // the guards parse the same names again and again (every pass over an
 // image, every reconcile), and the grammar's parser costs microseconds.
 func (p *Policy) ParseRef(s string) (Ref, error) { return p.cache.parse(s) }
+
+// DeniedWhateverContent decides name alone and reports whether the policy
+// denies it whatever content it names and whatever other names its image
+// has, so that a guard may remove it without looking at the image first:
+// no allow rule pins digests (content could otherwise allow what the name
+// does not), no signature is in question, and the repository's digest
+// references are denied too (Docker drops them with the repository's last
+// tag, and an allowed one would make the removal take an allowed name
+// along). An image ID, or a name the policy cannot parse, is never denied
+// whatever its content.
+func (p *Policy) DeniedWhateverContent(name string, now time.Time) (Decision, bool) {
+	d := p.Decide(name, now)
+	if d.Allowed || d.Signature != nil || d.Reference == "" || p.PinsDigests() {
+		return d, false
+	}
+	r, err := p.ParseRef(name)
+	if err != nil {
+		return d, false
+	}
+	// Where no allow rule pins digests, every digest reference of a
+	// repository is decided alike, but by deny rules that list digests,
+	// which only deny more: one digest stands for all.
+	digests := p.Decide(r.Name+"@"+anyDigest, now)
+	return d, !digests.Allowed && digests.Signature == nil
+}
+
+// anyDigest stands for every digest in DeniedWhateverContent.
+var anyDigest = "sha256:" + strings.Repeat("0", 64)
+
+// PinsDigests reports whether an allow rule names digests: then content can
+// make a name allowed that is denied by name alone.
+func (p *Policy) PinsDigests() bool { return p.pinsDigests }

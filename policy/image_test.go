@@ -103,3 +103,50 @@ deny:
 		})
 	}
 }
+
+// TestDeniedWhateverContent: the names a guard may remove without looking
+// at their image, because no content and no other name could keep them.
+func TestDeniedWhateverContent(t *testing.T) {
+	const src = `mode: enforce
+default: deny
+local-images: allow
+allow:
+  - image: reg.example/approved/**
+  - image: reg.example/tagged/app
+    tags: ["1.*"]
+deny:
+  - image: reg.example/approved/legacy
+    tags: [latest]
+`
+	p, err := Parse(Source{Name: "policy.yaml", Data: []byte(src)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := "sha256:" + strings.Repeat("b", 64)
+	for name, want := range map[string]bool{
+		"reg.example/evil/miner:latest":         true,
+		"reg.example/evil/miner@" + digest:      true,
+		"reg.example/tagged/app:2":              true,
+		"reg.example/tagged/app:1.0":            false, // allowed
+		"reg.example/approved/app:1":            false, // allowed
+		"reg.example/approved/legacy:latest":    false, // its digest references are allowed
+		"reg.example/approved/legacy@" + digest: false, // allowed
+		"not a reference!":                      false, // planned over the image, as any name
+		digest:                                  false, // an image ID is no name
+	} {
+		if _, got := p.DeniedWhateverContent(name, testNow); got != want {
+			t.Errorf("DeniedWhateverContent(%s) = %v, want %v", name, got, want)
+		}
+	}
+	// With a digest pinned anywhere, content may allow what the name does not.
+	pinned, err := Parse(Source{Name: "pinned.yaml", Data: []byte(strings.Replace(src, "deny:\n", "  - image: reg.example/other/app\n    digests: [\""+digest+"\"]\ndeny:\n", 1))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pinned.PinsDigests() || p.PinsDigests() {
+		t.Errorf("PinsDigests = %v with a pinned allow rule, %v without", pinned.PinsDigests(), p.PinsDigests())
+	}
+	if _, got := pinned.DeniedWhateverContent("reg.example/evil/miner:latest", testNow); got {
+		t.Error("denied whatever its content under a policy that pins digests")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -225,6 +226,7 @@ func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Poli
 	names := make(chan *resemblanceIndex, 1)
 	go func() { names <- newResemblanceIndex(p.Allow, l.patterns) }()
 	p.allowIdx = buildIndex(p.Allow, l)
+	p.pinsDigests = slices.ContainsFunc(p.Allow, func(r *Rule) bool { return len(r.Digests) > 0 })
 	p.denyIdx = buildIndex(p.Deny, l)
 	p.names = <-names
 	p.cache = newRefCache(refCacheSize)

@@ -124,6 +124,8 @@ type Policy struct {
 
 	allowIdx *index
 	denyIdx  *index
-	cache    *refCache
-	names    *resemblanceIndex
+	// pinsDigests is set when an allow rule names digests (PinsDigests).
+	pinsDigests bool
+	cache       *refCache
+	names       *resemblanceIndex
 }

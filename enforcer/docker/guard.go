@@ -322,7 +322,7 @@ func (g *Guard) handle(ctx context.Context, k jobKey, v jobValue) {
 
 // handleImageName acts on the one name an event put on an image.
 func (g *Guard) handleImageName(ctx context.Context, p *policy.Policy, name, event string) {
-	if d, ok := deniedOutright(p, name, g.now()); ok {
+	if d, ok := p.DeniedWhateverContent(name, g.now()); ok {
 		g.removeDeniedName(ctx, p, name, event, d)
 		return
 	}
@@ -343,7 +343,7 @@ func (g *Guard) handleImageName(ctx context.Context, p *policy.Policy, name, eve
 // removeDeniedName removes a name the policy denies outright without
 // planning over its image: neither the content it names nor the image's
 // other names can change the decision, and removing it cannot take an
-// allowed name along (deniedOutright). An inspection by name and another
+// allowed name along (policy.DeniedWhateverContent). An inspection by name and another
 // under the image's lock would cost two round trips more, each longer than
 // the removal itself on Docker 29's containerd image store. Docker itself
 // keeps the name if a container uses the image (ErrInUse), and removes only
@@ -364,7 +364,7 @@ func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, ev
 			return g.removeName(ctx, id, name, event, false)
 		},
 		AllowedBy: func(prev *policy.Policy) bool {
-			if _, ok := deniedOutright(prev, name, g.now()); ok {
+			if _, ok := prev.DeniedWhateverContent(name, g.now()); ok {
 				return false
 			}
 			// Only while a reload settles: plan as the previous policy would.
@@ -559,7 +559,6 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 	// pins digests, and the bare name is denied) need not be checked
 	// against the image again before it is removed: if it moved to other
 	// content meanwhile, that content may not have it either.
-	pinned := slices.ContainsFunc(p.Allow, pinsDigests)
 	for _, r := range plan.Removals {
 		rec := enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(r.Name), ImageID: img.ID, Decision: r.Decision}
 		if r.Last {
@@ -571,7 +570,7 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 			continue
 		}
 		name := r.Name
-		check := pinned || p.Decide(name, g.now()).Allowed
+		check := p.PinsDigests() || p.Decide(name, g.now()).Allowed
 		steps = append(steps, engine.Step{Policy: p, Record: rec,
 			Do: func(ctx context.Context) (enforcer.Action, error) {
 				return g.removeName(ctx, img.ID, name, event, check)

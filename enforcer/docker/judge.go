@@ -2,7 +2,6 @@ package docker
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -64,35 +63,6 @@ func normalize(s string) string {
 		return r.String
 	}
 	return s
-}
-
-// anyDigest stands for every digest in deniedOutright: where no allow rule
-// pins digests, a digest reference is decided alike whatever its digest,
-// but by deny rules that list digests, which only deny more.
-var anyDigest = "sha256:" + strings.Repeat("0", 64)
-
-// pinsDigests reports whether an allow rule names digests: then content
-// can make a name allowed that is denied by name alone.
-func pinsDigests(r *policy.Rule) bool { return len(r.Digests) > 0 }
-
-// deniedOutright decides name alone and reports whether the policy denies
-// it whatever content it names and whatever other names its image has, so
-// that removing it needs no look at the image: no allow rule pins digests,
-// no signature is in question, and the repository's digest references are
-// denied too (Docker drops them with the repository's last tag, and an
-// allowed one would block the removal: planImage). An image ID or a name
-// the policy cannot parse is never denied outright.
-func deniedOutright(p *policy.Policy, name string, now time.Time) (policy.Decision, bool) {
-	d := p.Decide(name, now)
-	if d.Allowed || d.Signature != nil || d.Reference == "" || slices.ContainsFunc(p.Allow, pinsDigests) {
-		return d, false
-	}
-	r, err := p.ParseRef(name)
-	if err != nil {
-		return d, false
-	}
-	digests := p.Decide(r.Name+"@"+anyDigest, now)
-	return d, !digests.Allowed && digests.Signature == nil
 }
 
 // removal is one name the policy wants gone from an image.

@@ -113,29 +113,6 @@ func TestPullOfANameDeniedOutright(t *testing.T) {
 	}
 }
 
-func TestDeniedOutright(t *testing.T) {
-	p := outrightPolicy(t, policy.ModeEnforce)
-	for name, want := range map[string]bool{
-		"reg.example/evil/miner:latest":          true,
-		"reg.example/evil/miner@" + digestB:      true,
-		"reg.example/tagged/app:2":               true,
-		"reg.example/tagged/app:1.0":             false, // allowed
-		"reg.example/approved/app:1":             false, // allowed
-		"reg.example/approved/legacy:latest":     false, // its digest references are allowed
-		"reg.example/approved/legacy@" + digestB: false, // allowed
-		"not a reference!":                       false, // planned as before
-		id(1):                                    false, // an ID is no name
-	} {
-		if _, got := deniedOutright(p, name, testNow); got != want {
-			t.Errorf("deniedOutright(%s) = %v, want %v", name, got, want)
-		}
-	}
-	// With a digest pinned anywhere, content may allow what the name does not.
-	if _, got := deniedOutright(testPolicy(t, policy.ModeEnforce, policy.RunningKeep), "reg.example/evil/miner:latest", testNow); got {
-		t.Error("denied outright under a policy that pins digests")
-	}
-}
-
 // TestManyNamesAreRemovedSideBySideAndBounded: a reconcile of an image with
 // many disallowed names (what lost events leave behind) removes them as many
 // at once as the guard has workers, and never more.
