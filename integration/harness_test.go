@@ -23,6 +23,9 @@ const (
 	// actDeadline is how long pullguard gets to act on an event, a reload or a reconnect.
 	// It takes milliseconds; the margin is for a loaded 2-core machine.
 	actDeadline = 15 * time.Second
+	// gcDeadline bounds a wait for containerd's garbage collector, which
+	// schedules itself (containerd_test.go).
+	gcDeadline = time.Minute
 	// readyDeadline bounds a daemon's start-up: policy load and first reconcile.
 	readyDeadline = 20 * time.Second
 )
