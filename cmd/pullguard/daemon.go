@@ -222,8 +222,8 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	// contacts a registry only for what a signed-by rule names.
 	reg := registry.New(registry.Options{})
 	sigs := signature.New(reg)
-	// The plugin's image index forgets what it knows whenever the Docker
-	// guard reads an image event; the plugin is built after the guard.
+	// The plugin's image index drops what each image event the Docker
+	// guard reads may have made wrong; the plugin is built after the guard.
 	var plugin *authz.Server
 	var docker *dockerguard.Guard
 	if rf.docker() {
@@ -231,9 +231,9 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
-		docker = dockerguard.New(api, policies, rep, log, dockerguard.WithObserver(m), dockerguard.WithImageEvents(func() {
+		docker = dockerguard.New(api, policies, rep, log, dockerguard.WithObserver(m), dockerguard.WithImageEvents(func(ev dockerguard.Event) {
 			if plugin != nil {
-				plugin.ImagesChanged()
+				plugin.ImageEvent(ev.Action, ev.ID, ev.Attributes["name"])
 			}
 		}), dockerguard.WithSignatures(sigs))
 		guards = append(guards, namedGuard{enforcer.RuntimeDocker, docker})
