@@ -5,11 +5,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pullguard/pullguard/integration/internal/floorplugin"
 )
 
 // authzBenchRequests is the least number of requests measured per case and plugin state.
@@ -32,6 +35,11 @@ const authzBenchWarmup = 100
 //     dockerd answers 404 (no such image) itself; on, the plugin answers 403 first.
 //
 // Each case reports p50 and p99 off and on, and p99-added-us = p99 on - p99 off (goal: ≤ 1000).
+// Right before each case, the same requests measure two do-nothing plugins (floor-*: one served
+// by this process; floorproc-*: the same as a process of its own, as any real plugin is), and
+// the case reports what pullguard adds over what each adds (p50-added/floor, .../floorproc).
+// pullguard's own share is measured too: AuthZReq calls sent straight to its socket, each
+// followed by the same call to both floors'.
 // At least 2,000 requests are measured per case and state, whatever b.N; run it with
 // -benchtime=1x:
 //
@@ -82,8 +90,25 @@ func BenchmarkAuthzAddedLatency(b *testing.B) {
 			return lat
 		}
 
-		// pullguard's own share: the plugin calls dockerd makes, sent straight to its socket.
-		plugin := newRawUnix(b, sock)
+		// The floor: a plugin that allows everything without reading the
+		// request, in this process. What it adds is the cost of dockerd's two
+		// plugin calls per request on this machine, which no plugin avoids.
+		floorName := name + "-floor"
+		floorSock := filepath.Join(b.TempDir(), "floor.sock")
+		serveFloorPlugin(b, floorSock)
+		writeAuthzSpec(b, floorName, floorSock)
+		// The same plugin as a process of its own, as every real plugin
+		// (pullguard too) is: dockerd's call then wakes another process,
+		// while the in-process floor answers from the benchmark's own,
+		// already running one.
+		procName := name + "-floorproc"
+		procSock := filepath.Join(b.TempDir(), "floorproc.sock")
+		startFloorProcess(b, procSock)
+		writeAuthzSpec(b, procName, procSock)
+
+		// pullguard's own share: the plugin calls dockerd makes, sent straight
+		// to its socket, each followed by the same call to the floor's.
+		plugin, floor, proc := newRawUnix(b, sock), newRawUnix(b, floorSock), newRawUnix(b, procSock)
 		for _, c := range []struct{ name, body string }{
 			{"plugin-AuthZReq-ping", `{"RequestMethod":"GET","RequestUri":"/_ping"}`},
 			{"plugin-AuthZReq-pull-denied", `{"RequestMethod":"POST","RequestUri":"` + e.Engine.APIPath + `/images/create?fromImage=` +
@@ -92,51 +117,59 @@ func BenchmarkAuthzAddedLatency(b *testing.B) {
 			b.Run(c.name, func(b *testing.B) {
 				r := request{method: "POST", uri: "/AuthZPlugin.AuthZReq", body: []byte(c.body),
 					headers: [][2]string{{"Content-Type", "application/json"}}}
-				lat := make([]time.Duration, 0, authzBenchRequests)
-				for i := range authzBenchWarmup + max(b.N, authzBenchRequests) {
+				call := func(u *rawDocker) time.Duration {
 					start := time.Now()
-					resp := plugin.do(b, r.method, r.uri, r.body, r.headers...)
+					resp := u.do(b, r.method, r.uri, r.body, r.headers...)
 					took := time.Since(start)
 					if resp.Status != 200 || !strings.Contains(resp.Body, `"Allow"`) {
 						b.Fatalf("AuthZReq: status %d: %s", resp.Status, resp.Body)
 					}
+					return took
+				}
+				var lat, floorLat, procLat []time.Duration
+				for i := range authzBenchWarmup + max(b.N, authzBenchRequests) {
+					p, f, q := call(plugin), call(floor), call(proc)
 					if i >= authzBenchWarmup {
-						lat = append(lat, took)
+						lat, floorLat, procLat = append(lat, p), append(floorLat, f), append(procLat, q)
 					}
 				}
 				p50, p99 := percentile(lat, 50), percentile(lat, 99)
+				f50, f99 := percentile(floorLat, 50), percentile(floorLat, 99)
+				q50, q99 := percentile(procLat, 50), percentile(procLat, 99)
 				b.ReportMetric(micros(p50), "p50-us")
 				b.ReportMetric(micros(p99), "p99-us")
-				b.Logf("%s: %d calls: p50 %v p99 %v", c.name, len(lat), p50, p99)
+				b.ReportMetric(micros(f50), "floor-p50-us")
+				b.ReportMetric(micros(f99), "floor-p99-us")
+				b.ReportMetric(micros(q50), "floorproc-p50-us")
+				b.ReportMetric(micros(q99), "floorproc-p99-us")
+				b.Logf("%s: %d calls: p50 %v p99 %v; floor in-process p50 %v p99 %v; floor process p50 %v p99 %v",
+					c.name, len(lat), p50, p99, f50, f99, q50, q99)
 			})
 		}
 
-		// The floor: a plugin that allows everything without reading the
-		// request, in this process. What it adds is the cost of dockerd's two
-		// plugin calls per request on this machine, which no plugin avoids.
-		floorName := name + "-floor"
-		floorSock := filepath.Join(b.TempDir(), "floor.sock")
-		serveFloorPlugin(b, floorSock)
-		writeAuthzSpec(b, floorName, floorSock)
 		floorAdded := map[string][2]time.Duration{}
+		procAdded := map[string][2]time.Duration{}
 		// Every case, judged ones included: the floor plugin allows all, so
-		// dockerd answers as it does without a plugin.
+		// dockerd answers as it does without a plugin. Each case measures
+		// the floor right before pullguard, so that both see the same load.
 		for _, r := range cases {
-			b.Run("floor-"+r.name, func(b *testing.B) {
-				n := max(b.N, authzBenchRequests)
-				off := measure(b, r, n, r.statusOff)
-				b.Cleanup(func() { setAuthzPlugins(b, e, []string{}) })
-				setAuthzPlugins(b, e, []string{floorName})
-				with := measure(b, r, n, r.statusOff)
-				setAuthzPlugins(b, e, []string{})
-				p50, p99 := percentile(with, 50)-percentile(off, 50), percentile(with, 99)-percentile(off, 99)
-				floorAdded[r.name] = [2]time.Duration{p50, p99}
-				b.ReportMetric(micros(p50), "p50-added-us")
-				b.ReportMetric(micros(p99), "p99-added-us")
-			})
-		}
-
-		for _, r := range cases {
+			for _, fl := range []struct {
+				prefix, plugin string
+				added          map[string][2]time.Duration
+			}{{"floor-", floorName, floorAdded}, {"floorproc-", procName, procAdded}} {
+				b.Run(fl.prefix+r.name, func(b *testing.B) {
+					n := max(b.N, authzBenchRequests)
+					off := measure(b, r, n, r.statusOff)
+					b.Cleanup(func() { setAuthzPlugins(b, e, []string{}) })
+					setAuthzPlugins(b, e, []string{fl.plugin})
+					with := measure(b, r, n, r.statusOff)
+					setAuthzPlugins(b, e, []string{})
+					p50, p99 := percentile(with, 50)-percentile(off, 50), percentile(with, 99)-percentile(off, 99)
+					fl.added[r.name] = [2]time.Duration{p50, p99}
+					b.ReportMetric(micros(p50), "p50-added-us")
+					b.ReportMetric(micros(p99), "p99-added-us")
+				})
+			}
 			b.Run(r.name, func(b *testing.B) {
 				n := max(b.N, authzBenchRequests)
 				off := measure(b, r, n, r.statusOff)
@@ -164,6 +197,10 @@ func BenchmarkAuthzAddedLatency(b *testing.B) {
 					b.ReportMetric(float64(p50on-p50off)/float64(f[0]), "p50-added/floor")
 					b.ReportMetric(float64(p99on-p99off)/float64(f[1]), "p99-added/floor")
 				}
+				if f, ok := procAdded[r.name]; ok && f[0] > 0 && f[1] > 0 {
+					b.ReportMetric(float64(p50on-p50off)/float64(f[0]), "p50-added/floorproc")
+					b.ReportMetric(float64(p99on-p99off)/float64(f[1]), "p99-added/floorproc")
+				}
 				b.Logf("%s: %d requests each: off p50 %v p90 %v p99 %v max %v; on p50 %v p90 %v p99 %v max %v; added p50 %v p99 %v",
 					r.name, n, p50off, percentile(off, 90), p99off, off[len(off)-1],
 					p50on, percentile(with, 90), p99on, with[len(with)-1], p50on-p50off, p99on-p99off)
@@ -180,21 +217,42 @@ func serveFloorPlugin(b *testing.B, sock string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("/Plugin.Activate", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/vnd.docker.plugins.v1+json")
-		w.Write([]byte(`{"Implements":["authz"]}`))
-	})
-	allow := func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/vnd.docker.plugins.v1+json")
-		w.Write([]byte(`{"Allow":true}`))
-	}
-	mux.HandleFunc("/AuthZPlugin.AuthZReq", allow)
-	mux.HandleFunc("/AuthZPlugin.AuthZRes", allow)
-	srv := &http.Server{Handler: mux}
+	srv := &http.Server{Handler: floorplugin.Handler()}
 	go srv.Serve(l)
 	b.Cleanup(func() {
 		srv.Close()
 		os.Remove(sock)
 	})
+}
+
+// startFloorProcess builds testdata/floorplugin and runs it on sock, as a
+// process of its own, until the benchmark ends.
+func startFloorProcess(b *testing.B, sock string) {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "floorplugin")
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/floorplugin").CombinedOutput(); err != nil {
+		b.Fatalf("building the floor plugin: %v: %s", err, out)
+	}
+	cmd := exec.Command(bin, sock)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		os.Remove(sock)
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the floor plugin does not answer on %s: %v", sock, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

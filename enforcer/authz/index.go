@@ -334,8 +334,9 @@ func (x *imageIndex) drop(c change, after bool) {
 				ids[e.img.ID] = true
 			}
 		}
+		// Removing a tag may remove the repository's digests with it.
 		x.dropIf(func(e *indexEntry) bool {
-			return ids[e.img.ID] || c.name.Name != "" && e.repo == c.name.Name
+			return ids[e.img.ID] || c.name.Name != "" && e.inRepo(c.name.Name)
 		})
 	default:
 		x.byRef = nil
