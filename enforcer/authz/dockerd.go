@@ -48,25 +48,16 @@ func importName(repo, tag string) (string, error) {
 // tagName is the name dockerd 20.10's TagImage gives: repo without its own
 // tag or digest when tag is given, :latest by default.
 func tagName(repo, tag string) (string, error) {
-	ref, err := tagRef(repo, tag)
+	ref, err := reference.ParseNormalizedNamed(repo)
 	if err != nil {
 		return "", err
 	}
-	return ref.String(), nil
-}
-
-// tagRef is tagName's reference.
-func tagRef(repo, tag string) (reference.Named, error) {
-	ref, err := reference.ParseNormalizedNamed(repo)
-	if err != nil {
-		return nil, err
-	}
 	if tag != "" {
 		if ref, err = reference.WithTag(reference.TrimNamed(ref), tag); err != nil {
-			return nil, err
+			return "", err
 		}
 	}
-	return reference.TagNameOnly(ref), nil
+	return reference.TagNameOnly(ref).String(), nil
 }
 
 func joinTag(name, tag string) string {

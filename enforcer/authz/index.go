@@ -418,15 +418,11 @@ func (s *Server) changeOf(req *Request) (c change, ok bool) {
 		if err != nil {
 			return change{}, true
 		}
-		named, err := tagRef(repo, tag)
+		r, err := newTagName(repo, tag)
 		if err != nil {
 			return change{}, true
 		}
-		r, err := policy.ParseRef(named.String())
-		if err != nil {
-			return change{}, true
-		}
-		return change{kind: changeTag, name: r, familiar: reference.FamiliarString(named), image: s.index.imageID(t.name)}, true
+		return change{kind: changeTag, name: r, familiar: familiar(r), image: s.index.imageID(t.name)}, true
 	case imagesCreate:
 		q, err := readImagesCreate(req, t)
 		if err != nil || q.image == "" {
@@ -443,6 +439,35 @@ func (s *Server) changeOf(req *Request) (c change, ok bool) {
 		return change{kind: changeRepo, name: r}, true
 	}
 	return change{}, true
+}
+
+// newTagName is tagName's answer parsed, through the policy's cache of
+// parsed references where it can be (the judgement parsed it already).
+func newTagName(repo, tag string) (policy.Ref, error) {
+	if r, err := policy.ParseRef(repo); err == nil && (tag != "" || r.Digest == "") {
+		if tag == "" {
+			return r, nil // :latest when repo names no tag
+		}
+		return policy.ParseRef(r.Name + ":" + tag)
+	}
+	full, err := tagName(repo, tag)
+	if err != nil {
+		return policy.Ref{}, err
+	}
+	return policy.ParseRef(full)
+}
+
+// familiar is r as Docker lists it (RepoTags): without docker.io/ and
+// library/.
+func familiar(r policy.Ref) string {
+	if r.Domain != "docker.io" {
+		return r.String
+	}
+	s := strings.TrimPrefix(r.String, "docker.io/")
+	if rest, ok := strings.CutPrefix(s, "library/"); ok && !strings.Contains(r.Path[len("library/"):], "/") {
+		return rest
+	}
+	return s
 }
 
 // removalOf is what DELETE /images/{name} removes; anything else under

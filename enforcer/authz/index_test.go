@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/distribution/reference"
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
@@ -476,5 +477,32 @@ func TestEvidenceRefusesCreate(t *testing.T) {
 	res := f.call(t, pathAuthZReq, rawCall("POST", "/v1.41/containers/create", jsonHeaders(b), b))
 	if res.Allow || !strings.Contains(res.Msg, "no valid signature") {
 		t.Errorf("answer %+v, want a refusal saying why", res)
+	}
+}
+
+// newTagName and familiar give what tagName and Docker's RepoTags give.
+func TestNewTagName(t *testing.T) {
+	dig := "@sha256:" + strings.Repeat("a", 64)
+	for _, c := range [][2]string{
+		{"busybox", "x"}, {"busybox", ""}, {"library/busybox:1.0", "2"}, {"docker.io/library/busybox:1", ""},
+		{"myorg/app", "v1"}, {"docker.io/myorg/app", ""}, {reg + "/approved/busybox:1.0", "bench"},
+		{reg + "/library/x", ""}, {"busybox" + dig, "t"}, {"busybox" + dig, ""}, {"localhost/x", ""},
+	} {
+		want, werr := tagName(c[0], c[1])
+		got, gerr := newTagName(c[0], c[1])
+		if (werr != nil) != (gerr != nil) || werr == nil && got.String != want {
+			t.Errorf("%q, tag %q: %q (%v), want %q (%v)", c[0], c[1], got.String, gerr, want, werr)
+			continue
+		}
+		if werr != nil {
+			continue
+		}
+		named, err := reference.ParseNormalizedNamed(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := familiar(got); f != reference.FamiliarString(named) {
+			t.Errorf("%q: familiar %q, want %q", want, f, reference.FamiliarString(named))
+		}
 	}
 }

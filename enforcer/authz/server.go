@@ -251,13 +251,18 @@ func (s *Server) authzRes(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var req Request
-	if err != nil || json.Unmarshal(buf.Bytes(), &req) != nil {
+	// Of the rest, only the status is needed, not the headers and bodies.
+	var res struct {
+		RequestMethod      string
+		RequestURI         string `json:"RequestUri"`
+		ResponseStatusCode int
+	}
+	if err != nil || json.Unmarshal(buf.Bytes(), &res) != nil {
 		// Nothing tells what happened: the store may have changed.
 		s.index.forget()
-	} else if changesImages(req.RequestMethod, req.RequestURI) {
-		ok := req.ResponseStatusCode >= 200 && req.ResponseStatusCode < 300
-		s.index.end(req.RequestMethod+" "+req.RequestURI, ok, s.now())
+	} else if changesImages(res.RequestMethod, res.RequestURI) {
+		ok := res.ResponseStatusCode >= 200 && res.ResponseStatusCode < 300
+		s.index.end(res.RequestMethod+" "+res.RequestURI, ok, s.now())
 	}
 	writeAllow(w)
 }
