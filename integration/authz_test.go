@@ -152,6 +152,29 @@ func TestAuthzLocalImages(t *testing.T) {
 	})
 }
 
+// TestAuthzIndexFollowsNames: the plugin's image index, which spares judged requests a lookup
+// through Docker's API, follows what tags and removals change. An image the plugin knows by its
+// ID, tagged (the index adds the name) and then stripped of both allowed names while a container
+// keeps it in the store, cannot be run by its ID.
+func TestAuthzIndexFollowsNames(t *testing.T) {
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		allowed, copyName := e.Ref("approved/busybox:1.0"), e.Ref("approved/busybox:indexed")
+		_, plugin := startAuthzGuard(t, e, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")))
+		e.Docker(t, "pull", "--quiet", allowed)
+		short := strings.TrimPrefix(imageID(t, e, allowed), "sha256:")[:12]
+		e.Docker(t, "create", "--name", UniqueName(t), short, "true")
+		e.Docker(t, "tag", allowed, copyName)
+		e.Docker(t, "create", "--name", UniqueName(t), short, "true")
+		e.Docker(t, "create", "--name", UniqueName(t), copyName, "true")
+
+		e.Docker(t, "rmi", allowed)
+		e.Docker(t, "create", "--name", UniqueName(t), short, "true") // it keeps an allowed name
+		e.Docker(t, "rmi", "--force", copyName)
+		_, err := e.DockerErr(t, "create", short, "true")
+		requireRefused(t, err, plugin, short)
+	})
+}
+
 // TestAuthzFormBody: raw API pulls whose parameters are in a urlencoded body, which dockerd
 // reads before the query's. dockerd forwards only application/json bodies to the plugin, so
 // such a request is refused, not waved through, whatever it asks for; a body dockerd does

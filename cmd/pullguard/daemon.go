@@ -252,8 +252,8 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	// content came from (local-images: deny) on containerd and on Docker's
 	// containerd image store, once for the guards and the plugin.
 	prov := provenance.New(reg)
-	// The plugin's image index forgets what it knows whenever the Docker
-	// guard reads an image event; the plugin is built after the guard.
+	// The plugin's image index drops what each image event the Docker
+	// guard reads may have made wrong; the plugin is built after the guard.
 	var plugin *authz.Server
 	var docker *dockerguard.Guard
 	if rf.docker() {
@@ -261,9 +261,9 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
-		docker = dockerguard.New(api, policies, rep, log, dockerguard.WithObserver(m), dockerguard.WithImageEvents(func() {
+		docker = dockerguard.New(api, policies, rep, log, dockerguard.WithObserver(m), dockerguard.WithImageEvents(func(ev dockerguard.Event) {
 			if plugin != nil {
-				plugin.ImagesChanged()
+				plugin.ImageEvent(ev.Action, ev.ID, ev.Attributes["name"])
 			}
 		}), dockerguard.WithSignatures(sigs), dockerguard.WithProvenance(prov))
 		guards = append(guards, namedGuard{enforcer.RuntimeDocker, docker})

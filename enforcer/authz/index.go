@@ -2,33 +2,142 @@ package authz
 
 import (
 	"context"
-	"encoding/json"
-	"io"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
+	"time"
+
+	"github.com/distribution/reference"
+
+	"github.com/pullguard/pullguard/policy"
 )
 
 // imageIndex remembers which local image each reference resolved to, so
 // that judging POST /containers/create or /images/{name}/tag needs no
 // nested Docker API call (which passes through this plugin too and costs
-// a round trip through dockerd). It is correct only while nothing changes
-// Docker's image store, so it is forgotten whole whenever something may
-// have: every request that can add, remove or move a name (seen by this
-// plugin before and after dockerd serves it), and every image event the
-// Docker guard reads. A lookup that raced such a change is not kept.
+// a round trip through dockerd).
+//
+// It is a cache of Docker's answers, kept true by being pessimistic: what
+// a change to the image store may have made wrong is dropped (and looked
+// up again when next needed), before dockerd makes the change and again
+// after. Only one thing is ever added without asking Docker: the name a
+// tag request gave an image, once dockerd has answered that the tag
+// succeeded and nothing else touched the image store meanwhile. Events
+// only ever drop entries: an event may be read late, after a later change.
+//
+// What is dropped, by the change:
+//   - a tag: every entry that could now resolve or be named differently
+//     (a reference in the new name's repository, an image that held the
+//     name), except the tagged image's own;
+//   - an untag or delete: the image the request names, whole, and every
+//     reference that names it;
+//   - a pull: everything of the pulled repository;
+//   - anything else (load, import, build, commit, BuildKit's API, prune,
+//     an event the index does not understand, a reconcile): everything.
+//
+// A reference Docker did not find is dropped by every change: any new
+// image or name could be what it now means.
 type imageIndex struct {
 	mu    sync.Mutex
 	gen   uint64
 	byRef map[string]indexEntry
+	// pending are the changes the plugin allowed whose AuthZRes has not
+	// come yet, oldest first.
+	pending []*pendingChange
 }
 
 type indexEntry struct {
 	img   LocalImage
 	found bool
+	// repo is the repository the reference would name ("" for an ID):
+	// a new name in it may change what the reference means.
+	repo string
+	// names are img.Names parsed: their full references and repositories.
+	names []policy.Ref
+}
+
+// changeKind is how much of the index a change may make wrong.
+type changeKind int
+
+const (
+	changeAll    changeKind = iota // anything: a load, a build, an event not understood
+	changeTag                      // a name added to an image
+	changeRepo                     // a pull: any name of one repository
+	changeRemove                   // an untag or a delete of what one name or ID resolves to
+)
+
+// change is what an allowed request may do to Docker's image store.
+type change struct {
+	kind changeKind
+	// name is the tag's new name, a name in the pulled repository, or the
+	// name removed (zero when the removal names an ID).
+	name policy.Ref
+	// familiar is the tag's new name as Docker lists it (RepoTags).
+	familiar string
+	// typed is what a removal names, as the request gave it.
+	typed string
+	// image is the ID of the image a tag names, when the index knew it.
+	image string
+}
+
+// pendingChange is a change between its AuthZReq and its AuthZRes.
+type pendingChange struct {
+	// call pairs the AuthZRes with the AuthZReq: dockerd sends both with
+	// the same method and URI.
+	call  string
+	began time.Time
+	change
+	// overlapped: another change began or was reported while this one
+	// was in flight, so which of them dockerd made last is unknown.
+	overlapped bool
 }
 
 // maxIndexEntries bounds the index; when full it starts over.
 const maxIndexEntries = 4096
+
+// pendingTimeout is how long a change may wait for its AuthZRes. dockerd
+// sends none when the request fails before its handler (another plugin
+// refusing it, dockerd stopping); such a change is taken as made, in
+// whatever way, and the index forgotten.
+const pendingTimeout = time.Minute
+
+func newEntry(typed string, img LocalImage, found bool) indexEntry {
+	e := indexEntry{img: img, found: found}
+	if r, err := policy.ParseRef(typed); err == nil {
+		e.repo = r.Name
+	}
+	for _, n := range img.Names {
+		if r, err := policy.ParseRef(n); err == nil {
+			e.names = append(e.names, r)
+		}
+	}
+	return e
+}
+
+// has reports whether the image has the name full (normalized).
+func (e *indexEntry) has(full string) bool {
+	for i := range e.names {
+		if e.names[i].String == full {
+			return true
+		}
+	}
+	return false
+}
+
+// inRepo reports whether the reference or one of the image's names is in
+// the repository repo.
+func (e *indexEntry) inRepo(repo string) bool {
+	if e.repo == repo {
+		return true
+	}
+	for i := range e.names {
+		if e.names[i].Name == repo {
+			return true
+		}
+	}
+	return false
+}
 
 func (x *imageIndex) get(ref string) (indexEntry, uint64, bool) {
 	x.mu.Lock()
@@ -37,7 +146,8 @@ func (x *imageIndex) get(ref string) (indexEntry, uint64, bool) {
 	return e, x.gen, ok
 }
 
-// put keeps a lookup's result unless the store changed since gen.
+// put keeps a lookup's result unless the store changed since gen, when
+// the lookup began: its answer may be from before or after the change.
 func (x *imageIndex) put(gen uint64, ref string, e indexEntry) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
@@ -50,12 +160,221 @@ func (x *imageIndex) put(gen uint64, ref string, e indexEntry) {
 	x.byRef[ref] = e
 }
 
-// forget drops everything: the image store may have changed.
+// forget drops everything: the image store may have changed in any way.
 func (x *imageIndex) forget() {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.gen++
 	x.byRef = nil
+	x.markOverlapped()
+}
+
+// imageID is the ID of the image ref resolved to, if the index knows one.
+func (x *imageIndex) imageID(ref string) string {
+	e, _, ok := x.get(ref)
+	if !ok || !e.found {
+		return ""
+	}
+	return e.img.ID
+}
+
+// begin records a change the plugin allowed, before dockerd makes it, and
+// drops what it may make wrong.
+func (x *imageIndex) begin(call string, c change, now time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.gen++
+	x.expire(now)
+	x.markOverlapped()
+	x.pending = append(x.pending, &pendingChange{call: call, began: now, change: c, overlapped: len(x.pending) > 0})
+	x.drop(c, false)
+}
+
+// end records that dockerd answered the request call: ok when it says the
+// change was made. A tag that was the only change in flight adds its name
+// to the image; anything else drops again what the change may have made
+// wrong, including what lookups kept while it was in flight.
+func (x *imageIndex) end(call string, ok bool, now time.Time) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.gen++
+	x.expire(now)
+	i := slices.IndexFunc(x.pending, func(p *pendingChange) bool { return p.call == call })
+	if i < 0 {
+		// Its AuthZReq was not seen (pullguard restarted) or timed out.
+		x.byRef = nil
+		x.markOverlapped()
+		return
+	}
+	p := x.pending[i]
+	x.pending = slices.Delete(x.pending, i, i+1)
+	if p.kind == changeTag && ok && !p.overlapped && p.image != "" {
+		x.addTag(p.change)
+		return
+	}
+	x.drop(p.change, true)
+	if p.kind != changeTag || ok {
+		// This change may have been made after one still in flight.
+		x.markOverlapped()
+	}
+}
+
+// event applies an image event Docker reported: action, the actor's ID and
+// its name attribute. Events only drop entries: one read late may describe
+// an image store that a later change has already changed again.
+func (x *imageIndex) event(action, id, name string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	switch action {
+	case "push", "save":
+		return // reads
+	}
+	x.gen++
+	switch action {
+	case "tag":
+		r, err := policy.ParseRef(name)
+		if err != nil || !isFullImageID(id) {
+			break
+		}
+		// The tagged image's entries without the name are kept when a tag
+		// in flight will add it; a tag in flight of anything else is
+		// overlapped.
+		var expected bool
+		for _, p := range x.pending {
+			if p.kind == changeTag && p.image == id && p.name.String == r.String {
+				expected = expected || !p.overlapped
+			} else {
+				p.overlapped = true
+			}
+		}
+		x.dropIf(func(e *indexEntry) bool {
+			if e.img.ID == id {
+				return !e.has(r.String) && !expected
+			}
+			return e.repo == r.Name || e.has(r.String)
+		})
+		return
+	case "untag", "delete":
+		if !isFullImageID(id) {
+			break
+		}
+		r, err := policy.ParseRef(name)
+		x.dropIf(func(e *indexEntry) bool {
+			return e.img.ID == id || err == nil && (e.repo == r.Name || e.has(r.String))
+		})
+		x.markOverlapped()
+		return
+	case "pull":
+		// The actor is the reference pulled; the name attribute, when
+		// present, its repository.
+		if name == "" {
+			name = id
+		}
+		if r, err := policy.ParseRef(name); err == nil {
+			x.drop(change{kind: changeRepo, name: r}, true)
+			x.markOverlapped()
+			return
+		}
+	}
+	x.byRef = nil
+	x.markOverlapped()
+}
+
+// addTag applies a tag dockerd made while nothing else changed: the name
+// moves to the tagged image.
+func (x *imageIndex) addTag(c change) {
+	for ref, e := range x.byRef {
+		switch {
+		case !e.found:
+			delete(x.byRef, ref)
+		case e.img.ID != c.image:
+			if e.repo == c.name.Name || e.has(c.name.String) {
+				delete(x.byRef, ref)
+			}
+		case !e.has(c.name.String):
+			// A new slice: callers may hold the old one. Docker lists tags
+			// before digests.
+			names := make([]string, 0, len(e.img.Names)+1)
+			at := slices.IndexFunc(e.img.Names, func(n string) bool { return strings.Contains(n, "@") })
+			if at < 0 {
+				at = len(e.img.Names)
+			}
+			names = append(append(append(names, e.img.Names[:at]...), c.familiar), e.img.Names[at:]...)
+			e.img.Names = names
+			e.names = append(slices.Clip(e.names), c.name)
+			x.byRef[ref] = e
+		}
+	}
+}
+
+// drop removes the entries c may make wrong; after is set once dockerd has
+// made it (or may have): a tag's own image may then have the name too.
+func (x *imageIndex) drop(c change, after bool) {
+	switch c.kind {
+	case changeTag:
+		x.dropIf(func(e *indexEntry) bool {
+			if e.img.ID == c.image && c.image != "" && !after {
+				return false
+			}
+			return e.img.ID == c.image || e.repo == c.name.Name || e.has(c.name.String)
+		})
+	case changeRepo:
+		x.dropIf(func(e *indexEntry) bool { return e.inRepo(c.name.Name) })
+	case changeRemove:
+		// Every image the removal may mean: by name, by ID or ID prefix.
+		hexID := strings.TrimPrefix(c.typed, "sha256:")
+		isHex := hexID != "" && strings.Trim(hexID, "0123456789abcdef") == ""
+		ids := map[string]bool{}
+		for ref, e := range x.byRef {
+			if !e.found {
+				continue
+			}
+			if ref == c.typed || c.name.String != "" && e.has(c.name.String) ||
+				isHex && strings.HasPrefix(strings.TrimPrefix(e.img.ID, "sha256:"), hexID) {
+				ids[e.img.ID] = true
+			}
+		}
+		// Removing a tag may remove the repository's digests with it.
+		x.dropIf(func(e *indexEntry) bool {
+			return ids[e.img.ID] || c.name.Name != "" && e.inRepo(c.name.Name)
+		})
+	default:
+		x.byRef = nil
+	}
+}
+
+// dropIf removes the entries f selects, and every reference Docker did
+// not find.
+func (x *imageIndex) dropIf(f func(*indexEntry) bool) {
+	for ref, e := range x.byRef {
+		if !e.found || f(&e) {
+			delete(x.byRef, ref)
+		}
+	}
+}
+
+// markOverlapped marks every change in flight as overlapped.
+func (x *imageIndex) markOverlapped() {
+	for _, p := range x.pending {
+		p.overlapped = true
+	}
+}
+
+// expire gives up on changes whose AuthZRes is overdue.
+func (x *imageIndex) expire(now time.Time) {
+	n := len(x.pending)
+	x.pending = slices.DeleteFunc(x.pending, func(p *pendingChange) bool { return now.Sub(p.began) > pendingTimeout })
+	if len(x.pending) < n {
+		x.byRef = nil
+		x.markOverlapped()
+	}
+}
+
+// isFullImageID reports whether id is sha256:<64 hex>, as image events
+// name images.
+func isFullImageID(id string) bool {
+	h, ok := strings.CutPrefix(id, "sha256:")
+	return ok && len(h) == 64 && strings.Trim(h, "0123456789abcdef") == ""
 }
 
 // resolve finds the local image typed means to Docker, from the index or,
@@ -69,14 +388,105 @@ func (s *Server) resolve(ctx context.Context, typed string) (LocalImage, bool, e
 	defer cancel()
 	img, found, err := s.images.ResolveImage(rctx, typed)
 	if err == nil {
-		s.index.put(gen, typed, indexEntry{img: img, found: found})
+		s.index.put(gen, typed, newEntry(typed, img, found))
 	}
 	return img, found, err
 }
 
-// ImagesChanged tells the plugin that Docker's image store changed (an
-// image event the Docker guard read), so that it looks images up afresh.
-func (s *Server) ImagesChanged() { s.index.forget() }
+// ImageEvent tells the plugin about an image event Docker reported (its
+// action, actor ID and name attribute), so that it drops what the event
+// may have made wrong. An empty action means that events may have been
+// missed: the index is forgotten.
+func (s *Server) ImageEvent(action, id, name string) { s.index.event(action, id, name) }
+
+// changeOf is what req, which the plugin allowed, may do to the image
+// store; ok is false for a request that changes no image.
+func (s *Server) changeOf(req *Request) (c change, ok bool) {
+	if !changesImages(req.RequestMethod, req.RequestURI) {
+		return change{}, false
+	}
+	if strings.EqualFold(req.RequestMethod, "DELETE") {
+		return removalOf(req.RequestURI), true
+	}
+	t, err := route(req.RequestMethod, req.RequestURI)
+	if err != nil {
+		return change{}, true
+	}
+	switch t.endpoint {
+	case imagesTag:
+		repo, tag, err := readTag(req, t)
+		if err != nil {
+			return change{}, true
+		}
+		r, err := newTagName(repo, tag)
+		if err != nil {
+			return change{}, true
+		}
+		return change{kind: changeTag, name: r, familiar: familiar(r), image: s.index.imageID(t.name)}, true
+	case imagesCreate:
+		q, err := readImagesCreate(req, t)
+		if err != nil || q.image == "" {
+			return change{}, true // an import, or unreadable
+		}
+		ref, err := pullRef(q.image, q.tag)
+		if err != nil {
+			return change{}, true
+		}
+		r, err := policy.ParseRef(reference.TagNameOnly(ref).String())
+		if err != nil {
+			return change{}, true
+		}
+		return change{kind: changeRepo, name: r}, true
+	}
+	return change{}, true
+}
+
+// newTagName is tagName's answer parsed, through the policy's cache of
+// parsed references where it can be (the judgement parsed it already).
+func newTagName(repo, tag string) (policy.Ref, error) {
+	if r, err := policy.ParseRef(repo); err == nil && (tag != "" || r.Digest == "") {
+		if tag == "" {
+			return r, nil // :latest when repo names no tag
+		}
+		return policy.ParseRef(r.Name + ":" + tag)
+	}
+	full, err := tagName(repo, tag)
+	if err != nil {
+		return policy.Ref{}, err
+	}
+	return policy.ParseRef(full)
+}
+
+// familiar is r as Docker lists it (RepoTags): without docker.io/ and
+// library/.
+func familiar(r policy.Ref) string {
+	if r.Domain != "docker.io" {
+		return r.String
+	}
+	s := strings.TrimPrefix(r.String, "docker.io/")
+	if rest, ok := strings.CutPrefix(s, "library/"); ok && !strings.Contains(r.Path[len("library/"):], "/") {
+		return rest
+	}
+	return s
+}
+
+// removalOf is what DELETE /images/{name} removes; anything else under
+// DELETE (a plugin) changes the store in ways not followed.
+func removalOf(uri string) change {
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return change{}
+	}
+	name, ok := strings.CutPrefix(stripVersion(u.Path), "/images/")
+	if !ok || name == "" {
+		return change{}
+	}
+	c := change{kind: changeRemove, typed: name}
+	if r, err := policy.ParseRef(name); err == nil {
+		c.name = r
+	}
+	return c
+}
 
 // changesImages reports whether a request can change which names the
 // local images have: anything but a read on the image, build, commit and
@@ -96,41 +506,4 @@ func changesImages(method, uri string) bool {
 		}
 	}
 	return false
-}
-
-// requestLine reads RequestMethod and RequestURI from an AuthZRes call
-// without decoding the response body that follows them.
-func requestLine(r io.Reader) (method, uri string, ok bool) {
-	dec := json.NewDecoder(r)
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return "", "", false
-	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return "", "", false
-		}
-		// dockerd writes RequestUri; encoding/json, which dockerd's
-		// structs go through, matches keys without regard to case.
-		key, _ := t.(string)
-		switch {
-		case strings.EqualFold(key, "RequestMethod"):
-			if dec.Decode(&method) != nil {
-				return "", "", false
-			}
-		case strings.EqualFold(key, "RequestURI"):
-			if dec.Decode(&uri) != nil {
-				return "", "", false
-			}
-		default:
-			var skip json.RawMessage
-			if dec.Decode(&skip) != nil {
-				return "", "", false
-			}
-		}
-		if method != "" && uri != "" {
-			return method, uri, true
-		}
-	}
-	return "", "", false
 }

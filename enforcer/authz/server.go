@@ -10,6 +10,7 @@
 package authz
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/activation"
@@ -113,12 +115,30 @@ func New(policies enforcer.PolicySource, images ImageResolver, rep enforcer.Repo
 	for _, o := range opts {
 		o(s)
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+pathActivate, s.activate)
-	mux.HandleFunc("POST "+pathAuthZReq, s.authzReq)
-	mux.HandleFunc("POST "+pathAuthZRes, s.authzRes)
-	s.handler = mux
+	s.handler = http.HandlerFunc(s.serveCall)
 	return s
+}
+
+// serveCall routes a plugin call: three POST endpoints.
+func (s *Server) serveCall(w http.ResponseWriter, r *http.Request) {
+	var h func(http.ResponseWriter, *http.Request)
+	switch r.URL.Path {
+	case pathAuthZReq:
+		h = s.authzReq
+	case pathAuthZRes:
+		h = s.authzRes
+	case pathActivate:
+		h = s.activate
+	default:
+		http.NotFound(w, r)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	h(w, r)
 }
 
 // Handler is the plugin's HTTP handler, for callers that run their own
@@ -228,20 +248,54 @@ func (s *Server) activate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, activateResponse{Implements: []string{implementsAuthZ}})
 }
 
-// authzRes allows every response: pullguard judges requests only. Only the
-// request line is read (not the response body, which may be large): once a
-// request that changes images is done, the image index is forgotten.
+// authzRes allows every response: pullguard judges requests only. Of a
+// request that may have changed the image store, it tells the image index
+// that dockerd is done with it (and, for a tag, whether it succeeded);
+// anything else is answered from the request line alone, without decoding
+// the response body that follows it.
 func (s *Server) authzRes(w http.ResponseWriter, r *http.Request) {
-	if method, uri, ok := requestLine(http.MaxBytesReader(w, r.Body, maxPluginRequest)); !ok || changesImages(method, uri) {
-		s.index.forget()
+	buf, err := readCall(w, r)
+	defer putBuffer(buf)
+	if err == nil {
+		if method, uri, ok := requestLine(buf.Bytes()); ok && !changesImages(method, uri) {
+			writeAllow(w)
+			return
+		}
 	}
-	writeJSON(w, Response{Allow: true})
+	// Of the rest, only the status is needed, not the headers and bodies.
+	var res struct {
+		RequestMethod      string
+		RequestURI         string `json:"RequestUri"`
+		ResponseStatusCode int
+	}
+	if err != nil || json.Unmarshal(buf.Bytes(), &res) != nil {
+		// Nothing tells what happened: the store may have changed.
+		s.index.forget()
+	} else if changesImages(res.RequestMethod, res.RequestURI) {
+		ok := res.ResponseStatusCode >= 200 && res.ResponseStatusCode < 300
+		s.index.end(res.RequestMethod+" "+res.RequestURI, ok, s.now())
+	}
+	writeAllow(w)
 }
 
 func (s *Server) authzReq(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	buf, err := readCall(w, r)
+	defer putBuffer(buf)
+	if err == nil {
+		// Most requests a Docker host serves are not judged: answer them
+		// from the request line, before decoding headers and body.
+		if method, uri, ok := requestLine(buf.Bytes()); ok && unjudged(method, uri) {
+			writeAllow(w)
+			s.observed(VerdictAllowed, start)
+			return
+		}
+	}
 	var req Request
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPluginRequest)).Decode(&req); err != nil {
+	if err == nil {
+		err = json.Unmarshal(buf.Bytes(), &req)
+	}
+	if err != nil {
 		// Not something dockerd sends; with no idea what the request is,
 		// it is refused.
 		s.log.WithError(err).Error("authorization plugin: unreadable AuthZReq call; refusing it")
@@ -249,10 +303,13 @@ func (s *Server) authzReq(w http.ResponseWriter, r *http.Request) {
 		s.observed(VerdictError, start)
 		return
 	}
-	if changesImages(req.RequestMethod, req.RequestURI) {
-		s.index.forget()
-	}
 	resp := s.authorize(r.Context(), &req)
+	if resp.Allow {
+		// dockerd makes the change once this answer reaches it.
+		if c, ok := s.changeOf(&req); ok {
+			s.index.begin(req.RequestMethod+" "+req.RequestURI, c, s.now())
+		}
+	}
 	writeJSON(w, resp)
 	if resp.Allow {
 		s.observed(VerdictAllowed, start)
@@ -261,10 +318,56 @@ func (s *Server) authzReq(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// unjudged reports whether a request is allowed without judging and
+// changes no image: it needs nothing but an answer.
+func unjudged(method, uri string) bool {
+	if changesImages(method, uri) {
+		return false
+	}
+	t, err := route(method, uri)
+	return err == nil && t.endpoint == otherEndpoint
+}
+
+var callBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// readCall reads a plugin call's body, up to maxPluginRequest, into a
+// pooled buffer; putBuffer returns it.
+func readCall(w http.ResponseWriter, r *http.Request) (*bytes.Buffer, error) {
+	buf := callBuffers.Get().(*bytes.Buffer)
+	buf.Reset()
+	if r.ContentLength > 0 && r.ContentLength <= maxPluginRequest {
+		buf.Grow(int(r.ContentLength) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, maxPluginRequest))
+	return buf, err
+}
+
+// maxPooledBuffer keeps a call with a large response body (an image list)
+// from pinning its buffer in the pool.
+const maxPooledBuffer = 64 << 10
+
+func putBuffer(buf *bytes.Buffer) {
+	if buf.Cap() <= maxPooledBuffer {
+		callBuffers.Put(buf)
+	}
+}
+
 func (s *Server) observed(verdict string, start time.Time) {
 	if s.observe != nil {
 		s.observe(verdict, time.Since(start))
 	}
+}
+
+// allowBody is Response{Allow: true} as writeJSON writes it.
+var (
+	allowBody         = []byte(`{"Allow":true}` + "\n")
+	contentTypeHeader = []string{contentType}
+)
+
+// writeAllow answers "allowed" without encoding anything.
+func writeAllow(w http.ResponseWriter) {
+	w.Header()["Content-Type"] = contentTypeHeader
+	_, _ = w.Write(allowBody)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -51,8 +51,9 @@ type Guard struct {
 	// (by ID) between event workers and reconciles.
 	locks *locker.Locker
 
-	// imageEvents, when set, is called for every image event read.
-	imageEvents func()
+	// imageEvents, when set, is called for every image event read, and
+	// with the zero Event before every reconcile.
+	imageEvents func(Event)
 	// evidence, when set, may overrule the policy's allowing decisions.
 	evidence enforcer.Evidence
 	// signatures, when set, verifies what signed-by rules ask for.
@@ -92,9 +93,10 @@ func WithWorkers(n int) Option { return func(g *Guard) { g.cfg.Workers = n } }
 // WithObserver has the guard tell o about reconciles, connections and lag.
 func WithObserver(o enforcer.Observer) Option { return func(g *Guard) { g.cfg.Observer = o } }
 
-// WithImageEvents has the guard call f for every image event it reads:
-// the authorization plugin forgets its image index then.
-func WithImageEvents(f func()) Option { return func(g *Guard) { g.imageEvents = f } }
+// WithImageEvents has the guard call f for every image event it reads,
+// and with the zero Event before every reconcile (events may have been
+// missed): the authorization plugin keeps its image index true with them.
+func WithImageEvents(f func(Event)) Option { return func(g *Guard) { g.imageEvents = f } }
 
 // WithEvidence has the guard consult e about every image the policy
 // allows by name; an image it denies loses all its names.
@@ -160,7 +162,7 @@ func (a adapter) Subscribe(ctx context.Context, since time.Time) (<-chan Event, 
 
 func (a adapter) Jobs(ev Event) (time.Time, []engine.Job[jobKey, jobValue]) {
 	if ev.Type == typeImage && a.g.imageEvents != nil {
-		a.g.imageEvents()
+		a.g.imageEvents(ev)
 	}
 	if ev.Type == typeImage && ev.Action == actionUntag {
 		a.g.untags.heard(ev.Attributes["name"], ev.ID)
@@ -168,7 +170,12 @@ func (a adapter) Jobs(ev Event) (time.Time, []engine.Job[jobKey, jobValue]) {
 	return ev.Time, jobsFor(ev)
 }
 
-func (a adapter) Reconcile(ctx context.Context, why string) error { return a.g.reconcile(ctx, why) }
+func (a adapter) Reconcile(ctx context.Context, why string) error {
+	if a.g.imageEvents != nil {
+		a.g.imageEvents(Event{})
+	}
+	return a.g.reconcile(ctx, why)
+}
 
 func (a adapter) Handle(ctx context.Context, k jobKey, v jobValue) { a.g.handle(ctx, k, v) }
 
