@@ -61,6 +61,9 @@ type Guard struct {
 	// prov, when set, asks registries where content on dockerd's
 	// containerd image store came from (provenance.go).
 	prov *provenance.Cache
+	// noNetwork is logged once: pullguard may not open network sockets at
+	// all, so no registry can vouch for content (provenance.go).
+	noNetwork sync.Once
 
 	// containerdStore: dockerd keeps its images in containerd (load.go).
 	containerdStore atomic.Bool
@@ -493,7 +496,7 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		return true
 	}
 	sigs := g.sigs(ctx)
-	v := vouch(ctx, g.prov, p, g.now(), img, sigs)
+	v := g.vouch(ctx, p, img, sigs)
 	plan := v.plan(p, g.now(), only, sigs)
 	if u := plan.Unverifiable; u != nil {
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Event: event,

@@ -96,7 +96,23 @@ func judgeVouched(typed, imageID string, v *vouched, p *policy.Policy, now time.
 
 // vouchFor vouches for images under p, for one pass.
 func (g *Guard) vouchFor(p *policy.Policy, sigs policy.SignatureSource) vouchFunc {
-	return func(ctx context.Context, img Image) vouched { return vouch(ctx, g.prov, p, g.now(), img, sigs) }
+	return func(ctx context.Context, img Image) vouched { return g.vouch(ctx, p, img, sigs) }
+}
+
+// vouch vouches for img (the function vouch) in the guard's passes and events. A pullguard that may
+// not use the network at all (the shipped unit without its NETWORK drop-in)
+// is told once, with what that means, rather than only by a failed entry
+// per image: on this store nothing can be proven without a registry.
+func (g *Guard) vouch(ctx context.Context, p *policy.Policy, img Image, sigs policy.SignatureSource) vouched {
+	v := vouch(ctx, g.prov, p, g.now(), img, sigs)
+	if v.unknown != nil && provenance.NoNetwork(v.unknown) {
+		g.noNetwork.Do(func() {
+			g.log.WithError(v.unknown).Warn("docker: cannot ask registries whether they serve an image's content (no network for pullguard); " +
+				"on dockerd's containerd image store local-images: deny then keeps every image (reported failed) and the authorization plugin " +
+				"refuses to run or tag it: allow pullguard the network (pullguard(8), NETWORK)")
+		})
+	}
+	return v
 }
 
 // vouchFunc vouches for one image (vouch, with the pass's policy).

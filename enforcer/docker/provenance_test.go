@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
@@ -167,4 +169,17 @@ func TestProvenanceContainerdStoreWithoutNetwork(t *testing.T) {
 	eq(t, "loaded content's names", f.names(id(2)), []string{"reg.example/approved/loaded:1"})
 	h.wantRecords("failed reconcile reg.example/approved/app:1 err", "failed reconcile reg.example/approved/loaded:1 err",
 		"untagged reconcile reg.example/evil/x:1")
+	// The operator is told once why, and what to do, whatever the number of images.
+	warned := 0
+	for _, e := range h.logs.AllEntries() {
+		if e.Level == logrus.WarnLevel && strings.Contains(e.Message, "no network for pullguard") {
+			warned++
+			if !strings.Contains(e.Message, "pullguard(8), NETWORK") {
+				t.Errorf("the warning does not say what to do: %s", e.Message)
+			}
+		}
+	}
+	if warned != 1 {
+		t.Errorf("%d warnings that pullguard has no network, want 1", warned)
+	}
 }
