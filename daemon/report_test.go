@@ -368,7 +368,7 @@ func TestRenderRecordSignature(t *testing.T) {
 		if status == policy.SignatureVerified {
 			res.Key = ks.Keys[0]
 		}
-		ref, err := p.Parse("registry.example.com/approved/app:1@" + digest)
+		ref, err := p.ParseRef("registry.example.com/approved/app:1@" + digest)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -268,7 +268,7 @@ func appendNew(list []string, s string) []string {
 	return append(list, s)
 }
 
-// ParseRef is ParseRef through the policy's cache of parsed references:
+// ParseRef is the package's ParseRef through the policy's cache of parsed references:
 // the guards parse the same names again and again (every pass over an
 // image, every reconcile), and the grammar's parser costs microseconds.
 func (p *Policy) ParseRef(s string) (Ref, error) { return p.cache.parse(s) }

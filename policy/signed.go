@@ -137,10 +137,6 @@ func (p *Policy) RequiresSignatures() bool {
 	return false
 }
 
-// Parse normalizes a reference through the policy's cache of parsed
-// references, so a caller that judges it again does not parse it again.
-func (p *Policy) Parse(input string) (Ref, error) { return p.cache.parse(input) }
-
 // DecideEvidence judges a reference with signature evidence. Without
 // evidence for a key set, a rule requiring it does not match.
 func (p *Policy) DecideEvidence(ref Ref, now time.Time, ev *Evidence) Decision {

@@ -21,7 +21,7 @@ type pullSignatures struct {
 func (f pullSignatures) Decide(_ context.Context, p *policy.Policy, ref string, now time.Time) policy.Decision {
 	digest, ok := f.tags[ref]
 	if !ok {
-		r, err := p.Parse(ref)
+		r, err := p.ParseRef(ref)
 		if err != nil {
 			panic(err)
 		}

@@ -450,8 +450,9 @@ func (u *untagWaiters) heard(name, id string) {
 	if len(u.m) == 0 {
 		return // most untag events: a reconcile's, the user's
 	}
-	if c, ok := u.m[normalize(name)]; ok {
-		delete(u.m, normalize(name))
+	n := normalize(name)
+	if c, ok := u.m[n]; ok {
+		delete(u.m, n)
 		c <- id
 	}
 }

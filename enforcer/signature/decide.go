@@ -22,7 +22,7 @@ func Decide(ctx context.Context, v *Verifier, p *policy.Policy, input string, no
 	if d.NeedsEvidence() == nil {
 		return d
 	}
-	ref, err := p.Parse(input)
+	ref, err := p.ParseRef(input)
 	if err != nil {
 		return d // cannot happen: a rule matched it
 	}
@@ -42,7 +42,7 @@ func Decide(ctx context.Context, v *Verifier, p *policy.Policy, input string, no
 			none = &res
 			break
 		}
-		withDigest, err := p.Parse(ref.String + "@" + digest)
+		withDigest, err := p.ParseRef(ref.String + "@" + digest)
 		if err != nil {
 			res := policy.SignatureResult{Status: policy.SignatureUnverifiable, Reason: "the registry answered with a bad digest: " + err.Error()}
 			none = &res
