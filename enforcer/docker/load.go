@@ -69,24 +69,22 @@ func (g *Guard) movedNames(ctx context.Context, p *policy.Policy, loadedID strin
 	}
 }
 
-// checkImageStore warns when dockerd keeps its images in containerd
-// (Docker 29's default) and the guard has no registry to ask. There every
-// image record's name is listed with the record's target as a repository
-// digest, whether the content was pulled, loaded or built (moby's
+// checkImageStore finds which image store dockerd uses: its own, or
+// containerd's (Docker 29's default). Which one chooses how a name denied
+// outright is removed (removeDeniedName). On containerd's store every image
+// record's name is listed with the record's target as a repository digest,
+// whether the content was pulled, loaded or built (moby's
 // daemon/containerd/image_inspect.go), so repository digests prove nothing;
 // with a registry to ask the guard judges provenance as the containerd guard
-// does (provenance.go), without one it can judge names alone.
+// does (provenance.go), without one it can judge names alone, and says so.
 func (g *Guard) checkImageStore(ctx context.Context) {
-	if g.prov != nil {
-		return
-	}
 	c8d, err := g.api.ContainerdImageStore(ctx)
 	if err != nil {
 		g.log.WithError(err).Debug("cannot tell which image store dockerd uses")
 		return
 	}
 	g.containerdStore.Store(c8d)
-	if p := g.policies.Current(); c8d && p != nil && p.LocalImages == policy.LocalImagesDeny {
+	if p := g.policies.Current(); c8d && g.prov == nil && p != nil && p.LocalImages == policy.LocalImagesDeny {
 		g.log.Warn("dockerd keeps its images in containerd: its repository digests are made from image names, " +
 			"and no registry is configured to ask where content came from, so local-images: deny cannot tell loaded or built content from pulled content there; names alone are judged")
 	}

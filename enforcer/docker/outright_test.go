@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -187,8 +188,22 @@ func (c *containerdStoreDocker) RemoveImageName(ctx context.Context, name string
 // TestOnTheContainerdStoreTheUntagEventNamesTheImage: on Docker 29's
 // containerd image store a name denied outright is removed with no lookup
 // at all, and its record takes the image ID from dockerd's untag event;
-// audit mode removes nothing, so it looks the ID up.
+// audit mode removes nothing, so it looks the ID up. So it is whether or not
+// the guard has a registry to ask about provenance, as the daemon always
+// gives it one.
 func TestOnTheContainerdStoreTheUntagEventNamesTheImage(t *testing.T) {
+	for _, prov := range []struct {
+		name string
+		opts []Option
+	}{
+		{"names alone", nil},
+		{"with a registry to ask", []Option{WithProvenance(provenance.New(noNetworkRegistry{}))}},
+	} {
+		t.Run(prov.name, func(t *testing.T) { testUntagEventNamesTheImage(t, prov.opts) })
+	}
+}
+
+func testUntagEventNamesTheImage(t *testing.T, opts []Option) {
 	for _, tt := range []struct {
 		name    string
 		mode    policy.Mode
@@ -211,7 +226,7 @@ func TestOnTheContainerdStoreTheUntagEventNamesTheImage(t *testing.T) {
 				tt.setup(f)
 			}
 			events := make(chan Event)
-			h := startGuardOn(t, f, &containerdStoreDocker{fakeDocker: f, events: events}, outrightPolicy(t, tt.mode))
+			h := startGuardOn(t, f, &containerdStoreDocker{fakeDocker: f, events: events}, outrightPolicy(t, tt.mode), opts...)
 			h.connected()
 			done := make(chan struct{})
 			t.Cleanup(func() { close(done) })
