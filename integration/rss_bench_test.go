@@ -31,10 +31,12 @@ const steadyFrom = 30 * time.Second
 // (Docker, containerd, both) run side by side for steadyWait; reported: the median VmRSS of
 // each kind at the end (10 s after the fourth resync, between bursts) with its range, RssAnon
 // and RssFile, and the median, p99 and maximum of VmRSS sampled every second from the first
-// resync on, over the three daemons, which include the bursts. The binary is built as `make
-// build` builds the one the packages ship (static, stripped). With PULLGUARD_BASELINE_BIN set
-// to another build of pullguard made the same way (the main branch's, say), the same daemons
-// of that binary run in the same run, and the ratios are reported too.
+// resync on, over the three daemons, which include the bursts, and the median CPU time (user
+// and system) a daemon used from the first sample on (against the baseline's, what releasing
+// costs). The binary is built as `make build` builds the one the packages ship (static,
+// stripped). With PULLGUARD_BASELINE_BIN set to another build of pullguard made the same way
+// (the main branch's, say), the same daemons of that binary run in the same run, and the
+// ratios are reported too.
 func BenchmarkDaemonSteadyRSS(b *testing.B) {
 	e := RequireEnv(b)
 	for _, name := range []string{"approved/busybox:1.0", "myorg/base:1.0", "library/nginx:1.25", "evil/miner:latest"} {
@@ -71,11 +73,17 @@ func BenchmarkDaemonSteadyRSS(b *testing.B) {
 	// Every second from the first resync on, each daemon's VmRSS: the reading at the end
 	// falls between bursts of work, these show the bursts too.
 	sampled := map[string][]float64{}
+	cpuFrom := make([]time.Duration, len(runs)) // CPU time used by the first sample
 	start := time.Now()
 	tick := time.NewTicker(time.Second)
 	for ; time.Since(start) < steadyWait; <-tick.C {
 		if time.Since(start) < steadyFrom {
 			continue
+		}
+		if len(sampled) == 0 {
+			for i, r := range runs {
+				cpuFrom[i] = processCPU(b, r.p.PID())
+			}
 		}
 		for _, r := range runs {
 			sampled[r.bin+"/"+r.kind] = append(sampled[r.bin+"/"+r.kind], memMiB(b, procStatus(b, r.p.PID()), "VmRSS"))
@@ -83,12 +91,13 @@ func BenchmarkDaemonSteadyRSS(b *testing.B) {
 	}
 	tick.Stop()
 	b.StopTimer()
-	type reading struct{ rss, anon, file float64 }
+	type reading struct{ rss, anon, file, cpuMs float64 }
 	got := map[string][]reading{}
-	for _, r := range runs {
+	for i, r := range runs {
 		st := procStatus(b, r.p.PID())
+		cpu := processCPU(b, r.p.PID()) - cpuFrom[i]
 		got[r.bin+"/"+r.kind] = append(got[r.bin+"/"+r.kind],
-			reading{memMiB(b, st, "VmRSS"), memMiB(b, st, "RssAnon"), memMiB(b, st, "RssFile")})
+			reading{memMiB(b, st, "VmRSS"), memMiB(b, st, "RssAnon"), memMiB(b, st, "RssFile"), float64(cpu.Milliseconds())})
 	}
 	for _, r := range runs {
 		if err := r.p.Stop(b); err != nil {
@@ -125,9 +134,10 @@ func BenchmarkDaemonSteadyRSS(b *testing.B) {
 				b.ReportMetric(over[len(over)/2], unit("sampled-p50-MiB"))
 				b.ReportMetric(over[len(over)*99/100], unit("sampled-p99-MiB"))
 				b.ReportMetric(over[len(over)-1], unit("sampled-max-MiB"))
+				b.ReportMetric(median(rs, func(r reading) float64 { return r.cpuMs }), unit("steady-CPU-ms"))
 				var all []string
 				for _, r := range rs {
-					all = append(all, fmt.Sprintf("%.2f (anon %.2f, file %.2f)", r.rss, r.anon, r.file))
+					all = append(all, fmt.Sprintf("%.2f (anon %.2f, file %.2f; CPU %.0f ms)", r.rss, r.anon, r.file, r.cpuMs))
 				}
 				b.Logf("%s, %s: VmRSS MiB after %v: %s", bin, k.name, steadyWait, strings.Join(all, ", "))
 			}
