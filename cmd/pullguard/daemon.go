@@ -126,11 +126,13 @@ creates, tags and builds before they happen.`,
 			stopped := make(chan struct{})
 			defer close(stopped)
 			releaser := residency.NewReleaser(releaseQuiet)
+			releasing, stopReleasing := context.WithCancel(context.Background())
+			defer stopReleasing()
 			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
 				obs.m.SetPolicy(policies)
 				guards, err := buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, releaser.Busy, log, &closers)
 				if err == nil {
-					go releasePages(guards, releaser, stopped, log)
+					go releasePages(releasing, guards, releaser, log)
 				}
 				return guards, err
 			}
@@ -192,27 +194,23 @@ const releaseQuiet = 2 * time.Second
 // pass is over, and then again after each burst of work (a reconcile, a
 // run of events): an idle daemon runs a small part of its code, and maps
 // back what it needs as it goes.
-func releasePages(guards []daemon.Guard, r *residency.Releaser, stopped <-chan struct{}, log *logrus.Logger) {
+func releasePages(ctx context.Context, guards []daemon.Guard, r *residency.Releaser, log *logrus.Logger) {
 	for _, g := range guards {
 		select {
 		case <-g.FirstPass():
-		case <-stopped:
+		case <-ctx.Done():
 			return
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-stopped
-		cancel()
-	}()
-	r.Busy()
-	r.Run(ctx, func(rel residency.Released, err error) {
+	report := func(rel residency.Released, err error) {
 		if err != nil {
 			log.WithError(err).Debug("could not release the executable's pages")
 			return
 		}
 		log.Debugf("released the executable's pages: %v", rel)
-	})
+	}
+	report(residency.ReleaseExecutable())
+	r.Run(ctx, report)
 }
 
 // busyObserver tells the metrics of what the guards do, and the releaser
