@@ -12,7 +12,9 @@ func devNumber(major, minor uint32) uint64 { return unix.Mkdev(major, minor) }
 
 // ReleaseExecutable drops the process's mappings of its executable's
 // clean pages (code and read-only data); they are mapped again, from the
-// page cache or the file, when next used.
+// page cache or the file, when next used. A mapping holding a written
+// page (a debugger's or a uprobe's breakpoint) is left alone; one written
+// in the microseconds between reading smaps and the madvise would be lost.
 func ReleaseExecutable() (Released, error) {
 	start := time.Now()
 	var st unix.Stat_t
