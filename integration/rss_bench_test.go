@@ -17,7 +17,8 @@ const steadyGoalMiB = 20
 
 // steadyWait is how long BenchmarkDaemonSteadyRSS lets each daemon run before reading its RSS:
 // past the Go runtime's forced collection (every 2 minutes when nothing else starts one) and
-// several resyncs (--resync-interval 30s), so that the reading includes what those touch.
+// several resyncs (--resync-interval 30s), so that the reading includes whatever of what those
+// touch stays resident.
 const steadyWait = 130 * time.Second
 
 // steadyFrom is when BenchmarkDaemonSteadyRSS starts sampling each daemon's RSS every second:
