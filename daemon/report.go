@@ -50,7 +50,7 @@ type Reporter struct {
 	policy  enforcer.PolicySource
 	now     func() time.Time
 	flood   *floodGate
-	queue   chan queuedReport
+	queue   chan *queuedReport // pointers: 1,024 slots of a whole record would hold 300 KB
 	dropped atomic.Int64
 }
 
@@ -85,7 +85,7 @@ func NewReporter(cfg ReporterConfig) *Reporter {
 		policy: cfg.Policy,
 		now:    cfg.Now,
 		flood:  newFloodGate(cfg.FloodWindow, cfg.FloodKeys),
-		queue:  make(chan queuedReport, cfg.QueueLength),
+		queue:  make(chan *queuedReport, cfg.QueueLength),
 	}
 }
 
@@ -121,7 +121,7 @@ func (r *Reporter) policyHash() string {
 
 func (r *Reporter) enqueue(q queuedReport) {
 	select {
-	case r.queue <- q:
+	case r.queue <- &q:
 	default:
 		r.dropped.Add(1)
 	}
@@ -142,7 +142,7 @@ func (r *Reporter) Run(ctx context.Context) error {
 	for {
 		select {
 		case q := <-r.queue:
-			r.write(q)
+			r.write(*q)
 		case <-ticker.C:
 			r.writeSummaries(r.flood.expire(r.now()))
 		case <-ctx.Done():
@@ -158,7 +158,7 @@ func (r *Reporter) drainQueue() {
 	for {
 		select {
 		case q := <-r.queue:
-			r.write(q)
+			r.write(*q)
 		default:
 			return
 		}

@@ -17,19 +17,27 @@ const steadyGoalMiB = 20
 
 // steadyWait is how long BenchmarkDaemonSteadyRSS lets each daemon run before reading its RSS:
 // past the Go runtime's forced collection (every 2 minutes when nothing else starts one) and
-// several resyncs (--resync-interval 30s), so that the reading includes what those touch.
+// several resyncs (--resync-interval 30s), so that the reading includes whatever of what those
+// touch stays resident.
 const steadyWait = 130 * time.Second
 
+// steadyFrom is when BenchmarkDaemonSteadyRSS starts sampling each daemon's RSS every second:
+// the first resync.
+const steadyFrom = 30 * time.Second
+
 // BenchmarkDaemonSteadyRSS: the resident memory of idle daemons in their steady state, not
-// just after start. The daemon gives back its executable's start-up pages after the first
-// reconcile (internal/residency), and pages come back as code runs again (a collection, a
-// resync), so a reading taken seconds after start (BenchmarkDaemonIdleRSS) is lower than what
-// an idle daemon settles at. Three daemons of each kind (Docker, containerd, both) run side by
-// side for steadyWait; reported: the median VmRSS of each kind with its range, and RssAnon
-// and RssFile. The binary is built as `make build` builds the one the packages ship (static,
-// stripped). With PULLGUARD_BASELINE_BIN set to another build of pullguard made the same way
-// (the main branch's, say), the same daemons of that binary run in the same run, and the
-// ratios are reported too.
+// just after start. The daemon gives back its executable's pages once each burst of work (the
+// first reconcile, a resync, a collection) has gone quiet (internal/residency), and pages come
+// back as code runs again, so a reading depends on its moment. Three daemons of each kind
+// (Docker, containerd, both) run side by side for steadyWait; reported: the median VmRSS of
+// each kind at the end (10 s after the fourth resync, between bursts) with its range, RssAnon
+// and RssFile, and the median, p99 and maximum of VmRSS sampled every second from the first
+// resync on, over the three daemons, which include the bursts, and the median CPU time a
+// daemon used from the first sample on, from its threads' schedstat (against the baseline's,
+// what releasing costs). The binary is built as `make build` builds the one the packages ship
+// (static, stripped). With PULLGUARD_BASELINE_BIN set to another build of pullguard made the
+// same way (the main branch's, say), the same daemons of that binary run in the same run, and
+// the ratios are reported too.
 func BenchmarkDaemonSteadyRSS(b *testing.B) {
 	e := RequireEnv(b)
 	for _, name := range []string{"approved/busybox:1.0", "myorg/base:1.0", "library/nginx:1.25", "evil/miner:latest"} {
@@ -63,14 +71,34 @@ func BenchmarkDaemonSteadyRSS(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	time.Sleep(steadyWait)
+	// Every second from the first resync on, each daemon's VmRSS: the reading at the end
+	// falls between bursts of work, these show the bursts too.
+	sampled := map[string][]float64{}
+	cpuFrom := make([]time.Duration, len(runs)) // CPU time used by the first sample
+	start := time.Now()
+	tick := time.NewTicker(time.Second)
+	for ; time.Since(start) < steadyWait; <-tick.C {
+		if time.Since(start) < steadyFrom {
+			continue
+		}
+		if len(sampled) == 0 {
+			for i, r := range runs {
+				cpuFrom[i] = threadsCPU(b, r.p.PID())
+			}
+		}
+		for _, r := range runs {
+			sampled[r.bin+"/"+r.kind] = append(sampled[r.bin+"/"+r.kind], memMiB(b, procStatus(b, r.p.PID()), "VmRSS"))
+		}
+	}
+	tick.Stop()
 	b.StopTimer()
-	type reading struct{ rss, anon, file float64 }
+	type reading struct{ rss, anon, file, cpuMs float64 }
 	got := map[string][]reading{}
-	for _, r := range runs {
+	for i, r := range runs {
 		st := procStatus(b, r.p.PID())
+		cpu := threadsCPU(b, r.p.PID()) - cpuFrom[i]
 		got[r.bin+"/"+r.kind] = append(got[r.bin+"/"+r.kind],
-			reading{memMiB(b, st, "VmRSS"), memMiB(b, st, "RssAnon"), memMiB(b, st, "RssFile")})
+			reading{memMiB(b, st, "VmRSS"), memMiB(b, st, "RssAnon"), memMiB(b, st, "RssFile"), float64(cpu) / float64(time.Millisecond)})
 	}
 	for _, r := range runs {
 		if err := r.p.Stop(b); err != nil {
@@ -102,9 +130,15 @@ func BenchmarkDaemonSteadyRSS(b *testing.B) {
 				b.ReportMetric(rss, unit("RSS-MiB"))
 				b.ReportMetric(median(rs, func(r reading) float64 { return r.anon }), unit("anon-MiB"))
 				b.ReportMetric(median(rs, func(r reading) float64 { return r.file }), unit("file-MiB"))
+				over := sampled[bin+"/"+k.name]
+				slices.Sort(over)
+				b.ReportMetric(over[len(over)/2], unit("sampled-p50-MiB"))
+				b.ReportMetric(over[len(over)*99/100], unit("sampled-p99-MiB"))
+				b.ReportMetric(over[len(over)-1], unit("sampled-max-MiB"))
+				b.ReportMetric(median(rs, func(r reading) float64 { return r.cpuMs }), unit("steady-CPU-ms"))
 				var all []string
 				for _, r := range rs {
-					all = append(all, fmt.Sprintf("%.2f (anon %.2f, file %.2f)", r.rss, r.anon, r.file))
+					all = append(all, fmt.Sprintf("%.2f (anon %.2f, file %.2f; CPU %.1f ms)", r.rss, r.anon, r.file, r.cpuMs))
 				}
 				b.Logf("%s, %s: VmRSS MiB after %v: %s", bin, k.name, steadyWait, strings.Join(all, ", "))
 			}
@@ -130,6 +164,30 @@ func buildShipped(b *testing.B) string {
 		b.Fatalf("go build ./cmd/pullguard: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// threadsCPU is the CPU time process pid's threads have used, to the nanosecond (their
+// /proc/PID/task/TID/schedstat): a daemon's steady window is a few clock ticks of
+// /proc/PID/stat. A thread that ended is not counted; Go keeps its threads.
+func threadsCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(stats) == 0 {
+		b.Fatalf("pid %d: no threads' schedstat (%v)", pid, err)
+	}
+	var sum time.Duration
+	for _, f := range stats {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ns, err := strconv.ParseInt(strings.Fields(string(data))[0], 10, 64)
+		if err != nil {
+			b.Fatalf("%s: %q: %v", f, data, err)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum
 }
 
 // memMiB is one of /proc/PID/status's memory lines ("VmRSS", "12345 kB"), in MiB.

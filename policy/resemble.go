@@ -220,7 +220,8 @@ func hostContext() uint64 { return 2 }
 // costs a distance check.
 type postings struct {
 	words []uint64
-	dir   []uint32 // dir[k] is the first word whose key's top bits are >= k
+	dir   []uint32 // dir[k] is the first word whose key's top bits (key>>shift) are >= k
+	shift uint32
 	// present has a bit set for the low bits of every key: most probes
 	// find nothing, and this says so from one word in cache.
 	present []uint64
@@ -259,10 +260,17 @@ func (pb *postingBuilder) build() postings {
 		words = make([]uint64, len(out))
 		copy(words, out)
 	}
-	dir := make([]uint32, 1<<16+1)
+	// About a word a directory entry, up to 16 bits: a small policy's
+	// index is not 256 KiB.
+	bits := uint32(4)
+	for bits < 16 && 1<<bits < len(words) {
+		bits++
+	}
+	shift := 32 - bits // a key's top bits index the directory
+	dir := make([]uint32, 1<<bits+1)
 	j := 0
-	for k := 0; k <= 1<<16; k++ {
-		for j < len(words) && int(words[j]>>48) < k {
+	for k := 0; k <= 1<<bits; k++ {
+		for j < len(words) && int(words[j]>>(32+shift)) < k {
 			j++
 		}
 		dir[k] = uint32(j)
@@ -277,7 +285,7 @@ func (pb *postingBuilder) build() postings {
 		b := uint32(w>>32) & (size - 1)
 		present[b/64] |= 1 << (b % 64)
 	}
-	return postings{words: words, dir: dir, present: present, mask: size - 1}
+	return postings{words: words, dir: dir, shift: shift, present: present, mask: size - 1}
 }
 
 // radixSortKeys sorts postings by key, four passes of a byte each over the
@@ -315,7 +323,7 @@ func (ps *postings) lookup(k uint32, fn func(id uint32) bool) {
 	if b := k & ps.mask; ps.present[b/64]&(1<<(b%64)) == 0 {
 		return
 	}
-	lo, hi := int(ps.dir[k>>16]), int(ps.dir[k>>16+1])
+	lo, hi := int(ps.dir[k>>ps.shift]), int(ps.dir[k>>ps.shift+1])
 	want := uint64(k) << 32
 	for lo < hi {
 		mid := int(uint(lo+hi) >> 1)

@@ -125,11 +125,14 @@ creates, tags and builds before they happen.`,
 			defer obs.stop()
 			stopped := make(chan struct{})
 			defer close(stopped)
+			releaser := residency.NewReleaser(releaseQuiet)
+			releasing, stopReleasing := context.WithCancel(context.Background())
+			defer stopReleasing()
 			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
 				obs.m.SetPolicy(policies)
-				guards, err := buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, log, &closers)
+				guards, err := buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, releaser.Busy, log, &closers)
 				if err == nil {
-					go releaseStartupPages(guards, stopped, log)
+					go releasePages(releasing, guards, releaser, log)
 				}
 				return guards, err
 			}
@@ -181,24 +184,50 @@ creates, tags and builds before they happen.`,
 	return cmd
 }
 
-// releaseStartupPages gives back the executable's pages that start-up
-// touched (package initialization, the first reconcile) once every guard's
-// first pass is over: an idle daemon runs a small part of its code, and
-// maps back what it needs as it goes.
-func releaseStartupPages(guards []daemon.Guard, stopped <-chan struct{}, log *logrus.Logger) {
+// releaseQuiet is how long the daemon must have done no work (no
+// reconcile ended, no event read, no collection) before the executable's
+// pages are given back.
+const releaseQuiet = 2 * time.Second
+
+// releasePages gives back the executable's pages that start-up touched
+// (package initialization, the first reconcile) once every guard's first
+// pass is over, and then again after each burst of work (a reconcile, a
+// run of events): an idle daemon runs a small part of its code, and maps
+// back what it needs as it goes.
+func releasePages(ctx context.Context, guards []daemon.Guard, r *residency.Releaser, log *logrus.Logger) {
 	for _, g := range guards {
 		select {
 		case <-g.FirstPass():
-		case <-stopped:
+		case <-ctx.Done():
 			return
 		}
 	}
-	r, err := residency.ReleaseExecutable()
-	if err != nil {
-		log.WithError(err).Debug("could not release the executable's start-up pages")
-		return
+	report := func(rel residency.Released, err error) {
+		if err != nil {
+			log.WithError(err).Debug("could not release the executable's pages")
+			return
+		}
+		log.Debugf("released the executable's pages: %v", rel)
 	}
-	log.Debugf("released the executable's start-up pages: %v", r)
+	report(residency.ReleaseExecutable())
+	r.Run(ctx, report)
+}
+
+// busyObserver tells the metrics of what the guards do, and the releaser
+// that they are at work.
+type busyObserver struct {
+	enforcer.Observer
+	busy func()
+}
+
+func (o busyObserver) Reconciled(runtime, trigger string, took time.Duration, err error) {
+	o.Observer.Reconciled(runtime, trigger, took, err)
+	o.busy()
+}
+
+func (o busyObserver) Event(runtime string) {
+	o.Observer.Event(runtime)
+	o.busy()
 }
 
 // resyncInterval maps the flag, where 0 means never, to the daemon's
@@ -240,9 +269,10 @@ func (g namedGuard) Stalled(now time.Time, limit time.Duration) bool {
 }
 
 // buildGuards builds the guards the flags ask for; m (nil: none) is told
-// what they do.
+// what they do, and busy that they are at work.
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
-	m *metrics.Metrics, log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
+	m *metrics.Metrics, busy func(), log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
+	observer := enforcer.Observer(busyObserver{m, busy})
 	var guards []daemon.Guard
 	// One verifier, with one cache, for every guard and the plugin: it
 	// contacts a registry only for what a signed-by rule names.
@@ -261,7 +291,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
-		docker = dockerguard.New(api, policies, rep, log, dockerguard.WithObserver(m), dockerguard.WithImageEvents(func(ev dockerguard.Event) {
+		docker = dockerguard.New(api, policies, rep, log, dockerguard.WithObserver(observer), dockerguard.WithImageEvents(func(ev dockerguard.Event) {
 			if plugin != nil {
 				plugin.ImageEvent(ev.Action, ev.ID, ev.Attributes["name"])
 			}
@@ -274,7 +304,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			return nil, fmt.Errorf("--containerd-address: %w", err)
 		}
 		*closers = append(*closers, func() { api.Close() })
-		opts := []cdguard.Option{cdguard.WithObserver(m), cdguard.WithSignatures(sigs)}
+		opts := []cdguard.Option{cdguard.WithObserver(observer), cdguard.WithSignatures(sigs)}
 		if len(rf.containerdNamespace) > 0 {
 			opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 		}

@@ -1,15 +1,18 @@
-// Package residency gives back the pages of pullguard's own executable that
-// start-up touched and the running daemon does not use.
+// Package residency gives back the pages of pullguard's own executable
+// that start-up and each burst of work touched and an idle daemon does not
+// use.
 //
 // Go runs the initialization of every linked package before main, and
 // those functions and their tables are spread over the whole executable;
 // the kernel maps the page cache around each page touched (64 KiB at a
 // time), so after start-up nearly all of a 23 MB binary is resident in the
-// daemon, most of it code and read-only data it never runs again. Those
-// pages are clean copies of the file: dropping the mapping
-// (madvise(MADV_DONTNEED)) loses nothing, leaves them in the page cache,
-// where the kernel can reclaim them like any unmapped file page, and a page
-// the daemon needs later is mapped again on first use.
+// daemon, most of it code and read-only data it never runs again. A
+// reconcile or a garbage collection later maps in several MiB more, which
+// the daemon needs again only at the next one. Those pages are clean
+// copies of the file: dropping the mapping (madvise(MADV_DONTNEED)) loses
+// nothing, leaves them in the page cache, where the kernel can reclaim
+// them like any unmapped file page, and a page the daemon needs later is
+// mapped again on first use.
 package residency
 
 import (
@@ -18,6 +21,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // mapping is one of the process's memory mappings, from /proc/self/smaps.
@@ -30,10 +34,14 @@ type mapping struct {
 
 // releasable are the mappings of the file (dev, inode) that hold only
 // clean pages of it: not writable, and with no page written since (a PIE
-// executable's relocated read-only data is, and must be kept).
+// executable's relocated read-only data is, and must be kept). An
+// executable's mappings lie next to each other, so reading stops at the
+// first mapping after them: the kernel walks the page tables of each
+// mapping it shows, and a process has hundreds more.
 func releasable(smaps io.Reader, dev, inode uint64) ([]mapping, error) {
 	var out []mapping
 	var cur *mapping
+	seen := false // a mapping of the file was read
 	flush := func() {
 		if cur != nil && cur.dev == dev && cur.inode == inode && !strings.Contains(cur.perms, "w") && cur.anon == 0 {
 			out = append(out, *cur)
@@ -41,7 +49,7 @@ func releasable(smaps io.Reader, dev, inode uint64) ([]mapping, error) {
 		cur = nil
 	}
 	sc := bufio.NewScanner(smaps)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	sc.Buffer(make([]byte, 0, 4<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
 		f := strings.Fields(line)
@@ -50,6 +58,11 @@ func releasable(smaps io.Reader, dev, inode uint64) ([]mapping, error) {
 		}
 		if m, ok := parseHeader(f); ok {
 			flush()
+			if m.dev == dev && m.inode == inode {
+				seen = true
+			} else if seen {
+				return out, nil
+			}
 			cur = &m
 			continue
 		}
@@ -114,9 +127,10 @@ func kib(s string) uint64 {
 // Released is what ReleaseExecutable did.
 type Released struct {
 	Mappings int
-	Bytes    uint64 // resident before, in the mappings released
+	Bytes    uint64        // resident before, in the mappings released
+	Took     time.Duration // reading smaps and the madvise calls
 }
 
 func (r Released) String() string {
-	return fmt.Sprintf("%d KiB in %d mappings", r.Bytes>>10, r.Mappings)
+	return fmt.Sprintf("%d KiB in %d mappings (%v)", r.Bytes>>10, r.Mappings, r.Took)
 }

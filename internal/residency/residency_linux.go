@@ -3,6 +3,7 @@ package residency
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,8 +12,11 @@ func devNumber(major, minor uint32) uint64 { return unix.Mkdev(major, minor) }
 
 // ReleaseExecutable drops the process's mappings of its executable's
 // clean pages (code and read-only data); they are mapped again, from the
-// page cache or the file, when next used.
+// page cache or the file, when next used. A mapping holding a written
+// page (a debugger's or a uprobe's breakpoint) is left alone; one written
+// in the microseconds between reading smaps and the madvise would be lost.
 func ReleaseExecutable() (Released, error) {
+	start := time.Now()
 	var st unix.Stat_t
 	if err := unix.Stat("/proc/self/exe", &st); err != nil {
 		return Released{}, err
@@ -36,5 +40,6 @@ func ReleaseExecutable() (Released, error) {
 		r.Mappings++
 		r.Bytes += m.rss
 	}
+	r.Took = time.Since(start)
 	return r, nil
 }

@@ -1,12 +1,15 @@
 package residency
 
 import (
+	"errors"
+	"io"
 	"os"
 	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 // An excerpt of /proc/PID/smaps: the executable (fe:00 inode 42) mapped
@@ -54,8 +57,21 @@ func TestReleasable(t *testing.T) {
 	if ms[1].start != 0xdb1000 || ms[1].perms != "r--p" || ms[1].rss != 10324<<10 {
 		t.Errorf("read-only data mapping read as %+v", ms[1])
 	}
+	if ms, _ := releasable(strings.NewReader(smaps), devNumber(0xfe, 0), 77); len(ms) != 1 || ms[0].start != 0x7f0000000000 {
+		t.Errorf("the library's code mapping read as %+v", ms)
+	}
 	if ms, _ := releasable(strings.NewReader(smaps), devNumber(0xfe, 1), 42); len(ms) != 0 {
 		t.Errorf("another device's inode 42 matched: %+v", ms)
+	}
+}
+
+// Reading stops at the first mapping after the executable's: the kernel
+// computes each mapping's figures as it is read.
+func TestReleasableStopsAfterTheExecutable(t *testing.T) {
+	r := io.MultiReader(strings.NewReader(smaps), iotest.ErrReader(errors.New("read past the executable's mappings")))
+	ms, err := releasable(r, devNumber(0xfe, 0), 42)
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("releasable: %+v, %v; want the two clean read-only mappings and no further reading", ms, err)
 	}
 }
 
@@ -102,4 +118,18 @@ func rssFile(t *testing.T) int {
 	}
 	t.Fatal("no RssFile in /proc/self/status")
 	return 0
+}
+
+// BenchmarkReleaseExecutable: what one release costs the process (reading
+// its smaps, madvise), not counting mapping the pages back as they are used.
+func BenchmarkReleaseExecutable(b *testing.B) {
+	if runtime.GOOS != "linux" {
+		b.Skip("needs /proc/self/smaps")
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ReleaseExecutable(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
