@@ -33,6 +33,10 @@ type API interface {
 	// image that keeps other names, and deletes it with its last name.
 	// deleted reports the latter.
 	RemoveImageName(ctx context.Context, name string) (deleted bool, err error)
+	// RemoveImageNameOf removes one name as RemoveImageName does and says
+	// which image it named (ImageIDOf), without making the removal wait
+	// for that answer; id is "" when that cannot be known any more.
+	RemoveImageNameOf(ctx context.Context, name string) (id string, deleted bool, err error)
 	// ListContainers lists all containers, running or not.
 	ListContainers(ctx context.Context) ([]Container, error)
 	// InspectContainer looks a container up by ID or name.

@@ -347,6 +347,16 @@ func (f *fakeDocker) ImageIDOf(ctx context.Context, name string) (string, error)
 	return "", fmt.Errorf("%w: No such image: %s", ErrNotFound, name)
 }
 
+// RemoveImageNameOf looks the name's image up, then removes the name.
+func (f *fakeDocker) RemoveImageNameOf(ctx context.Context, name string) (string, bool, error) {
+	id, err := f.ImageIDOf(ctx, name)
+	if err != nil {
+		return "", false, err
+	}
+	deleted, err := f.RemoveImageName(ctx, name)
+	return id, deleted, err
+}
+
 // lookupLocked resolves a reference the way dockerd does: as a name first,
 // then as a full or short ID.
 func (f *fakeDocker) lookupLocked(ref string) *fakeImage {

@@ -357,22 +357,18 @@ func (g *Guard) handleImageName(ctx context.Context, p *policy.Policy, name, eve
 // under the image's lock would cost two round trips more, each longer than
 // the removal itself on Docker 29's containerd image store. Docker itself
 // keeps the name if a container uses the image (ErrInUse), and removes only
-// the name when the image keeps others.
+// the name when the image keeps others. Nor need it check that the name
+// still names the image it named when the event came: were it moved
+// meanwhile, the record would name the image it left.
 //
-// What remains is the image ID the record carries. On dockerd's own image
-// store one cheap lookup before the removal says it. On the containerd
-// image store even that lookup costs more than the removal, and dockerd's
-// untag event for the name says it after the removal instead.
+// What remains is the image ID the record carries, found so that the
+// removal does not wait for it: on dockerd's own image store by a lookup
+// sent just before the removal, on the containerd image store (where even
+// that lookup costs more than the removal) by dockerd's untag event for the
+// name after it.
 func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, event string, d policy.Decision) {
-	id := ""
 	step := engine.Step{Policy: p,
 		Record: enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(name), Decision: d},
-		Do: func(ctx context.Context) (enforcer.Action, error) {
-			// Denied whatever it names: no need to check that it still
-			// names this image (were it moved meanwhile, the record
-			// would name the image it left).
-			return g.removeName(ctx, id, name, event, false)
-		},
 		AllowedBy: func(prev *policy.Policy) bool {
 			if _, ok := prev.DeniedWhateverContent(name, g.now()); ok {
 				return false
@@ -383,9 +379,23 @@ func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, ev
 			return err != nil || planImage(img, prev, g.now(), []string{name}, g.sigs(ctx)).Removals == nil
 		},
 	}
-	if g.containerdStore.Load() && p.Mode == policy.ModeEnforce {
+	switch {
+	case p.Mode != policy.ModeEnforce:
+		// Nothing is removed: the ID is looked up for the record.
+		id, err := g.api.ImageIDOf(ctx, name)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return // already gone
+		case err != nil:
+			step.Record.Action, step.Record.Err = enforcer.Failed, err
+		}
+		step.Record.ImageID = id
+	case g.containerdStore.Load():
 		heard := g.untags.await(name)
 		defer g.untags.forget(name, heard)
+		step.Do = func(ctx context.Context) (enforcer.Action, error) {
+			return g.removeName(ctx, "", name, event, false)
+		}
 		step.Complete = func(rec *enforcer.Record) {
 			select {
 			case rec.ImageID = <-heard:
@@ -394,21 +404,18 @@ func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, ev
 					Warn("no untag event for a removed name: its record carries no image ID")
 			}
 		}
-		g.exec.Execute(ctx, step)
-		return
+	default:
+		// dockerd's own image store, whose untag event names the image
+		// and not the name.
+		var id string
+		step.Do = func(ctx context.Context) (enforcer.Action, error) {
+			var deleted bool
+			var err error
+			id, deleted, err = g.api.RemoveImageNameOf(ctx, name)
+			return g.removal(id, name, event, deleted, err)
+		}
+		step.Complete = func(rec *enforcer.Record) { rec.ImageID = id }
 	}
-	id, err := g.api.ImageIDOf(ctx, name)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return // already gone
-	case err != nil:
-		step.Record.Action, step.Record.Err, step.Do = enforcer.Failed, err, nil
-		g.exec.Execute(ctx, step)
-		return
-	}
-	step.Record.ImageID = id
-	g.locks.Lock("i" + id)
-	defer g.locks.Unlock("i" + id)
 	g.exec.Execute(ctx, step)
 }
 
@@ -609,6 +616,11 @@ func (g *Guard) removeName(ctx context.Context, id, name, event string, check bo
 		}
 	}
 	deleted, err := g.api.RemoveImageName(ctx, name)
+	return g.removal(id, name, event, deleted, err)
+}
+
+// removal maps what removing a name of image id came to for the executor.
+func (g *Guard) removal(id, name, event string, deleted bool, err error) (enforcer.Action, error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return "", engine.ErrGone // someone else was faster

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http/httptrace"
 	"slices"
 	"strings"
 	"sync"
@@ -205,18 +206,63 @@ func (a *mobyAPI) ImageIDOf(ctx context.Context, name string) (string, error) {
 }
 
 func (a *mobyAPI) RemoveImageName(ctx context.Context, name string) (bool, error) {
+	id, err := a.removeImageName(ctx, name)
+	return id != "", err
+}
+
+// removeImageName removes name and returns the ID of the image deleted
+// with it, "" when the image kept other names.
+func (a *mobyAPI) removeImageName(ctx context.Context, name string) (string, error) {
 	// No force, so Docker only untags an image that keeps other names; no
 	// pruning, so untagged parent images stay (they are not ours to judge).
 	res, err := a.client().ImageRemove(ctx, name, client.ImageRemoveOptions{})
 	if err != nil {
-		return false, apiError(err)
+		return "", apiError(err)
 	}
 	for _, it := range res.Items {
 		if it.Deleted != "" {
-			return true, nil
+			return it.Deleted, nil // the image first, then its layers (20.10)
 		}
 	}
-	return false, nil
+	return "", nil
+}
+
+// RemoveImageNameOf sends the lookup of the name's image first, on a
+// connection of its own, and the removal as soon as the lookup is written:
+// dockerd reads the name before it removes it, and the removal does not
+// wait a round trip for the answer. Should the removal still win, a
+// deleted image's ID comes from the removal's answer; an image that kept
+// other names is then not known.
+func (a *mobyAPI) RemoveImageNameOf(ctx context.Context, name string) (string, bool, error) {
+	written := make(chan struct{})
+	var once sync.Once
+	trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { close(written) }) }}
+	lookup, stop := context.WithCancel(httptrace.WithClientTrace(ctx, trace))
+	defer stop()
+	type answer struct {
+		id  string
+		err error
+	}
+	looked := make(chan answer, 1)
+	go func() {
+		id, err := a.ImageIDOf(lookup, name)
+		looked <- answer{id, err}
+	}()
+	var ans *answer
+	select {
+	case <-written:
+	case an := <-looked: // failed before it was sent, or answered already
+		ans = &an
+	}
+	deletedID, err := a.removeImageName(ctx, name)
+	if deletedID != "" {
+		return deletedID, true, nil // what was deleted, whatever the lookup says
+	}
+	if ans == nil {
+		an := <-looked
+		ans = &an
+	}
+	return ans.id, false, err
 }
 
 func (a *mobyAPI) ListContainers(ctx context.Context) ([]Container, error) {

@@ -70,6 +70,26 @@ func (d *oldDockerd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// serveDockerd serves d on a unix socket for the test's length, and returns
+// the API of a client of it.
+func serveDockerd(t *testing.T, d http.Handler) API {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(d)
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+	api, err := NewAPI("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return api
+}
+
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	json.NewEncoder(w).Encode(v)
@@ -82,21 +102,8 @@ func apiErr(w http.ResponseWriter, code int, msg string) {
 }
 
 func TestMobyAPIAgainstDockerd2010(t *testing.T) {
-	sock := filepath.Join(t.TempDir(), "d.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
 	d := &oldDockerd{}
-	srv := httptest.NewUnstartedServer(d)
-	srv.Listener = l
-	srv.Start()
-	defer srv.Close()
-
-	api, err := NewAPI("unix://" + sock)
-	if err != nil {
-		t.Fatal(err)
-	}
+	api := serveDockerd(t, d)
 	ctx := context.Background()
 	v, err := api.Ping(ctx)
 	if err != nil || v != "1.41" {
@@ -211,4 +218,77 @@ func unescape(t *testing.T, s string) string {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// racingDockerd answers the lookup of evil:1's image (its history) only
+// once the removal of evil:1 has arrived, or after a second: a client that
+// waits for the lookup's answer before it removes the name is a second
+// late. The removal keeps the image (it has other names) unless deletes.
+type racingDockerd struct {
+	removed chan struct{}
+	deletes bool
+	// lookupLate: the lookup is answered only after the removal is done,
+	// and finds the name gone, as when the removal wins the race.
+	lookupLate bool
+}
+
+func (d *racingDockerd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Api-Version", "1.41")
+	rest := strings.TrimPrefix(r.URL.Path, "/v1.41")
+	switch {
+	case r.URL.Path == "/_ping":
+		w.Write([]byte("OK"))
+	case r.Method == "GET" && rest == "/images/evil:1/history":
+		select {
+		case <-d.removed:
+		case <-time.After(time.Second):
+		}
+		if d.lookupLate {
+			apiErr(w, http.StatusNotFound, "No such image: evil:1")
+			return
+		}
+		writeJSON(w, []map[string]any{{"Id": id(1)}})
+	case r.Method == "DELETE" && rest == "/images/evil:1":
+		if d.deletes {
+			writeJSON(w, []map[string]string{{"Untagged": "evil:1"}, {"Deleted": id(2)}, {"Deleted": id(3)}})
+		} else {
+			writeJSON(w, []map[string]string{{"Untagged": "evil:1"}})
+		}
+		close(d.removed)
+	default:
+		apiErr(w, http.StatusNotFound, "No such object: "+rest)
+	}
+}
+
+// TestRemoveImageNameOfDoesNotWaitForTheLookup: the name's removal goes out
+// without waiting for the lookup of its image's ID, and the answer says the
+// ID: the lookup's, or the deleted image's when the removal deleted it.
+func TestRemoveImageNameOfDoesNotWaitForTheLookup(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		deletes    bool
+		lookupLate bool
+		want       string
+	}{
+		{"the image keeps other names: the lookup's ID", false, false, id(1)},
+		{"the image is deleted: the removal's answer says which", true, false, id(2)},
+		{"the removal won and the image stays: not known", false, true, ""},
+		{"the removal won and deleted the image", true, true, id(2)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			api := serveDockerd(t, &racingDockerd{removed: make(chan struct{}), deletes: tt.deletes, lookupLate: tt.lookupLate})
+			ctx := context.Background()
+			if _, err := api.Ping(ctx); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			got, deleted, err := api.RemoveImageNameOf(ctx, "evil:1")
+			if took := time.Since(start); took > 500*time.Millisecond {
+				t.Errorf("took %v: the removal waited for the lookup's answer", took)
+			}
+			if err != nil || got != tt.want || deleted != tt.deletes {
+				t.Errorf("RemoveImageNameOf = %q, %v, %v; want %q, %v", got, deleted, err, tt.want, tt.deletes)
+			}
+		})
+	}
 }
