@@ -17,13 +17,15 @@ import (
 // arrive; resumed, pullguard notices that it fell behind (its clock jumped, events arrive
 // late) and reconciles at once: every name is gone within seconds, not at the 5-minute resync.
 //
-// Seconds, not one: Docker has no call that removes several names, and dockerd removes names
-// at its own pace, 100 to 200 a second on an idle 2-core machine however many are asked for
-// at once (BenchmarkDockerUntagConcurrency). So the test first measures that pace in the same
-// run: the same names tagged and removed by the test itself, as many at once as pullguard
-// removes them (its default workers), before pullguard starts, so that nothing else acts on
-// dockerd meanwhile. pullguard is allowed twice that and a few seconds, and never as long as
-// the resync.
+// Seconds, not one: the names stay on an allowed image, so they go one request a name (the
+// one call that removes every name of an image, a forced removal by ID, would take the
+// allowed name too), and dockerd removes them at its own pace, 100 to 250 a second on a
+// 2-core machine however many are asked for at once, its cost per name growing with the
+// names the image has (BenchmarkDockerUntagConcurrency, BenchmarkDockerRemoveManyNames).
+// So the test first measures that pace in the same run: the same names tagged and removed by
+// the test itself, as many at once as pullguard removes them (its default workers), before
+// pullguard starts, so that nothing else acts on dockerd meanwhile. pullguard is allowed
+// twice that and a few seconds, and never as long as the resync.
 func TestDockerLostEventsWhileStopped(t *testing.T) {
 	ForEachDocker(t, func(t *testing.T, e *Env) {
 		approved := e.Ref("approved/busybox:1.0")
