@@ -3,11 +3,13 @@ package integration
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	cerrdefs "github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
 	"golang.org/x/sync/errgroup"
 )
@@ -88,6 +90,55 @@ func TestDockerLostEventsWhileStopped(t *testing.T) {
 		took := time.Since(resumed)
 		t.Logf("every disallowed name gone %v after the resume: %.2f times dockerd's own time (allowed: %v)",
 			took.Round(time.Millisecond), took.Seconds()/floor.Seconds(), deadline.Round(time.Millisecond))
+	})
+}
+
+// TestDockerReconcileRemovesEveryNameOfAnImage: an image whose names are all disallowed, found
+// by the start-up reconcile, loses them side by side and is deleted with the last. The journal
+// has one entry a name, `untagged` for all but one, `removed` for the one whose removal deleted
+// the image, and no `failed`. (dockerd 20.10, asked to remove an image's last two names at once,
+// fails the second request though its name is gone, so the guard removes the last name alone;
+// through the guard that race is rare here, and the Docker guard's unit test
+// TestManyNamesOfOneImageTheLastGoesAlone provokes it.)
+func TestDockerReconcileRemovesEveryNameOfAnImage(t *testing.T) {
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		api := dockerAPI(t, e)
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		defer cancel()
+		const n = 60
+		source := e.Ref("evil/allnames:0")
+		id := importTiny(t, ctx, api, source, "every name of an image", "")
+		names := make([]string, n-1)
+		for i := range names {
+			names[i] = e.Ref(fmt.Sprintf("evil/allnames:%d", i+1))
+		}
+		sideBySide(t, names, 8, func(name string) error {
+			_, err := api.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: name})
+			return err
+		})
+
+		g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false)))
+		entries := g.WaitEntries(t, actDeadline, n, "PULLGUARD_RUNTIME=docker", "PULLGUARD_EVENT=reconcile")
+		if _, err := api.ImageInspect(ctx, id); !cerrdefs.IsNotFound(err) {
+			t.Errorf("the image is still there (%v)", err)
+		}
+		actions := map[string]int{}
+		named := map[string]bool{}
+		for _, entry := range entries {
+			actions[entry["PULLGUARD_ACTION"]]++
+			named[entry["PULLGUARD_IMAGE"]] = true
+			if entry["PULLGUARD_ACTION"] == "failed" {
+				t.Errorf("failed: %s (%s)", entry["PULLGUARD_IMAGE"], entry["PULLGUARD_ERROR"])
+			}
+		}
+		if want := map[string]int{"untagged": n - 1, "removed": 1}; !maps.Equal(actions, want) {
+			t.Errorf("journal entries by action: %v, want %v", actions, want)
+		}
+		for _, name := range append(names, source) {
+			if !named[name] {
+				t.Errorf("no journal entry for %s", name)
+			}
+		}
 	})
 }
 

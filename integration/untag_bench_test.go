@@ -198,7 +198,8 @@ func BenchmarkDockerRemoveManyNames(b *testing.B) {
 
 // importTiny imports an image of one small file (content makes its ID) named ref, with label
 // when not empty, and returns its ID.
-func importTiny(b *testing.B, ctx context.Context, api *client.Client, ref, content, label string) string {
+func importTiny(b testing.TB, ctx context.Context, api *client.Client, ref, content, label string) string {
+	b.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	if err := tw.WriteHeader(&tar.Header{Name: "marker", Typeflag: tar.TypeReg, Mode: 0o644,
