@@ -37,16 +37,10 @@ func TestDockerLostEventsWhileStopped(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 		defer cancel()
 		const n, workers = 1500, 4 // workers: the daemon's default
-		names := make([]string, n)
-		for i := range names {
-			names[i] = e.Ref(fmt.Sprintf("evil/lost:%d", i))
-		}
-		tagAll := func() time.Duration {
+		names := refsOf(e, "evil/lost:%d", 0, n)
+		tagged := func() time.Duration {
 			t0 := time.Now()
-			sideBySide(t, names, 8, func(name string) error {
-				_, err := api.ImageTag(ctx, client.ImageTagOptions{Source: approved, Target: name})
-				return err
-			})
+			tagAll(t, ctx, api, approved, names)
 			if img, _ := e.InspectImage(t, id); len(img.RepoTags) < n {
 				t.Fatalf("only %d names on the image: pullguard acted while stopped?", len(img.RepoTags))
 			}
@@ -54,19 +48,16 @@ func TestDockerLostEventsWhileStopped(t *testing.T) {
 		}
 
 		// dockerd's own pace, the floor.
-		tagged := tagAll()
+		tagging := tagged()
 		t0 := time.Now()
-		sideBySide(t, names, workers, func(name string) error {
-			_, err := api.ImageRemove(ctx, name, client.ImageRemoveOptions{})
-			return err
-		})
+		untagAll(t, ctx, api, names, workers)
 		floor := time.Since(t0)
 		t.Logf("with nothing watching, dockerd tags %d names 8 at a time in %v and removes them %d at a time in %v",
-			n, tagged.Round(time.Millisecond), workers, floor.Round(time.Millisecond))
+			n, tagging.Round(time.Millisecond), workers, floor.Round(time.Millisecond))
 
 		g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false)))
 		g.Pause(t)
-		t.Logf("tagged %d disallowed names in %v while pullguard was stopped", n, tagAll().Round(time.Millisecond))
+		t.Logf("tagged %d disallowed names in %v while pullguard was stopped", n, tagged().Round(time.Millisecond))
 		g.Signal(t, syscall.SIGCONT)
 		resumed := time.Now()
 		// It notices at once that it fell behind, and reconciles.
@@ -112,14 +103,8 @@ func TestDockerReconcileRemovesEveryNameOfAnImage(t *testing.T) {
 		const n = 60
 		source := e.Ref("evil/allnames:0")
 		id := importTiny(t, ctx, api, source, "every name of an image", "")
-		names := make([]string, n-1)
-		for i := range names {
-			names[i] = e.Ref(fmt.Sprintf("evil/allnames:%d", i+1))
-		}
-		sideBySide(t, names, 8, func(name string) error {
-			_, err := api.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: name})
-			return err
-		})
+		names := refsOf(e, "evil/allnames:%d", 1, n-1)
+		tagAll(t, ctx, api, source, names)
 
 		g := startDockerGuard(t, e, WritePolicy(t, "", policyYAML(e, "enforce", false)))
 		entries := g.WaitEntries(t, actDeadline, n, "PULLGUARD_RUNTIME=docker", "PULLGUARD_EVENT=reconcile")
@@ -143,6 +128,35 @@ func TestDockerReconcileRemovesEveryNameOfAnImage(t *testing.T) {
 				t.Errorf("no journal entry for %s", name)
 			}
 		}
+	})
+}
+
+// refsOf are n references in the environment's registry, format filled in with first,
+// first+1, and so on.
+func refsOf(e *Env, format string, first, n int) []string {
+	refs := make([]string, n)
+	for i := range refs {
+		refs[i] = e.Ref(fmt.Sprintf(format, first+i))
+	}
+	return refs
+}
+
+// tagAll puts every name on source, 8 at a time, through the API (a shell loop of docker tag
+// would take minutes).
+func tagAll(t testing.TB, ctx context.Context, api *client.Client, source string, names []string) {
+	t.Helper()
+	sideBySide(t, names, 8, func(name string) error {
+		_, err := api.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: name})
+		return err
+	})
+}
+
+// untagAll removes every name, n at a time, one request a name (`docker rmi NAME`).
+func untagAll(t testing.TB, ctx context.Context, api *client.Client, names []string, n int) {
+	t.Helper()
+	sideBySide(t, names, n, func(name string) error {
+		_, err := api.ImageRemove(ctx, name, client.ImageRemoveOptions{})
+		return err
 	})
 }
 

@@ -34,14 +34,8 @@ func BenchmarkDockerUntagConcurrency(b *testing.B) {
 		source := e.Ref("approved/busybox:1.0")
 		pullImage(b, ctx, api, source)
 		for _, c := range []int{1, 4, 8, 16} {
-			names := make([]string, untagNames)
-			for i := range names {
-				names[i] = e.Ref(fmt.Sprintf("evil/untag:%d-%d", c, i))
-			}
-			sideBySide(b, names, 8, func(name string) error {
-				_, err := api.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: name})
-				return err
-			})
+			names := refsOf(e, fmt.Sprintf("evil/untag:%d-%%d", c), 0, untagNames)
+			tagAll(b, ctx, api, source, names)
 			began := time.Now()
 			var mu sync.Mutex
 			var took []time.Duration
@@ -106,24 +100,15 @@ func BenchmarkDockerRemoveManyNames(b *testing.B) {
 			round++
 			source := e.Ref(fmt.Sprintf("evil/many-%d:base", round))
 			id = importTiny(b, ctx, api, source, fmt.Sprintf("many-names %d", round), "")
-			names = make([]string, n-1)
-			for i := range names {
-				names[i] = e.Ref(fmt.Sprintf("evil/many-%d:%d", round, i))
-			}
-			sideBySide(b, names, 8, func(name string) error {
-				_, err := api.ImageTag(ctx, client.ImageTagOptions{Source: source, Target: name})
-				return err
-			})
+			names = refsOf(e, fmt.Sprintf("evil/many-%d:%%d", round), 0, n-1)
+			tagAll(b, ctx, api, source, names)
 			return id, append(names, source)
 		}
 		const label = "pullguard.bench.remove-many"
 		// distinct imports untagNames images of one name each.
 		distinct := func(b *testing.B, label string) (ids, names []string) {
 			round++
-			ids, names = make([]string, untagNames), make([]string, untagNames)
-			for i := range names {
-				names[i] = e.Ref(fmt.Sprintf("evil/distinct-%d:%d", round, i))
-			}
+			ids, names = make([]string, untagNames), refsOf(e, fmt.Sprintf("evil/distinct-%d:%%d", round), 0, untagNames)
 			var mu sync.Mutex
 			sideBySide(b, names, 8, func(ref string) error {
 				id := importTiny(b, ctx, api, ref, "distinct "+ref, label)
@@ -229,4 +214,40 @@ func importTiny(b testing.TB, ctx context.Context, api *client.Client, ref, cont
 		b.Fatalf("inspecting %s: %v", ref, err)
 	}
 	return img.ID
+}
+
+// BenchmarkDockerReconcileManyNames: how long pullguard's reconcile takes to remove untagNames
+// disallowed names of one image that keeps an allowed name, against dockerd removing the same
+// names itself, 4 at a time (the daemon's default workers), just before in the same run. The
+// names are tagged with pullguard stopped; the time is from its start to READY=1, which it
+// sends once the start-up reconcile is done. Reported per engine: both times and their ratio.
+func BenchmarkDockerReconcileManyNames(b *testing.B) {
+	ForEachDockerBench(b, func(b *testing.B, e *Env) {
+		api := dockerAPI(b, e)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		approved := e.Ref("approved/busybox:1.0")
+		pullImage(b, ctx, api, approved)
+		names := refsOf(e, "evil/reconcile:%d", 0, untagNames)
+		tagAll(b, ctx, api, approved, names)
+		t0 := time.Now()
+		untagAll(b, ctx, api, names, 4) // the daemon's default workers
+		floor := time.Since(t0)
+		tagAll(b, ctx, api, approved, names)
+		t1 := time.Now()
+		startDockerGuard(b, e, WritePolicy(b, "", policyYAML(e, "enforce", false)))
+		took := time.Since(t1)
+		img, err := api.ImageInspect(ctx, approved)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(img.RepoTags) != 1 {
+			b.Fatalf("after the reconcile the image has %d names, want 1 (%s)", len(img.RepoTags), approved)
+		}
+		b.ReportMetric(floor.Seconds(), "dockerd-s")
+		b.ReportMetric(took.Seconds(), "pullguard-s")
+		b.ReportMetric(took.Seconds()/floor.Seconds(), "ratio")
+		b.Logf("%d names: dockerd removes them 4 at a time in %v; pullguard's start-up reconcile in %v (%.2f×)",
+			untagNames, floor.Round(time.Millisecond), took.Round(time.Millisecond), took.Seconds()/floor.Seconds())
+	})
 }
