@@ -7,8 +7,8 @@
 // disallowed images, and reconciles the whole host at start, after every
 // reconnect, after a policy reload and whenever events may have been lost.
 //
-// It never removes an allowed name: it removes names one at a time, without
-// force, and Docker only deletes an image with its last name.
+// It never removes an allowed name: it removes names one request a name,
+// without force, and Docker only deletes an image with its last name.
 package docker
 
 import (
