@@ -529,8 +529,8 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 	// a name of an image with many takes milliseconds of dockerd's CPU.
 	//
 	// One request does remove every name of an image, DELETE /images/ID
-	// with force, and on 20.10 it is about four times as fast, though not
-	// on Docker 29. It cannot serve an image that keeps an allowed name,
+	// with force, and on 20.10 it is about four times as fast, though
+	// hardly on Docker 29. It cannot serve an image that keeps an allowed name,
 	// and is not used for one that keeps none either: it removes the names
 	// the image has when dockerd runs it, and a pull of an allowed
 	// reference of the same content, or (with local-images: allow) a tag
