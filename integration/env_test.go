@@ -338,13 +338,25 @@ func (e *Env) CtrImages(t testing.TB, namespace string) []string {
 // dockerd).
 func (e *Env) DockerdPID(t testing.TB) int {
 	t.Helper()
-	b, err := os.ReadFile(e.vars["DOCKERD_PID_FILE"])
+	return e.pidFrom(t, "DOCKERD_PID_FILE", "dockerd")
+}
+
+// ContainerdPID is the process ID of the stack's containerd.
+func (e *Env) ContainerdPID(t testing.TB) int {
+	t.Helper()
+	return e.pidFrom(t, "CONTAINERD_PID_FILE", "containerd")
+}
+
+// pidFrom reads the process ID in the pid file the environment variable key names.
+func (e *Env) pidFrom(t testing.TB, key, what string) int {
+	t.Helper()
+	b, err := os.ReadFile(e.vars[key])
 	if err != nil {
-		t.Fatalf("dockerd's pid file: %v", err)
+		t.Fatalf("%s's pid file: %v", what, err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil {
-		t.Fatalf("dockerd's pid file: %v", err)
+		t.Fatalf("%s's pid file: %v", what, err)
 	}
 	return pid
 }

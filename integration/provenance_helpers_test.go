@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -254,15 +253,7 @@ func pauseRegistry(t testing.TB, e *Env) {
 // registryPID is the process ID of the environment's registry.
 func registryPID(t testing.TB, e *Env) int {
 	t.Helper()
-	b, err := os.ReadFile(e.vars["REGISTRY_PID_FILE"])
-	if err != nil {
-		t.Fatalf("the registry's pid file: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("the registry's pid file: %v", err)
-	}
-	return pid
+	return e.pidFrom(t, "REGISTRY_PID_FILE", "the registry")
 }
 
 // Plugin is what `GET /plugins` says about an installed plugin.

@@ -7,8 +7,8 @@
 // disallowed images, and reconciles the whole host at start, after every
 // reconnect, after a policy reload and whenever events may have been lost.
 //
-// It never removes an allowed name: it removes names one at a time, without
-// force, and Docker only deletes an image with its last name.
+// It never removes an allowed name: it removes names one request a name,
+// without force, and Docker only deletes an image with its last name.
 package docker
 
 import (
@@ -124,6 +124,11 @@ func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log log
 	}
 	for _, o := range opts {
 		o(g)
+	}
+	if g.cfg.Workers < 1 {
+		// Said here, not left to the engine: the removals of one image's
+		// many names go side by side as many at once (enforceImage).
+		g.cfg.Workers = DefaultWorkers
 	}
 	g.loop = engine.New(adapter{g}, g.cfg, mergeJobs)
 	g.exec = &engine.Executor{Runtime: enforcer.RuntimeDocker, Policies: policies, Reporter: rep, Now: g.now, Hold: g.loop.ReconcileAt}
@@ -521,18 +526,52 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		return g.exec.Execute(ctx, steps[0]) != engine.Stale
 	}
 	// Many names (a burst of tags, a reconcile after events were lost):
-	// removed side by side, as many at once as there are workers. Docker
-	// has no call that removes several names, and dockerd serializes much
-	// of each removal (20.10 rewrites its whole reference file for each),
-	// so more at once buys little (integration/untag_bench_test.go: 1,500
-	// names go about 1.5 to 2 times as fast 4 at a time as one at a time,
-	// and no faster 8 or 16 at a time).
+	// removed one request a name, side by side, as many at once as there
+	// are workers; more at once buys little (integration/untag_bench_test.go:
+	// 1,500 names go about 1.5 to 2 times as fast 4 at a time as one at a
+	// time, and no faster 8 or 16 at a time). dockerd's cost per request
+	// grows with the names the image has (20.10 sorts them all, twice, and
+	// rewrites and fsyncs its whole reference file; Docker 29 lists every
+	// image record in containerd and parses each of the image's names), so
+	// a name of an image with many takes milliseconds of dockerd's CPU.
+	//
+	// One request does remove every name of an image, DELETE /images/ID
+	// with force, and on 20.10 it is about four times as fast, though
+	// hardly on Docker 29. It cannot serve an image that keeps an allowed name,
+	// and is not used for one that keeps none either: it removes the names
+	// the image has when dockerd runs it, and a pull of an allowed
+	// reference of the same content, or (with local-images: allow) a tag
+	// of an allowed name, in the meantime is an allowed name that would go
+	// with it, and the image with it; force also deletes an image a
+	// stopped container created meanwhile uses, which without force keeps
+	// its last name. One request a name leaves both alone.
+	//
+	// The removal of the image's last name, which deletes the image, goes
+	// alone after the others: asked to remove an image's last two names
+	// side by side, dockerd 20.10 has both requests untag and then both
+	// delete the image, and the second fails ("unrecognized image ID")
+	// though its name is gone, a failure in the journal for a name removed.
+	var first, last []engine.Step
+	for _, st := range steps {
+		if st.Do != nil && st.Record.Action == enforcer.Removed {
+			last = append(last, st)
+		} else {
+			first = append(first, st)
+		}
+	}
+	return g.executeSideBySide(ctx, first) && g.executeSideBySide(ctx, last)
+}
+
+// executeSideBySide carries steps out, as many at once as there are
+// workers. It returns false when a reload made the plan stale; the steps
+// left then are not carried out (the reload's reconcile plans again).
+func (g *Guard) executeSideBySide(ctx context.Context, steps []engine.Step) bool {
 	var stale atomic.Bool
 	var group errgroup.Group
-	group.SetLimit(max(g.cfg.Workers, 1))
+	group.SetLimit(g.cfg.Workers)
 	for _, st := range steps {
 		if stale.Load() {
-			break // a reload: its reconcile plans again
+			break
 		}
 		group.Go(func() error {
 			if !stale.Load() && g.exec.Execute(ctx, st) == engine.Stale {
@@ -736,7 +775,7 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 	// Containers in parallel: a stop waits out each container's stop
 	// timeout (10 s by default), and there may be many of them.
 	var group errgroup.Group
-	group.SetLimit(max(g.cfg.Workers, 1))
+	group.SetLimit(g.cfg.Workers)
 	for _, st := range s.Containers {
 		if st.Action == enforcer.Reported || p.Mode != policy.ModeEnforce {
 			kept[st.Container.ID] = keptContainer{imageID: st.Container.ImageID, recheck: p.Mode == policy.ModeEnforce}
