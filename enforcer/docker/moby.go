@@ -216,6 +216,13 @@ func (a *mobyAPI) removeImageName(ctx context.Context, name string) (string, err
 	// No force, so Docker only untags an image that keeps other names; no
 	// pruning, so untagged parent images stay (they are not ours to judge).
 	res, err := a.client().ImageRemove(ctx, name, client.ImageRemoveOptions{})
+	if err != nil && strings.Contains(err.Error(), "unrecognized image ID") {
+		// dockerd 20.10, asked to remove an image's last two names side
+		// by side, has both requests untag and then both delete the
+		// image, and the second fails so: its name is gone all the same,
+		// and the image with it, deleted by the other request.
+		return "", nil
+	}
 	if err != nil {
 		return "", apiError(err)
 	}

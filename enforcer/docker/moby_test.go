@@ -46,6 +46,10 @@ func (d *oldDockerd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, []map[string]string{{"Untagged": "evil:1"}, {"Deleted": id(1)}})
 	case r.Method == "DELETE" && rest == "/images/evil:2":
 		writeJSON(w, []map[string]string{{"Untagged": "evil:2"}})
+	case r.Method == "DELETE" && rest == "/images/evil:3":
+		// The other of two side-by-side removals of the last two names
+		// deleted the image first.
+		apiErr(w, http.StatusInternalServerError, "unrecognized image ID "+id(1))
 	case r.Method == "DELETE" && rest == "/images/used:1":
 		apiErr(w, http.StatusConflict, `conflict: unable to remove repository reference "used:1" (must force) - container 0123 is using its referenced image 4567`)
 	case r.Method == "GET" && rest == "/containers/json":
@@ -126,6 +130,9 @@ func TestMobyAPIAgainstDockerd2010(t *testing.T) {
 	}
 	if deleted, err := api.RemoveImageName(ctx, "evil:2"); err != nil || deleted {
 		t.Errorf("RemoveImageName(other name) = %v, %v; want untagged only", deleted, err)
+	}
+	if deleted, err := api.RemoveImageName(ctx, "evil:3"); err != nil || deleted {
+		t.Errorf("RemoveImageName(last name, image deleted by another removal) = %v, %v; want untagged only", deleted, err)
 	}
 	if _, err := api.RemoveImageName(ctx, "gone:1"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("RemoveImageName(gone) error = %v, want ErrNotFound", err)
