@@ -315,7 +315,13 @@ func (g *Guard) handle(ctx context.Context, k jobKey, v jobValue) {
 		if v.event == actionLoad {
 			g.movedNames(ctx, p, k.ref) // load.go
 		}
-		g.enforceImage(ctx, p, v.event, k.ref, v.names, nil)
+		names := v.names
+		if names != nil {
+			if names = g.removeDeniedNamesOf(ctx, p, k.ref, v.event, names); len(names) == 0 {
+				return
+			}
+		}
+		g.enforceImage(ctx, p, v.event, k.ref, names, nil)
 	case jobContainer:
 		g.handleContainer(ctx, p, k.ref, v.event)
 	case jobPlugin:
@@ -372,18 +378,7 @@ func (g *Guard) handleImageName(ctx context.Context, p *policy.Policy, name, eve
 // that lookup costs more than the removal) by dockerd's untag event for the
 // name after it.
 func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, event string, d policy.Decision) {
-	step := engine.Step{Policy: p,
-		Record: enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(name), Decision: d},
-		AllowedBy: func(prev *policy.Policy) bool {
-			if _, ok := prev.DeniedWhateverContent(name, g.now()); ok {
-				return false
-			}
-			// Only while a reload settles: plan as the previous policy would.
-			ctx := context.Background()
-			img, err := g.api.InspectImage(ctx, name)
-			return err != nil || planImage(img, prev, g.now(), []string{name}, g.sigs(ctx)).Removals == nil
-		},
-	}
+	step := g.deniedNameStep(p, name, event, d)
 	switch {
 	case p.Mode != policy.ModeEnforce:
 		// Nothing is removed: the ID is looked up for the record.
@@ -417,11 +412,60 @@ func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, ev
 			var deleted bool
 			var err error
 			id, deleted, err = g.api.RemoveImageNameOf(ctx, name)
-			return g.removal(id, name, event, deleted, err)
+			return g.removalOutcome(id, name, event, deleted, err)
 		}
 		step.Complete = func(rec *enforcer.Record) { rec.ImageID = id }
 	}
 	g.exec.Execute(ctx, step)
+}
+
+// deniedNameStep is the step that removes a name the policy denies
+// outright (removeDeniedName); the caller says how (Do) and which image
+// the record names.
+func (g *Guard) deniedNameStep(p *policy.Policy, name, event string, d policy.Decision) engine.Step {
+	return engine.Step{Policy: p,
+		Record: enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(name), Decision: d},
+		AllowedBy: func(prev *policy.Policy) bool {
+			if _, ok := prev.DeniedWhateverContent(name, g.now()); ok {
+				return false
+			}
+			// Only while a reload settles: plan as the previous policy would.
+			ctx := context.Background()
+			img, err := g.api.InspectImage(ctx, name)
+			return err != nil || planImage(img, prev, g.now(), []string{name}, g.sigs(ctx)).Removals == nil
+		},
+	}
+}
+
+// removeDeniedNamesOf removes, side by side, the names tag events put on
+// image id that the policy denies outright, as removeDeniedName does a
+// pulled one: without inspecting the image again for each batch of tags,
+// which costs dockerd time that grows with the names the image has (after
+// lost events, dockerd delivers the tag events it kept in batches while
+// the first are removed). The event says the image. It returns the names
+// left to plan over the image.
+func (g *Guard) removeDeniedNamesOf(ctx context.Context, p *policy.Policy, id, event string, names []string) []string {
+	var rest []string
+	var steps []engine.Step
+	for _, name := range names {
+		d, ok := p.DeniedWhateverContent(name, g.now())
+		if !ok {
+			rest = append(rest, name)
+			continue
+		}
+		st := g.deniedNameStep(p, name, event, d)
+		st.Record.ImageID = id
+		st.Do = func(ctx context.Context) (enforcer.Action, error) {
+			return g.removeName(ctx, id, name, event, false)
+		}
+		steps = append(steps, st)
+	}
+	if len(steps) > 0 {
+		g.locks.Lock("i" + id)
+		defer g.locks.Unlock("i" + id)
+		g.executeSideBySide(ctx, steps)
+	}
+	return rest
 }
 
 // untagWait bounds the wait for dockerd's untag event after a removal; it
@@ -655,11 +699,12 @@ func (g *Guard) removeName(ctx context.Context, id, name, event string, check bo
 		}
 	}
 	deleted, err := g.api.RemoveImageName(ctx, name)
-	return g.removal(id, name, event, deleted, err)
+	return g.removalOutcome(id, name, event, deleted, err)
 }
 
-// removal maps what removing a name of image id came to for the executor.
-func (g *Guard) removal(id, name, event string, deleted bool, err error) (enforcer.Action, error) {
+// removalOutcome maps what removing a name of image id came to for the
+// executor.
+func (g *Guard) removalOutcome(id, name, event string, deleted bool, err error) (enforcer.Action, error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return "", engine.ErrGone // someone else was faster

@@ -254,3 +254,63 @@ func testUntagEventNamesTheImage(t *testing.T, opts []Option) {
 		})
 	}
 }
+
+// TestTagsOfNamesDeniedOutright: names tag events put on an image that the
+// policy denies whatever they name are removed without inspecting the
+// image, and their records name the image the events said; a name that
+// needs the image to be judged is still planned over it, and an allowed
+// name stays.
+func TestTagsOfNamesDeniedOutright(t *testing.T) {
+	const approved = "reg.example/approved/app:1"
+	for _, tt := range []struct {
+		name      string
+		mode      policy.Mode
+		tags      []string
+		want      []string
+		names     []string // what image id(1) keeps
+		inspected bool
+	}{{
+		name:  "denied outright: removed, the image not inspected",
+		tags:  []string{"reg.example/evil/a:1", "reg.example/evil/b:1", "reg.example/library/nginx:1"},
+		want:  []string{"untagged tag reg.example/evil/a:1", "untagged tag reg.example/evil/b:1", "untagged tag reg.example/library/nginx:1"},
+		names: []string{approved},
+	}, {
+		name:      "a denied tag whose repository's digests are allowed: planned over the image",
+		tags:      []string{"reg.example/evil/a:1", "reg.example/approved/legacy:latest"},
+		want:      []string{"untagged tag reg.example/evil/a:1", "untagged tag reg.example/approved/legacy:latest"},
+		names:     []string{approved},
+		inspected: true,
+	}, {
+		name:  "audit mode: reported, nothing removed",
+		mode:  policy.ModeAudit,
+		tags:  []string{"reg.example/evil/a:1"},
+		want:  []string{"would-remove tag reg.example/evil/a:1"},
+		names: []string{approved, "reg.example/evil/a:1"},
+	}} {
+		t.Run(tt.name, func(t *testing.T) {
+			f, h := startOn(t, func(f *fakeDocker) { f.addImage(id(1), approved) }, outrightPolicy(t, enforceUnless(tt.mode)))
+			f.mu.Lock()
+			inspects := f.inspectsByID
+			f.mu.Unlock()
+			var evs []Event
+			for _, n := range tt.tags {
+				evs = append(evs, f.tag(id(1), n))
+			}
+			h.stream.send(t, evs...)
+			h.settle()
+			h.wantRecords(tt.want...)
+			for _, r := range h.rec.Records() {
+				if r.ImageID != id(1) {
+					t.Errorf("record for %s names image %q, want %s", r.Image, r.ImageID, id(1))
+				}
+			}
+			f.mu.Lock()
+			inspected := f.inspectsByID - inspects
+			f.mu.Unlock()
+			if tt.inspected != (inspected > 0) {
+				t.Errorf("%d inspections of the image, want inspected %v", inspected, tt.inspected)
+			}
+			eq(t, "names", f.names(id(1)), tt.names)
+		})
+	}
+}
