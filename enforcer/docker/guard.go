@@ -125,11 +125,6 @@ func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log log
 	for _, o := range opts {
 		o(g)
 	}
-	if g.cfg.Workers < 1 {
-		// Said here, not left to the engine: the removals of one image's
-		// many names go side by side as many at once (enforceImage).
-		g.cfg.Workers = DefaultWorkers
-	}
 	g.loop = engine.New(adapter{g}, g.cfg, mergeJobs)
 	g.exec = &engine.Executor{Runtime: enforcer.RuntimeDocker, Policies: policies, Reporter: rep, Now: g.now, Hold: g.loop.ReconcileAt}
 	return g
@@ -612,7 +607,7 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 func (g *Guard) executeSideBySide(ctx context.Context, steps []engine.Step) bool {
 	var stale atomic.Bool
 	var group errgroup.Group
-	group.SetLimit(g.cfg.Workers)
+	group.SetLimit(g.loop.Workers())
 	for _, st := range steps {
 		if stale.Load() {
 			break
@@ -820,7 +815,7 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 	// Containers in parallel: a stop waits out each container's stop
 	// timeout (10 s by default), and there may be many of them.
 	var group errgroup.Group
-	group.SetLimit(g.cfg.Workers)
+	group.SetLimit(g.loop.Workers())
 	for _, st := range s.Containers {
 		if st.Action == enforcer.Reported || p.Mode != policy.ModeEnforce {
 			kept[st.Container.ID] = keptContainer{imageID: st.Container.ImageID, recheck: p.Mode == policy.ModeEnforce}

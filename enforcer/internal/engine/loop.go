@@ -138,6 +138,11 @@ func New[E any, K comparable, V any](rt Runtime[E, K, V], cfg Config, merge func
 	}
 }
 
+// Workers is how many jobs the loop handles at once, the default if the
+// configuration gave none: a runtime that acts side by side within one job
+// (many names of one image) goes as wide.
+func (l *Loop[E, K, V]) Workers() int { return l.cfg.Workers }
+
 // RequestReconcile asks for a full pass, e.g. after a policy reload. It
 // never blocks; requests made while one is pending are one.
 func (l *Loop[E, K, V]) RequestReconcile() { l.request("requested") }
