@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http/httptrace"
 	"slices"
 	"strings"
@@ -94,7 +95,7 @@ func (a *mobyAPI) Events(ctx context.Context, since time.Time) (<-chan Event, <-
 	f.Add("event", watchedActions...)
 	opts := client.EventsListOptions{Filters: f}
 	if !since.IsZero() {
-		opts.Since = fmt.Sprintf("%d.%09d", since.Unix(), since.Nanosecond())
+		opts.Since = eventStamp(since)
 	}
 	res := a.client().Events(ctx, opts)
 	out := make(chan Event)
@@ -237,9 +238,11 @@ func (a *mobyAPI) removeImageName(ctx context.Context, name string) (string, err
 // RemoveImageNameOf sends the lookup of the name's image first, on a
 // connection of its own, and the removal as soon as the lookup is written:
 // dockerd reads the name before it removes it, and the removal does not
-// wait a round trip for the answer. Should the removal still win, a
-// deleted image's ID comes from the removal's answer; an image that kept
-// other names is then not known.
+// wait a round trip for the answer. Should the removal still win (dockerd
+// serves the two side by side, and a loaded host may run the removal
+// first), a deleted image's ID comes from the removal's answer, and that
+// of an image that kept other names from dockerd's untag event, which it
+// logs while it serves the removal.
 func (a *mobyAPI) RemoveImageNameOf(ctx context.Context, name string) (string, bool, error) {
 	written := make(chan struct{})
 	var once sync.Once
@@ -261,7 +264,9 @@ func (a *mobyAPI) RemoveImageNameOf(ctx context.Context, name string) (string, b
 	case an := <-looked: // failed before it was sent, or answered already
 		ans = &an
 	}
+	sent := time.Now()
 	deletedID, err := a.removeImageName(ctx, name)
+	answered := time.Now()
 	if deletedID != "" {
 		return deletedID, true, nil // what was deleted, whatever the lookup says
 	}
@@ -269,7 +274,45 @@ func (a *mobyAPI) RemoveImageNameOf(ctx context.Context, name string) (string, b
 		an := <-looked
 		ans = &an
 	}
+	if ans.id == "" && err == nil {
+		return a.untaggedBetween(ctx, sent, answered), false, nil
+	}
 	return ans.id, false, err
+}
+
+// untaggedBetween is the image whose untag events dockerd's own image
+// store logged between from and to, read back from dockerd's record of
+// recent events; "" when there were none, or untags of more than one image
+// that cannot be told apart (that store's untag event names the image, not
+// the name).
+func (a *mobyAPI) untaggedBetween(ctx context.Context, from, to time.Time) string {
+	f := client.Filters{}
+	f.Add("type", typeImage)
+	f.Add("event", actionUntag)
+	ctx, cancel := context.WithTimeout(ctx, untagWait)
+	defer cancel()
+	// An until in the past: dockerd sends what it kept and ends the stream.
+	res := a.client().Events(ctx, client.EventsListOptions{Since: eventStamp(from), Until: eventStamp(to), Filters: f})
+	var id string
+	for {
+		select {
+		case m := <-res.Messages:
+			if id != "" && m.Actor.ID != id {
+				return ""
+			}
+			id = m.Actor.ID
+		case err := <-res.Err:
+			if !errors.Is(err, io.EOF) {
+				return ""
+			}
+			return id
+		}
+	}
+}
+
+// eventStamp is t as the events API's since and until take it.
+func eventStamp(t time.Time) string {
+	return fmt.Sprintf("%d.%09d", t.Unix(), t.Nanosecond())
 }
 
 func (a *mobyAPI) ListContainers(ctx context.Context) ([]Container, error) {

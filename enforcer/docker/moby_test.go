@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -237,6 +238,54 @@ type racingDockerd struct {
 	// lookupLate: the lookup is answered only after the removal is done,
 	// and finds the name gone, as when the removal wins the race.
 	lookupLate bool
+	// alsoUntagged are images another client untagged while the removal
+	// was served.
+	alsoUntagged []string
+
+	mu     sync.Mutex
+	events []map[string]any // untag events, as dockerd keeps them
+}
+
+// untagged logs an untag event of image id now, as dockerd's own image
+// store does: the event names the image, not the name.
+func (d *racingDockerd) untagged(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	now := time.Now()
+	d.events = append(d.events, map[string]any{"Type": "image", "Action": "untag",
+		"Actor": map[string]any{"ID": id, "Attributes": map[string]string{"name": id}},
+		"time":  now.Unix(), "timeNano": now.UnixNano()})
+}
+
+// pastEvents answers an events request whose since and until are both in
+// the past: the untag events kept between them, then the end of the stream.
+func (d *racingDockerd) pastEvents(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	since, until := stampNanos(q.Get("since")), stampNanos(q.Get("until"))
+	if since == 0 || until == 0 || until > time.Now().UnixNano() || !strings.Contains(q.Get("filters"), `"untag"`) {
+		apiErr(w, http.StatusBadRequest, "want the untag events between two past instants, got "+r.URL.RawQuery)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, ev := range d.events {
+		if n := ev["timeNano"].(int64); n >= since && n <= until {
+			enc.Encode(ev)
+		}
+	}
+}
+
+// stampNanos reads the events API's "seconds.nanoseconds"; 0 when it is not one.
+func stampNanos(s string) int64 {
+	sec, nsec, ok := strings.Cut(s, ".")
+	a, err1 := strconv.ParseInt(sec, 10, 64)
+	b, err2 := strconv.ParseInt(nsec, 10, 64)
+	if !ok || len(nsec) != 9 || err1 != nil || err2 != nil {
+		return 0
+	}
+	return a*1e9 + b
 }
 
 func (d *racingDockerd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -256,12 +305,18 @@ func (d *racingDockerd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, []map[string]any{{"Id": id(1)}})
 	case r.Method == "DELETE" && rest == "/images/evil:1":
+		d.untagged(id(1))
+		for _, other := range d.alsoUntagged {
+			d.untagged(other)
+		}
 		if d.deletes {
 			writeJSON(w, []map[string]string{{"Untagged": "evil:1"}, {"Deleted": id(2)}, {"Deleted": id(3)}})
 		} else {
 			writeJSON(w, []map[string]string{{"Untagged": "evil:1"}})
 		}
 		close(d.removed)
+	case r.Method == "GET" && rest == "/events":
+		d.pastEvents(w, r)
 	default:
 		apiErr(w, http.StatusNotFound, "No such object: "+rest)
 	}
@@ -269,21 +324,30 @@ func (d *racingDockerd) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // TestRemoveImageNameOfDoesNotWaitForTheLookup: the name's removal goes out
 // without waiting for the lookup of its image's ID, and the answer says the
-// ID: the lookup's, or the deleted image's when the removal deleted it.
+// ID: the lookup's, the deleted image's when the removal deleted it, or,
+// when the removal won the race and the image stays, the image dockerd
+// logged an untag event of while it served the removal.
 func TestRemoveImageNameOfDoesNotWaitForTheLookup(t *testing.T) {
 	for _, tt := range []struct {
-		name       string
-		deletes    bool
-		lookupLate bool
-		want       string
+		name         string
+		deletes      bool
+		lookupLate   bool
+		alsoUntagged []string
+		want         string
 	}{
-		{"the image keeps other names: the lookup's ID", false, false, id(1)},
-		{"the image is deleted: the removal's answer says which", true, false, id(2)},
-		{"the removal won and the image stays: not known", false, true, ""},
-		{"the removal won and deleted the image", true, true, id(2)},
+		{"the image keeps other names: the lookup's ID", false, false, nil, id(1)},
+		{"the image is deleted: the removal's answer says which", true, false, nil, id(2)},
+		{"the removal won and the image stays: its untag event says which", false, true, nil, id(1)},
+		{"the removal won while the same image lost another name", false, true, []string{id(1)}, id(1)},
+		{"the removal won while another image was untagged: not known", false, true, []string{id(4)}, ""},
+		{"the removal won and deleted the image", true, true, nil, id(2)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			api := serveDockerd(t, &racingDockerd{removed: make(chan struct{}), deletes: tt.deletes, lookupLate: tt.lookupLate})
+			d := &racingDockerd{removed: make(chan struct{}), deletes: tt.deletes, lookupLate: tt.lookupLate, alsoUntagged: tt.alsoUntagged}
+			// An untag event from before the removal is not its.
+			d.untagged(id(5))
+			time.Sleep(time.Millisecond)
+			api := serveDockerd(t, d)
 			ctx := context.Background()
 			if _, err := api.Ping(ctx); err != nil {
 				t.Fatal(err)
