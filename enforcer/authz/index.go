@@ -22,8 +22,9 @@ import (
 // a change to the image store may have made wrong is dropped (and looked
 // up again when next needed), before dockerd makes the change and again
 // after. Only one thing is ever added without asking Docker: the name a
-// tag request gave an image, once dockerd has answered that the tag
-// succeeded and nothing else touched the image store meanwhile. Events
+// tag request gave an image (and, on the containerd image store, the
+// digest name dockerd lists with it), once dockerd has answered that the
+// tag succeeded and nothing else touched the image store meanwhile. Events
 // only ever drop entries: an event may be read late, after a later change.
 //
 // What is dropped, by the change:
@@ -300,8 +301,15 @@ func (x *imageIndex) addTag(c change) {
 				at = len(e.img.Names)
 			}
 			names = append(append(append(names, e.img.Names[:at]...), c.familiar), e.img.Names[at:]...)
-			e.img.Names = names
 			e.names = append(slices.Clip(e.names), c.name)
+			// The containerd image store lists a digest name for every
+			// name: its repository at the image's target, which is the
+			// image's ID there.
+			if d, err := policy.ParseRef(c.name.Name + "@" + e.img.ID); e.img.InContainerd && err == nil && !e.has(d.String) {
+				names = append(names, familiar(d))
+				e.names = append(e.names, d)
+			}
+			e.img.Names = names
 			x.byRef[ref] = e
 		}
 	}

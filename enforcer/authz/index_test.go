@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
@@ -85,6 +86,9 @@ func resCall(method, uri string, status int) string {
 type store struct {
 	mu    sync.Mutex
 	names map[string][]string
+	// containerd: list names as dockerd 29's containerd image store does,
+	// each tag with a digest name of its repository at the image's ID.
+	containerd bool
 }
 
 func newStore() *store {
@@ -113,7 +117,16 @@ func (s *store) sync(f *fakeImages) {
 	defer s.mu.Unlock()
 	m := map[string]LocalImage{}
 	for id, names := range s.names {
-		img := LocalImage{ID: id, Names: slices.Clone(names)}
+		img := LocalImage{ID: id, Names: slices.Clone(names), InContainerd: s.containerd}
+		if s.containerd {
+			for _, n := range names {
+				r, _ := reference.ParseNormalizedNamed(n)
+				d, _ := reference.WithDigest(reference.TrimNamed(r), digest.Digest(id))
+				if dn := reference.FamiliarString(d); !slices.Contains(img.Names, dn) {
+					img.Names = append(img.Names, dn)
+				}
+			}
+		}
 		m[id], m[id[len("sha256:"):len("sha256:")+12]] = img, img
 		for _, n := range names {
 			m[n] = img
@@ -212,6 +225,44 @@ func TestIndexTagAddsName(t *testing.T) {
 		t.Error("allowed a create of an image whose only allowed name a tag moved away")
 	}
 	checkIndex(t, f, "end")
+}
+
+// On dockerd 29's containerd image store a tag gives the image a digest
+// name too; the index adds both, so judging a create of the new name needs
+// no lookup and sees the names a lookup would.
+func TestIndexTagAddsDigestNameOnContainerdStore(t *testing.T) {
+	f := newFixture(t, loadPolicy(t, nil))
+	st := newStore()
+	st.containerd = true
+	st.sync(f.images)
+	src, dst := reg+"/approved/busybox:1.0", reg+"/approved/copy"
+	if !f.allows(t, pathAuthZReq, createCall(src)) {
+		t.Fatal("refused a create of an allowed image")
+	}
+	lookups := f.images.callCount()
+	for _, tag := range []string{"a", "b"} {
+		uri := tagCall(src, dst, tag)
+		if !f.allows(t, pathAuthZReq, rawCall("POST", uri, noBody, "")) {
+			t.Fatalf("tag %s refused", tag)
+		}
+		st.tag(okID, dst+":"+tag)
+		st.sync(f.images)
+		f.call(t, pathAuthZRes, resCall("POST", uri, 201))
+		checkIndex(t, f, "after tag "+tag)
+	}
+	if n := f.images.callCount() - lookups; n != 0 {
+		t.Errorf("two tags of an indexed image: %d lookups, want none", n)
+	}
+	e, _, ok := f.srv.index.get(src)
+	f.images.mu.Lock()
+	want := f.images.images[src].Names
+	f.images.mu.Unlock()
+	got := slices.Clone(e.img.Names)
+	slices.Sort(got)
+	want = slices.Sorted(slices.Values(want))
+	if !ok || !slices.Equal(got, want) {
+		t.Errorf("index entry of %s: %q (present %v), want what dockerd lists: %q", src, got, ok, want)
+	}
 }
 
 // A tag dockerd refused, or that never reached dockerd's answer, adds
