@@ -37,6 +37,11 @@ type API interface {
 	// which image it named (ImageIDOf), without making the removal wait
 	// for that answer; id is "" when that cannot be known any more.
 	RemoveImageNameOf(ctx context.Context, name string) (id string, deleted bool, err error)
+	// UntaggedBetween is the image whose untag event for name dockerd
+	// logged between from and to, read back from the events dockerd keeps;
+	// name "" takes an untag of any name. It is "" when there was none, or
+	// untags of more than one image.
+	UntaggedBetween(ctx context.Context, name string, from, to time.Time) string
 	// ListContainers lists all containers, running or not.
 	ListContainers(ctx context.Context) ([]Container, error)
 	// InspectContainer looks a container up by ID or name.

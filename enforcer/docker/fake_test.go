@@ -53,6 +53,14 @@ type fakeDocker struct {
 	// with a repository digest made from every tag and the image ID
 	// (provenance_test.go).
 	c8d bool
+	// untags are the untag events dockerd keeps, one per name removed.
+	untags []keptUntag
+}
+
+// keptUntag is an untag event as dockerd keeps it for GET /events.
+type keptUntag struct {
+	name, id string
+	at       time.Time
 }
 
 type fakeImage struct {
@@ -357,6 +365,22 @@ func (f *fakeDocker) RemoveImageNameOf(ctx context.Context, name string) (string
 	return id, deleted, err
 }
 
+func (f *fakeDocker) UntaggedBetween(_ context.Context, name string, from, to time.Time) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var id string
+	for _, u := range f.untags {
+		if u.at.Before(from) || u.at.After(to) || name != "" && fakeNorm(u.name) != fakeNorm(name) {
+			continue
+		}
+		if id != "" && u.id != id {
+			return ""
+		}
+		id = u.id
+	}
+	return id
+}
+
 // lookupLocked resolves a reference the way dockerd does: as a name first,
 // then as a full or short ID.
 func (f *fakeDocker) lookupLocked(ref string) *fakeImage {
@@ -443,6 +467,7 @@ func (f *fakeDocker) RemoveImageName(ctx context.Context, name string) (bool, er
 			ErrInUse, name, shortID(img.id))
 	}
 	f.mutations = append(f.mutations, "rmi "+name)
+	f.untags = append(f.untags, keptUntag{name: name, id: img.id, at: time.Now()})
 	drop := func(list []string) []string {
 		return slices.DeleteFunc(list, func(s string) bool { return fakeNorm(s) == norm })
 	}

@@ -371,7 +371,8 @@ func (g *Guard) handleImageName(ctx context.Context, p *policy.Policy, name, eve
 // removal does not wait for it: on dockerd's own image store by a lookup
 // sent just before the removal, on the containerd image store (where even
 // that lookup costs more than the removal) by dockerd's untag event for the
-// name after it.
+// name after it, read back from the events dockerd keeps should the stream
+// bring it late.
 func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, event string, d policy.Decision) {
 	step := g.deniedNameStep(p, name, event, d)
 	switch {
@@ -388,13 +389,21 @@ func (g *Guard) removeDeniedName(ctx context.Context, p *policy.Policy, name, ev
 	case g.containerdStore.Load():
 		heard := g.untags.await(name)
 		defer g.untags.forget(name, heard)
+		var sent time.Time
 		step.Do = func(ctx context.Context) (enforcer.Action, error) {
+			sent = time.Now()
 			return g.removeName(ctx, "", name, event, false)
 		}
 		step.Complete = func(rec *enforcer.Record) {
 			select {
 			case rec.ImageID = <-heard:
+				return
 			case <-time.After(untagWait):
+			}
+			// The event stream is late (the guard or dockerd starved):
+			// dockerd logged the event while it served the removal, so
+			// the events it keeps have it.
+			if rec.ImageID = g.api.UntaggedBetween(ctx, name, sent, time.Now()); rec.ImageID == "" {
 				g.log.WithFields(logrus.Fields{"event": event, "name": name}).
 					Warn("no untag event for a removed name: its record carries no image ID")
 			}

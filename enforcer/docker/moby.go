@@ -275,17 +275,15 @@ func (a *mobyAPI) RemoveImageNameOf(ctx context.Context, name string) (string, b
 		ans = &an
 	}
 	if ans.id == "" && err == nil {
-		return a.untaggedBetween(ctx, sent, answered), false, nil
+		// dockerd's own image store names the image, not the name, in
+		// the event: any untag counts.
+		return a.UntaggedBetween(ctx, "", sent, answered), false, nil
 	}
 	return ans.id, false, err
 }
 
-// untaggedBetween is the image whose untag events dockerd's own image
-// store logged between from and to, read back from dockerd's record of
-// recent events; "" when there were none, or untags of more than one image
-// that cannot be told apart (that store's untag event names the image, not
-// the name).
-func (a *mobyAPI) untaggedBetween(ctx context.Context, from, to time.Time) string {
+// UntaggedBetween implements API.
+func (a *mobyAPI) UntaggedBetween(ctx context.Context, name string, from, to time.Time) string {
 	f := client.Filters{}
 	f.Add("type", typeImage)
 	f.Add("event", actionUntag)
@@ -297,6 +295,9 @@ func (a *mobyAPI) untaggedBetween(ctx context.Context, from, to time.Time) strin
 	for {
 		select {
 		case m := <-res.Messages:
+			if name != "" && normalize(m.Actor.Attributes["name"]) != normalize(name) {
+				continue
+			}
 			if id != "" && m.Actor.ID != id {
 				return ""
 			}

@@ -248,12 +248,16 @@ type racingDockerd struct {
 
 // untagged logs an untag event of image id now, as dockerd's own image
 // store does: the event names the image, not the name.
-func (d *racingDockerd) untagged(id string) {
+func (d *racingDockerd) untagged(id string) { d.untaggedAs(id, id) }
+
+// untaggedAs logs an untag event of image id now with the name attribute
+// name: the containerd image store's, which names the name removed.
+func (d *racingDockerd) untaggedAs(id, name string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	now := time.Now()
 	d.events = append(d.events, map[string]any{"Type": "image", "Action": "untag",
-		"Actor": map[string]any{"ID": id, "Attributes": map[string]string{"name": id}},
+		"Actor": map[string]any{"ID": id, "Attributes": map[string]string{"name": name}},
 		"time":  now.Unix(), "timeNano": now.UnixNano()})
 }
 
@@ -361,5 +365,34 @@ func TestRemoveImageNameOfDoesNotWaitForTheLookup(t *testing.T) {
 				t.Errorf("RemoveImageNameOf = %q, %v, %v; want %q, %v", got, deleted, err, tt.want, tt.deletes)
 			}
 		})
+	}
+}
+
+// TestUntaggedBetweenOneName: asked about one name (the containerd image
+// store's events name it), the read-back takes only that name's untag
+// events, in the window asked about, and ignores other images' untags.
+func TestUntaggedBetweenOneName(t *testing.T) {
+	d := &racingDockerd{removed: make(chan struct{})}
+	d.untaggedAs(id(5), "docker.io/library/evil:1") // before the window
+	time.Sleep(time.Millisecond)
+	from := time.Now()
+	d.untaggedAs(id(4), "docker.io/library/other:1")
+	d.untaggedAs(id(1), "docker.io/library/evil:1")
+	d.untaggedAs(id(3), "docker.io/library/another:2")
+	to := time.Now()
+	api := serveDockerd(t, d)
+	ctx := context.Background()
+	if _, err := api.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, want string }{
+		{"evil:1", id(1)},
+		{"docker.io/library/other:1", id(4)},
+		{"gone:1", ""},
+		{"", ""}, // any name: three images, which is not known
+	} {
+		if got := api.UntaggedBetween(ctx, tt.name, from, to); got != tt.want {
+			t.Errorf("UntaggedBetween(%q) = %q, want %q", tt.name, got, tt.want)
+		}
 	}
 }

@@ -166,6 +166,9 @@ func TestManyNamesAreRemovedSideBySideAndBounded(t *testing.T) {
 type containerdStoreDocker struct {
 	*fakeDocker
 	events chan<- Event // the guard's event stream
+	// late: the untag events reach the stream only after the guard gave
+	// up waiting for them (dockerd keeps them all the same).
+	late bool
 }
 
 func (c *containerdStoreDocker) ContainerdImageStore(context.Context) (bool, error) { return true, nil }
@@ -180,7 +183,12 @@ func (c *containerdStoreDocker) RemoveImageName(ctx context.Context, name string
 	deleted, err := c.fakeDocker.RemoveImageName(ctx, name)
 	if err == nil {
 		ev := Event{Type: typeImage, Action: actionUntag, ID: id, Attributes: map[string]string{"name": name}, Time: time.Now()}
-		go func() { c.events <- ev }()
+		go func() {
+			if c.late {
+				time.Sleep(untagWait + time.Second)
+			}
+			c.events <- ev
+		}()
 	}
 	return deleted, err
 }
@@ -211,14 +219,18 @@ func testUntagEventNamesTheImage(t *testing.T, opts []Option) {
 		pulled  string
 		want    string
 		lookups int
+		late    bool
 	}{
 		{"a denied image pulled", policy.ModeEnforce, nil, "reg.example/evil/miner:latest",
-			"removed pull reg.example/evil/miner:latest", 0},
+			"removed pull reg.example/evil/miner:latest", 0, false},
 		{"pulled onto an image with an allowed name", policy.ModeEnforce,
 			func(f *fakeDocker) { f.addImage(id(1), "reg.example/approved/app:1") }, "reg.example/library/nginx:1",
-			"untagged pull reg.example/library/nginx:1", 0},
+			"untagged pull reg.example/library/nginx:1", 0, false},
+		{"the untag event late: read back from what dockerd keeps", policy.ModeEnforce,
+			func(f *fakeDocker) { f.addImage(id(1), "reg.example/approved/app:1") }, "reg.example/library/nginx:1",
+			"untagged pull reg.example/library/nginx:1", 0, true},
 		{"audit mode", policy.ModeAudit, nil, "reg.example/evil/miner:latest",
-			"would-remove pull reg.example/evil/miner:latest", 1},
+			"would-remove pull reg.example/evil/miner:latest", 1, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFake()
@@ -226,7 +238,7 @@ func testUntagEventNamesTheImage(t *testing.T, opts []Option) {
 				tt.setup(f)
 			}
 			events := make(chan Event)
-			h := startGuardOn(t, f, &containerdStoreDocker{fakeDocker: f, events: events}, outrightPolicy(t, tt.mode), opts...)
+			h := startGuardOn(t, f, &containerdStoreDocker{fakeDocker: f, events: events, late: tt.late}, outrightPolicy(t, tt.mode), opts...)
 			h.connected()
 			done := make(chan struct{})
 			t.Cleanup(func() { close(done) })
