@@ -212,6 +212,10 @@ func TestAuthZReq(t *testing.T) {
 		b := createBody(image)
 		return rawCall("POST", "/v1.41/containers/create", jsonHeaders(b), b)
 	}
+	service := func(op, image string) string {
+		b := `{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"` + image + `","Args":["sleep","300"]}},"Mode":{"Replicated":{"Replicas":1}}}`
+		return rawCall("POST", "/v1.41/services/"+op, jsonHeaders(b), b)
+	}
 	pull := func(query string) string { return rawCall("POST", "/v1.41/images/create?"+query, noBody, "") }
 	tag := func(uri string) string { return rawCall("POST", uri, noBody, "") }
 	build := func(query string) string {
@@ -396,6 +400,34 @@ func TestAuthZReq(t *testing.T) {
 			{name: "invalid tag", call: build("t=Evil%2FBuilt"),
 				msgPrefix: "pullguard: Evil/Built is not allowed: invalid reference: ", ref: "Evil/Built"},
 		},
+		"services": {
+			{name: "allowed image, as the CLI pins it", call: service("create", reg+"/approved/busybox:1.1@sha256:"+strings.Repeat("a", 64)), allow: true},
+			{name: "disallowed image", call: service("create", reg+"/evil/miner:1.0@sha256:"+strings.Repeat("a", 64)),
+				msg: "pullguard: " + reg + "/evil/miner:1.0@sha256:" + strings.Repeat("a", 64) + " is not allowed: no allow rule matches" + defaultDeny,
+				ref: reg + "/evil/miner:1.0@sha256:" + strings.Repeat("a", 64)},
+			{name: "update to a disallowed image", call: service("abc/update?version=7", reg+"/evil/miner:1.0"),
+				msg: "pullguard: " + evilPull, ref: reg + "/evil/miner:1.0"},
+			{name: "update to an allowed image", call: service("abc/update?version=7", reg+"/approved/busybox:1.0"), allow: true},
+			// The agent runs a local image whose digest it is given without
+			// pulling: an allowed name does not make its content allowed.
+			{name: "allowed repository with the digest of a local disallowed image", call: service("create", reg+"/approved/busybox@"+evilID),
+				msg: "pullguard: " + reg + "/approved/busybox@" + evilID + " (image 9f477abac9c8) has no allowed name: " + evilPull,
+				ref: reg + "/evil/miner:1.0", imageID: evilID},
+			{name: "image ID of a disallowed image", call: service("create", evilID),
+				msg: "pullguard: image 9f477abac9c8 has no allowed name: " + evilPull, ref: reg + "/evil/miner:1.0", imageID: evilID},
+			{name: "key in lower case", call: rawCall("POST", "/v1.41/services/create", jsonHeaders("x"),
+				`{"tasktemplate":{"containerspec":{"image":"`+reg+`/evil/miner:1.0"}}}`),
+				msg: "pullguard: " + evilPull, ref: reg + "/evil/miner:1.0"},
+			{name: "plugin service", call: rawCall("POST", "/v1.41/services/create", jsonHeaders("x"),
+				`{"TaskTemplate":{"Runtime":"plugin","PluginSpec":{"Name":"x","Remote":"`+reg+`/evil/plugin:1"}}}`),
+				msg: "pullguard: plugin " + reg + "/evil/plugin:1 is not allowed: no allow rule matches" + defaultDeny, ref: reg + "/evil/plugin:1"},
+			{name: "no image: dockerd refuses it", call: rawCall("POST", "/v1.41/services/create", jsonHeaders("x"), `{"Name":"x"}`), allow: true},
+			{name: "body not forwarded", call: rawCall("POST", "/v1.41/services/create",
+				map[string]string{"Content-Type": "application/json", "Content-Length": "1100089"}, ""),
+				msg: "pullguard: POST /v1.41/services/create is not allowed: " + withheld, ref: "POST /v1.41/services/create"},
+			{name: "body not JSON", call: rawCall("POST", "/v1.41/services/create", jsonHeaders("x"), "Image=nginx"),
+				msgPrefix: "pullguard: POST /v1.41/services/create is not allowed: its body is not the JSON of a service: ", ref: "POST /v1.41/services/create"},
+		},
 		"fast path": {
 			{name: "ping", call: rawCall("HEAD", "/_ping", map[string]string{"User-Agent": ua}, ""), allow: true},
 			{name: "list images", call: rawCall("GET", "/v1.41/images/json", nil, ""), allow: true},
@@ -406,6 +438,8 @@ func TestAuthZReq(t *testing.T) {
 			{name: "load", call: rawCall("POST", "/v1.41/images/load?quiet=1", map[string]string{"Content-Type": "application/x-tar"}, ""), allow: true},
 			{name: "exec with a JSON body", call: rawCall("POST", "/v1.41/containers/abc/exec", jsonHeaders("x"), `{"Cmd":["sh"]}`), allow: true},
 			{name: "build prune", call: rawCall("POST", "/v1.41/build/prune", noBody, ""), allow: true},
+			{name: "list services", call: rawCall("GET", "/v1.41/services", nil, ""), allow: true},
+			{name: "remove a service", call: rawCall("DELETE", "/v1.41/services/abc", nil, ""), allow: true},
 			{name: "not a version prefix", call: rawCall("POST", "/vx/images/create?fromImage=evil", noBody, ""), allow: true},
 		},
 	}

@@ -75,6 +75,31 @@ type containerConfig struct {
 	Image string
 }
 
+// serviceSpec is what pullguard reads of a swarm service's spec (POST
+// /services/create and /services/{id}/update): the image its tasks run, or
+// the plugin a plugin service installs. Read as containerConfig is.
+type serviceSpec struct {
+	TaskTemplate struct {
+		ContainerSpec *containerConfig
+		PluginSpec    *struct{ Name, Remote string }
+	}
+}
+
+// readServiceSpec is the service spec of a request to create or update one.
+func readServiceSpec(req *Request) (serviceSpec, error) {
+	var spec serviceSpec
+	switch requestBody(req) {
+	case bodyWithheld:
+		return spec, errBodyWithheld
+	case bodyNone:
+		return spec, fmt.Errorf("it has no body, so it names no image")
+	}
+	if err := json.NewDecoder(bytes.NewReader(req.RequestBody)).Decode(&spec); err != nil {
+		return spec, fmt.Errorf("its body is not the JSON of a service: %w", err)
+	}
+	return spec, nil
+}
+
 // buildOutput is one entry of POST /build's outputs parameter. BuildKit's
 // image exporter ("moby") takes the image's names from Attrs["name"].
 type buildOutput struct {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/distribution/reference"
+	"github.com/opencontainers/go-digest"
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
@@ -103,6 +104,8 @@ func (s *Server) judge(ctx context.Context, p *policy.Policy, now time.Time, req
 		}
 	case pluginPull, pluginUpgrade, pluginCreate:
 		return s.judgePlugin(p, now, req, t)
+	case servicesCreate, servicesUpdate:
+		return s.judgeService(ctx, p, now, req, t, log)
 	}
 	return allowed
 }
@@ -246,6 +249,43 @@ func (s *Server) judgeContainersCreate(ctx context.Context, p *policy.Policy, no
 		return refuse(req, t, err)
 	}
 	return s.judgeLocal(ctx, p, now, image, log)
+}
+
+// judgeService judges a swarm service's spec. dockerd does not ask
+// authorization plugins about what its swarm agent does for the service's
+// tasks (pull the image, create and start containers), so this request is
+// the last chance to refuse before a disallowed image runs, again at every
+// task restart. The agent pulls the image (named, usually with the digest
+// the CLI resolved) unless a reference by digest or ID is already local,
+// and falls back to a local image when the pull fails: the image is judged
+// as a pull, and as a local image too when Docker has it. A plugin service
+// installs its plugin as POST /plugins/pull would.
+//
+// A rollback (update with rollback=previous) returns to a spec judged when
+// it was made; the Docker guard judges whatever its tasks then run.
+func (s *Server) judgeService(ctx context.Context, p *policy.Policy, now time.Time, req *Request, t target, log logrus.FieldLogger) verdict {
+	spec, err := readServiceSpec(req)
+	if err != nil {
+		return refuse(req, t, err)
+	}
+	if ps := spec.TaskTemplate.PluginSpec; ps != nil {
+		if v := judgePluginRefs(p, now, []string{ps.Remote, ps.Name}); !v.allowed {
+			return v
+		}
+	}
+	cs := spec.TaskTemplate.ContainerSpec
+	if cs == nil || cs.Image == "" {
+		return allowed // dockerd refuses a container service without an image
+	}
+	if _, err := digest.Parse(cs.Image); err != nil {
+		if v := s.judgePull(ctx, p, now, cs.Image, ""); !v.allowed {
+			return v
+		}
+		if _, found, err := s.resolve(ctx, cs.Image); err == nil && !found {
+			return allowed
+		}
+	}
+	return s.judgeLocal(ctx, p, now, cs.Image, log)
 }
 
 // judgeLocal judges an image named the way Docker resolves names for

@@ -87,7 +87,16 @@ func (s *Server) judgePlugin(p *policy.Policy, now time.Time, req *Request, t ta
 	if len(refs) == 0 {
 		return refuse(req, t, fmt.Errorf("it names no plugin"))
 	}
+	return judgePluginRefs(p, now, refs)
+}
+
+// judgePluginRefs judges the references a plugin is installed from and
+// named as; empty ones are skipped.
+func judgePluginRefs(p *policy.Policy, now time.Time, refs []string) verdict {
 	for _, r := range refs {
+		if r == "" {
+			continue
+		}
 		named, err := reference.ParseNormalizedNamed(r)
 		if err != nil {
 			return denied(p, invalid(r, err))

@@ -24,6 +24,8 @@ const (
 	pluginPull                // POST /plugins/pull: install a plugin (remote=, name=)
 	pluginUpgrade             // POST /plugins/{name}/upgrade: replace a plugin's content (remote=)
 	pluginCreate              // POST /plugins/create: a plugin made from a local root file system
+	servicesCreate            // POST /services/create: a swarm service; its image is in the JSON body
+	servicesUpdate            // POST /services/{id}/update: the same, replacing a service's spec
 )
 
 func (e endpoint) String() string {
@@ -46,6 +48,10 @@ func (e endpoint) String() string {
 		return "plugins/upgrade"
 	case pluginCreate:
 		return "plugins/create"
+	case servicesCreate:
+		return "services/create"
+	case servicesUpdate:
+		return "services/update"
 	}
 	return "other"
 }
@@ -89,6 +95,8 @@ func route(method, uri string) (target, error) {
 		t.endpoint, t.name = imagesTag, name
 	} else if name, ok := between(rest, "/plugins/", "/upgrade"); ok {
 		t.endpoint, t.name = pluginUpgrade, name
+	} else if _, ok := between(rest, "/services/", "/update"); ok {
+		t.endpoint = servicesUpdate
 	} else {
 		return target{}, nil
 	}
@@ -209,6 +217,7 @@ var exactRoutes = map[string]endpoint{
 	"/grpc":              grpc,
 	"/plugins/pull":      pluginPull,
 	"/plugins/create":    pluginCreate,
+	"/services/create":   servicesCreate,
 }
 
 // between returns the non-empty part of s between prefix and suffix: the
