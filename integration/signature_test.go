@@ -65,6 +65,9 @@ const (
 	imgEd25519      = "keys/ed25519:1.0"     // signed by an imported Ed25519 key, classic format
 	imgRSA          = "keys/rsa:1.0"         // signed by an imported RSA 3072 key, bundle format
 	imgP384         = "keys/p384:1.0"        // signed by an imported ECDSA P-384 key, classic format
+	imgStored       = "stored/classic:1.0"   // signed by the allowed key, classic format, kept in sigStore
+	imgStoredBundle = "stored/bundle:1.0"    // signed by the allowed key, Sigstore bundle, kept in sigStore
+	sigStore        = "signatures/store"     // where cosign kept those two signatures (COSIGN_REPOSITORY)
 	cosignSignFlags = "--allow-http-registry --allow-insecure-registry --yes"
 )
 
@@ -136,7 +139,7 @@ func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 	writeTestFile(t, signingConfig, `{"mediaType":"application/vnd.dev.sigstore.signingconfig.v0.2+json","rekorTlogConfig":{},"tsaConfig":{}}`)
 	writeTestFile(t, f.trustRoot, `{"mediaType":"application/vnd.dev.sigstore.trustedroot+json;version=0.1"}`)
 
-	for _, img := range []string{imgClassic, imgBundle, imgOtherKey, imgUnsigned, imgMoved, imgMovedBundle, imgOpen, imgAttested, imgEd25519, imgRSA, imgP384} {
+	for _, img := range []string{imgClassic, imgBundle, imgOtherKey, imgUnsigned, imgMoved, imgMovedBundle, imgOpen, imgAttested, imgEd25519, imgRSA, imgP384, imgStored, imgStoredBundle} {
 		f.digests[img] = f.reg.pushRandom(t, img)
 	}
 	classic := strings.Fields("sign --tlog-upload=false --use-signing-config=false --new-bundle-format=false " + cosignSignFlags)
@@ -150,6 +153,11 @@ func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 	run(append(classic, "--key", "keys-ed25519-1.0.key", f.digestRef(imgEd25519))...)
 	run(append(bundle, "--key", "keys-rsa-1.0.key", f.digestRef(imgRSA))...)
 	run(append(classic, "--key", "keys-p384-1.0.key", f.digestRef(imgP384))...)
+	// Signatures kept in a repository of their own, as a rule's
+	// signature-repository names it.
+	store := []string{"COSIGN_REPOSITORY=" + f.ref(sigStore)}
+	cosignRun(t, cosign, dir, store, append(classic, "--key", "allowed.key", f.digestRef(imgStored))...)
+	cosignRun(t, cosign, dir, store, append(bundle, "--key", "allowed.key", f.digestRef(imgStoredBundle))...)
 
 	// A signature moved onto other content: the classic payload and the
 	// bundle's statement name the original digest.
@@ -157,7 +165,7 @@ func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 	f.reg.copyManifest(t, sigTag(imgBundle, f.digests[imgBundle], ""), sigTag(imgMovedBundle, f.digests[imgMovedBundle], ""))
 
 	// cosign itself, not pullguard, confirms what each fixture is.
-	verify := func(img, key string, bundleFormat bool) error {
+	verify := func(img, key string, bundleFormat bool, sigRepo string) error {
 		args := []string{"verify", "--key", key, "--insecure-ignore-tlog=true", "--allow-http-registry", "--allow-insecure-registry"}
 		if bundleFormat {
 			args = append(args, "--new-bundle-format", "--trusted-root", f.trustRoot)
@@ -165,6 +173,9 @@ func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 		cmd := exec.Command(cosign, append(args, f.digestRef(img))...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "HOME="+dir, "TUF_ROOT="+filepath.Join(dir, "tuf"))
+		if sigRepo != "" {
+			cmd.Env = append(cmd.Env, "COSIGN_REPOSITORY="+f.ref(sigRepo))
+		}
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
@@ -172,26 +183,30 @@ func newSigFixtures(t testing.TB, e *Env) *sigFixtures {
 		return nil
 	}
 	for _, c := range []struct {
-		img    string
-		key    string
-		bundle bool
-		valid  bool
+		img     string
+		key     string
+		bundle  bool
+		valid   bool
+		sigRepo string
 	}{
-		{imgClassic, f.allowedKey, false, true},
-		{imgBundle, f.allowedKey, true, true},
-		{imgOtherKey, f.otherKey, false, true},
-		{imgOtherKey, f.allowedKey, false, false},
-		{imgUnsigned, f.allowedKey, false, false},
-		{imgMoved, f.allowedKey, false, false},
-		{imgMovedBundle, f.allowedKey, true, false},
-		{imgRSA, f.typedKeys[imgRSA], true, true},
+		{imgClassic, f.allowedKey, false, true, ""},
+		{imgBundle, f.allowedKey, true, true, ""},
+		{imgOtherKey, f.otherKey, false, true, ""},
+		{imgOtherKey, f.allowedKey, false, false, ""},
+		{imgUnsigned, f.allowedKey, false, false, ""},
+		{imgMoved, f.allowedKey, false, false, ""},
+		{imgMovedBundle, f.allowedKey, true, false, ""},
+		{imgRSA, f.typedKeys[imgRSA], true, true, ""},
+		{imgStored, f.allowedKey, false, true, sigStore},
+		{imgStored, f.allowedKey, false, false, ""}, // not beside the image
+		{imgStoredBundle, f.allowedKey, true, true, sigStore},
 		// Not imgEd25519 and imgP384: cosign v3.1.3 signs them with
 		// Ed25519ph and SHA-384 but `cosign verify --key` checks with pure
 		// Ed25519 and SHA-256 (and has no flag to say otherwise), so it
 		// rejects its own signatures. pullguard verifies them below; the
 		// other-key and moved-signature cases are the negative controls.
 	} {
-		if err := verify(c.img, c.key, c.bundle); (err == nil) != c.valid {
+		if err := verify(c.img, c.key, c.bundle, c.sigRepo); (err == nil) != c.valid {
 			t.Fatalf("fixture %s: cosign verify --key %s: %v, want valid=%v", c.img, filepath.Base(c.key), err, c.valid)
 		}
 	}
@@ -367,7 +382,11 @@ allow:
       - key: %[3]s
       - key: %[4]s
       - key: %[5]s
-`, f.reg.addr, f.allowedKey, f.typedKeys[imgEd25519], f.typedKeys[imgRSA], f.typedKeys[imgP384]))
+  - image: %[1]s/stored/**
+    signed-by:
+      - key: %[2]s
+    signature-repository: %[1]s/%[6]s
+`, f.reg.addr, f.allowedKey, f.typedKeys[imgEd25519], f.typedKeys[imgRSA], f.typedKeys[imgP384], sigStore))
 }
 
 type checkLine struct {
@@ -415,7 +434,7 @@ func TestSignatureCheck(t *testing.T) {
 
 	refs := []string{f.ref(imgClassic), f.ref(imgBundle), f.ref(imgOtherKey), f.ref(imgUnsigned),
 		f.ref(imgMoved), f.ref(imgMovedBundle), f.ref(imgOpen), f.digestRef(imgClassic),
-		f.ref(imgEd25519), f.ref(imgRSA), f.ref(imgP384), f.ref(imgAttested)}
+		f.ref(imgEd25519), f.ref(imgRSA), f.ref(imgP384), f.ref(imgAttested), f.ref(imgStored), f.ref(imgStoredBundle)}
 	got, code := runCheck(t, bin, pol, nil, refs...)
 	if code != 1 {
 		t.Errorf("exit status %d, want 1 (some denied)", code)
@@ -438,6 +457,8 @@ func TestSignatureCheck(t *testing.T) {
 		{f.ref(imgEd25519), true, "verified:" + fingerprintOf(t, f.typedKeys[imgEd25519]), "(Ed25519 "},
 		{f.ref(imgRSA), true, "verified:" + fingerprintOf(t, f.typedKeys[imgRSA]), "(RSA 3072 "},
 		{f.ref(imgP384), true, "verified:" + fingerprintOf(t, f.typedKeys[imgP384]), "(ECDSA P-384 "},
+		{f.ref(imgStored), true, "verified:" + keyID, "signature-repository " + f.ref(sigStore) + ": signed by " + f.allowedKey},
+		{f.ref(imgStoredBundle), true, "verified:" + keyID, "Sigstore bundle"},
 	}
 	for _, w := range want {
 		c, ok := got[w.input]
@@ -454,6 +475,17 @@ func TestSignatureCheck(t *testing.T) {
 	// which content was verified.
 	if c := got[f.ref(imgClassic)]; c.Reference != f.ref(imgClassic)+"@"+f.digests[imgClassic] {
 		t.Errorf("reference = %s, want the tag with its resolved digest", c.Reference)
+	}
+
+	// Without signature-repository the same signatures are looked for
+	// beside the images, where there are none.
+	beside := WritePolicy(t, "", fmt.Sprintf("mode: enforce\nallow:\n  - image: %s/stored/**\n    signed-by:\n      - key: %s\n", f.reg.addr, f.allowedKey))
+	got, _ = runCheck(t, bin, beside, nil, f.ref(imgStored), f.ref(imgStoredBundle))
+	for _, img := range []string{imgStored, imgStoredBundle} {
+		repo, _, _ := strings.Cut(img, ":")
+		if c := got[f.ref(img)]; c.Allowed || c.Signature != "missing" || !strings.Contains(c.Reason, "no signature for "+f.digests[img]+" in "+f.ref(repo)) {
+			t.Errorf("%s, signatures looked for beside it: %+v", img, c)
+		}
 	}
 
 	got, code = runCheck(t, bin, pol, []string{"--offline"}, f.ref(imgClassic), f.ref(imgOpen))

@@ -471,7 +471,7 @@ func (l *loader) strList(v *yaml.Node, key string) ([]string, bool) {
 	return out, ok
 }
 
-var ruleKeys = []string{"image", "tags", "digests", "expires", "reason", "signed-by"}
+var ruleKeys = []string{"image", "tags", "digests", "expires", "reason", "signed-by", "signature-repository"}
 
 func (l *loader) rules(v *yaml.Node, kind RuleKind) []*Rule {
 	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -500,6 +500,8 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 	r.Kind, r.Source = kind, Position{File: l.fileName, Line: n.Line, Column: n.Column}
 	var pat pattern
 	hasImage := false
+	var sigRepo string
+	var sigRepoNode *yaml.Node
 	l.mapping(n, ruleKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "image":
@@ -557,8 +559,19 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 			}
 		case "signed-by":
 			r.SignedBy = l.signedBy(v, kind)
+		case "signature-repository":
+			sigRepo, sigRepoNode = l.signatureRepository(v), v
 		}
 	})
+	if sigRepoNode != nil {
+		switch {
+		case r.SignedBy != nil:
+			r.SignedBy.Repository = sigRepo
+			r.SignedBy.setID()
+		case len(l.problems) == before:
+			l.errorf(sigRepoNode, "signature-repository: only a rule with signed-by has signatures to look up")
+		}
+	}
 	if !hasImage {
 		l.errorf(n, "%s rule: image: is required", kind)
 	}
@@ -680,6 +693,9 @@ func summarize(r *Rule) string {
 	}
 	if r.SignedBy != nil {
 		fmt.Fprintf(&b, " signed-by [%s]", r.SignedBy.Describe())
+		if r.SignedBy.Repository != "" {
+			fmt.Fprintf(&b, " signature-repository %s", r.SignedBy.Repository)
+		}
 	}
 	return b.String()
 }

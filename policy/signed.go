@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/distribution/reference"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -47,9 +48,36 @@ type Key struct {
 // KeySet is a rule's signed-by list.
 type KeySet struct {
 	Keys []*Key
+	// Repository is where the signatures are kept when not beside the
+	// image (the rule's signature-repository, as cosign's COSIGN_REPOSITORY
+	// puts them): host/path in normal form, "" for the image's own.
+	Repository string
 	// ID identifies the set by its keys' fingerprints, whatever their order
-	// or file names: results are cached per (digest, ID).
+	// or file names, and the repository: results are cached per (digest, ID).
 	ID string
+}
+
+// SignaturesOf is the repository the signatures of an image in repository
+// are looked up in.
+func (ks *KeySet) SignaturesOf(repository string) string {
+	if ks.Repository != "" {
+		return ks.Repository
+	}
+	return repository
+}
+
+// setID computes ID from the keys and the repository.
+func (ks *KeySet) setID() {
+	fps := make([]string, len(ks.Keys))
+	for i, k := range ks.Keys {
+		fps[i] = k.Fingerprint
+	}
+	sort.Strings(fps)
+	if ks.Repository != "" {
+		fps = append(fps, "in "+ks.Repository)
+	}
+	sum := sha256.Sum256([]byte(strings.Join(fps, "\n")))
+	ks.ID = hex.EncodeToString(sum[:])
 }
 
 // Describe names the keys for reasons: paths, the way the policy says them.
@@ -242,14 +270,32 @@ func (l *loader) signedBy(v *yaml.Node, kind RuleKind) *KeySet {
 	if len(ks.Keys) == 0 {
 		return nil
 	}
-	fps := make([]string, len(ks.Keys))
-	for i, k := range ks.Keys {
-		fps[i] = k.Fingerprint
-	}
-	sort.Strings(fps)
-	sum := sha256.Sum256([]byte(strings.Join(fps, "\n")))
-	ks.ID = hex.EncodeToString(sum[:])
+	ks.setID()
 	return ks
+}
+
+// signatureRepository reads a rule's signature-repository: a repository
+// name (no tag or digest), kept in the policy's normal form.
+func (l *loader) signatureRepository(v *yaml.Node) string {
+	s, ok := l.str(v, "signature-repository")
+	if !ok {
+		return ""
+	}
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		l.errorf(v, "signature-repository: %q is not a repository name: %v", s, err)
+		return ""
+	}
+	if !reference.IsNameOnly(named) {
+		l.errorf(v, "signature-repository: %q names a tag or digest; expected a repository like registry.example.com/signatures", s)
+		return ""
+	}
+	r, err := ParseRef(named.Name())
+	if err != nil {
+		l.errorf(v, "signature-repository: %q is not a repository name: %v", s, err)
+		return ""
+	}
+	return r.Name
 }
 
 // loadKey reads and checks one key file. Key files follow the policy's own

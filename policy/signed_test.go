@@ -48,6 +48,30 @@ func TestSignedByLoads(t *testing.T) {
 	}
 }
 
+// signature-repository says where cosign put the signatures
+// (COSIGN_REPOSITORY): kept in the policy's normal form, named in the
+// rule's summary, and part of the key set's identity, so that a cached
+// answer about one place is not taken for the other.
+func TestSignatureRepositoryLoads(t *testing.T) {
+	p := loadFixture(t, "signed-elsewhere.yaml")
+	elsewhere, beside := p.Allow[0].SignedBy, p.Allow[1].SignedBy
+	if want := "registry.example.com/signatures/store"; elsewhere.Repository != want {
+		t.Errorf("Repository = %q, want %q (the host in its one spelling)", elsewhere.Repository, want)
+	}
+	if got := elsewhere.SignaturesOf("registry.example.com/approved/app"); got != "registry.example.com/signatures/store" {
+		t.Errorf("signatures of an image looked up in %q", got)
+	}
+	if got := beside.SignaturesOf("registry.example.com/other/app"); beside.Repository != "" || got != "registry.example.com/other/app" {
+		t.Errorf("without signature-repository: Repository %q, signatures looked up in %q, want the image's own", beside.Repository, got)
+	}
+	if elsewhere.ID == beside.ID {
+		t.Error("the same key with and without signature-repository has one key set ID")
+	}
+	if !strings.Contains(p.Allow[0].matchReason(), "signed-by [testdata/keys/ecdsa-p256.pub] signature-repository registry.example.com/signatures/store") {
+		t.Errorf("summary does not say where the signatures are: %s", p.Allow[0].matchReason())
+	}
+}
+
 // The key set's identity is its keys, not their order or file names, so
 // cached verification results carry over between rules and reloads.
 func TestKeySetIDIsTheKeys(t *testing.T) {

@@ -97,7 +97,8 @@ func signedPolicy(t testing.TB, host string) *policy.Policy {
 func writePolicy(t testing.TB, host string) string {
 	t.Helper()
 	dir := t.TempDir()
-	yaml := "mode: enforce\nallow:\n  - image: " + host + "/signed/**\n    signed-by:\n      - key: " + keyPath(t) + "\n  - image: " + host + "/open/**\n"
+	yaml := "mode: enforce\nallow:\n  - image: " + host + "/signed/**\n    signed-by:\n      - key: " + keyPath(t) + "\n  - image: " + host + "/open/**\n" +
+		"  - image: " + host + "/elsewhere/**\n    signed-by:\n      - key: " + keyPath(t) + "\n    signature-repository: " + host + "/signatures\n"
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -155,6 +156,17 @@ func TestDecideAgainstRegistry(t *testing.T) {
 	}
 	if !strings.HasSuffix(d.Reason, "but no signature for "+dig.String()+" in "+host+"/signed/app") {
 		t.Errorf("reason %q", d.Reason)
+	}
+
+	// Under a rule with signature-repository, the signatures of the same
+	// content are looked for there, not beside the image.
+	ref2, _ := reg.Reference(host + "/elsewhere/app:1.0")
+	if err := remote.Write(ref2, img); err != nil {
+		t.Fatal(err)
+	}
+	d = Decide(context.Background(), v, p, host+"/elsewhere/app:1.0", testNow)
+	if d.Allowed || !strings.HasSuffix(d.Reason, "but no signature for "+dig.String()+" in "+host+"/signatures") {
+		t.Errorf("signature-repository: allowed=%v %q, want no signature in %s/signatures", d.Allowed, d.Reason, host)
 	}
 
 	d = Decide(context.Background(), v, p, host+"/signed/app:nope", testNow)

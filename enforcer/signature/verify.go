@@ -69,10 +69,13 @@ func New(reg *registry.Client) *Verifier {
 func (v *Verifier) Registry() *registry.Client { return v.reg }
 
 // Verify tells whether digest, in repository (host/path, as the policy
-// normalizes it), carries a valid signature by one of the keys. Answers are
-// cached per (repository, digest, key set); concurrent identical questions
-// share one registry round.
+// normalizes it), carries a valid signature by one of the keys. The
+// signatures are looked up beside the image, or in the key set's
+// signature repository: a signature binds the digest, wherever it is kept.
+// Answers are cached per (repository, digest, key set); concurrent
+// identical questions share one registry round.
 func (v *Verifier) Verify(ctx context.Context, repository, digest string, keys *policy.KeySet) policy.SignatureResult {
+	repository = keys.SignaturesOf(repository)
 	return v.cache.get(repository+"@"+digest+"#"+keys.ID, func() policy.SignatureResult {
 		return v.verify(ctx, repository, digest, keys)
 	})
