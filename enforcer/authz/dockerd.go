@@ -88,16 +88,8 @@ type serviceSpec struct {
 // readServiceSpec is the service spec of a request to create or update one.
 func readServiceSpec(req *Request) (serviceSpec, error) {
 	var spec serviceSpec
-	switch requestBody(req) {
-	case bodyWithheld:
-		return spec, errBodyWithheld
-	case bodyNone:
-		return spec, fmt.Errorf("it has no body, so it names no image")
-	}
-	if err := json.NewDecoder(bytes.NewReader(req.RequestBody)).Decode(&spec); err != nil {
-		return spec, fmt.Errorf("its body is not the JSON of a service: %w", err)
-	}
-	return spec, nil
+	err := readJSONBody(req, "service", &spec)
+	return spec, err
 }
 
 // buildOutput is one entry of POST /build's outputs parameter. BuildKit's
@@ -136,18 +128,25 @@ func readImagesCreate(req *Request, t target) (imagesCreateParams, error) {
 
 // readContainerImage is the image POST /containers/create runs.
 func readContainerImage(req *Request) (string, error) {
+	var cfg containerConfig
+	err := readJSONBody(req, "container", &cfg)
+	return cfg.Image, err
+}
+
+// readJSONBody decodes a judged request's JSON body (the JSON of a what)
+// into v. Like dockerd 20.10, it reads the first JSON value and ignores
+// what follows it (dockerd 29 refuses such a body itself).
+func readJSONBody(req *Request, what string, v any) error {
 	switch requestBody(req) {
 	case bodyWithheld:
-		return "", errBodyWithheld
+		return errBodyWithheld
 	case bodyNone:
-		return "", fmt.Errorf("it has no body, so it names no image")
+		return fmt.Errorf("it has no body, so it names no image")
 	}
-	var cfg containerConfig
-	// Like dockerd, read the first JSON value and ignore what follows it.
-	if err := json.NewDecoder(bytes.NewReader(req.RequestBody)).Decode(&cfg); err != nil {
-		return "", fmt.Errorf("its body is not the JSON of a container: %w", err)
+	if err := json.NewDecoder(bytes.NewReader(req.RequestBody)).Decode(v); err != nil {
+		return fmt.Errorf("its body is not the JSON of a %s: %w", what, err)
 	}
-	return cfg.Image, nil
+	return nil
 }
 
 // readTag is the repo and tag of POST /images/{name}/tag.
