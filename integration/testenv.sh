@@ -278,9 +278,16 @@ other_env_up() {
 }
 
 journald_running() {
-	local f
+	local f pid state
 	for f in /proc/[0-9]*/comm; do
-		[[ $(cat "$f" 2>/dev/null) == systemd-journal ]] && return 0
+		[[ $(cat "$f" 2>/dev/null) == systemd-journal ]] || continue
+		pid=${f#/proc/}
+		pid=${pid%/comm}
+		# One that is exiting stores nothing: a zombie, or one whose command line is already gone,
+		# as for a moment after another environment's `down` stopped the journald it started
+		# (stop counts it gone then).
+		state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+		[[ ${state%% *} != Z && -n $(cmdline "$pid") ]] && return 0
 	done
 	return 1
 }
