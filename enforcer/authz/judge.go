@@ -277,15 +277,20 @@ func (s *Server) judgeService(ctx context.Context, p *policy.Policy, now time.Ti
 	if cs == nil || cs.Image == "" {
 		return allowed // dockerd refuses a container service without an image
 	}
-	if _, err := digest.Parse(cs.Image); err != nil {
-		if v := s.judgePull(ctx, p, now, cs.Image, ""); !v.allowed {
-			return v
-		}
-		if _, found, err := s.resolve(ctx, cs.Image); err == nil && !found {
-			return allowed
-		}
+	if _, err := digest.Parse(cs.Image); err == nil {
+		return s.judgeLocal(ctx, p, now, cs.Image, log) // an image ID: never pulled
 	}
-	return s.judgeLocal(ctx, p, now, cs.Image, log)
+	if v := s.judgePull(ctx, p, now, cs.Image, ""); !v.allowed {
+		return v
+	}
+	img, found, err := s.resolve(ctx, cs.Image)
+	switch {
+	case err != nil:
+		return lookupFailed(p, cs.Image, err, log)
+	case !found:
+		return allowed // pulled: judged as a pull above
+	}
+	return s.judgeImage(ctx, p, now, cs.Image, img, log)
 }
 
 // judgeLocal judges an image named the way Docker resolves names for
@@ -302,13 +307,25 @@ func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time
 	}
 	img, found, err := s.resolve(ctx, typed)
 	if err != nil {
-		log.WithError(err).WithField("image", typed).Warn("authorization plugin: image lookup failed; refusing the request")
-		d := policy.Decision{Input: typed, Reason: "pullguard could not look the image up in Docker's image store: " + err.Error(), PolicyHash: p.Hash}
-		return verdict{decision: d, msg: d.Err().Error(), err: err}
+		return lookupFailed(p, typed, err, log)
 	}
 	if !found {
 		return decided(p, p.Decide(typed, now))
 	}
+	return s.judgeImage(ctx, p, now, typed, img, log)
+}
+
+// lookupFailed refuses a request whose image could not be looked up; it is
+// journaled as failed.
+func lookupFailed(p *policy.Policy, typed string, err error, log logrus.FieldLogger) verdict {
+	log.WithError(err).WithField("image", typed).Warn("authorization plugin: image lookup failed; refusing the request")
+	d := policy.Decision{Input: typed, Reason: "pullguard could not look the image up in Docker's image store: " + err.Error(), PolicyHash: p.Hash}
+	return verdict{decision: d, msg: d.Err().Error(), err: err}
+}
+
+// judgeImage judges img, the local image typed resolved to: allowed if it
+// may stay and run.
+func (s *Server) judgeImage(ctx context.Context, p *policy.Policy, now time.Time, typed string, img LocalImage, log logrus.FieldLogger) verdict {
 	var typedRef string
 	if r, err := policy.ParseRef(typed); err == nil {
 		typedRef = r.String
