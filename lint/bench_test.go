@@ -56,7 +56,7 @@ func TestBenchDockerfileShape(t *testing.T) {
 	if n := strings.Count(src, "\n"); n != 50 {
 		t.Fatalf("%d lines, want 50", n)
 	}
-	fs, err := testLinter(t, nil).Lint("Dockerfile", Dockerfile, []byte(src))
+	fs, err := testLinter(t, nil).Lint(t.Context(), "Dockerfile", Dockerfile, []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,11 +100,11 @@ func BenchmarkLint1000Dockerfiles(b *testing.B) {
 	l := testLinter(b, nil)
 	cpu0 := cpuTime(b)
 	for b.Loop() {
-		inputs, err := Collect([]string{dir}, "")
+		inputs, err := Collect(b.Context(), []string{dir}, "")
 		if err != nil || len(inputs) != 1000 {
 			b.Fatalf("%d inputs, %v", len(inputs), err)
 		}
-		fs, errs := l.LintAll(inputs)
+		fs, errs := l.LintAll(b.Context(), inputs)
 		if len(errs) > 0 || len(fs) != 5000 {
 			b.Fatalf("%d findings, %v", len(fs), errs)
 		}
@@ -127,7 +127,7 @@ func cpuTime(b *testing.B) time.Duration {
 // at a time on one CPU, against the parser-only baseline below.
 func BenchmarkLintOneDockerfile(b *testing.B) {
 	dir := writeBenchTree(b, 1000)
-	inputs, err := Collect([]string{dir}, "")
+	inputs, err := Collect(b.Context(), []string{dir}, "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func BenchmarkLintOneDockerfile(b *testing.B) {
 	var per []time.Duration
 	for i := 0; b.Loop(); i++ {
 		t0 := time.Now()
-		fs, err := l.LintInput(inputs[i%len(inputs)])
+		fs, err := l.LintInput(b.Context(), inputs[i%len(inputs)])
 		per = append(per, time.Since(t0))
 		if err != nil || len(fs) != 5 {
 			b.Fatalf("%d findings, %v", len(fs), err)
@@ -148,7 +148,7 @@ func BenchmarkLintOneDockerfile(b *testing.B) {
 // BuildKit's parser alone, the floor any BuildKit-based linter pays.
 func BenchmarkParseOnlyOneDockerfile(b *testing.B) {
 	dir := writeBenchTree(b, 1000)
-	inputs, err := Collect([]string{dir}, "")
+	inputs, err := Collect(b.Context(), []string{dir}, "")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package lint
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -13,7 +14,7 @@ import (
 // service's build pulls when Compose holds its Dockerfile: the images of
 // build.dockerfile_inline (with build.args over --build-arg) and the
 // docker-image:// entries of build.additional_contexts.
-func composeImages(data []byte, buildArgs map[string]string) ([]imageUse, error) {
+func composeImages(ctx context.Context, data []byte, buildArgs map[string]string) ([]imageUse, error) {
 	docs, err := yamlDocuments(data)
 	if err != nil {
 		return nil, err
@@ -30,7 +31,7 @@ func composeImages(data []byte, buildArgs map[string]string) ([]imageUse, error)
 				}
 				uses = append(uses, composeInterpolated(u))
 			}
-			built, err := composeBuildImages(kv[1], service, buildArgs)
+			built, err := composeBuildImages(ctx, kv[1], service, buildArgs)
 			if err != nil {
 				return nil, err
 			}
@@ -54,7 +55,7 @@ func composeInterpolated(u imageUse) imageUse {
 
 // composeBuildImages lists the images a service's build section pulls
 // that no Dockerfile in the tree shows.
-func composeBuildImages(svc *yaml.Node, service string, buildArgs map[string]string) ([]imageUse, error) {
+func composeBuildImages(ctx context.Context, svc *yaml.Node, service string, buildArgs map[string]string) ([]imageUse, error) {
 	_, build := lookup(svc, "build")
 	var uses []imageUse
 	for _, kv := range composeList(lookupValue(build, "additional_contexts")) {
@@ -91,7 +92,7 @@ func composeBuildImages(svc *yaml.Node, service string, buildArgs map[string]str
 	if inline.Style&(yaml.LiteralStyle|yaml.FoldedStyle) != 0 {
 		offset = inline.Line
 	}
-	inner, err := dockerfileImages([]byte(src), args, unknown)
+	inner, err := dockerfileImages(ctx, []byte(src), args, unknown)
 	if err != nil {
 		var pe *ParseError
 		if errors.As(err, &pe) {

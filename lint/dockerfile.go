@@ -2,6 +2,7 @@ package lint
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"sort"
@@ -34,7 +35,7 @@ var platformArgs = map[string]bool{
 // every COPY --from and RUN --mount from= that names no stage. Parsing and
 // word expansion are BuildKit's own; which names are stages and how the
 // global ARGs combine with --build-arg follows BuildKit's dockerfile2llb.
-func dockerfileImages(data []byte, buildArgs map[string]string, unknownArgs map[string]bool) ([]imageUse, error) {
+func dockerfileImages(ctx context.Context, data []byte, buildArgs map[string]string, unknownArgs map[string]bool) ([]imageUse, error) {
 	res, err := parser.Parse(bytes.NewReader(data))
 	if err != nil {
 		return nil, positioned(err)
@@ -57,7 +58,7 @@ func dockerfileImages(data []byte, buildArgs map[string]string, unknownArgs map[
 		uses = append(uses, imageUse{Line: firstLine(loc), Source: "# syntax", Input: ref, Ref: ref})
 	}
 
-	global, err := newGlobalArgs(lex, metaArgs, buildArgs, unknownArgs)
+	global, err := newGlobalArgs(ctx, lex, metaArgs, buildArgs, unknownArgs)
 	if err != nil {
 		return nil, err
 	}
@@ -72,6 +73,9 @@ func dockerfileImages(data []byte, buildArgs map[string]string, unknownArgs map[
 		}
 	}
 	for _, st := range stages {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		line := firstLine(st.Location)
 		u := global.expand(st.BaseName)
 		u.Line, u.Source, u.Input = line, "FROM", st.BaseName
@@ -141,16 +145,19 @@ type globalArgs struct {
 	values   map[string]string
 	keys     []string
 	declared map[string]bool
-	// unknown names, for each argument, the arguments without a value its
-	// value was expanded from: such a value is not what a build would use.
+	// unknown says, for each argument, why its value is not what a build
+	// would use: the arguments without a value it was expanded from, or an
+	// expansion lint refused (expand.go).
 	unknown map[string][]string
+	expansionBudget
 }
 
 // unknownArgs are build arguments that are passed with a value lint cannot
 // know (a Compose build arg taken from the environment): an ARG among them
 // is unresolved whatever its default.
-func newGlobalArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs map[string]string, unknownArgs map[string]bool) (*globalArgs, error) {
-	g := &globalArgs{lex: lex, values: map[string]string{}, declared: map[string]bool{}, unknown: map[string][]string{}}
+func newGlobalArgs(ctx context.Context, lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs map[string]string, unknownArgs map[string]bool) (*globalArgs, error) {
+	g := &globalArgs{lex: lex, values: map[string]string{}, declared: map[string]bool{}, unknown: map[string][]string{},
+		expansionBudget: expansionBudget{totalLeft: maxExpansionTotal}}
 	names := make([]string, 0, len(buildArgs))
 	for name := range buildArgs {
 		names = append(names, name)
@@ -162,10 +169,13 @@ func newGlobalArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs
 		}
 	}
 	for _, cmd := range metaArgs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		for _, kv := range cmd.Args {
 			g.declared[kv.Key] = true
 			if unknownArgs[kv.Key] {
-				g.set(kv.Key, "", []string{kv.Key})
+				g.set(kv.Key, "", []string{noValue(kv.Key)})
 				continue
 			}
 			if v, ok := buildArgs[kv.Key]; ok {
@@ -175,9 +185,14 @@ func newGlobalArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs
 			if kv.Value == nil {
 				continue // keeps an earlier value, if any
 			}
-			r, err := lex.ProcessWordWithMatches(*kv.Value, g)
+			line := firstLine(cmd.Location())
+			r, refused, err := g.process(*kv.Value)
 			if err != nil {
-				return nil, &ParseError{Line: firstLine(cmd.Location()), Err: err}
+				return nil, &ParseError{Line: line, Err: err}
+			}
+			if refused != "" {
+				g.set(kv.Key, "", []string{fmt.Sprintf("ARG %s on line %d %s", kv.Key, line, refused)})
+				continue
 			}
 			g.set(kv.Key, r.Result, g.unknownIn(r))
 		}
@@ -193,53 +208,58 @@ func (g *globalArgs) set(name, value string, unknown []string) {
 	g.unknown[name] = unknown
 }
 
-// Get and Keys make globalArgs BuildKit's shell.EnvGetter.
+// Get and Keys make globalArgs BuildKit's shell.EnvGetter. Get hands the
+// lexer a value only while the expansion's budget lasts (expand.go).
 func (g *globalArgs) Get(name string) (string, bool) {
 	v, ok := g.values[name]
-	return v, ok
+	return g.read(v), ok
 }
 
 func (g *globalArgs) Keys() []string { return g.keys }
 
-// unknownIn lists the arguments an expansion depended on, directly or
-// through the value of another argument, whose value the build may set but
-// lint does not know: a global ARG declared without a default and not given
-// with --build-arg, or a platform argument. Any other name is unset in
-// every build (BuildKit ignores --build-arg for undeclared names) and
-// expands to nothing, here as there.
+// unknownIn says why an expansion is not what a build would use: it
+// depended, directly or through the value of another argument, on an
+// argument whose value the build may set but lint does not know (a global
+// ARG declared without a default and not given with --build-arg, or a
+// platform argument), or on one whose expansion lint refused. Any other
+// name is unset in every build (BuildKit ignores --build-arg for
+// undeclared names) and expands to nothing, here as there.
 func (g *globalArgs) unknownIn(r shell.ProcessWordResult) []string {
 	set := map[string]bool{}
 	for name := range r.Unmatched {
 		if g.declared[name] || platformArgs[name] {
-			set[name] = true
+			set[noValue(name)] = true
 		}
 	}
 	for name := range r.Matched {
-		for _, u := range g.unknown[name] {
-			set[u] = true
+		for _, why := range g.unknown[name] {
+			set[why] = true
 		}
 	}
 	out := make([]string, 0, len(set))
-	for name := range set {
-		out = append(out, name)
+	for why := range set {
+		out = append(out, why)
 	}
 	sort.Strings(out)
 	return out
+}
+
+func noValue(name string) string {
+	return fmt.Sprintf("ARG %s has no value (pass --build-arg %s=...)", name, name)
 }
 
 // expand resolves a FROM image with the global arguments. A reference that
 // depends on an argument without a value is unresolved: the image a build
 // would pull is not known, so it cannot be allowed.
 func (g *globalArgs) expand(word string) imageUse {
-	r, err := g.lex.ProcessWordWithMatches(word, g)
-	if err != nil {
+	r, refused, err := g.process(word)
+	switch {
+	case err != nil:
 		return imageUse{Unresolved: err.Error()}
+	case refused != "":
+		return imageUse{Unresolved: "unresolved: the reference " + refused}
 	}
-	if unknown := g.unknownIn(r); len(unknown) > 0 {
-		why := make([]string, len(unknown))
-		for i, name := range unknown {
-			why[i] = fmt.Sprintf("ARG %s has no value (pass --build-arg %s=...)", name, name)
-		}
+	if why := g.unknownIn(r); len(why) > 0 {
 		return imageUse{Unresolved: "unresolved: " + strings.Join(why, "; ")}
 	}
 	return imageUse{Ref: r.Result}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/pullguard/pullguard/policy"
@@ -11,7 +12,8 @@ import (
 
 // FuzzDockerfile: no Dockerfile or --build-arg value panics, and the
 // findings fail closed (checkFailsClosed) under a policy that allows every
-// parsable reference.
+// parsable reference; nor does one make lint allocate more than a bounded
+// multiple of its size (expansion bombs, expand.go).
 func FuzzDockerfile(f *testing.F) {
 	p := allowAll(f)
 	seeds, _ := filepath.Glob("testdata/corpus/*/*Dockerfile*")
@@ -26,13 +28,22 @@ func FuzzDockerfile(f *testing.F) {
 		"FROM $A\n", "ARG A\nFROM ${A:-x}\n", "FROM scratch\nCOPY --from=$A / /\n", "# escape=`\nFROM a `\n AS b\n",
 		"FROM a AS b\nRUN --mount=from=b,target=/x --mount=from=c:1,target=/y true\n", "FROM a\nCOPY <<EOF /x\nFROM b\nEOF\n",
 		"# syntax=$A\nFROM a\n", "ARG A=b\nARG B=${A}${A}\nFROM $B:1\nFROM ${B%%:*}\n",
+		doublingBomb("$A", 24), "ARG B=${A//?/${A//?/${A//?/$A$A}}}\nFROM ${B//?/$B}\n",
 	} {
 		f.Add(s, "")
 	}
+	f.Add(doublingBomb("x", 24), strings.Repeat("x", 4000))
 	f.Fuzz(func(t *testing.T, src, arg string) {
 		l := &Linter{Policy: p, Now: testNow, BuildArgs: map[string]string{"A": arg}}
-		fs, err := l.Lint("Dockerfile", Dockerfile, []byte(src))
+		var (
+			fs  []Finding
+			err error
+		)
+		n := allocated(func() { fs, err = l.Lint(t.Context(), "Dockerfile", Dockerfile, []byte(src)) })
 		checkFailsClosed(t, fs, err)
+		if limit := uint64(64*(len(src)+len(arg))) + 64<<20; n > limit {
+			t.Fatalf("allocated %d bytes for %d bytes of input, over %d", n, len(src)+len(arg), limit)
+		}
 	})
 }
 
@@ -100,7 +111,7 @@ func FuzzManifests(f *testing.F) {
 			kind = Compose
 		}
 		l := &Linter{Policy: p, Now: testNow}
-		fs, err := l.Lint("f.yaml", kind, []byte(src))
+		fs, err := l.Lint(t.Context(), "f.yaml", kind, []byte(src))
 		checkFailsClosed(t, fs, err)
 	})
 }

@@ -5,6 +5,7 @@
 package lint
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -83,23 +84,27 @@ type Linter struct {
 }
 
 // Lint finds and judges every image the input would pull. name is what
-// findings and errors call the input.
-func (l *Linter) Lint(name string, kind Kind, data []byte) ([]Finding, error) {
+// findings and errors call the input. It stops with ctx's error when ctx
+// is cancelled.
+func (l *Linter) Lint(ctx context.Context, name string, kind Kind, data []byte) ([]Finding, error) {
 	var (
 		uses []imageUse
 		err  error
 	)
 	switch kind {
 	case Dockerfile:
-		uses, err = dockerfileImages(data, l.BuildArgs, nil)
+		uses, err = dockerfileImages(ctx, data, l.BuildArgs, nil)
 	case Compose:
-		uses, err = composeImages(data, l.BuildArgs)
+		uses, err = composeImages(ctx, data, l.BuildArgs)
 	case Kubernetes:
 		uses, _, err = kubernetesImages(data)
 	default:
 		err = fmt.Errorf("unknown input type %q", kind)
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
 		if pe, ok := err.(*ParseError); ok {
 			pe.File = name
 			return nil, pe

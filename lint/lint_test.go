@@ -47,11 +47,11 @@ func golden(t *testing.T, name string, got []byte) {
 // input order), failing on any error.
 func lintPaths(t *testing.T, l *Linter, paths ...string) []Finding {
 	t.Helper()
-	inputs, err := Collect(paths, "")
+	inputs, err := Collect(t.Context(), paths, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	all, errs := l.LintAll(inputs)
+	all, errs := l.LintAll(t.Context(), inputs)
 	for _, err := range errs {
 		var skipped *Skipped
 		if !errors.As(err, &skipped) {
@@ -107,7 +107,7 @@ func verdicts(fs []Finding) []string {
 
 func lintString(t *testing.T, l *Linter, kind Kind, src string) []string {
 	t.Helper()
-	fs, err := l.Lint("test", kind, []byte(src))
+	fs, err := l.Lint(t.Context(), "test", kind, []byte(src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestDockerfileCases(t *testing.T) {
 
 func TestUnresolvedReasons(t *testing.T) {
 	l := testLinter(t, nil)
-	fs, err := l.Lint("Dockerfile", Dockerfile, []byte("ARG TAG\nFROM alpine:$TAG\nFROM alpine:3.20\nCOPY --from=$TAG /a /b\n"))
+	fs, err := l.Lint(t.Context(), "Dockerfile", Dockerfile, []byte("ARG TAG\nFROM alpine:$TAG\nFROM alpine:3.20\nCOPY --from=$TAG /a /b\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestUnresolvedReasons(t *testing.T) {
 		t.Errorf("COPY --from=$TAG: %+v", f)
 	}
 	l.BuildArgs = map[string]string{"TAG": "3.20"}
-	fs, _ = l.Lint("Dockerfile", Dockerfile, []byte("ARG TAG\nFROM alpine:$TAG\n"))
+	fs, _ = l.Lint(t.Context(), "Dockerfile", Dockerfile, []byte("ARG TAG\nFROM alpine:$TAG\n"))
 	if len(fs) != 1 || !fs[0].Decision.Allowed || fs[0].Decision.Reference != "docker.io/library/alpine:3.20" {
 		t.Errorf("with --build-arg TAG=3.20: %v", verdicts(fs))
 	}
@@ -194,7 +194,7 @@ func TestParseErrorsHavePositions(t *testing.T) {
 		{Kubernetes, "apiVersion: v1\nkind: Pod\nspec:\n  containers:\n    - name: a\n      image: {x: 1}\n", 6},
 	}
 	for _, tc := range cases {
-		_, err := l.Lint("f", tc.kind, []byte(tc.src))
+		_, err := l.Lint(t.Context(), "f", tc.kind, []byte(tc.src))
 		var pe *ParseError
 		if !errors.As(err, &pe) {
 			t.Errorf("%s %q: want a ParseError, got %v", tc.kind, tc.src, err)
@@ -231,7 +231,7 @@ func TestAliasBomb(t *testing.T) {
 	src += "apiVersion: v1\nkind: List\nitems: [*i, *i]\n"
 	for _, kind := range []Kind{Kubernetes, Compose} {
 		start := time.Now()
-		_, err := testLinter(t, nil).Lint("bomb.yaml", kind, []byte(src))
+		_, err := testLinter(t, nil).Lint(t.Context(), "bomb.yaml", kind, []byte(src))
 		var pe *ParseError
 		if !errors.As(err, &pe) || !strings.Contains(err.Error(), "aliases") {
 			t.Errorf("%s: want a ParseError about aliases, got %v", kind, err)
@@ -257,18 +257,18 @@ func TestSyntaxBuildArg(t *testing.T) {
 // TestWalkSkipsUnparsableYAML: a Helm template found by the walk is not an
 // error but is reported as skipped, with the parser's line.
 func TestWalkSkipsUnparsableYAML(t *testing.T) {
-	inputs, err := Collect([]string{"testdata/corpus/helm"}, "")
+	inputs, err := Collect(t.Context(), []string{"testdata/corpus/helm"}, "")
 	if err != nil || len(inputs) != 1 || !inputs[0].Probe {
 		t.Fatalf("%+v, %v", inputs, err)
 	}
-	fs, err := testLinter(t, nil).LintInput(inputs[0])
+	fs, err := testLinter(t, nil).LintInput(t.Context(), inputs[0])
 	var skipped *Skipped
 	if fs != nil || !errors.As(err, &skipped) || !strings.HasPrefix(err.Error(), "testdata/corpus/helm/templates/deployment.yaml:") {
 		t.Fatalf("findings %v, error %v", fs, err)
 	}
 	// Named on the command line, the same file is a parse error.
-	inputs, _ = Collect([]string{"testdata/corpus/helm/templates/deployment.yaml"}, "")
-	_, err = testLinter(t, nil).LintInput(inputs[0])
+	inputs, _ = Collect(t.Context(), []string{"testdata/corpus/helm/templates/deployment.yaml"}, "")
+	_, err = testLinter(t, nil).LintInput(t.Context(), inputs[0])
 	var pe *ParseError
 	if !errors.As(err, &pe) || errors.As(err, &skipped) {
 		t.Fatalf("named file: %v", err)
@@ -285,11 +285,11 @@ func TestComposeInlineDockerfile(t *testing.T) {
 	if want := "compose service app dockerfile_inline FROM | ${BASE}:3.20 | DENY | "; len(got) != 1 || got[0] != want {
 		t.Fatalf("got %q, want %q", got, want)
 	}
-	fs, err := testLinter(t, map[string]string{"BASE": "registry.corp.example.com/base"}).Lint("c.yml", Compose, []byte(src))
+	fs, err := testLinter(t, map[string]string{"BASE": "registry.corp.example.com/base"}).Lint(t.Context(), "c.yml", Compose, []byte(src))
 	if err != nil || len(fs) != 1 || !fs[0].Decision.Allowed || fs[0].Line != 7 {
 		t.Fatalf("with --build-arg BASE: %+v, %v", fs, err)
 	}
-	_, err = testLinter(t, nil).Lint("c.yml", Compose, []byte("services:\n  app:\n    build:\n      dockerfile_inline: |\n        FROM a\n        FROM a b\n"))
+	_, err = testLinter(t, nil).Lint(t.Context(), "c.yml", Compose, []byte("services:\n  app:\n    build:\n      dockerfile_inline: |\n        FROM a\n        FROM a b\n"))
 	var pe *ParseError
 	if !errors.As(err, &pe) || pe.Line != 6 || !strings.Contains(err.Error(), "compose service app dockerfile_inline") {
 		t.Fatalf("parse error: %v", err)

@@ -37,11 +37,11 @@ func TestSARIFValidates(t *testing.T) {
 	schema := sarifSchema(t)
 	fs := lintPaths(t, testLinter(t, nil), "testdata/corpus")
 	// A file name that must be escaped in a URI, and an absolute one.
-	extra, err := testLinter(t, nil).Lint("dir with space/Dockerfile", Dockerfile, []byte("FROM evil.io/x:1\n"))
+	extra, err := testLinter(t, nil).Lint(t.Context(), "dir with space/Dockerfile", Dockerfile, []byte("FROM evil.io/x:1\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	abs, _ := testLinter(t, nil).Lint("/abs/Dockerfile", Dockerfile, []byte("FROM evil.io/x:1\n"))
+	abs, _ := testLinter(t, nil).Lint(t.Context(), "/abs/Dockerfile", Dockerfile, []byte("FROM evil.io/x:1\n"))
 	fs = append(append(fs, extra...), abs...)
 
 	var out bytes.Buffer
@@ -90,7 +90,7 @@ func TestSARIFValidates(t *testing.T) {
 func TestSARIFSchemaRejects(t *testing.T) {
 	schema := sarifSchema(t)
 	var out bytes.Buffer
-	fs, _ := testLinter(t, nil).Lint("Dockerfile", Dockerfile, []byte("FROM evil.io/x:1\n"))
+	fs, _ := testLinter(t, nil).Lint(t.Context(), "Dockerfile", Dockerfile, []byte("FROM evil.io/x:1\n"))
 	if err := WriteSARIF(&out, "", fs); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package lint
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,9 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
+
+	"github.com/pullguard/pullguard/policy"
 )
 
 // Input is one file to lint.
@@ -19,6 +23,9 @@ type Input struct {
 	// content can show to be a Kubernetes manifest: one that does not parse,
 	// or holds no Kubernetes object, is skipped rather than reported.
 	Probe bool
+	// Refused says why a link the walk found is not read (followLink); it
+	// is then a finding of its own, naming Target, the link as written.
+	Refused, Target string
 }
 
 // skippedDirs are not walked: version control and vendored trees.
@@ -51,48 +58,122 @@ func matches(name, pattern string) bool {
 // Collect expands the paths given on the command line into the files to
 // lint. A file named explicitly is linted as forced (when not "") or as its
 // name says, and is an error if its name says nothing; a directory is
-// walked recursively and yields only the files its names recognise.
-func Collect(paths []string, forced Kind) ([]Input, error) {
+// walked recursively and yields only the files its names recognise, links
+// among them (followLink). It stops with ctx's error when ctx is cancelled.
+func Collect(ctx context.Context, paths []string, forced Kind) ([]Input, error) {
 	var inputs []Input
 	for _, p := range paths {
 		st, err := os.Stat(p)
 		if err != nil {
 			return nil, err
 		}
-		if !st.IsDir() {
-			kind := forced
-			if kind == "" {
-				kind = KindOf(p)
+		if st.IsDir() {
+			if inputs, err = walkTree(ctx, p, inputs); err != nil {
+				return nil, err
 			}
-			if kind == "" {
-				return nil, fmt.Errorf("%s: cannot tell from its name whether it is a Dockerfile, a Compose file or a Kubernetes manifest; use --type", p)
-			}
-			inputs = append(inputs, Input{Path: p, Kind: kind})
 			continue
 		}
-		err = filepath.WalkDir(p, func(path string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
+		kind := forced
+		if kind == "" {
+			kind = KindOf(p)
+		}
+		if kind == "" {
+			return nil, fmt.Errorf("%s: cannot tell from its name whether it is a Dockerfile, a Compose file or a Kubernetes manifest; use --type", p)
+		}
+		inputs = append(inputs, Input{Path: p, Kind: kind})
+	}
+	return inputs, nil
+}
+
+// walkTree appends the inputs under the directory root. The tree is what
+// root resolves to, so that a root given as a link is walked; files are
+// named under root as given.
+func walkTree(ctx context.Context, root string, inputs []Input) ([]Input, error) {
+	tree, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return nil, err
+	}
+	err = filepath.WalkDir(tree, func(real string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(tree, real)
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(root, rel)
+		switch {
+		case d.IsDir():
+			if real != tree && skippedDirs[d.Name()] {
+				return filepath.SkipDir
 			}
-			if d.IsDir() {
-				if path != p && skippedDirs[d.Name()] {
-					return filepath.SkipDir
-				}
-				return nil
+		case d.Type()&fs.ModeSymlink != 0:
+			if in, ok := followLink(tree, real, path); ok {
+				inputs = append(inputs, in)
 			}
-			if !d.Type().IsRegular() {
-				return nil
-			}
+		case d.Type().IsRegular():
 			if kind := KindOf(path); kind != "" {
 				inputs = append(inputs, Input{Path: path, Kind: kind, Probe: kind == Kubernetes})
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
 		}
+		return nil
+	})
+	return inputs, err
+}
+
+// followLink judges a link the walk found at real (path as reported).
+// BuildKit and the classic builder read a Dockerfile or Compose file
+// through a link, so a link to a file inside the tree is linted under the
+// link's name. A link that leaves the tree — absolute, up past its root,
+// or through a linked directory — holds what the machine running the build
+// has there, which lint cannot see: it is refused, and so is one that
+// loops or leads nowhere. A link to a directory is not followed: inside
+// the tree the walk reaches the directory itself; outside it, it is
+// refused, since a build can be pointed at a Dockerfile in it. Links with
+// other names, and links named as skipped directories, are ignored.
+func followLink(tree, real, path string) (Input, bool) {
+	if skippedDirs[filepath.Base(real)] {
+		return Input{}, false
 	}
-	return inputs, nil
+	kind := KindOf(path)
+	target, _ := os.Readlink(real)
+	refuse := func(format string, args ...any) (Input, bool) {
+		return Input{Path: path, Kind: kind, Target: target, Refused: fmt.Sprintf(format, args...)}, true
+	}
+	st, err := os.Stat(real)
+	switch {
+	case err != nil && kind == "":
+		return Input{}, false // names nothing lint reads
+	case errors.Is(err, syscall.ELOOP):
+		return refuse("the link loops: it never reaches a file, and lint does not read it")
+	case errors.Is(err, fs.ErrNotExist):
+		return refuse("the link leads to nothing: %s does not exist", target)
+	case err != nil:
+		return refuse("the link cannot be followed: %v", err)
+	case !st.IsDir() && kind == "":
+		return Input{}, false
+	}
+	resolved, err := filepath.EvalSymlinks(real)
+	if err != nil {
+		return refuse("the link cannot be followed: %v", err)
+	}
+	if rel, err := filepath.Rel(tree, resolved); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		what := "file"
+		if st.IsDir() {
+			what = "directory"
+		}
+		return refuse("the link leads out of the tree lint walks, to the %s %s: what it holds where the build runs is not known here (name it to lint it)", what, resolved)
+	}
+	switch {
+	case st.IsDir():
+		return Input{}, false
+	case !st.Mode().IsRegular():
+		return refuse("the link leads to %s, which is not a regular file", resolved)
+	}
+	return Input{Path: path, Kind: kind, Probe: kind == Kubernetes}, true
 }
 
 // Skipped is a YAML file found by a directory walk that does not parse (a
@@ -113,8 +194,15 @@ func (s *Skipped) Error() string {
 
 // LintInput reads and lints one collected file. A probed YAML file that
 // holds no Kubernetes object yields nothing; one that does not parse yields
-// a *Skipped.
-func (l *Linter) LintInput(in Input) ([]Finding, error) {
+// a *Skipped. A refused link is one unresolved finding.
+func (l *Linter) LintInput(ctx context.Context, in Input) ([]Finding, error) {
+	if in.Refused != "" {
+		return []Finding{{File: in.Path, Source: "symlink", Input: in.Target, Unresolved: true,
+			Decision: policy.Decision{Input: in.Target, Reason: in.Refused}}}, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	data, err := os.ReadFile(in.Path)
 	if err != nil {
 		return nil, err
@@ -129,12 +217,15 @@ func (l *Linter) LintInput(in Input) ([]Finding, error) {
 		}
 		return l.judge(in.Path, uses), nil
 	}
-	return l.Lint(in.Path, in.Kind, data)
+	return l.Lint(ctx, in.Path, in.Kind, data)
 }
 
 // LintAll lints the inputs on every CPU and returns the findings in input
-// order, with every error (each names its file).
-func (l *Linter) LintAll(inputs []Input) ([]Finding, []error) {
+// order, with every error (each names its file). When ctx is cancelled it
+// returns at once with ctx's error alone: inputs still being read (a pipe
+// that never ends, a huge file) are abandoned, since the caller is
+// stopping.
+func (l *Linter) LintAll(ctx context.Context, inputs []Input) ([]Finding, []error) {
 	type result struct {
 		findings []Finding
 		err      error
@@ -147,16 +238,33 @@ func (l *Linter) LintAll(inputs []Input) ([]Finding, []error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				fs, err := l.LintInput(inputs[i])
+				fs, err := l.LintInput(ctx, inputs[i])
 				results[i] = result{fs, err}
 			}
 		}()
 	}
-	for i := range inputs {
-		next <- i
+	go func() {
+		defer close(next)
+		for i := range inputs {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
 	}
-	close(next)
-	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, []error{err}
+	}
 	var (
 		findings []Finding
 		errs     []error

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -36,13 +39,21 @@ Dockerfile, *.Dockerfile, Dockerfile.*, Containerfile, compose*.y*ml and
 docker-compose*.y*ml by name, and any other *.yaml or *.yml that holds
 Kubernetes objects. "-" reads standard input; --type says what it is.
 
-Exit status: 0 if every image is allowed, 1 if any is denied, 2 on a usage or
-policy error or a file that cannot be parsed.`,
+A link named like an input is linted when it leads to a file inside the
+directory walked. One that leads out of it (or a link to a directory outside
+it), loops or leads nowhere is a finding of its own: lint cannot see what the
+build would read there. ARG expansion is bounded: an expansion of more than
+4 KiB, or 1 MiB for a whole Dockerfile, is refused as unresolved.
+
+Exit status: 0 if every image is allowed, 1 if any is denied or cannot be
+worked out, 2 on a usage or policy error, a file that cannot be parsed, or
+when stopped by SIGINT or SIGTERM.`,
 		Example: `  pullguard lint .
   pullguard lint --build-arg BASE_TAG=1.25 --output sarif . > pullguard.sarif
   helm template ./chart | pullguard lint --type kubernetes -`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
 			if output != "text" && output != "json" && output != "sarif" {
 				return usageError("--output must be text, json or sarif, not %q", output)
 			}
@@ -70,9 +81,12 @@ policy error or a file that cannot be parsed.`,
 			if stdin && kind == "" {
 				return usageError("reading standard input needs --type dockerfile, compose or kubernetes")
 			}
-			inputs, err := lint.Collect(files, kind)
+			inputs, err := lint.Collect(ctx, files, kind)
+			if ctx.Err() != nil {
+				return stopped(ctx)
+			}
 			if err != nil {
-				return usageError("%v", err)
+				return usageError("%v", printable(err.Error()))
 			}
 			p, err := pf.load()
 			if err != nil {
@@ -83,31 +97,42 @@ policy error or a file that cannot be parsed.`,
 			var findings []lint.Finding
 			var parseErrs []error
 			if stdin {
-				data, err := io.ReadAll(cmd.InOrStdin())
+				data, err := readAll(ctx, cmd.InOrStdin())
+				if ctx.Err() != nil {
+					return stopped(ctx)
+				}
 				if err != nil {
 					return usageError("reading standard input: %v", err)
 				}
-				fs, err := l.Lint(stdinName, kind, data)
+				fs, err := l.Lint(ctx, stdinName, kind, data)
 				if err != nil {
 					parseErrs = append(parseErrs, err)
 				}
 				findings = fs
 			}
-			fs, errs := l.LintAll(inputs)
+			fs, errs := l.LintAll(ctx, inputs)
+			if ctx.Err() != nil {
+				return stopped(ctx)
+			}
 			findings = append(findings, fs...)
 			for _, err := range errs {
 				var skipped *lint.Skipped
 				if errors.As(err, &skipped) {
-					fmt.Fprintln(cmd.ErrOrStderr(), "pullguard: note:", skipped)
+					fmt.Fprintln(cmd.ErrOrStderr(), "pullguard: note:", printable(skipped.Error()))
 				} else {
-					parseErrs = append(parseErrs, err)
+					// A message names the file and may quote it.
+					parseErrs = append(parseErrs, errors.New(printable(err.Error())))
 				}
 			}
 			if !stdin && len(inputs) == 0 {
 				// Not an error (a repository may have nothing to lint yet),
 				// but a CI job pointed at the wrong path should not pass
 				// without a word.
-				fmt.Fprintln(cmd.ErrOrStderr(), "pullguard: note: no Dockerfile, Compose file or Kubernetes manifest found in", strings.Join(files, ", "))
+				names := make([]string, len(files))
+				for i, f := range files {
+					names[i] = printable(f)
+				}
+				fmt.Fprintln(cmd.ErrOrStderr(), "pullguard: note: no Dockerfile, Compose file or Kubernetes manifest found in", strings.Join(names, ", "))
 			}
 			if err := writeFindings(cmd.OutOrStdout(), output, findings); err != nil {
 				return err
@@ -144,8 +169,35 @@ func parseBuildArgs(args []string) (map[string]string, error) {
 	return out, nil
 }
 
+// stopped is lint's outcome when CI cancels it: no verdict, and a status
+// that is not success.
+func stopped(ctx context.Context) error {
+	return &exitError{code: exitUsage, err: fmt.Errorf("lint stopped before it finished (%v): nothing was judged", context.Cause(ctx))}
+}
+
+// readAll reads r to its end, or until ctx is cancelled: a pipe that
+// never closes must not keep lint from stopping.
+func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
+	type result struct {
+		data []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		data, err := io.ReadAll(r)
+		done <- result{data, err}
+	}()
+	select {
+	case res := <-done:
+		return res.data, res.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
 // writeFindings prints the findings. Text is check's line for each
-// decision, after the file and line and followed by what named the image.
+// decision, after the file and line (none for a finding about a whole
+// file) and followed by what named the image.
 func writeFindings(w io.Writer, format string, findings []lint.Finding) error {
 	switch format {
 	case "json":
@@ -160,7 +212,24 @@ func writeFindings(w io.Writer, format string, findings []lint.Finding) error {
 		if err := writeDecision(&line, "text", f.Decision); err != nil {
 			return err
 		}
-		fmt.Fprintf(bw, "%s:%d: %s [%s %s]\n", f.File, f.Line, strings.TrimSuffix(line.String(), "\n"), f.Source, f.Input)
+		bw.WriteString(printable(f.File))
+		if f.Line > 0 {
+			fmt.Fprintf(bw, ":%d", f.Line)
+		}
+		fmt.Fprintf(bw, ": %s [%s %s]\n", printable(strings.TrimSuffix(line.String(), "\n")), printable(f.Source), printable(f.Input))
 	}
 	return bw.Flush()
+}
+
+// printable returns s unchanged when every character in it prints, and
+// otherwise quoted as Go quotes it ("a\nb", "\x1b[2J"): a file name, or
+// anything a repository writes, cannot forge a line of lint's text output
+// or drive the terminal showing it. JSON and SARIF escape on their own.
+func printable(s string) string {
+	for _, r := range s {
+		if r == utf8.RuneError || !strconv.IsPrint(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
