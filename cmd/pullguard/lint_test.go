@@ -2,13 +2,18 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
 var (
@@ -40,9 +45,13 @@ func builtBinary(t *testing.T) string {
 	return builtPath
 }
 
+// runBinary runs pullguard, killed after a minute: a hostile input must
+// fail the test, not hang the suite.
 func runBinary(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	cmd := exec.Command(builtBinary(t), args...)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, builtBinary(t), args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	cmd.Env = append(os.Environ(), "PULLGUARD_POLICY=")
 	var out, errOut bytes.Buffer
@@ -176,5 +185,174 @@ func TestLintSARIF(t *testing.T) {
 	if r.RuleID != "image-not-allowed" || r.Level != "error" || loc.ArtifactLocation.URI != "Dockerfile" || loc.Region.StartLine != 2 ||
 		r.Message.Text != "COPY --from: localhost:5000/evil/tools:1 is not allowed: no allow rule matches" {
 		t.Errorf("result: %+v", r)
+	}
+}
+
+// TestLintHostileRepositories: what a repository can throw at lint — an
+// ARG expansion bomb, links out of the tree or in a loop, names that would
+// forge lines of output — each ends in a finding or an escaped line and a
+// failing status, never a hang, a silent pass or a forged verdict.
+func TestLintHostileRepositories(t *testing.T) {
+	pol := fixedPolicy(t)
+	base := t.TempDir()
+	outside := writeFile(t, base, "outside/Dockerfile", "FROM localhost:5000/evil/miner:1\n")
+	tree := filepath.Join(base, "repo")
+
+	// 26 lines: ARG A of 8 bytes, 24 ARGs doubling it, FROM the last (128 MiB).
+	bomb := "ARG A=xxxxxxxx\n"
+	for i, prev := 1, "A"; i <= 24; i++ {
+		bomb += fmt.Sprintf("ARG B%d=${%s}${%s}\n", i, prev, prev)
+		prev = fmt.Sprintf("B%d", i)
+	}
+	bomb += "FROM $B24\n"
+	writeFile(t, tree, "bomb/Dockerfile", bomb)
+
+	writeFile(t, tree, "app/Dockerfile.base", "FROM nginx:1.25\n")
+	link := func(target, name string) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(tree, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(target, filepath.Join(tree, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	link("app/Dockerfile.base", "Dockerfile")
+	link(outside, "abs/Dockerfile")
+	link("../../outside/Dockerfile", "up/compose.yaml")
+	link("compose.yaml", "loop/compose.yaml")
+
+	// A directory whose name would print a line of its own, and one with
+	// terminal escapes; a manifest whose object name holds escapes.
+	forged := "x\n" + tree + "/Dockerfile:1: ALLOW localhost:5000/evil/miner:1 POLICY:3: matches allow rule localhost:5000/approved/** [FROM x]\n"
+	writeFile(t, tree, forged+"/Dockerfile", "FROM localhost:5000/evil/miner:1\n")
+	writeFile(t, tree, "\x1b[2J\x1b]0;pwned\x07/Dockerfile", "FROM nginx:1.25\n")
+	writeFile(t, tree, "k8s/pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: \"p\\e[8m\"}\nspec:\n  containers: [{name: c, image: localhost:5000/evil/miner:1}]\n")
+
+	run := func(args ...string) (int, []string, string) {
+		t.Helper()
+		start := time.Now()
+		code, out, errOut := runBinary(t, "", append([]string{"lint", "--policy", pol}, args...)...)
+		if d := time.Since(start); d > 20*time.Second {
+			t.Errorf("lint %v took %v", args, d)
+		}
+		return code, strings.Split(strings.TrimSuffix(strings.ReplaceAll(out, pol, "POLICY"), "\n"), "\n"), errOut
+	}
+
+	t.Run("expansion bomb", func(t *testing.T) {
+		code, lines, errOut := run(filepath.Join(tree, "bomb"))
+		want := tree + "/bomb/Dockerfile:26: DENY  \"$B24\" default: unresolved: ARG B10 on line 11 expands to more than 4096 bytes, which no image reference needs [FROM $B24]"
+		if code != 1 || len(lines) != 1 || lines[0] != want {
+			t.Errorf("exit %d, stdout %q, stderr %q\nwant exit 1 and %q", code, lines, errOut, want)
+		}
+	})
+
+	t.Run("links", func(t *testing.T) {
+		code, lines, errOut := run(tree)
+		for _, want := range []string{
+			tree + "/Dockerfile:1: ALLOW docker.io/library/nginx:1.25 POLICY:4: matches allow rule docker.io/library/* tags [1.*] [FROM nginx:1.25]",
+			tree + "/abs/Dockerfile: DENY  " + fmt.Sprintf("%q", outside) + " default: the link leads out of the tree lint walks, to the file " + outside +
+				": what it holds where the build runs is not known here (name it to lint it) [symlink " + outside + "]",
+			tree + "/loop/compose.yaml: DENY  \"compose.yaml\" default: the link loops: it never reaches a file, and lint does not read it [symlink compose.yaml]",
+			tree + "/up/compose.yaml: DENY  \"../../outside/Dockerfile\" default: the link leads out of the tree lint walks, to the file " + outside +
+				": what it holds where the build runs is not known here (name it to lint it) [symlink ../../outside/Dockerfile]",
+		} {
+			if !slicesContains(lines, want) {
+				t.Errorf("stdout lacks %q:\n%s", want, strings.Join(lines, "\n"))
+			}
+		}
+		if code != 1 {
+			t.Errorf("exit %d, want 1; stderr %q", code, errOut)
+		}
+	})
+
+	t.Run("text output escapes names", func(t *testing.T) {
+		_, lines, _ := run(tree)
+		out := strings.Join(lines, "\n")
+		if strings.ContainsAny(out, "\x1b\x07") {
+			t.Errorf("stdout holds terminal control characters:\n%q", out)
+		}
+		for _, want := range []string{
+			fmt.Sprintf("%q", tree+"/"+forged+"/Dockerfile") + ":1: DENY  localhost:5000/evil/miner:1 default: no allow rule matches [FROM localhost:5000/evil/miner:1]",
+			fmt.Sprintf("%q", tree+"/\x1b[2J\x1b]0;pwned\x07/Dockerfile") + ":1: ALLOW docker.io/library/nginx:1.25",
+			tree + "/k8s/pod.yaml:5: DENY  localhost:5000/evil/miner:1 default: no allow rule matches [\"Pod p\\x1b[8m container c\" localhost:5000/evil/miner:1]",
+		} {
+			if !strings.Contains(out, want) {
+				t.Errorf("stdout lacks %q:\n%s", want, out)
+			}
+		}
+		for _, l := range lines {
+			if strings.HasPrefix(l, tree+"/Dockerfile:1: ALLOW localhost:5000/evil") {
+				t.Errorf("a file name forged a line: %q", l)
+			}
+		}
+	})
+}
+
+func slicesContains(lines []string, want string) bool {
+	for _, l := range lines {
+		if l == want {
+			return true
+		}
+	}
+	return false
+}
+
+// TestLintStopsOnSIGTERM: a CI job cancelled while lint works through a
+// large tree (300 Dockerfiles of 40,000 lines) gets lint's exit within a
+// second or two, a failing status and a line saying why — not a process
+// that runs on until it is killed.
+func TestLintStopsOnSIGTERM(t *testing.T) {
+	pol := fixedPolicy(t)
+	dir := t.TempDir()
+	var src strings.Builder
+	src.WriteString("FROM nginx:1.25\n")
+	for i := range 40000 {
+		fmt.Fprintf(&src, "RUN echo %d && true\n", i)
+	}
+	first := writeFile(t, dir, "d0/Dockerfile", src.String())
+	for i := 1; i < 300; i++ {
+		name := filepath.Join(dir, fmt.Sprintf("d%d", i))
+		if err := os.Mkdir(name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Link(first, filepath.Join(name, "Dockerfile")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(builtBinary(t), "lint", "--policy", pol, dir)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		t.Fatalf("lint finished before it could be stopped (%v): the input is not slow enough", err)
+	case <-time.After(time.Second):
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	var err error
+	select {
+	case err = <-exited:
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("lint was still running 20 s after SIGTERM (killed)")
+	}
+	if d := time.Since(sent); d > 2*time.Second {
+		t.Errorf("lint exited %v after SIGTERM, want within 2 s", d)
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Errorf("exit %v, want status 2", err)
+	}
+	if want := "pullguard: lint stopped before it finished (terminated signal received): nothing was judged\n"; errOut.String() != want || out.Len() != 0 {
+		t.Errorf("stdout %q, stderr %q; want no findings and %q", out.String(), errOut.String(), want)
 	}
 }
