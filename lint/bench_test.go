@@ -166,3 +166,18 @@ func BenchmarkParseOnlyOneDockerfile(b *testing.B) {
 	}
 	reportFiles(b, per)
 }
+
+// BenchmarkExpansionBomb is the 26-line Dockerfile of doubling ARGs: it is
+// refused within the expansion bounds (expand.go), a few hundred KiB a run
+// where it used to grow without end.
+func BenchmarkExpansionBomb(b *testing.B) {
+	src := []byte(doublingBomb(strings.Repeat("x", 64), 24))
+	l := testLinter(b, nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		fs, err := l.Lint(b.Context(), "Dockerfile", Dockerfile, src)
+		if err != nil || len(fs) != 1 || !fs[0].Unresolved {
+			b.Fatalf("%+v, %v", fs, err)
+		}
+	}
+}

@@ -295,3 +295,41 @@ func TestComposeInlineDockerfile(t *testing.T) {
 		t.Fatalf("parse error: %v", err)
 	}
 }
+
+// TestDL3026 runs hadolint's DL3026 spec cases ("use only an allowed
+// registry in the FROM image") through lint, each allowed registry R as an
+// allow rule for R/**: what lint finds and leaves out (scratch, earlier
+// stages) and the verdicts. The cases that turn on what docker.io/**
+// covers are the policy's, and tested there.
+func TestDL3026(t *testing.T) {
+	cases := []struct {
+		name, policy, src string
+		want              []string
+	}{
+		{"does not warn on empty allowed registries", "default: allow\n", "FROM random.com/debian\n",
+			[]string{"FROM | random.com/debian | ALLOW | random.com/debian:latest"}},
+		{"warn on non-allowed registry", "allow:\n  - image: docker.io/**\n", "FROM random.com/debian\n",
+			[]string{"FROM | random.com/debian | DENY | random.com/debian:latest"}},
+		{"does not warn on allowed registries", "allow:\n  - image: x.com/**\n  - image: random.com/**\n", "FROM random.com/debian\n",
+			[]string{"FROM | random.com/debian | ALLOW | random.com/debian:latest"}},
+		{"doesn't warn on scratch image", "allow:\n  - image: x.com/**\n  - image: random.com/**\n", "FROM scratch\n", nil},
+		{"allows using previous stages", "allow:\n  - image: random.com/**\n", "FROM random.com/foo AS builder1\nFROM builder1 AS builder2\n",
+			[]string{"FROM | random.com/foo | ALLOW | random.com/foo:latest"}},
+		{"warn on non-allowed wildcard registry", "allow:\n  - image: \"*.random.com/**\"\n", "FROM x.com/debian\n",
+			[]string{"FROM | x.com/debian | DENY | x.com/debian:latest"}},
+		{"does not warn on allowed wildcard registries", "allow:\n  - image: x.com/**\n  - image: \"*.random.com/**\"\n", "FROM foo.random.com/debian\n",
+			[]string{"FROM | foo.random.com/debian | ALLOW | foo.random.com/debian:latest"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte(tc.policy)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := lintString(t, &Linter{Policy: p, Now: testNow}, Dockerfile, tc.src)
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("got:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}

@@ -117,8 +117,8 @@ var sarifRules = []sarifRule{{
 	ID:                   "image-unresolved",
 	Name:                 "ImageUnresolved",
 	ShortDescription:     sarifText{"The image cannot be worked out, so it is denied"},
-	FullDescription:      sarifText{"The reference depends on an ARG or variable without a value here, or on a construct the builder rejects; pullguard fails closed."},
-	Help:                 sarifText{"Give the ARG a default, or pass its CI value with --build-arg NAME=VALUE."},
+	FullDescription:      sarifText{"The reference depends on an ARG or variable without a value here, on a construct the builder rejects, or on an ARG expansion past lint's bounds; or the file is a link lint does not follow (out of the tree, a loop, nowhere). pullguard fails closed."},
+	Help:                 sarifText{"Give the ARG a default, or pass its CI value with --build-arg NAME=VALUE. Replace a link that leaves the repository with the file itself."},
 	DefaultConfiguration: sarifDefault{"error"},
 }}
 
