@@ -44,12 +44,15 @@ type imageUse struct {
 // Finding is the policy's decision on one image an input would pull.
 type Finding struct {
 	File string
-	// Line is the first line of the instruction or of the image: key.
+	// Line is the first line of the instruction or of the image: key; 0
+	// for a finding about the whole file (a refused link).
 	Line int
 	// Source says what in the file names the image: FROM, COPY --from,
-	// RUN --mount, "compose service web", "Deployment web container app".
+	// RUN --mount, "compose service web", "Deployment web container app";
+	// "symlink" for a link the walk refused (followLink).
 	Source string
-	// Input is the reference as written, before ARG expansion.
+	// Input is the reference as written, before ARG expansion; for a
+	// refused link, the link as written.
 	Input string
 	// Unresolved is set when the reference could not be worked out; the
 	// decision is then a denial saying why.
