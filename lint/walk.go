@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -203,9 +204,14 @@ func (l *Linter) LintInput(ctx context.Context, in Input) ([]Finding, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(in.Path)
+	f, err := os.Open(in.Path)
 	if err != nil {
 		return nil, err
+	}
+	data, err := readInput(f)
+	f.Close()
+	if err != nil {
+		return nil, &ParseError{File: in.Path, Err: err}
 	}
 	if in.Probe {
 		uses, objects, err := kubernetesImages(data)
@@ -218,6 +224,32 @@ func (l *Linter) LintInput(ctx context.Context, in Input) ([]Finding, error) {
 		return l.judge(in.Path, uses), nil
 	}
 	return l.Lint(ctx, in.Path, in.Kind, data)
+}
+
+// maxInputSize bounds what lint reads of one input. The largest real
+// manifests (CRD bundles, rendered charts) are a few MiB; a repository's
+// 10 GB sparse file named Dockerfile must not become 10 GB of memory.
+const maxInputSize = 64 << 20
+
+// readInput reads a file as ReadInput does, refusing a regular file that
+// is too large before reading any of it.
+func readInput(f *os.File) ([]byte, error) {
+	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > maxInputSize {
+		return nil, tooLarge
+	}
+	return ReadInput(f)
+}
+
+var tooLarge = fmt.Errorf("over %d MiB, more than lint reads of one file", maxInputSize>>20)
+
+// ReadInput reads an input whole, refusing one larger than any real
+// Dockerfile, Compose file or manifest.
+func ReadInput(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxInputSize+1))
+	if err == nil && len(data) > maxInputSize {
+		return nil, tooLarge
+	}
+	return data, err
 }
 
 // LintAll lints the inputs on every CPU and returns the findings in input

@@ -3,6 +3,7 @@ package lint
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -177,4 +178,43 @@ func TestCancelStopsLint(t *testing.T) {
 	if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
 		w.Close()
 	}
+}
+
+// TestInputSizeBound: a file larger than any real input (here a sparse
+// 65 MiB Dockerfile; a repository could hold 10 GB) is a parse error with
+// its name, refused before it is read; a pipe is cut off at the bound.
+func TestInputSizeBound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "Dockerfile")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(maxInputSize + 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	inputs, err := Collect(t.Context(), []string{filepath.Dir(path)}, "")
+	if err != nil || len(inputs) != 1 {
+		t.Fatalf("%v, %v", inputs, err)
+	}
+	var fs []Finding
+	n := allocated(func() { fs, err = testLinter(t, nil).LintInput(t.Context(), inputs[0]) })
+	var pe *ParseError
+	if fs != nil || !errors.As(err, &pe) || err.Error() != path+": over 64 MiB, more than lint reads of one file" {
+		t.Errorf("findings %v, error %v", fs, err)
+	}
+	if n > 1<<20 {
+		t.Errorf("allocated %d bytes to refuse it", n)
+	}
+	if _, err := ReadInput(io.LimitReader(zeros{}, maxInputSize+1)); err == nil || !strings.Contains(err.Error(), "over 64 MiB") {
+		t.Errorf("a stream past the bound: %v", err)
+	}
+}
+
+// zeros is an endless stream of zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
 }

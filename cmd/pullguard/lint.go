@@ -175,8 +175,9 @@ func stopped(ctx context.Context) error {
 	return &exitError{code: exitUsage, err: fmt.Errorf("lint stopped before it finished (%v): nothing was judged", context.Cause(ctx))}
 }
 
-// readAll reads r to its end, or until ctx is cancelled: a pipe that
-// never closes must not keep lint from stopping.
+// readAll reads r to its end (within lint's bound on an input), or until
+// ctx is cancelled: a pipe that never closes must not keep lint from
+// stopping.
 func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
 	type result struct {
 		data []byte
@@ -184,7 +185,7 @@ func readAll(ctx context.Context, r io.Reader) ([]byte, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		data, err := io.ReadAll(r)
+		data, err := lint.ReadInput(r)
 		done <- result{data, err}
 	}()
 	select {
