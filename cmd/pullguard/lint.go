@@ -43,7 +43,8 @@ A link named like an input is linted when it leads to a file inside the
 directory walked. One that leads out of it (or a link to a directory outside
 it), loops or leads nowhere is a finding of its own: lint cannot see what the
 build would read there. ARG expansion is bounded: an expansion of more than
-4 KiB, or 1 MiB for a whole Dockerfile, is refused as unresolved.
+4 KiB, or 1 MiB for a whole Dockerfile, is refused as unresolved. A file over
+64 MiB is not read.
 
 Exit status: 0 if every image is allowed, 1 if any is denied or cannot be
 worked out, 2 on a usage or policy error, a file that cannot be parsed, or
