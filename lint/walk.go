@@ -210,8 +210,10 @@ func (l *Linter) LintInput(ctx context.Context, in Input) ([]Finding, error) {
 	}
 	data, err := readInput(f)
 	f.Close()
-	if err != nil {
+	if errors.Is(err, tooLarge) {
 		return nil, &ParseError{File: in.Path, Err: err}
+	} else if err != nil {
+		return nil, err
 	}
 	if in.Probe {
 		uses, objects, err := kubernetesImages(data)
