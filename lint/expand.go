@@ -26,10 +26,10 @@ const (
 )
 
 // patternSubstitution finds ${NAME/pattern/replacement} (and //): BuildKit
-// names are letters, digits and _, or one special parameter character.
-// Anything else that looks like one is counted too, which only lowers the
-// budget.
-var patternSubstitution = regexp.MustCompile(`\$\{(?:[\pL\pN_]+|[@*#?$!-])/`)
+// names are letters, digits and _ (or none), or one special parameter
+// character. Anything else that looks like one (an escaped $) is counted
+// too, which only lowers the budget.
+var patternSubstitution = regexp.MustCompile(`\$\{(?:[\pL\pN_]*|[@*#?$!-])/`)
 
 // expansionBudget meters what one Dockerfile's expansions read from ARG
 // values. BuildKit's lexer takes values through Get and cannot be stopped
