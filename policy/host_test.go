@@ -116,6 +116,25 @@ func TestHostGlobDenyCoversHubAliases(t *testing.T) {
 	}
 }
 
+// A deny rule's host glob written for Docker Hub's API host, with a name
+// below it, catches what Docker pulls for that name: its official image.
+func TestHostGlobDenyHubName(t *testing.T) {
+	p, err := Parse(Source{Name: "deny.yaml", Data: []byte("default: allow\ndeny:\n  - image: \"*.docker.io/miner\"\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range []string{"registry-1.docker.io/miner:1", "index.docker.io/library/miner:1", "miner:1"} {
+		if d := p.Decide(in, testNow); d.Allowed {
+			t.Errorf("%s allowed under a deny of *.docker.io/miner", in)
+		}
+	}
+	for _, in := range []string{"acme/miner:1", "quay.io/miner:1", "a.quay.io/miner:1"} {
+		if d := p.Decide(in, testNow); !d.Allowed {
+			t.Errorf("%s denied: %s", in, d.Reason)
+		}
+	}
+}
+
 func TestCanonicalHost(t *testing.T) {
 	for in, want := range map[string]string{
 		"ghcr.io": "ghcr.io", "GHCR.IO:443": "ghcr.io", "ghcr.io:4430": "ghcr.io:4430", "localhost:443": "localhost",

@@ -76,6 +76,14 @@ var hubPatterns = []struct {
 	{"docker.io/*/**", "docker.io/*/**",
 		[]string{"nginx:1", "acme/tool:1", "a/b/c:1"},
 		[]string{"ghcr.io/a/b:1"}},
+	// A host glob that reaches Docker Hub reads a one-segment name there as
+	// Docker does.
+	{"**.docker.io/nginx", "**.docker.io/nginx",
+		[]string{"nginx:1", "docker.io/library/nginx:1", "registry-1.docker.io/nginx:1"},
+		[]string{"acme/nginx:1", "library/nginx/x:1", "ghcr.io/nginx:1"}},
+	{"**.docker.io/*", "**.docker.io/*",
+		[]string{"nginx:1", "index.docker.io/redis:1"},
+		[]string{"acme/nginx:1"}},
 	{"ghcr.io/**", "ghcr.io/**",
 		[]string{"ghcr.io/a:1", "ghcr.io/a/b/c:1"},
 		[]string{"nginx:1", "a/b:1"}},
