@@ -79,7 +79,10 @@ func parseRefWithLibrary(s string) (Ref, error) {
 // added the way it would have been for docker.io.
 func canonicalNamed(named reference.Named) (reference.Named, error) {
 	domain := reference.Domain(named)
-	c := canonicalHost(domain)
+	c, err := canonicalHost(domain)
+	if err != nil {
+		return nil, err
+	}
 	if c == domain {
 		return named, nil
 	}
