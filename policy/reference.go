@@ -163,6 +163,11 @@ func parsePattern(s string) (pattern, error) {
 		}
 		return pattern{anyHost: true, segments: collapseDoubleStars(segs)}, nil
 	}
+	if !strings.ContainsAny(s, "/:@") && strings.Contains(s, ".") {
+		// Docker reads a lone name as an official image, but what has a
+		// dot and no path is a registry written where an image belongs.
+		return pattern{}, fmt.Errorf("image pattern %q is a registry, not an image (alone it would be docker.io/library/%s); write %s/** for every repository on it", s, s, s)
+	}
 	marked := strings.ReplaceAll(hubWide(s), "**", dstarMarker)
 	marked = strings.ReplaceAll(marked, "*", starMarker)
 	if domain, path, tag, digest, ok := splitFast(marked); ok {
