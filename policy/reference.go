@@ -163,9 +163,10 @@ func parsePattern(s string) (pattern, error) {
 		}
 		return pattern{anyHost: true, segments: collapseDoubleStars(segs)}, nil
 	}
-	if !strings.ContainsAny(s, "/:@") && strings.Contains(s, ".") {
+	if !strings.ContainsAny(s, "/:@") && (strings.Contains(s, ".") || s == "localhost") {
 		// Docker reads a lone name as an official image, but what has a
-		// dot and no path is a registry written where an image belongs.
+		// dot (or is localhost) and no path is a registry written where an
+		// image belongs.
 		return pattern{}, fmt.Errorf("image pattern %q is a registry, not an image (alone it would be docker.io/library/%s); write %s/** for every repository on it", s, s, s)
 	}
 	marked := strings.ReplaceAll(hubWide(s), "**", dstarMarker)
