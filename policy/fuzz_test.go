@@ -16,6 +16,7 @@ func FuzzDecide(f *testing.F) {
 		"ghcr.io/acme/tool:v3@sha256:" + strings.Repeat("a", 64), "Nginx", "", "a/b/c/d/e:1.0",
 		"eu.mirror.example.net/x/y:2", "quay.io/a/stable-base:1",
 		"REGISTRY.corp.example.com:443/approved/x:1", "registry-1.docker.io/nginx:1.25", "INDEX.DOCKER.IO/myorg/base:1",
+		"127.0.0.1:034505/evil/miner:1.0", "registry.corp.example.com:0443/approved/x:1", "x.io:0/y", "x.io:65536/y",
 	} {
 		f.Add(s)
 	}
