@@ -47,6 +47,7 @@ func TestAuthzRegistrySpellings(t *testing.T) {
 			"index.docker.io/library/evil:1":      "docker.io/library/evil:1",
 			"evil:1":                              "docker.io/library/evil:1",
 			strings.ToUpper(localhostRef(e, "")) + "evil/miner:1.0": localhostRef(e, "evil/miner:1.0"),
+			zeroPort(localhostRef(e, "evil/miner:1.0")):             localhostRef(e, "evil/miner:1.0"),
 		} {
 			_, err := e.DockerErr(t, "pull", "-q", ref)
 			requireRefused(t, err, plugin, deniedBy(plugin, canonical), "matches deny rule")
@@ -91,5 +92,73 @@ func TestDockerRegistrySpellings(t *testing.T) {
 		}
 		// The tags above were handled after this pull's event: it was judged, and kept.
 		requireImage(t, e, other, id)
+	})
+}
+
+// zeroPort writes ref's registry port with leading zeros (127.0.0.1:034505): dockerd and
+// containerd dial the same port, as Go reads a port as a decimal number.
+func zeroPort(ref string) string { return strings.Replace(ref, ":", ":00", 1) }
+
+// portPolicy denies the environment's registry's evil/** with its port written as a number.
+func portPolicy(e *Env) string {
+	return "mode: enforce\ndefault: allow\nlocal-images: allow\ndeny:\n  - image: " + e.Ref("evil/**") + "\n"
+}
+
+// TestDockerPortSpellings (issue 22 §2): a pull of a denied repository under its registry's port
+// written with leading zeros, which dockerd pulls from the same registry, is removed under a
+// denylist that names the port as a number; an allowed repository pulled the same way stays.
+func TestDockerPortSpellings(t *testing.T) {
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		g := startDockerGuard(t, e, WritePolicy(t, "", portPolicy(e)))
+		approved := zeroPort(e.Ref("approved/busybox:1.0"))
+		e.Docker(t, "pull", "-q", approved)
+		id := imageID(t, e, approved)
+
+		evil := zeroPort(e.Ref("evil/miner:1.0"))
+		e.Docker(t, "pull", "-q", evil)
+		waitImageGone(t, e, evil)
+		entry := g.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=removed", "MESSAGE_ID="+msgActionTaken)
+		requireFields(t, entry, map[string]string{"PULLGUARD_EVENT": "pull", "PULLGUARD_REASON": "matches deny rule " + e.Ref("evil/**")})
+		// Judged after the allowed pull, which was kept.
+		requireImage(t, e, approved, id)
+	})
+}
+
+// TestContainerdPortSpellings is TestDockerPortSpellings for a pull with ctr.
+func TestContainerdPortSpellings(t *testing.T) {
+	ForEachContainerd(t, func(t *testing.T, e *Env) {
+		d := startContainerdGuard(t, e, WritePolicy(t, "", portPolicy(e)))
+		approved, evil := zeroPort(e.Ref("approved/busybox:1.0")), zeroPort(e.Ref("evil/miner:1.0"))
+		ctrPull(t, e, "default", approved)
+		ctrPull(t, e, "default", evil)
+		waitCtrImageGone(t, e, "default", evil)
+		entry := d.WaitEntry(t, actDeadline, "PULLGUARD_NAMESPACE=default", "PULLGUARD_ACTION=removed")
+		requireFields(t, entry, map[string]string{"MESSAGE_ID": msgActionTaken, "PULLGUARD_REASON": "matches deny rule " + e.Ref("evil/**")})
+		requireCtrImages(t, e, "default", approved)
+	})
+}
+
+// TestAuthzDockerHubWide (issue 22 §1): deny docker.io/** is all of Docker Hub, community images
+// and deep paths included, whichever of Docker Hub's names the pull uses; the plugin refuses
+// each before dockerd contacts Docker Hub (which the test machine cannot reach, so a pull let
+// through fails differently). A pull from the environment's registry goes through.
+func TestAuthzDockerHubWide(t *testing.T) {
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		policy := "mode: enforce\ndefault: allow\nlocal-images: allow\ndeny:\n  - image: docker.io/**\n"
+		_, plugin := startAuthzGuard(t, e, WritePolicy(t, "", policy))
+		for ref, canonical := range map[string]string{
+			"evil/miner:1":                      "docker.io/evil/miner:1",
+			"registry-1.docker.io/evil/miner:1": "docker.io/evil/miner:1",
+			"docker.io/a/b/c:1":                 "docker.io/a/b/c:1",
+			"nginx:1":                           "docker.io/library/nginx:1",
+		} {
+			_, err := e.DockerErr(t, "pull", "-q", ref)
+			requireRefused(t, err, plugin, deniedBy(plugin, canonical), "matches deny rule docker.io/**")
+		}
+		allowed := e.Ref("approved/busybox:1.0")
+		e.Docker(t, "pull", "-q", allowed)
+		if !e.ImageExists(t, allowed) {
+			t.Errorf("%s is not in dockerd after an allowed pull", allowed)
+		}
 	})
 }

@@ -120,12 +120,13 @@ func splitParts(s string) (domain string, library bool, path, tag, digest string
 }
 
 // isPlainHost: lower-case dotted labels (letters, digits, inner hyphens)
-// and an optional port other than 443, so the host is already canonical.
+// and an optional port in its one spelling other than 443, so the host is
+// already canonical.
 func isPlainHost(h string) bool {
-	host, port := h, ""
+	host := h
 	if i := indexByte(h, ':'); i >= 0 {
-		host, port = h[:i], h[i+1:]
-		if port == "" || port == "443" || !allDigits(port) {
+		host = h[:i]
+		if port := h[i+1:]; port == "443" || !isCanonicalPort(port) {
 			return false
 		}
 	}

@@ -16,6 +16,7 @@ func FuzzDecide(f *testing.F) {
 		"ghcr.io/acme/tool:v3@sha256:" + strings.Repeat("a", 64), "Nginx", "", "a/b/c/d/e:1.0",
 		"eu.mirror.example.net/x/y:2", "quay.io/a/stable-base:1",
 		"REGISTRY.corp.example.com:443/approved/x:1", "registry-1.docker.io/nginx:1.25", "INDEX.DOCKER.IO/myorg/base:1",
+		"127.0.0.1:034505/evil/miner:1.0", "registry.corp.example.com:0443/approved/x:1", "x.io:0/y", "x.io:65536/y",
 	} {
 		f.Add(s)
 	}
@@ -44,9 +45,10 @@ func FuzzDecide(f *testing.F) {
 }
 
 // FuzzHostSpellings: a registry has one canonical spelling, so another
-// spelling of a reference's host (case, :443, Docker Hub's other names) is
-// judged exactly as the reference itself, by an allowlist and a denylist
-// alike: no spelling of a denied registry is allowed.
+// spelling of a reference's host (case, :443, a port's leading zeros,
+// Docker Hub's other names) is judged exactly as the reference itself, by
+// an allowlist and a denylist alike: no spelling of a denied registry is
+// allowed.
 func FuzzHostSpellings(f *testing.F) {
 	allow, err := Parse(Source{Name: "allow.yaml", Data: []byte("allow:" + spellingRules)})
 	if err != nil {
@@ -57,12 +59,14 @@ func FuzzHostSpellings(f *testing.F) {
 		f.Fatal(err)
 	}
 	for i, tc := range hostSpellings {
-		f.Add(tc.input, uint8(i))
-		f.Add(tc.canonical, uint8(i*37))
+		f.Add(tc.input, uint8(i), uint8(i%3))
+		f.Add(tc.canonical, uint8(i*37), uint8(i))
 	}
-	f.Add("nginx:1", uint8(3))
-	f.Add("localhost:5000/x", uint8(5))
-	f.Fuzz(func(t *testing.T, in string, variant uint8) {
+	f.Add("nginx:1", uint8(3), uint8(0))
+	f.Add("localhost:5000/x", uint8(5), uint8(2))
+	f.Add("127.0.0.1:34505/evil/miner:1.0", uint8(0), uint8(1))
+	f.Add("ghcr.io/bad/x", uint8(16), uint8(1))
+	f.Fuzz(func(t *testing.T, in string, variant, zeros uint8) {
 		ref, err := ParseRef(in)
 		if err != nil || ref.Domain == "" {
 			// No host to spell another way: distribution/reference gives
@@ -70,7 +74,7 @@ func FuzzHostSpellings(f *testing.F) {
 			// (0.0_0/0) no domain at all, and no registry serves it.
 			return
 		}
-		spelled := respell(ref, variant)
+		spelled := respell(ref, variant, zeros)
 		for _, p := range []*Policy{allow, deny} {
 			want, got := p.Decide(ref.String, testNow), p.Decide(spelled, testNow)
 			if got.Allowed != want.Allowed || got.Reference != want.Reference {
@@ -83,8 +87,9 @@ func FuzzHostSpellings(f *testing.F) {
 
 // respell writes a reference's host in another spelling of the same
 // registry: the bits of variant choose upper case letters, :443 and, on
-// Docker Hub, which of its names.
-func respell(ref Ref, variant uint8) string {
+// Docker Hub, which of its names; zeros is how many zeros (up to 7) lead
+// the port.
+func respell(ref Ref, variant, zeros uint8) string {
 	host := ref.Domain
 	if host == "docker.io" {
 		host = []string{"docker.io", "index.docker.io", "registry-1.docker.io"}[int(variant>>5)%3]
@@ -98,6 +103,9 @@ func respell(ref Ref, variant uint8) string {
 	host = string(b)
 	if variant&16 != 0 && !strings.Contains(host, ":") && !strings.HasSuffix(host, "]") {
 		host += ":443"
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.Contains(host[i:], "]") {
+		host = host[:i+1] + strings.Repeat("0", int(zeros%8)) + host[i+1:]
 	}
 	return host + ref.String[len(ref.Domain):]
 }
@@ -140,6 +148,7 @@ func FuzzFastParse(f *testing.F) {
 		"registry.corp.example.com/a/b__c.d--e:1.0-RC_1", "ghcr.io/acme/tool:v3@sha256:" + strings.Repeat("a", 64),
 		"a-.b", "a.-b", "a___b", "a--b", "x.io:443/y", "X.io/y", "-a.io/b", "a-.io/b", "a.io:/b", "a.io:5x/b",
 		"localhost:5000", "nginx@sha256:" + strings.Repeat("A", 64), "a/b:" + strings.Repeat("t", 129), "a//b", "a/b/",
+		"a.io:0443/b", "a.io:05000/b", "a.io:0/b", "a.io:65535/b", "a.io:65536/b", "a.io:99999/b", "localhost:00/x",
 	} {
 		f.Add(s)
 	}

@@ -172,11 +172,27 @@ func (m *matcher) run(ix *index) {
 	for i := range ix.hostGlobs {
 		if m.hostGlobMatches(ix.hostGlobs[i].labels) {
 			m.walk(ix.hostGlobs[i].root, m.ref.Path)
+			if name, ok := officialName(&m.ref); ok {
+				m.walk(ix.hostGlobs[i].root, name)
+			}
 		}
 	}
 	if ix.anyHost != nil {
 		m.walk(ix.anyHost, m.ref.Path)
 	}
+}
+
+// officialName is the name an official image on Docker Hub is written by
+// (nginx for docker.io/library/nginx). A pattern whose host is a glob is
+// parsed before anyone knows that the host is Docker Hub, so Docker's
+// library/ was never added to its one-segment name: *.docker.io/nginx names
+// what registry-1.docker.io/nginx pulls, docker.io/library/nginx.
+func officialName(ref *Ref) (string, bool) {
+	if ref.Domain != "docker.io" {
+		return "", false
+	}
+	name, ok := strings.CutPrefix(ref.Path, "library/")
+	return name, ok && strings.IndexByte(name, '/') < 0
 }
 
 func (m *matcher) hostGlobMatches(labels []string) bool {

@@ -79,7 +79,10 @@ func parseRefWithLibrary(s string) (Ref, error) {
 // added the way it would have been for docker.io.
 func canonicalNamed(named reference.Named) (reference.Named, error) {
 	domain := reference.Domain(named)
-	c := canonicalHost(domain)
+	c, err := canonicalHost(domain)
+	if err != nil {
+		return nil, err
+	}
 	if c == domain {
 		return named, nil
 	}
@@ -160,7 +163,13 @@ func parsePattern(s string) (pattern, error) {
 		}
 		return pattern{anyHost: true, segments: collapseDoubleStars(segs)}, nil
 	}
-	marked := strings.ReplaceAll(s, "**", dstarMarker)
+	if !strings.ContainsAny(s, "/:@") && (strings.Contains(s, ".") || s == "localhost") {
+		// Docker reads a lone name as an official image, but what has a
+		// dot (or is localhost) and no path is a registry written where an
+		// image belongs.
+		return pattern{}, fmt.Errorf("image pattern %q is a registry, not an image (alone it would be docker.io/library/%s); write %s/** for every repository on it", s, s, s)
+	}
+	marked := strings.ReplaceAll(hubWide(s), "**", dstarMarker)
 	marked = strings.ReplaceAll(marked, "*", starMarker)
 	if domain, path, tag, digest, ok := splitFast(marked); ok {
 		// The markers are lower-case letters: a plain name to the fast path.
@@ -188,6 +197,20 @@ func parsePattern(s string) (pattern, error) {
 	host := unmark(reference.Domain(named))
 	segs := strings.Split(unmark(reference.Path(named)), "/")
 	return pattern{host: host, segments: collapseDoubleStars(segs)}, nil
+}
+
+// hubWide writes a path that begins with ** after a host as two **
+// segments, which collapseDoubleStars folds back into one. Docker's
+// normalization puts a one-segment path on Docker Hub under library/, as it
+// should for a name ("docker.io/*", "docker.io/nginx"), but ** is no name:
+// docker.io/** is all of Docker Hub, not its official images. A path of two
+// segments gets no library/, on Docker Hub's every spelling alike.
+func hubWide(s string) string {
+	host, path, ok := strings.Cut(s, "/")
+	if !ok || (path != "**" && !strings.HasPrefix(path, "**/")) {
+		return s
+	}
+	return host + "/**/" + path
 }
 
 func parsePath(rest string) ([]string, error) {
