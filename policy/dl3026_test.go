@@ -80,7 +80,7 @@ func TestHadolintDL3026(t *testing.T) {
 				df = "FROM scratch\n" + df
 			}
 			l := lint.Linter{Policy: p, Now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
-			findings, err := l.Lint("Dockerfile", lint.Dockerfile, []byte(df))
+			findings, err := l.Lint(t.Context(), "Dockerfile", lint.Dockerfile, []byte(df))
 			if err != nil {
 				t.Fatal(err)
 			}
