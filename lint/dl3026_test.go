@@ -1,4 +1,4 @@
-package policy_test
+package lint_test
 
 import (
 	"strings"
