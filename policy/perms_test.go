@@ -161,8 +161,11 @@ func TestLoadFollowsLinks(t *testing.T) {
 		{"policy.d a link to a world-writable directory", false, func(t *testing.T, base string) (string, string) {
 			etc := filepath.Join(base, "etc")
 			write(t, filepath.Join(etc, "policy.yaml"), "mode: enforce\n")
+			// A link someone left there, to a root-owned file in a safe
+			// directory: only the open directory is wrong.
+			write(t, filepath.Join(base, "upper", "all.yaml"), "allow:\n  - image: \"**\"\n")
 			open := filepath.Join(base, "shared")
-			write(t, filepath.Join(open, "10-all.yaml"), "allow:\n  - image: \"**\"\n")
+			symlink(t, filepath.Join(base, "upper", "all.yaml"), filepath.Join(open, "10-all.yaml"))
 			mkdirMode(t, open, 0o777)
 			link := symlink(t, open, filepath.Join(etc, "policy.d"))
 			return filepath.Join(etc, "policy.yaml"), dirRefusal(open, "0777", link)
