@@ -654,7 +654,7 @@ func TestWatchSetRelevant(t *testing.T) {
 	ws := &watchSet{roles: map[string]watchRole{
 		"/etc/pullguard":          {mainBase: "policy.yaml"},
 		"/etc/pullguard/policy.d": {dropIns: true},
-		"/srv/real":               {targetBase: "real.yaml"},
+		"/srv/real":               {targets: map[string]bool{"real.yaml": true, "team.yaml": true}},
 	}}
 	tests := map[string]bool{
 		"/etc/pullguard/policy.yaml":           true,
@@ -672,6 +672,7 @@ func TestWatchSetRelevant(t *testing.T) {
 		"/etc/pullguard/policy.d/..data":       true,
 		"/etc/pullguard/policy.d/notes.txt":    false,
 		"/srv/real/real.yaml":                  true,
+		"/srv/real/team.yaml":                  true,
 		"/srv/real/other.yaml":                 false,
 		"/srv/real":                            true, // the watched directory itself went away
 		"/elsewhere/policy.yaml":               false,
@@ -814,4 +815,22 @@ func TestPolicyWatcherRefusesLinkedPolicy(t *testing.T) {
 			h.expectNoReloadYet()
 		})
 	}
+}
+
+// TestPolicyWatcherLinkedDropInEdited: a drop-in that links to a file
+// elsewhere is reloaded when that file is edited where it is.
+func TestPolicyWatcherLinkedDropInEdited(t *testing.T) {
+	path := newPolicyDir(t)
+	teams := t.TempDir()
+	team := filepath.Join(teams, "team.yaml")
+	writeFile(t, team, "allow:\n  - image: ghcr.io/team/**\n")
+	mustMkdir(t, filepath.Join(filepath.Dir(path), "policy.d"))
+	mustSymlink(t, team, filepath.Join(filepath.Dir(path), "policy.d", "10-team.yaml"))
+	h := startWatcher(t, path)
+	if got := marker(h.w.Current()); got != "v1+2" {
+		t.Fatalf("policy at start: %s, want v1+2", got)
+	}
+	replaceFile(t, team, "allow:\n  - image: ghcr.io/team/**\n  - image: ghcr.io/more/**\n")
+	h.expectReload("v1+3")
+	h.expectNoError()
 }
