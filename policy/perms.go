@@ -90,8 +90,10 @@ func (c *permissionChecker) dir(name string) *Problem {
 // refusal is a problem with path, reached through the link via ("" if
 // none): the link is named, as it is what the operator may not know about.
 func refusal(path, msg, via string) *Problem {
-	if via != "" {
-		msg = strings.TrimSuffix(msg, " "+overrideHint) + ", reached through the link " + via + " " + overrideHint
+	if before, ok := strings.CutSuffix(msg, " "+overrideHint); ok && via != "" {
+		msg = before + ", reached through the link " + via + " " + overrideHint
+	} else if via != "" {
+		msg += ", reached through the link " + via
 	}
 	return &Problem{Pos: Position{File: path}, Msg: msg}
 }
@@ -145,7 +147,7 @@ func (c *permissionChecker) walk(name string) (resolved string, exists bool, via
 				return refuse(next, msg)
 			}
 			if links++; links > maxLinks {
-				return refuse(name, fmt.Sprintf("more than %d symbolic links to follow", maxLinks))
+				return "", false, via, &Problem{Pos: Position{File: name}, Msg: fmt.Sprintf("more than %d symbolic links to follow", maxLinks)}
 			}
 			target, err := os.Readlink(next)
 			if err != nil {

@@ -371,3 +371,16 @@ func TestLoadReadOnlyMount(t *testing.T) {
 		t.Fatalf("read-only mount was refused: %v", err)
 	}
 }
+
+// TestPermissionWalkStopsOnLinkLoop: a loop of links made between opening a
+// file and checking its path ends the check, as the kernel's ELOOP does,
+// rather than the load.
+func TestPermissionWalkStopsOnLinkLoop(t *testing.T) {
+	dir := t.TempDir()
+	a := symlink(t, "b", filepath.Join(dir, "a"))
+	symlink(t, "a", filepath.Join(dir, "b"))
+	p := newPermissionChecker().dir(a)
+	if want := a + ": more than 40 symbolic links to follow"; p == nil || p.String() != want {
+		t.Fatalf("problem = %v, want %s", p, want)
+	}
+}
