@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -114,15 +115,12 @@ func (c *permissionChecker) walk(name string) (resolved string, exists bool, via
 	if msg := c.oneDir(dir, false, "policy directory"); msg != "" {
 		return refuse(dir, msg)
 	}
-	todo := strings.Split(abs, "/")
+	todo := components(abs)
 	links := 0
 	for len(todo) > 0 {
 		part := todo[0]
 		todo = todo[1:]
-		switch part {
-		case "", ".":
-			continue
-		case "..":
+		if part == ".." {
 			dir = filepath.Dir(dir) // dir has no links left: its parent is already checked
 			continue
 		}
@@ -156,7 +154,7 @@ func (c *permissionChecker) walk(name string) (resolved string, exists bool, via
 			if filepath.IsAbs(target) {
 				dir = "/"
 			}
-			todo = append(strings.Split(target, "/"), todo...)
+			todo = append(components(target), todo...)
 			via = next
 		case last:
 			return next, true, via, nil
@@ -171,6 +169,12 @@ func (c *permissionChecker) walk(name string) (resolved string, exists bool, via
 		}
 	}
 	return dir, true, via, nil
+}
+
+// components splits a path into the names to look up: "a//b/./c/" is a,
+// b, c, so that the last one is known.
+func components(p string) []string {
+	return slices.DeleteFunc(strings.Split(p, "/"), func(s string) bool { return s == "" || s == "." })
 }
 
 // oneDir says what is wrong with directory d, or "" when nothing is. A

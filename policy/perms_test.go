@@ -246,6 +246,14 @@ func TestLoadFollowsLinks(t *testing.T) {
 			hop := symlink(t, "../real/policy.yaml", filepath.Join(base, "hop", "p"))
 			return symlink(t, hop, filepath.Join(base, "etc", "policy.yaml")), ""
 		}},
+		{"a link with a trailing slash to a directory in a sticky one", false, func(t *testing.T, base string) (string, string) {
+			etc := filepath.Join(base, "etc")
+			write(t, filepath.Join(etc, "policy.yaml"), "mode: enforce\n")
+			tmp := mkdirMode(t, filepath.Join(base, "tmp"), 0o777|os.ModeSticky)
+			mkdirMode(t, filepath.Join(tmp, "d"), 0o755)
+			link := symlink(t, filepath.Join(tmp, "d")+"/./", filepath.Join(etc, "policy.d"))
+			return filepath.Join(etc, "policy.yaml"), stickyRefusal(tmp, link)
+		}},
 		{"a relative link up into a writable directory", false, func(t *testing.T, base string) (string, string) {
 			etc := filepath.Join(base, "etc", "pullguard")
 			write(t, filepath.Join(etc, "policy.yaml"), "mode: enforce\n")
