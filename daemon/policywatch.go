@@ -319,15 +319,15 @@ func (w *PolicyWatcher) Run(ctx context.Context) error {
 
 // watchRole says which names in a watched directory matter.
 type watchRole struct {
-	mainBase   string // the main policy file's name, in its directory
-	dropIns    bool   // the drop-in directory: *.yaml
-	targetBase string // the file the main policy symlinks to, in its directory
+	mainBase string          // the main policy file's name, in its directory
+	dropIns  bool            // the drop-in directory: *.yaml
+	targets  map[string]bool // files the main policy or a drop-in links to, in their directory
 }
 
 // watchSet keeps the watched directories in step with the file system:
-// the main file's directory, policy.d/ once it exists, and the directory of
-// the main file's symlink target. Directories are watched by their real
-// path, so that a swapped symlink means a new watch.
+// the main file's directory, policy.d/ once it exists, and the directories
+// of the files the main file and the drop-ins link to. Directories are
+// watched by their real path, so that a swapped symlink means a new watch.
 type watchSet struct {
 	main  string // absolute path of the main policy file
 	fw    *fsnotify.Watcher
@@ -347,12 +347,27 @@ func (s *watchSet) wanted() map[string]watchRole {
 		r.dropIns = true
 		roles[d] = r
 	}
-	if t, err := filepath.EvalSymlinks(s.main); err == nil {
-		if td := filepath.Dir(t); td != mainDir {
-			r := roles[td]
-			r.targetBase = filepath.Base(t)
-			roles[td] = r
+	// A linked file is edited where it is: watch it there.
+	linked := func(name, from string) {
+		t, err := filepath.EvalSymlinks(name)
+		if err != nil {
+			return
 		}
+		td := filepath.Dir(t)
+		if td == from {
+			return
+		}
+		r := roles[td]
+		if r.targets == nil {
+			r.targets = map[string]bool{}
+		}
+		r.targets[filepath.Base(t)] = true
+		roles[td] = r
+	}
+	linked(s.main, mainDir)
+	dropIns, _ := policy.DropInFiles(s.main) // an unreadable policy.d fails the load, which says why
+	for _, f := range dropIns {
+		linked(f, realPath(filepath.Dir(f)))
 	}
 	return roles
 }
@@ -407,7 +422,7 @@ func (s *watchSet) relevant(name string) bool {
 	if r.mainBase != "" && (base == r.mainBase || base == dropInDir) {
 		return true
 	}
-	if r.targetBase != "" && base == r.targetBase {
+	if r.targets[base] {
 		return true
 	}
 	return r.dropIns && !strings.HasPrefix(base, ".") && strings.HasSuffix(base, ".yaml")

@@ -654,7 +654,7 @@ func TestWatchSetRelevant(t *testing.T) {
 	ws := &watchSet{roles: map[string]watchRole{
 		"/etc/pullguard":          {mainBase: "policy.yaml"},
 		"/etc/pullguard/policy.d": {dropIns: true},
-		"/srv/real":               {targetBase: "real.yaml"},
+		"/srv/real":               {targets: map[string]bool{"real.yaml": true, "team.yaml": true}},
 	}}
 	tests := map[string]bool{
 		"/etc/pullguard/policy.yaml":           true,
@@ -672,6 +672,7 @@ func TestWatchSetRelevant(t *testing.T) {
 		"/etc/pullguard/policy.d/..data":       true,
 		"/etc/pullguard/policy.d/notes.txt":    false,
 		"/srv/real/real.yaml":                  true,
+		"/srv/real/team.yaml":                  true,
 		"/srv/real/other.yaml":                 false,
 		"/srv/real":                            true, // the watched directory itself went away
 		"/elsewhere/policy.yaml":               false,
@@ -712,4 +713,124 @@ func (h *watchHarness) expectNoReloadYet() {
 		h.t.Fatalf("unexpected reload of %s", marker(p))
 	default:
 	}
+}
+
+// placeLink makes a link to target owned by uid and renames it to link in
+// one step, as a user who owns the link would leave it: the watcher sees
+// the finished link, never a root-owned one on its way to being given away.
+func placeLink(t *testing.T, target, link string, uid int) {
+	t.Helper()
+	tmp := filepath.Join(filepath.Dir(link), ".tmp-link")
+	mustSymlink(t, target, tmp)
+	if err := os.Lchown(tmp, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// openDir is a directory anyone may write, holding a link, another user's
+// when the test runs as root, to a root-owned drop-in that allows every
+// image in a safe directory (as `docker exec` leaves one in a container's
+// upper directory): the file and the directories above it all pass.
+func openDir(t *testing.T) string {
+	t.Helper()
+	base := t.TempDir()
+	allowAll := filepath.Join(base, "upper", "all.yaml")
+	mustMkdir(t, filepath.Dir(allowAll))
+	writeFile(t, allowAll, "allow:\n  - image: \"**\"\n")
+	dir := filepath.Join(base, "open")
+	mustMkdir(t, dir)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	uid := os.Geteuid()
+	if uid == 0 {
+		uid = 65534
+	}
+	placeLink(t, allowAll, filepath.Join(dir, "99-all.yaml"), uid)
+	return dir
+}
+
+// TestPolicyWatcherRefusesLinkedPolicy (issue 22): a link added to the
+// running daemon's policy that leads somewhere others can write, or that
+// another user owns, is refused on reload with an error entry naming the
+// path and the fix, and the policy in force stays.
+func TestPolicyWatcherRefusesLinkedPolicy(t *testing.T) {
+	tests := map[string]struct {
+		needRoot bool
+		// change alters the policy at path; it returns what the
+		// refusal must say.
+		change func(t *testing.T, path string) string
+	}{
+		"policy.d linked to a world-writable directory": {change: func(t *testing.T, path string) string {
+			open := openDir(t)
+			link := filepath.Join(filepath.Dir(path), "policy.d")
+			placeLink(t, open, link, os.Geteuid())
+			return open + ": policy directory is writable by group or others (mode 0777), so they decide which policy files it holds: " +
+				"run chmod go-w on it, reached through the link " + link
+		}},
+		"a drop-in linked into a world-writable directory": {change: func(t *testing.T, path string) string {
+			open := openDir(t)
+			dropIns := filepath.Join(filepath.Dir(path), "policy.d")
+			mustMkdir(t, dropIns)
+			link := filepath.Join(dropIns, "99-all.yaml")
+			placeLink(t, filepath.Join(open, "99-all.yaml"), link, os.Geteuid())
+			return open + ": policy directory is writable by group or others (mode 0777), so they decide which policy files it holds: " +
+				"run chmod go-w on it, reached through the link " + link
+		}},
+		"policy.d a link another user owns": {needRoot: true, change: func(t *testing.T, path string) string {
+			safe := filepath.Join(t.TempDir(), "d")
+			mustMkdir(t, safe)
+			writeFile(t, filepath.Join(safe, "99-all.yaml"), "allow:\n  - image: \"**\"\n")
+			link := filepath.Join(filepath.Dir(path), "policy.d")
+			placeLink(t, safe, link, 65534)
+			return link + ": symbolic link is owned by uid 65534, neither root nor the running user (uid 0), who can point it anywhere: " +
+				"remove it, or recreate it as root with ln -sfn TARGET LINK"
+		}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			if tc.needRoot && os.Geteuid() != 0 {
+				t.Skip("needs root to give a link to another user")
+			}
+			path := newPolicyDir(t)
+			h := startWatcher(t, path)
+			good := h.w.Current()
+			want := tc.change(t, path)
+			e := h.waitEntry(func(e *logrus.Entry) bool { return e.Data[FieldMessageID] == MessageIDPolicyInvalid })
+			if e.Level != logrus.ErrorLevel {
+				t.Errorf("refusal logged at %s, want error", e.Level)
+			}
+			if !strings.Contains(e.Message, want) {
+				t.Errorf("MESSAGE %q lacks %q", e.Message, want)
+			}
+			if !strings.Contains(e.Message, "keeping the policy in force (hash "+good.Hash+")") {
+				t.Errorf("MESSAGE %q does not say the last good policy stays", e.Message)
+			}
+			if h.w.Current() != good {
+				t.Fatalf("policy in force changed to %s after the link", marker(h.w.Current()))
+			}
+			h.expectNoReloadYet()
+		})
+	}
+}
+
+// TestPolicyWatcherLinkedDropInEdited: a drop-in that links to a file
+// elsewhere is reloaded when that file is edited where it is.
+func TestPolicyWatcherLinkedDropInEdited(t *testing.T) {
+	path := newPolicyDir(t)
+	teams := t.TempDir()
+	team := filepath.Join(teams, "team.yaml")
+	writeFile(t, team, "allow:\n  - image: ghcr.io/team/**\n")
+	mustMkdir(t, filepath.Join(filepath.Dir(path), "policy.d"))
+	mustSymlink(t, team, filepath.Join(filepath.Dir(path), "policy.d", "10-team.yaml"))
+	h := startWatcher(t, path)
+	if got := marker(h.w.Current()); got != "v1+2" {
+		t.Fatalf("policy at start: %s, want v1+2", got)
+	}
+	replaceFile(t, team, "allow:\n  - image: ghcr.io/team/**\n  - image: ghcr.io/more/**\n")
+	h.expectReload("v1+3")
+	h.expectNoError()
 }

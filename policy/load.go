@@ -164,7 +164,7 @@ func readPolicyFile(name string, perms *permissionChecker) ([]byte, error) {
 		return nil, &LoadError{Problems: []Problem{{Pos: Position{File: name}, Msg: "policy file is not a regular file"}}}
 	}
 	if perms != nil {
-		if p := perms.file(name, st); p != nil {
+		if p := perms.file(name, st, "policy file"); p != nil {
 			return nil, &LoadError{Problems: []Problem{*p}}
 		}
 	}

@@ -350,11 +350,11 @@ func readKeyFile(name string, perms *permissionChecker) ([]byte, error) {
 		return nil, errors.New("not a regular file")
 	}
 	if perms != nil {
-		if msg := perms.ownerAndMode(name, st, "key file", false); msg != "" {
-			return nil, errors.New(msg)
-		}
-		if p := perms.dirsAbove(name); p != nil {
-			return nil, fmt.Errorf("%s: %s", p.Pos.File, p.Msg)
+		if p := perms.file(name, st, "key file"); p != nil {
+			if p.Pos.File == name {
+				return nil, errors.New(p.Msg)
+			}
+			return nil, errors.New(p.String())
 		}
 	}
 	return readAll(f)

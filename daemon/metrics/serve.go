@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+	"golang.org/x/net/netutil"
 )
 
 // DefaultTextfileInterval is how often the textfile is rewritten.
@@ -79,8 +80,33 @@ func (m *Metrics) ServeStatus(ctx context.Context, l net.Listener, version strin
 	return serve(ctx, l, mux)
 }
 
+// Limits of the metrics endpoint and the status socket. A scraper needs one
+// connection and a few hundred bytes of header, and answers within seconds;
+// whoever opens thousands of idle connections (the metrics port is TCP)
+// must not spend the file descriptors that the authorization plugin's
+// socket, the runtime connections and the journal need. Connections beyond
+// MaxConnections wait in the kernel's accept queue, costing the daemon
+// nothing; a connection that sends no complete header within
+// ReadHeaderTimeout, or stays idle between requests for idleTimeout, is
+// closed.
+const (
+	MaxConnections    = 16
+	ReadHeaderTimeout = 5 * time.Second
+	idleTimeout       = 30 * time.Second
+	// writeTimeout bounds a scrape a client reads too slowly.
+	writeTimeout   = 30 * time.Second
+	maxHeaderBytes = 8 << 10
+)
+
 func serve(ctx context.Context, l net.Listener, h http.Handler) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		WriteTimeout:      writeTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+	}
+	l = netutil.LimitListener(l, MaxConnections)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
