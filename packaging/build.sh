@@ -3,8 +3,8 @@
 #   VERSION  package version, e.g. from packaging/version.sh
 #   ARCH     Go architectures: amd64, arm64
 # writes dist/pullguard_VERSION_ARCH.deb and dist/pullguard_VERSION_ARCH.rpm.
-# Needs Go and gzip; nfpm and go-md2man are built from the Go module proxy
-# (pinned below).
+# Needs Go and gzip; nfpm (pinned below) and go-md2man (packaging/man.sh)
+# are built from the Go module proxy.
 #
 # Environment:
 #   MAINTAINER          "Name <email>" for the package metadata and changelog
@@ -14,7 +14,6 @@
 set -euo pipefail
 
 NFPM=github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
-MD2MAN=github.com/cpuguy83/go-md2man/v2@v2.0.7
 
 usage() {
 	echo "usage: $0 VERSION ARCH..." >&2
@@ -52,10 +51,9 @@ export VERSION=$version
 rm -rf "$stage"
 mkdir -p "$stage/bin" "$dist"
 
-# nfpm and go-md2man, pinned; go install caches them like go run would,
-# and builds each once for every package below.
+# nfpm, pinned; go install caches it like go run would, and builds it once
+# for every package below.
 GOBIN=$stage/bin go install "$NFPM"
-GOBIN=$stage/bin go install "$MD2MAN"
 
 # gz writes stdin to $1 compressed as dpkg and lintian want it: best
 # compression, no name or timestamp in the header (reproducible).
@@ -85,16 +83,12 @@ fi
 "$host" completion bash >"$common/pullguard.bash"
 "$host" completion zsh >"$common/_pullguard"
 rm -f "$common/pullguard"
-# Man pages: written once in Markdown, docs/PAGE.md, rendered here by
-# go-md2man with the version and date filled in. go-md2man turns
-# hyphenation off with .nh, which an.tmac turns on again at every
-# paragraph from the HY register: HY 0 keeps host names, paths and
-# references whole, and .ad l sets them ragged right rather than stretched
-# (groff warns when it cannot adjust a line around a long reference).
+# Man pages: written once in Markdown (docs/PAGE.md), rendered by man.sh
+# with this version and the commit's date.
 date=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
+packaging/man.sh "$stage/man" "$version" "$date"
 for page in pullguard.8 pullguard-policy.5; do
-	sed -e "s/@VERSION@/$version/g" -e "s/@DATE@/$date/g" "docs/$page.md" | "$stage/bin/go-md2man" |
-		sed -e '/^\.TH /i .nr HY 0' -e '/^\.TH /a .ad l' | gz "$common/$page.gz"
+	gz "$common/$page.gz" <"$stage/man/$page"
 done
 # Debian changelog (native package): one entry for this version, listing
 # the commits since the previous tag.
