@@ -9,10 +9,10 @@ set -euo pipefail
 
 MD2MAN=github.com/cpuguy83/go-md2man/v2@v2.0.7
 
-[ $# -ge 1 ] && [ $# -le 3 ] || {
+if [ $# -lt 1 ] || [ $# -gt 3 ]; then
 	echo "usage: $0 OUTDIR [VERSION [DATE]]" >&2
 	exit 2
-}
+fi
 root=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$1"
 out=$(cd "$1" && pwd)
