@@ -541,6 +541,44 @@ func TestNFPMConfig(t *testing.T) {
 	}
 }
 
+// TestManPagesHaveMarkdownSources: every man page the packages install is
+// rendered from docs/PAGE.md (man.sh), whose go-md2man title block names
+// the same page and section, so that man(1), apropos and the file agree.
+func TestManPagesHaveMarkdownSources(t *testing.T) {
+	var cfg nfpmConfig
+	if err := yaml.Unmarshal([]byte(readFile(t, "nfpm.yaml")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	manDst := regexp.MustCompile(`^/usr/share/man/man(\d)/([a-z-]+)\.(\d)\.gz$`)
+	pages := 0
+	for _, c := range cfg.Contents {
+		m := manDst.FindStringSubmatch(c.Dst)
+		if m == nil {
+			continue
+		}
+		pages++
+		name, section := m[2], m[3]
+		if m[1] != section {
+			t.Errorf("%s: a section %s page installed in man%s", c.Dst, section, m[1])
+		}
+		if want := "${STAGE}/" + name + "." + section + ".gz"; c.Src != want {
+			t.Errorf("%s: src %q, want %q (what build.sh renders)", c.Dst, c.Src, want)
+		}
+		src := "../docs/" + name + "." + section + ".md"
+		first, _, _ := strings.Cut(readFile(t, src), "\n")
+		want := "% " + strings.ToUpper(name) + " " + section + ` "@DATE@" "pullguard @VERSION@" `
+		if !strings.HasPrefix(first, want) {
+			t.Errorf("%s: first line %q, want the title block %q...", src, first, want)
+		}
+		if !strings.Contains(readFile(t, "man.sh"), name+"."+section) {
+			t.Errorf("man.sh does not render %s.%s", name, section)
+		}
+	}
+	if pages != 2 {
+		t.Errorf("nfpm.yaml installs %d man pages, want pullguard(8) and pullguard-policy(5)", pages)
+	}
+}
+
 func TestMaintainerScriptsAreShell(t *testing.T) {
 	scripts, _ := filepath.Glob("deb/*")
 	rpmScripts, _ := filepath.Glob("rpm/*")

@@ -133,14 +133,17 @@ func (x *row) cells() (figures, baselines string) {
 func (r *report) write(w io.Writer, load string) {
 	fmt.Fprintf(w, "Command: make bench (%s)\n", strings.Join(r.files, ", "))
 	fmt.Fprintf(w, "Machine: %s, GOMAXPROCS %s, load average %s\n\n", r.cpu, r.procs, load)
-	fmt.Fprintln(w, "| benchmark | package | figure (median of the runs) | baseline (same run) | runs |")
-	fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
+	fmt.Fprintln(w, "| benchmark | package | figure | baseline (same run) |")
+	fmt.Fprintln(w, "| --- | --- | --- | --- |")
 	for _, x := range r.rows {
 		f, b := x.cells()
+		if x.runs > 1 {
+			f += fmt.Sprintf(" (median of %d runs)", x.runs)
+		}
 		if b == "" {
 			b = "—"
 		}
-		fmt.Fprintf(w, "| `%s` | `%s` | %s | %s | %d |\n", x.name, x.pkg, f, b, x.runs)
+		fmt.Fprintf(w, "| `%s` | `%s` | %s | %s |\n", x.name, x.pkg, f, b)
 	}
 }
 

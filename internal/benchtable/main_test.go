@@ -28,11 +28,11 @@ func TestTable(t *testing.T) {
 	r.write(&out, "0.50 0.40 0.30")
 	want := "Command: make bench (pullguard-bench-policy.txt)\n" +
 		"Machine: AMD EPYC 7B13, GOMAXPROCS 2, load average 0.50 0.40 0.30\n\n" +
-		"| benchmark | package | figure (median of the runs) | baseline (same run) | runs |\n" +
-		"| --- | --- | --- | --- | --- |\n" +
-		"| `BenchmarkDenialWithHint` | `policy` | 730 p50-ns/10000rules | 705 p50-ns/10rules, 1.035 ratio-10000/10 | 2 |\n" +
-		"| `BenchmarkParseBaseline` | `policy` | 32820 ns/op, 288 B/op, 8 allocs/op | — | 2 |\n" +
-		"| `BenchmarkCheckCommand` | `cmd/pullguard` | 1.8 p50-us/ref | 4.7 baseline-p50-us/ref | 1 |\n"
+		"| benchmark | package | figure | baseline (same run) |\n" +
+		"| --- | --- | --- | --- |\n" +
+		"| `BenchmarkDenialWithHint` | `policy` | 730 p50-ns/10000rules (median of 2 runs) | 705 p50-ns/10rules, 1.035 ratio-10000/10 |\n" +
+		"| `BenchmarkParseBaseline` | `policy` | 32820 ns/op, 288 B/op, 8 allocs/op (median of 2 runs) | — |\n" +
+		"| `BenchmarkCheckCommand` | `cmd/pullguard` | 1.8 p50-us/ref | 4.7 baseline-p50-us/ref |\n"
 	if got := out.String(); got != want {
 		t.Errorf("table:\n%s\nwant:\n%s", got, want)
 	}
