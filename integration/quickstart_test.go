@@ -29,6 +29,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -55,6 +56,38 @@ func quickStartBlock(readme string) (string, error) {
 		return "", fmt.Errorf("%d sh blocks between the quickstart markers, want 1", len(blocks))
 	}
 	return blocks[0][1], nil
+}
+
+// quickStartShown is what the README shows the quick start's pullguard commands print: the
+// console block after the quick start, as command → its output lines. Commands of other
+// programs (journalctl: dates, host names) are left out.
+func quickStartShown(readme string) (map[string][]string, error) {
+	end := strings.Index(readme, quickStartEnd)
+	if end < 0 {
+		return nil, fmt.Errorf("no %q", quickStartEnd)
+	}
+	m := regexp.MustCompile("(?s)\n```console\n(.*?\n)```\n").FindStringSubmatch(readme[end:])
+	if m == nil {
+		return nil, fmt.Errorf("no console block after the quick start")
+	}
+	shown := map[string][]string{}
+	cmd := ""
+	for _, line := range strings.Split(strings.TrimSuffix(m[1], "\n"), "\n") {
+		if c, ok := strings.CutPrefix(line, "$ "); ok {
+			cmd = strings.TrimPrefix(c, "sudo ")
+			if strings.HasPrefix(cmd, "pullguard ") {
+				shown[cmd] = nil
+			}
+			continue
+		}
+		if _, ok := shown[cmd]; ok {
+			shown[cmd] = append(shown[cmd], line)
+		}
+	}
+	if len(shown) == 0 {
+		return nil, fmt.Errorf("the console block after the quick start shows no pullguard command")
+	}
+	return shown, nil
 }
 
 // quickStartPrelude defines the stand-ins (see the top of this file). QS_* come from the test.
@@ -189,6 +222,18 @@ func TestQuickStart(t *testing.T) {
 			t.Errorf("the quick start's output does not show %q", want)
 		}
 	}
+	// What the README shows these commands print is what they printed.
+	shown, err := quickStartShown(string(readme))
+	if err != nil {
+		t.Fatalf("README.md: %v", err)
+	}
+	for cmd, lines := range shown {
+		for _, line := range lines {
+			if !slices.Contains(strings.Split(string(out), "\n"), line) {
+				t.Errorf("README.md shows %q printing\n\t%s\nbut the quick start's run printed no such line", cmd, line)
+			}
+		}
+	}
 	// The journal query the README shows (PULLGUARD_ACTION=would-remove) lists the disallowed
 	// image: the entry's MESSAGE reads "audit: would remove docker image REF: reason"...
 	if !strings.Contains(string(out), "would remove docker image "+evil+":") {
@@ -222,6 +267,21 @@ func TestQuickStartBlock(t *testing.T) {
 		if got, err := quickStartBlock(readme); err == nil {
 			t.Errorf("%s: quickStartBlock = %q, want an error", name, got)
 		}
+	}
+}
+
+// TestQuickStartShown: the outputs the README shows are read per pullguard command, sudo or not;
+// other commands' lines are left out.
+func TestQuickStartShown(t *testing.T) {
+	readme := quickStartEnd + "\ntext\n\n```console\n$ sudo pullguard policy validate\npolicy is valid\n" +
+		"$ pullguard check nginx\nALLOW a\nDENY b\n$ sudo journalctl -u pullguard\nDec 07 host x\n```\n"
+	got, err := quickStartShown(readme)
+	want := map[string][]string{"pullguard policy validate": {"policy is valid"}, "pullguard check nginx": {"ALLOW a", "DENY b"}}
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("quickStartShown = %v, %v; want %v", got, err, want)
+	}
+	if got, err := quickStartShown(quickStartEnd + "\n```console\n$ journalctl\nx\n```\n"); err == nil {
+		t.Errorf("quickStartShown of a block with no pullguard command = %v, want an error", got)
 	}
 }
 
