@@ -20,7 +20,7 @@ PKG_ARCHES ?= amd64 arm64
 IMAGE ?= pullguard/pullguard:$(subst +,-,$(VERSION))
 IMAGE_TAR ?= dist/pullguard-image.tar
 
-.PHONY: all build image manifests test test-unit test-fuzz test-integration test-env test-packaging bench lint demo package clean
+.PHONY: all build image manifests man test test-unit test-fuzz test-integration test-env test-packaging bench lint demo package clean
 
 all: build
 
@@ -72,8 +72,14 @@ test-packaging:
 package:
 	packaging/build.sh $(PKG_VERSION) $(PKG_ARCHES)
 
-## bench: the performance figures quoted in the README. The policy core in
-## Go's harness; the end-to-end figures against the real runtimes (root).
+## man: the man pages in dist/man, rendered from docs/pullguard.8.md and
+## docs/pullguard-policy.5.md as the packages render them (man -l to read).
+man:
+	packaging/man.sh dist/man
+
+## bench: the figures of docs/performance.md. The policy core in Go's
+## harness; the end-to-end figures against the real runtimes (root). Ends
+## by printing them as that page's table.
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 5 ./policy/ | tee /tmp/pullguard-bench-policy.txt
 	$(GO) test -run '^$$' -bench . -benchtime 200000x -count 5 ./enforcer/signature/ | tee /tmp/pullguard-bench-signature.txt
@@ -82,6 +88,7 @@ bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./cmd/pullguard/ | tee /tmp/pullguard-bench-check.txt
 	$(GO) test -run '^$$' -bench . -benchtime 20x -count 5 ./enforcer/... | tee /tmp/pullguard-bench-enforcer.txt
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 40m ./integration/ | tee /tmp/pullguard-bench-integration.txt
+	$(GO) run ./internal/benchtable /tmp/pullguard-bench-*.txt
 
 ## lint: formatting, vet and staticcheck (pinned).
 lint:

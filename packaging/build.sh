@@ -3,7 +3,8 @@
 #   VERSION  package version, e.g. from packaging/version.sh
 #   ARCH     Go architectures: amd64, arm64
 # writes dist/pullguard_VERSION_ARCH.deb and dist/pullguard_VERSION_ARCH.rpm.
-# Needs Go and gzip; nfpm is built from the Go module proxy (pinned below).
+# Needs Go and gzip; nfpm (pinned below) and go-md2man (packaging/man.sh)
+# are built from the Go module proxy.
 #
 # Environment:
 #   MAINTAINER          "Name <email>" for the package metadata and changelog
@@ -82,11 +83,12 @@ fi
 "$host" completion bash >"$common/pullguard.bash"
 "$host" completion zsh >"$common/_pullguard"
 rm -f "$common/pullguard"
-# Man pages: roff sources under packaging/man; the version and date are
-# filled in here.
+# Man pages: written once in Markdown (docs/PAGE.md), rendered by man.sh
+# with this version and the commit's date.
 date=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
+packaging/man.sh "$stage/man" "$version" "$date"
 for page in pullguard.8 pullguard-policy.5; do
-	sed -e "s/@VERSION@/$version/g" -e "s/@DATE@/$date/g" "packaging/man/$page" | gz "$common/$page.gz"
+	gz "$common/$page.gz" <"$stage/man/$page"
 done
 # Debian changelog (native package): one entry for this version, listing
 # the commits since the previous tag.

@@ -1,7 +1,8 @@
 // Package packaging_test checks the files the packages ship against the
 // code they describe: the journald catalog against the daemon's MESSAGE_IDs
 // and journal fields, the default policy against the real loader, the
-// environment file and the man page against the flags of `pullguard daemon`,
+// environment file and pullguard(8) (docs/pullguard.8.md, the Markdown the
+// package's man page is rendered from) against the flags of `pullguard daemon`,
 // and the nfpm configuration against the units and the files in the tree.
 // What only installing can show (lintian, dpkg, rpm, systemd-analyze) is
 // checked by verify.sh.
@@ -215,13 +216,17 @@ func TestCatalogNamesRealFields(t *testing.T) {
 	}
 }
 
+// manPage8 is pullguard(8)'s source: build.sh renders the packaged man
+// page from it with go-md2man.
+const manPage8 = "../docs/pullguard.8.md"
+
 // TestManPageListsEveryMessageID: pullguard(8) lists the MESSAGE_IDs that
 // SREs filter on.
 func TestManPageListsEveryMessageID(t *testing.T) {
-	page := readFile(t, "man/pullguard.8")
+	page := readFile(t, manPage8)
 	for _, m := range daemon.MessageIDs() {
 		if !strings.Contains(page, m.ID) {
-			t.Errorf("man/pullguard.8 does not list MessageID%s (%s)", m.Name, m.ID)
+			t.Errorf("%s does not list MessageID%s (%s)", manPage8, m.Name, m.ID)
 		}
 	}
 	known := daemonFields(t)
@@ -231,7 +236,7 @@ func TestManPageListsEveryMessageID(t *testing.T) {
 	}
 	for _, w := range regexp.MustCompile(`\bPULLGUARD_[A-Z0-9_]+`).FindAllString(page, -1) {
 		if !known[w] {
-			t.Errorf("man/pullguard.8 mentions %s, which is neither a journal field nor a flag's variable", w)
+			t.Errorf("%s mentions %s, which is neither a journal field nor a flag's variable", manPage8, w)
 		}
 	}
 }
@@ -426,10 +431,12 @@ func TestEnvFileMatchesDaemonFlags(t *testing.T) {
 // TestManPageDocumentsDaemonFlags: pullguard(8) describes every flag of
 // the daemon and every command.
 func TestManPageDocumentsDaemonFlags(t *testing.T) {
-	page := readFile(t, "man/pullguard.8")
+	page := readFile(t, manPage8)
 	for _, f := range daemonFlags(t) {
-		if !strings.Contains(page, `\-\-`+strings.ReplaceAll(f.name, "-", `\-`)) {
-			t.Errorf("man/pullguard.8 does not document --%s", f.name)
+		// A flag is documented where it is a definition's term:
+		// "`--flag`" at the start of a line.
+		if !regexp.MustCompile("(?m)^`--" + regexp.QuoteMeta(f.name) + "`").MatchString(page) {
+			t.Errorf("%s does not document --%s", manPage8, f.name)
 		}
 	}
 	out, err := exec.Command(pullguardBin(t), "--help").Output()
@@ -448,8 +455,10 @@ func TestManPageDocumentsDaemonFlags(t *testing.T) {
 			if name == "help" {
 				continue
 			}
-			if !regexp.MustCompile(`(?m)^\.B ` + regexp.QuoteMeta(strings.ReplaceAll(name, "-", `\-`)) + `\b`).MatchString(page) {
-				t.Errorf("man/pullguard.8 has no entry for the command %q", name)
+			// A command's entry is a definition's term under COMMANDS:
+			// "`name`" or "`name subcommand`" at the start of a line.
+			if !regexp.MustCompile("(?m)^`" + regexp.QuoteMeta(name) + "[` ]").MatchString(page) {
+				t.Errorf("%s has no entry for the command %q", manPage8, name)
 			}
 		}
 	}
@@ -529,6 +538,44 @@ func TestNFPMConfig(t *testing.T) {
 	socket := readFile(t, "../systemd/pullguard-authz.socket")
 	if !strings.Contains(unit, "Sockets=pullguard-authz.socket\n") || !strings.Contains(socket, "Service=pullguard.service\n") {
 		t.Error("pullguard.service and pullguard-authz.socket do not name each other (Sockets=, Service=)")
+	}
+}
+
+// TestManPagesHaveMarkdownSources: every man page the packages install is
+// rendered from docs/PAGE.md (man.sh), whose go-md2man title block names
+// the same page and section, so that man(1), apropos and the file agree.
+func TestManPagesHaveMarkdownSources(t *testing.T) {
+	var cfg nfpmConfig
+	if err := yaml.Unmarshal([]byte(readFile(t, "nfpm.yaml")), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	manDst := regexp.MustCompile(`^/usr/share/man/man(\d)/([a-z-]+)\.(\d)\.gz$`)
+	pages := 0
+	for _, c := range cfg.Contents {
+		m := manDst.FindStringSubmatch(c.Dst)
+		if m == nil {
+			continue
+		}
+		pages++
+		name, section := m[2], m[3]
+		if m[1] != section {
+			t.Errorf("%s: a section %s page installed in man%s", c.Dst, section, m[1])
+		}
+		if want := "${STAGE}/" + name + "." + section + ".gz"; c.Src != want {
+			t.Errorf("%s: src %q, want %q (what build.sh renders)", c.Dst, c.Src, want)
+		}
+		src := "../docs/" + name + "." + section + ".md"
+		first, _, _ := strings.Cut(readFile(t, src), "\n")
+		want := "% " + strings.ToUpper(name) + " " + section + ` "@DATE@" "pullguard @VERSION@" `
+		if !strings.HasPrefix(first, want) {
+			t.Errorf("%s: first line %q, want the title block %q...", src, first, want)
+		}
+		if !strings.Contains(readFile(t, "man.sh"), name+"."+section) {
+			t.Errorf("man.sh does not render %s.%s", name, section)
+		}
+	}
+	if pages != 2 {
+		t.Errorf("nfpm.yaml installs %d man pages, want pullguard(8) and pullguard-policy(5)", pages)
 	}
 }
 
