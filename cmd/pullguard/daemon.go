@@ -168,7 +168,7 @@ creates, tags and builds before they happen.`,
 				SetupWarnings:  rf.prePullWarnings(),
 				PolicyObserver: obs.m,
 			}
-			if err := sf.apply(cmd.Context(), cmd, pf, &cfg, obs.m, log); err != nil {
+			if err := sf.apply(cmd.Context(), pf, &cfg, obs.m, log); err != nil {
 				return err
 			}
 			err = daemon.Run(cmd.Context(), cfg)

@@ -30,15 +30,13 @@ func (f *sourceFlags) register(cmd *cobra.Command) {
 }
 
 // apply, when --policy-source is set, finds the policy to start with and
-// points cfg at the source instead of local files. Local files are
+// points cfg at the source instead of local files. Local drop-ins are
 // refused rather than layered: the signed artifact is the whole policy,
-// and a file beside it would change what the security team signed.
-func (f *sourceFlags) apply(ctx context.Context, cmd *cobra.Command, pf policyFlags, cfg *daemon.Config, m *metrics.Metrics, log *logrus.Logger) error {
+// and a file beside it would change what the security team signed. The
+// main file (--policy, which packages install) is not read.
+func (f *sourceFlags) apply(ctx context.Context, pf policyFlags, cfg *daemon.Config, m *metrics.Metrics, log *logrus.Logger) error {
 	if f.source == "" {
 		return nil
-	}
-	if cmd.Flags().Changed("policy") {
-		return usageError("--policy and --policy-source exclude each other: the policy comes from one place")
 	}
 	if dropIns, err := policy.DropInFiles(pf.path); err != nil || len(dropIns) > 0 {
 		return usageError("--policy-source: local drop-ins are not layered on a signed policy; move them into the artifact, or away: %s%v",
@@ -55,6 +53,7 @@ func (f *sourceFlags) apply(ctx context.Context, cmd *cobra.Command, pf policyFl
 	if err != nil {
 		return err
 	}
+	log.Infof("the policy comes from %s; the local policy file %s is not read", f.source, pf.path)
 	cfg.PolicyPath, cfg.PolicyOrigin, cfg.PolicyFeed = initial.Path, initial.Origin, src
 	setup := cfg.SetupWarnings
 	cfg.SetupWarnings = func() []string {
