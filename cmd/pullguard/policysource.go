@@ -51,7 +51,10 @@ func (f *sourceFlags) apply(ctx context.Context, pf policyFlags, cfg *daemon.Con
 	}
 	initial, err := src.Start(ctx)
 	if err != nil {
-		return err
+		// Not exitUsage: the unit does not restart after that status
+		// (RestartPreventExitStatus=2), and a registry that is down at a
+		// host's first start must be retried.
+		return &exitError{code: 1, err: err}
 	}
 	log.Infof("the policy comes from %s; the local policy file %s is not read", f.source, pf.path)
 	cfg.PolicyPath, cfg.PolicyOrigin, cfg.PolicyFeed = initial.Path, initial.Origin, src

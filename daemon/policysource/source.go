@@ -421,9 +421,9 @@ func (s *Source) poll(ctx context.Context, load func(string, logrus.Fields) erro
 	}
 	if err := load(s.store.mainFile(digest), origin(rec)); err != nil {
 		// The watcher logged the policy's problems.
-		s.bad[digest] = "its policy does not load"
+		s.bad[digest] = "its policy does not load (see the policy entry)"
 		_ = s.store.prune(s.cur.Digest)
-		s.checked(refusedf("artifact %s refused: its policy does not load (see the policy entry)", digest), digest)
+		s.checked(refusedf("artifact %s refused: %s", digest, s.bad[digest]), digest)
 		return
 	}
 	s.commit(rec)
