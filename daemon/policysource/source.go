@@ -189,8 +189,8 @@ func (s *Source) Start(ctx context.Context) (Initial, error) {
 		return Initial{}, fmt.Errorf("no policy from %s (%v), and none kept in %s from an earlier run", s.name, err, s.store.dir)
 	}
 	_ = s.store.prune(kept.Digest)
-	s.checked(err, digest)
 	in := s.inForce(*kept, true)
+	s.checked(err, digest)
 	in.Origin[daemon.FieldError] = err.Error()
 	return in, nil
 }

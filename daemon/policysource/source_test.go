@@ -177,7 +177,10 @@ func TestStartWithoutTheRegistryUsesTheKeptPolicy(t *testing.T) {
 	}
 	last := hook.LastEntry()
 	if last == nil || last.Data[daemon.FieldMessageID] != daemon.MessageIDPolicySourceFailed || last.Level != logrus.WarnLevel {
-		t.Errorf("no PolicySourceFailed warning; last entry %+v", last)
+		t.Fatalf("no PolicySourceFailed warning; last entry %+v", last)
+	}
+	if last.Data[daemon.FieldPolicyDigest] != digest || !strings.Contains(last.Message, "keeping the policy in force (artifact "+digest) {
+		t.Errorf("the warning does not name the kept artifact %s: %s %v", digest, last.Message, last.Data)
 	}
 }
 
