@@ -419,6 +419,9 @@ func (s *Source) poll(ctx context.Context, load func(string, logrus.Fields) erro
 		s.checked(err, digest)
 		return
 	}
+	// The source was read and the artifact verified: the check
+	// succeeded, and the status line the reload writes says so.
+	s.checked(nil, "")
 	if err := load(s.store.mainFile(digest), origin(rec)); err != nil {
 		// The watcher logged the policy's problems.
 		s.bad[digest] = "its policy does not load (see the policy entry)"
@@ -428,7 +431,6 @@ func (s *Source) poll(ctx context.Context, load func(string, logrus.Fields) erro
 	}
 	s.commit(rec)
 	s.inForce(rec, false)
-	s.checked(nil, "")
 }
 
 type nopObserver struct{}
