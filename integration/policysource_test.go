@@ -14,9 +14,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
 // msgPolicySourceFailed is copied, not imported: SREs' filters depend on the value.
@@ -128,9 +131,15 @@ func TestPolicySource(t *testing.T) {
 	state := filepath.Join(t.TempDir(), "state")
 	sock := filepath.Join(socketDir(t, "pgsource-"), "status.sock")
 	source := "oci://" + s.repo + ":prod"
+	metricsAddr := freeAddr(t)
+	metrics := func() samples { return parseSamples(t, scrape(t, "http://"+metricsAddr+"/metrics")) }
+	info := func(digest string) string {
+		return fmt.Sprintf(`pullguard_policy_source_info{digest=%q,source=%q}`, digest, source)
+	}
+	const stale, lastOK = `pullguard_policy_source_stale{}`, `pullguard_policy_source_last_check_successful{}`
 	start := func(t *testing.T) *Pullguard {
 		t.Helper()
-		return StartPullguard(t, "daemon", "--log-target", "journald", "--log-level", "debug",
+		return StartPullguard(t, "daemon", "--log-target", "journald", "--log-level", "debug", "--metrics-listen", metricsAddr,
 			"--docker-host", e.DockerHost, "--containerd-address", "none", "--status-socket", sock,
 			"--policy", filepath.Join(t.TempDir(), "policy.yaml"), // absent: not read
 			"--policy-source", source, "--policy-source-key", s.key("allowed"),
@@ -170,7 +179,12 @@ func TestPolicySource(t *testing.T) {
 		t.Fatalf("the same directory pushed again made %s, not %s", again, second)
 	}
 	loaded = g.WaitEntry(t, actDeadline, "MESSAGE_ID="+msgPolicyLoaded, "PULLGUARD_POLICY_DIGEST="+second)
-	took := time.Since(moved)
+	// When the daemon logged it, not when the test saw it.
+	us, err := strconv.ParseInt(loaded["__REALTIME_TIMESTAMP"], 10, 64)
+	if err != nil {
+		t.Fatalf("policy loaded entry without a time stamp: %v", err)
+	}
+	took := time.UnixMicro(us).Sub(moved)
 	t.Logf("the new revision was in force %v after the tag moved (interval %v)", took.Round(time.Millisecond), interval)
 	// The first poll after the move picks it up; the rest is verifying, downloading, loading
 	// and journald on a loaded 2-core machine.
@@ -180,6 +194,14 @@ func TestPolicySource(t *testing.T) {
 	requireFields(t, loaded, map[string]string{"PULLGUARD_TRIGGER": "policy source", "PULLGUARD_POLICY_SOURCE": source})
 	waitImageGone(t, e, myorg) // no longer allowed: the reload's reconcile removes it
 	requireImage(t, e, approved, "")
+	waitSamples(t, "after the revision", actDeadline, metrics, map[string]float64{info(second): 1, stale: 0, lastOK: 1})
+	problems, err := promlint.New(strings.NewReader(scrape(t, "http://"+metricsAddr+"/metrics"))).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("lint: %s: %s", p.Metric, p.Text)
+	}
 	inForce := readSourceStatus(t, e, sock)
 	if inForce.PolicySource.Digest != second || inForce.PolicySource.LastError != "" {
 		t.Errorf("status after the revision: %+v", inForce)
@@ -233,6 +255,7 @@ func TestPolicySource(t *testing.T) {
 	if st := readSourceStatus(t, e, sock); !st.PolicySource.Stale || st.PolicySource.Digest != second || st.PolicyHash != inForce.PolicyHash {
 		t.Errorf("status after a start without the registry: %+v, want %s in force, stale", st, second)
 	}
+	waitSamples(t, "after a start without the registry", actDeadline, metrics, map[string]float64{info(second): 1, stale: 1, lastOK: 0})
 	e.Docker(t, "pull", "-q", myorg)
 	waitImageGone(t, e, myorg)
 
