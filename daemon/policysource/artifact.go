@@ -220,8 +220,16 @@ func Push(ctx context.Context, reg *registry.Client, dir, target string) (string
 	if !ok {
 		return "", fmt.Errorf("%s: push to a tag (oci://REGISTRY/REPO:TAG); the digest is the content's", target)
 	}
-	if _, err := policy.Load(filepath.Join(dir, MainFile), policy.LoadOptions{InsecurePermissions: true}); err != nil {
+	// Absolute, so that the key paths the loader makes from it are too.
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", err
+	}
+	p, err := policy.Load(filepath.Join(dir, MainFile), policy.LoadOptions{InsecurePermissions: true})
+	if err != nil {
 		return "", fmt.Errorf("the policy in %s does not load; nothing was pushed:\n%w", dir, err)
+	}
+	if err := keysInside(p, dir); err != nil {
+		return "", err
 	}
 	files, err := readDir(dir)
 	if err != nil {
@@ -246,6 +254,24 @@ func Push(ctx context.Context, reg *registry.Client, dir, target string) (string
 	}
 	sum := sha256.Sum256(raw)
 	return "sha256:" + hex.EncodeToString(sum[:]), nil
+}
+
+// keysInside refuses a policy whose signed-by keys are not files of dir:
+// a key named by an absolute path, or one outside dir, would be read from
+// each host's disk rather than from the signed artifact.
+func keysInside(p *policy.Policy, dir string) error {
+	for _, r := range p.Allow {
+		if r.SignedBy == nil {
+			continue
+		}
+		for _, k := range r.SignedBy.Keys {
+			if rel, err := filepath.Rel(dir, k.Path); err != nil || !filepath.IsLocal(rel) {
+				return fmt.Errorf("%s:%d: key %s is outside %s; nothing was pushed: put the key in the directory and name it by a relative path, so that it travels in the signed artifact",
+					k.Source.File, k.Source.Line, k.Path, dir)
+			}
+		}
+	}
+	return nil
 }
 
 // parseManifest checks that raw, whose digest is digest, is a pullguard

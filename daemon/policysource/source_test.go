@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -120,10 +121,15 @@ func TestPushRefuses(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(bad, "policy.d", "20.yaml"), []byte("allow:\n  - image: x\n    tagz: [1]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	outside := policyDir(t, "enforce")
+	if err := os.WriteFile(filepath.Join(outside, "policy.d", "20.yaml"), []byte(fmt.Sprintf("allow:\n  - image: x/y\n    signed-by:\n      - key: %s\n", writeKey(t))), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for name, c := range map[string]struct{ dir, target, want string }{
-		"an invalid policy": {bad, "oci://" + addr + "/pol:1", "20.yaml:3:"},
-		"a digest target":   {policyDir(t, "audit"), "oci://" + addr + "/pol@sha256:" + strings.Repeat("a", 64), "push to a tag"},
-		"no scheme":         {policyDir(t, "audit"), addr + "/pol:1", "expected oci://"},
+		"a key outside the directory": {outside, "oci://" + addr + "/pol:1", "20.yaml:4: key "},
+		"an invalid policy":           {bad, "oci://" + addr + "/pol:1", "20.yaml:3:"},
+		"a digest target":             {policyDir(t, "audit"), "oci://" + addr + "/pol@sha256:" + strings.Repeat("a", 64), "push to a tag"},
+		"no scheme":                   {policyDir(t, "audit"), addr + "/pol:1", "expected oci://"},
 	} {
 		if _, err := Push(context.Background(), reg, c.dir, c.target); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error saying %q", name, err, c.want)
