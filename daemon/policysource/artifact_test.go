@@ -177,3 +177,24 @@ func TestReadDir(t *testing.T) {
 		t.Errorf("a symlink was packed: %v", err)
 	}
 }
+
+// FuzzParseManifest: whatever a registry sends, parsing does not panic,
+// and what it accepts names only files that stay below the artifact's root.
+func FuzzParseManifest(f *testing.F) {
+	raw, _ := manifestFor(testFiles)
+	f.Add(raw)
+	f.Add([]byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.pullguard.policy.v1","layers":[{"mediaType":"application/vnd.pullguard.policy.file.v1","size":1,"digest":"sha256:00","annotations":{"org.opencontainers.image.title":"../x"}}]}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		digest := descriptorOf("", raw, nil).Digest.String()
+		m, err := parseManifest(raw, digest)
+		if err != nil {
+			return
+		}
+		for _, l := range m.Layers {
+			title := l.Annotations[titleAnnotation]
+			if !filepath.IsLocal(title) || strings.HasPrefix(title, ".") || strings.Contains(title, "/.") {
+				t.Fatalf("accepted file name %q", title)
+			}
+		}
+	})
+}
