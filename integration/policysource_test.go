@@ -8,7 +8,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -19,6 +21,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 )
 
@@ -94,6 +101,46 @@ func (s *policySourceEnv) sign(t *testing.T, digest, key string, bundle bool) {
 		args = append(strings.Fields("sign --signing-config signing-config.json --trusted-root trusted-root.json"), strings.Fields(cosignSignFlags)...)
 	}
 	cosignRun(t, s.cosign, s.dir, nil, append(args, "--key", key+".key", s.repo+"@"+digest)...)
+}
+
+// pushCrafted pushes to the staging tag what `pullguard policy push` would never make: a
+// policy artifact whose one file is named title, claiming 32 MiB unless title is "../…" (a
+// small file then), and returns its digest.
+func (s *policySourceEnv) pushCrafted(t *testing.T, title string) string {
+	t.Helper()
+	content := []byte("default: allow\n")
+	layer := static.NewLayer(content, "application/vnd.pullguard.policy.file.v1")
+	repo, err := name.NewRepository(s.repo, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, blob := range []v1.Layer{layer, static.NewLayer([]byte("{}"), "application/vnd.oci.empty.v1+json")} {
+		if err := remote.WriteLayer(repo, blob); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size := int64(len(content))
+	if !strings.HasPrefix(title, "..") {
+		size = 32 << 20
+	}
+	d, _ := layer.Digest()
+	manifest := fmt.Sprintf(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",`+
+		`"artifactType":"application/vnd.pullguard.policy.v1",`+
+		`"config":{"mediaType":"application/vnd.oci.empty.v1+json","size":2,"digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"},`+
+		`"layers":[{"mediaType":"application/vnd.pullguard.policy.file.v1","size":%d,"digest":%q,"annotations":{"org.opencontainers.image.title":%q}}]}`,
+		size, d, title)
+	if err := remote.Put(repo.Tag("staging"), rawOCIManifest(manifest)); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte(manifest))
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+type rawOCIManifest string
+
+func (m rawOCIManifest) RawManifest() ([]byte, error) { return []byte(m), nil }
+func (m rawOCIManifest) MediaType() (types.MediaType, error) {
+	return types.OCIManifestSchema1, nil
 }
 
 type sourceStatus struct {
@@ -237,6 +284,20 @@ func TestPolicySource(t *testing.T) {
 	s.sign(t, image, "allowed", false)
 	s.reg.copyManifest(t, "pullguard/policy:staging", "pullguard/policy:prod")
 	refused(t, image, "not a valid pullguard policy artifact")
+
+	t.Log("signed artifacts that climb out of their directory or claim too much are refused")
+	for title, reason := range map[string]string{
+		"../../escaped.yaml": "not a plain relative path",
+		"policy.yaml":        "more than 16777216",
+	} {
+		crafted := s.pushCrafted(t, title)
+		s.sign(t, crafted, "allowed", false)
+		s.reg.copyManifest(t, "pullguard/policy:staging", "pullguard/policy:prod")
+		refused(t, crafted, reason)
+	}
+	if _, err := os.Stat(filepath.Join(state, "escaped.yaml")); err == nil {
+		t.Error("a file escaped the artifact's directory")
+	}
 
 	t.Log("a restart with the registry stopped enforces the last good policy from disk, and says so")
 	if err := g.Stop(t); err != nil {
