@@ -77,6 +77,10 @@ type Config struct {
 	SetupWarnings func() []string
 	// PolicyObserver, when set, is told of every reload's outcome.
 	PolicyObserver PolicyObserver
+	// PolicyFeed and PolicyOrigin are passed to the policy watcher: the
+	// policy comes from a feed rather than files changing at PolicyPath.
+	PolicyFeed   PolicyFeed
+	PolicyOrigin logrus.Fields
 }
 
 // PolicyObserver is told whether each policy reload was taken or rejected
@@ -155,6 +159,7 @@ func Run(ctx context.Context, cfg Config) error {
 	watcher, err := NewPolicyWatcher(PolicyWatcherConfig{
 		Path: cfg.PolicyPath, LoadOptions: cfg.LoadOptions, Log: log, OnReload: onReload,
 		OnReject: onReject, Settle: cfg.Settle, Debounce: cfg.PolicyDebounce,
+		Feed: cfg.PolicyFeed, Origin: cfg.PolicyOrigin,
 	})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStartup, err)

@@ -40,4 +40,11 @@ const (
 	FieldAllowRules  = "PULLGUARD_ALLOW_RULES"  // number of allow rules
 	FieldDenyRules   = "PULLGUARD_DENY_RULES"   // number of deny rules
 	FieldTrigger     = "PULLGUARD_TRIGGER"      // what started a policy reload: file change, SIGHUP, ...
+
+	// The policy's origin when it comes from a signed artifact
+	// (--policy-source), on policy entries.
+	FieldPolicySource  = "PULLGUARD_POLICY_SOURCE"  // oci://REGISTRY/REPO:TAG
+	FieldPolicyDigest  = "PULLGUARD_POLICY_DIGEST"  // the artifact in force: its manifest digest
+	FieldPolicyFetched = "PULLGUARD_POLICY_FETCHED" // when it was fetched and verified (RFC 3339)
+	FieldRefusedDigest = "PULLGUARD_REFUSED_DIGEST" // an artifact that was refused
 )

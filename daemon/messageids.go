@@ -46,6 +46,13 @@ const (
 	// policy stays in force. MESSAGE lists each problem as file:line:col.
 	MessageIDPolicyInvalid = "cc9e6ea108b94998b2762bd6a27b5152"
 
+	// MessageIDPolicySourceFailed: the policy source (--policy-source)
+	// could not be checked, or its artifact was refused (unsigned, signed
+	// by another key, malformed); the policy in force stays
+	// (PULLGUARD_POLICY_SOURCE, PULLGUARD_POLICY_DIGEST,
+	// PULLGUARD_REFUSED_DIGEST, PULLGUARD_ERROR).
+	MessageIDPolicySourceFailed = "0b1ae89c6ee3434d98f2db1b9ac9eca8"
+
 	// MessageIDRuntimeConnected: pullguard connected (or reconnected) to a
 	// container runtime and is watching its events (PULLGUARD_RUNTIME).
 	MessageIDRuntimeConnected = enforcer.MessageIDRuntimeConnected
@@ -98,6 +105,8 @@ func MessageIDs() []MessageIDInfo {
 			"A policy was loaded and is now in force. PULLGUARD_POLICY_HASH identifies its content; PULLGUARD_MODE, PULLGUARD_ALLOW_RULES and PULLGUARD_DENY_RULES summarize it."},
 		{MessageIDPolicyInvalid, "PolicyInvalid", "pullguard rejected an invalid policy",
 			"A changed policy file could not be used; the previous policy stays in force. The message lists every problem as file:line:col. Fix the file (pullguard policy validate checks it) and pullguard picks it up."},
+		{MessageIDPolicySourceFailed, "PolicySourceFailed", "pullguard could not update the policy from its source",
+			"The policy comes from a signed artifact (--policy-source), and the last check of it failed: the registry could not be reached, the artifact is gone, or a new artifact was refused (no signature by the --policy-source-key key, or not a valid policy artifact). PULLGUARD_ERROR says which. The policy in force (PULLGUARD_POLICY_DIGEST) stays, also across restarts: it is kept in the state directory. pullguard checks again at every poll (--policy-source-interval)."},
 		{MessageIDRuntimeConnected, "RuntimeConnected", "pullguard connected to a container runtime",
 			"pullguard is connected to the runtime named in PULLGUARD_RUNTIME and watches its events."},
 		{MessageIDRuntimeDisconnected, "RuntimeDisconnected", "pullguard lost its connection to a container runtime",

@@ -32,7 +32,18 @@ const (
 	TriggerStart      = "start"
 	TriggerFileChange = "file change"
 	TriggerSignal     = "reload request"
+	// TriggerPolicySource: a new artifact from --policy-source.
+	TriggerPolicySource = "policy source"
 )
+
+// PolicyFeed delivers the policy in place of local files the watcher would
+// watch (package policysource: signed artifacts unpacked into the state
+// directory). Run calls load with each new policy's main file and the
+// journal fields that say where it came from; load puts it in force like
+// a reload, or returns why it was rejected (and logs it).
+type PolicyFeed interface {
+	Run(ctx context.Context, load func(path string, origin logrus.Fields) error) error
+}
 
 // PolicyWatcherConfig configures a PolicyWatcher.
 type PolicyWatcherConfig struct {
@@ -56,6 +67,10 @@ type PolicyWatcherConfig struct {
 	// reload before the guards remove or stop what the previous policy
 	// allowed (DefaultSettle; negative: no hold).
 	Settle time.Duration
+	// Feed, when set, delivers the policy instead of Path's files
+	// changing; Origin are the journal fields of the policy at Path.
+	Feed   PolicyFeed
+	Origin logrus.Fields
 }
 
 // DefaultSettle is the default of PolicyWatcherConfig.Settle: a policy
@@ -82,6 +97,9 @@ type PolicyWatcher struct {
 
 	mu      sync.Mutex // serializes reloads, so OnReload calls come in order
 	lastErr string     // the last failure logged for a file change
+
+	feed   PolicyFeed
+	origin logrus.Fields // where the policy at path came from (feed), guarded by mu
 
 	// watching, when set, is called once Run's watches are in place
 	// (tests: edits made before that would not be seen).
@@ -125,6 +143,8 @@ func NewPolicyWatcher(cfg PolicyWatcherConfig) (*PolicyWatcher, error) {
 		onReload: cfg.OnReload,
 		onReject: cfg.OnReject,
 		debounce: cfg.Debounce,
+		feed:     cfg.Feed,
+		origin:   cfg.Origin,
 	}
 	p, err := policy.Load(w.path, w.opts)
 	if err != nil {
@@ -165,6 +185,24 @@ func (w *PolicyWatcher) Reload() error {
 func (w *PolicyWatcher) reload(trigger string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return w.reloadLocked(trigger)
+}
+
+// switchTo loads the policy at path, which the feed delivered, and puts
+// it in force; if it is rejected, the policy in force and its path stay.
+func (w *PolicyWatcher) switchTo(path string, origin logrus.Fields) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	oldPath, oldOrigin := w.path, w.origin
+	w.path, w.origin = path, origin
+	if err := w.reloadLocked(TriggerPolicySource); err != nil {
+		w.path, w.origin = oldPath, oldOrigin
+		return err
+	}
+	return nil
+}
+
+func (w *PolicyWatcher) reloadLocked(trigger string) error {
 	old := w.cur.Load()
 	p, err := policy.Load(w.path, w.opts)
 	if err != nil {
@@ -220,7 +258,7 @@ func (w *PolicyWatcher) endSettleLater(prev *policy.Policy) {
 
 func (w *PolicyWatcher) logLoaded(p *policy.Policy, trigger string) {
 	allow, deny := p.Counts()
-	w.log.WithFields(logrus.Fields{
+	w.log.WithFields(w.origin).WithFields(logrus.Fields{
 		FieldMessageID:   MessageIDPolicyLoaded,
 		FieldPolicyHash:  p.Hash,
 		FieldMode:        string(p.Mode),
@@ -248,7 +286,7 @@ func (w *PolicyWatcher) logInvalid(err error, kept *policy.Policy, trigger strin
 	if !errors.Is(err, policy.ErrInvalid) {
 		what = "could not be read"
 	}
-	w.log.WithFields(logrus.Fields{
+	w.log.WithFields(w.origin).WithFields(logrus.Fields{
 		FieldMessageID:  MessageIDPolicyInvalid,
 		FieldPolicyPath: w.path,
 		FieldPolicyHash: kept.Hash,
@@ -262,6 +300,9 @@ func (w *PolicyWatcher) logInvalid(err error, kept *policy.Policy, trigger strin
 // that every way of replacing a file is seen: rename over it, sed -i,
 // delete and recreate, a Kubernetes ConfigMap's ..data symlink swap.
 func (w *PolicyWatcher) Run(ctx context.Context) error {
+	if w.feed != nil {
+		return w.feed.Run(ctx, w.switchTo)
+	}
 	fw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return fmt.Errorf("watching policy: %w", err)

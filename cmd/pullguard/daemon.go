@@ -89,6 +89,7 @@ func newDaemonCmd() *cobra.Command {
 		rf         runtimeFlags
 		lf         logFlags
 		of         observeFlags
+		sf         sourceFlags
 		authzPath  string
 		authzLabel string
 		resync     time.Duration
@@ -156,7 +157,7 @@ creates, tags and builds before they happen.`,
 					}
 				}
 			}()
-			err = daemon.Run(cmd.Context(), daemon.Config{
+			cfg := daemon.Config{
 				PolicyPath:     pf.path,
 				LoadOptions:    pf.loadOptions(),
 				Log:            log,
@@ -166,7 +167,11 @@ creates, tags and builds before they happen.`,
 				Settle:         settleFlag(settle),
 				SetupWarnings:  rf.prePullWarnings(),
 				PolicyObserver: obs.m,
-			})
+			}
+			if err := sf.apply(cmd.Context(), pf, &cfg, obs.m, log); err != nil {
+				return err
+			}
+			err = daemon.Run(cmd.Context(), cfg)
 			if errors.Is(err, daemon.ErrStartup) {
 				return &exitError{code: exitUsage, err: err}
 			}
@@ -177,6 +182,7 @@ creates, tags and builds before they happen.`,
 	rf.register(cmd)
 	lf.register(cmd)
 	of.register(cmd)
+	sf.register(cmd)
 	cmd.Flags().StringVar(&authzPath, "authz-socket", "", "serve Docker's authorization plugin API on this unix socket (e.g. /run/docker/plugins/pullguard.sock); a socket passed by systemd is used when present")
 	cmd.Flags().DurationVar(&resync, "resync-interval", daemon.DefaultResyncInterval, "reconcile every runtime this often even without events (0: never)")
 	cmd.Flags().DurationVar(&settle, "settle-period", daemon.DefaultSettle, "after a policy reload, removals and stops of what the previous policy allowed wait until the policy files have been unchanged this long (0: no wait)")

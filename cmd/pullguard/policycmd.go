@@ -5,6 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/pullguard/pullguard/daemon/policysource"
+	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -13,8 +15,36 @@ func newPolicyCmd() *cobra.Command {
 		Use:   "policy",
 		Short: "Work with policy files",
 	}
-	cmd.AddCommand(newPolicyValidateCmd())
+	cmd.AddCommand(newPolicyValidateCmd(), newPolicyPushCmd())
 	return cmd
+}
+
+func newPolicyPushCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "push DIR oci://REGISTRY/REPO:TAG",
+		Short: "Pack a policy directory into an OCI artifact and push it",
+		Long: `push packs DIR (its policy.yaml, policy.d/*.yaml drop-ins and the key files
+they name by relative path: every regular file below DIR except hidden ones)
+into a pullguard policy artifact and pushes it to the tag, for daemons started
+with --policy-source. The policy is checked with the daemon's loader first: an
+invalid policy is not pushed. It prints the artifact's digest; sign that with
+cosign, which daemons require:
+
+  digest=$(pullguard policy push ./policy oci://registry.example.com/pullguard/policy:prod)
+  cosign sign --key cosign.key registry.example.com/pullguard/policy@$digest
+
+The same files always make the same digest. Credentials come from Docker's
+config.json, as for docker push.`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			digest, err := policysource.Push(cmd.Context(), registry.New(registry.Options{}), args[0], args[1])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), digest)
+			return nil
+		},
+	}
 }
 
 func newPolicyValidateCmd() *cobra.Command {

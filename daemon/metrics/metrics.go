@@ -88,6 +88,7 @@ type state struct {
 	started    time.Time
 	lastReload ReloadStatus
 	runtimes   map[string]*RuntimeStatus
+	source     *SourceStatus // nil without --policy-source
 }
 
 // New returns Metrics with every series registered in a private registry.
@@ -164,7 +165,7 @@ func New(opts Options) *Metrics {
 		m.reconciles, m.reconcileDuration, m.reconcileLastOK,
 		m.eventsReceived, m.eventsLagging, m.logDropped,
 		m.authzRequests, m.authzDuration,
-		&m.policy,
+		&m.policy, sourceCollector{m},
 		// process_* (resident memory, CPU, open files) but not go_*: the
 		// Go collector's allocations on every scrape cost the idle daemon
 		// more memory than its series are worth here.

@@ -14,15 +14,17 @@ import (
 // Status is the daemon's state as `pullguard status` shows it, and as the
 // status socket serves it (JSON).
 type Status struct {
-	Version    string          `json:"version,omitempty"`
-	Started    time.Time       `json:"started"`
-	Mode       string          `json:"mode"`
-	PolicyHash string          `json:"policy_hash"`
-	Files      []string        `json:"policy_files"`
-	AllowRules int             `json:"allow_rules"`
-	DenyRules  int             `json:"deny_rules"`
-	LastReload ReloadStatus    `json:"last_reload"`
-	Runtimes   []RuntimeStatus `json:"runtimes"`
+	Version    string       `json:"version,omitempty"`
+	Started    time.Time    `json:"started"`
+	Mode       string       `json:"mode"`
+	PolicyHash string       `json:"policy_hash"`
+	Files      []string     `json:"policy_files"`
+	AllowRules int          `json:"allow_rules"`
+	DenyRules  int          `json:"deny_rules"`
+	LastReload ReloadStatus `json:"last_reload"`
+	// PolicySource is set when the policy comes from a signed artifact.
+	PolicySource *SourceStatus   `json:"policy_source,omitempty"`
+	Runtimes     []RuntimeStatus `json:"runtimes"`
 	// Actions counts records by action, all runtimes together.
 	Actions map[string]int64 `json:"actions"`
 	// AuthzRequests counts authorization requests by verdict.
@@ -78,6 +80,10 @@ func (m *Metrics) Snapshot(version string) Status {
 	m.mu.Lock()
 	s.Started = m.state.started
 	s.LastReload = m.state.lastReload
+	if src := m.state.source; src != nil {
+		c := *src
+		s.PolicySource = &c
+	}
 	for _, rs := range m.state.runtimes {
 		r := *rs
 		r.Events = events[r.Name]
@@ -119,6 +125,20 @@ func (s Status) Render(w io.Writer, now time.Time) error {
 		p("last reload:\tFAILED %s ago; the policy above stays in force:", ago(now, s.LastReload.Time))
 		for _, line := range strings.Split(strings.TrimSpace(s.LastReload.Error), "\n") {
 			p("\t  %s", line)
+		}
+	}
+	if src := s.PolicySource; src != nil {
+		stale := ""
+		if src.Stale {
+			stale = ", taken from the state directory at start: the source could not be checked"
+		}
+		p("source:\t%s, artifact %s fetched %s ago%s", src.Source, src.Digest, ago(now, src.Fetched), stale)
+		switch {
+		case src.LastCheck.IsZero():
+		case src.LastError == "":
+			p("last check:\tok, %s ago", ago(now, src.LastCheck))
+		default:
+			p("last check:\tFAILED %s ago; the artifact above stays in force: %s", ago(now, src.LastCheck), src.LastError)
 		}
 	}
 	for _, r := range s.Runtimes {
