@@ -210,7 +210,7 @@ func (l *Linter) LintInput(ctx context.Context, in Input) ([]Finding, error) {
 	}
 	data, err := readInput(f)
 	f.Close()
-	if errors.Is(err, tooLarge) {
+	if errors.Is(err, errTooLarge) {
 		return nil, &ParseError{File: in.Path, Err: err}
 	} else if err != nil {
 		return nil, err
@@ -237,19 +237,19 @@ const maxInputSize = 64 << 20
 // is too large before reading any of it.
 func readInput(f *os.File) ([]byte, error) {
 	if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > maxInputSize {
-		return nil, tooLarge
+		return nil, errTooLarge
 	}
 	return ReadInput(f)
 }
 
-var tooLarge = fmt.Errorf("over %d MiB, more than lint reads of one file", maxInputSize>>20)
+var errTooLarge = fmt.Errorf("over %d MiB, more than lint reads of one file", maxInputSize>>20)
 
 // ReadInput reads an input whole, refusing one larger than any real
 // Dockerfile, Compose file or manifest.
 func ReadInput(r io.Reader) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(r, maxInputSize+1))
 	if err == nil && len(data) > maxInputSize {
-		return nil, tooLarge
+		return nil, errTooLarge
 	}
 	return data, err
 }
