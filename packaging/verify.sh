@@ -41,6 +41,7 @@ if dpkg-query -W -f='${Status}' pullguard 2>/dev/null | grep -qv 'not-installed'
 	die "pullguard is already installed on this host ($(dpkg-query -W -f='${Version} ${Status}' pullguard)); verify.sh would purge it: run it on a host without pullguard"
 fi
 [ ! -e /etc/pullguard ] || die "/etc/pullguard exists; verify.sh's dpkg -P would delete it: move it away first"
+[ ! -e /var/lib/pullguard ] || die "/var/lib/pullguard exists; verify.sh's dpkg -P would delete it: move it away first"
 
 start=$(date +%s)
 tmp=$(mktemp -d /tmp/pullguard-verify.XXXXXX)
@@ -366,9 +367,11 @@ check "dpkg -r removes the program, keeps /etc/pullguard" removed
 
 purged() {
 	local rc=0 left
+	# What a daemon with --policy-source keeps: the last verified policy.
+	install -d -m 0700 /var/lib/pullguard/policy
 	dpkg_locked -P pullguard >/dev/null || return 1
 	installed=0
-	for p in /etc/pullguard /etc/default/pullguard /usr/lib/systemd/catalog/pullguard.catalog; do
+	for p in /etc/pullguard /var/lib/pullguard /etc/default/pullguard /usr/lib/systemd/catalog/pullguard.catalog; do
 		[ ! -e "$p" ] || {
 			echo "$p is left after purge"
 			rc=1
@@ -390,7 +393,7 @@ purged() {
 	fi
 	return $rc
 }
-check "dpkg -P removes /etc/pullguard, enablement and catalog" purged
+check "dpkg -P removes /etc/pullguard, /var/lib/pullguard, enablement and catalog" purged
 
 # --- the .rpm ---
 rpm_list() {
