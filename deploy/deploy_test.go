@@ -364,6 +364,53 @@ func TestHelmValues(t *testing.T) {
 	}
 }
 
+// With a policy source the daemon is told where to fetch it, which key
+// verifies it and where to keep the last verified copy on the node; the key
+// rides in the ConfigMap, and a source without a key is refused at render.
+func TestHelmPolicySource(t *testing.T) {
+	const source = "oci://registry.corp.example/security/pullguard-policy:prod"
+	keyFile := filepath.Join(t.TempDir(), "cosign.pub")
+	key := "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----\n"
+	if err := os.WriteFile(keyFile, []byte(key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := helm(t, "template", "guard", chartDir, "--set", "policySource.source="+source,
+		"--set-file", "policySource.key="+keyFile, "--set", "policySource.interval=5m")
+	objs, err := decodeStrict(out)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(objs.daemonSets) != 1 || len(objs.configMaps) != 1 {
+		t.Fatalf("want one DaemonSet and one ConfigMap:\n%s", out)
+	}
+	pod := objs.daemonSets[0].Spec.Template.Spec
+	args := pod.Containers[0].Args
+	for _, want := range []string{"--policy-source=" + source, "--policy-source-key=/etc/pullguard/policy-source.pub",
+		"--policy-source-interval=5m", "--state-dir=/var/lib/pullguard/state"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("args %q: no %s", args, want)
+		}
+	}
+	mounted := slices.ContainsFunc(pod.Containers[0].VolumeMounts, func(m corev1.VolumeMount) bool {
+		return m.MountPath == "/var/lib/pullguard" && !m.ReadOnly
+	})
+	onNode := slices.ContainsFunc(pod.Volumes, func(v corev1.Volume) bool {
+		return v.HostPath != nil && v.HostPath.Path == "/var/lib/pullguard"
+	})
+	if !mounted || !onNode {
+		t.Errorf("the state directory is not the node's /var/lib/pullguard mounted writable: mounts %v volumes %v",
+			pod.Containers[0].VolumeMounts, pod.Volumes)
+	}
+	if got := objs.configMaps[0].Data["policy-source.pub"]; strings.TrimSpace(got) != strings.TrimSpace(key) {
+		t.Errorf("ConfigMap policy-source.pub = %q, want the key given", got)
+	}
+
+	_, stderr, err := runHelm(t, "template", "guard", chartDir, "--set", "policySource.source="+source)
+	if err == nil || !strings.Contains(stderr, "policySource.key") {
+		t.Errorf("a source without a key: err %v, stderr %q; want the key required", err, stderr)
+	}
+}
+
 // The example alert rules parse strictly and name only series pullguard
 // exports: a renamed metric must not leave an alert that can never fire.
 func TestAlertRules(t *testing.T) {
