@@ -185,7 +185,7 @@ func (p *Policy) Judge(img Image, now time.Time, ev EvidenceSource) Verdict {
 	var err error
 	if u := d.Unverifiable(); u != nil {
 		err = fmt.Errorf("%w: %s", errSignatureUnanswered, u.Decision.Signature.Result.Reason)
-	} else if p.LocalImages == LocalImagesDeny && img.Digest != "" &&
+	} else if p.LocalImages == LocalImagesDeny && !img.DigestNamesProveOrigin && img.Digest != "" &&
 		(slices.ContainsFunc(d.Names, isUnproven) || asideAt != nil && !d.Allowed) {
 		var served string
 		served, err = p.askOrigin(img, names, d, asideAt, now, ev, sigs)

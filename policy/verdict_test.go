@@ -135,6 +135,9 @@ func TestJudge(t *testing.T) {
 			p: deny, img: Image{Names: []string{"reg.example/approved/x:1", "reg.example/approved/x@" + vA}, Digest: vA},
 			ev:      askedEvidence{fail: map[string]error{"reg.example/approved/x": down}},
 			outcome: Undecided, names: []Outcome{Undecided, Undecided}, asked: []string{"serves reg.example/approved/x"}},
+		"a store whose digest names prove origin is not asked about content without one": {
+			p: deny, img: Image{Names: []string{"reg.example/approved/x:1"}, Digest: vA, DigestNamesProveOrigin: true},
+			outcome: Denied, reason: ReasonLocalContent},
 		"a pull in progress is its own origin": {
 			p: deny, img: Image{Names: []string{"reg.example/approved/x:1"}, Digest: vA, PulledFrom: "reg.example/approved/x"},
 			outcome: Allowed},

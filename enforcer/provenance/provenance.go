@@ -115,8 +115,8 @@ func (c *Cache) Served(ctx context.Context, repository, digest string) (bool, er
 	return served, nil
 }
 
-// originsOf are the repositories known to have served digest.
-func (c *Cache) originsOf(digest string) []string {
+// Origins are the repositories known to have served digest, as long as the process runs.
+func (c *Cache) Origins(digest string) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.origins[digest])
@@ -191,7 +191,7 @@ func (c *Cache) Gather(ctx context.Context, p *policy.Policy, now time.Time, nam
 	asked := map[string]bool{}
 	// Where the content is known to have come from first: a repository
 	// the policy allows that served it, whatever the content is called now.
-	for _, repo := range c.originsOf(digest) {
+	for _, repo := range c.Origins(digest) {
 		if len(ev.Served) > 0 {
 			break
 		}
