@@ -184,7 +184,10 @@ func (p *Policy) Judge(img Image, now time.Time, ev EvidenceSource) Verdict {
 	d := p.DecideImageWith(names, img.Digest, now, sigs)
 	var err error
 	if u := d.Unverifiable(); u != nil {
-		err = fmt.Errorf("%w: %s", errSignatureUnanswered, u.Decision.Signature.Result.Reason)
+		err = fmt.Errorf("%w: %s", ErrSignatureUnanswered, u.Decision.Signature.Result.Reason)
+	} else if p.LocalImages == LocalImagesDeny && !img.DigestNamesProveOrigin && img.Digest == "" &&
+		slices.ContainsFunc(d.Names, isUnproven) {
+		err = errNoContent
 	} else if p.LocalImages == LocalImagesDeny && !img.DigestNamesProveOrigin && img.Digest != "" &&
 		(slices.ContainsFunc(d.Names, isUnproven) || asideAt != nil && !d.Allowed) {
 		var served string
@@ -199,7 +202,9 @@ func (p *Policy) Judge(img Image, now time.Time, ev EvidenceSource) Verdict {
 	return p.verdict(img, d, asideAt, err)
 }
 
-var errSignatureUnanswered = errors.New("the signature could not be verified")
+// ErrSignatureUnanswered is what the error of a verdict undecided for want
+// of a signature answer wraps.
+var ErrSignatureUnanswered = errors.New("the signature could not be verified")
 
 func isUnproven(n NameDecision) bool { return n.Unproven }
 
@@ -286,10 +291,14 @@ func (p *Policy) askOrigin(img Image, names []string, d ImageDecision, asideAt [
 
 var errNoEvidence = errors.New("no registry to ask")
 
+// errNoContent: the runtime names no content (a container whose image
+// record is gone), so nobody can be asked where it came from.
+var errNoContent = errors.New("the runtime does not say which content the name stands for")
+
 // verdict turns the names' decisions into the verdict on img.
 func (p *Policy) verdict(img Image, d ImageDecision, asideAt []int, err error) Verdict {
 	v := Verdict{Names: make([]NameVerdict, len(img.Names)), VouchedBy: d.VouchedBy, PolicyHash: p.Hash, Decision: d.Decision}
-	signatureErr := errors.Is(err, errSignatureUnanswered)
+	signatureErr := errors.Is(err, ErrSignatureUnanswered)
 	var undecided *Decision
 	for i := range v.Names {
 		j := i

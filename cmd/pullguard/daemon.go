@@ -21,6 +21,7 @@ import (
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
 	"github.com/pullguard/pullguard/enforcer/dockerstore"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/prepull"
 	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/enforcer/registry"
@@ -282,6 +283,9 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	// content came from (local-images: deny) on containerd and on Docker's
 	// containerd image store, once for the guards and the plugin.
 	prov := provenance.New(reg)
+	// Both answer the policy's questions about content in one place, which
+	// warns once when pullguard has no network.
+	judge := evidence.New(sigs, prov, log)
 	// The plugin's image index drops what each image event the Docker
 	// guard reads may have made wrong; the plugin is built after the guard.
 	var plugin *authz.Server
@@ -304,7 +308,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			return nil, fmt.Errorf("--containerd-address: %w", err)
 		}
 		*closers = append(*closers, func() { api.Close() })
-		opts := []cdguard.Option{cdguard.WithObserver(observer), cdguard.WithSignatures(sigs)}
+		opts := []cdguard.Option{cdguard.WithObserver(observer), cdguard.WithEvidence(judge)}
 		if len(rf.containerdNamespace) > 0 {
 			opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 		}
@@ -316,7 +320,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
 		}
-		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, append(opts, cdguard.WithProvenance(prov))...)})
+		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}
 	if authzMode != "off" {
 		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs, prov)

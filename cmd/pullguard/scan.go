@@ -15,6 +15,7 @@ import (
 	"github.com/pullguard/pullguard/enforcer"
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/enforcer/signature"
@@ -70,7 +71,7 @@ policy error or when a runtime to scan cannot be reached.`,
 				scanners = append(scanners, s)
 			}
 			if rf.containerd() {
-				s, err := containerdScanner(ctx, rf, prov, sigs)
+				s, err := containerdScanner(ctx, rf, evidence.New(sigs, prov, logrus.StandardLogger()))
 				if err != nil {
 					return &exitError{code: exitUsage, err: err}
 				}
@@ -143,7 +144,7 @@ func dockerScanner(ctx context.Context, rf runtimeFlags, sigs enforcer.Signature
 	}, nil
 }
 
-func containerdScanner(ctx context.Context, rf runtimeFlags, prov *provenance.Cache, sigs enforcer.Signatures) (scanner, error) {
+func containerdScanner(ctx context.Context, rf runtimeFlags, judge *evidence.Judge) (scanner, error) {
 	api, err := cdguard.NewAPI(rf.containerdAddress)
 	if err != nil {
 		return scanner{}, fmt.Errorf("--containerd-address: %w", err)
@@ -154,14 +155,13 @@ func containerdScanner(ctx context.Context, rf runtimeFlags, prov *provenance.Ca
 		api.Close()
 		return scanner{}, fmt.Errorf("cannot reach containerd at %s: %w", rf.containerdAddress, err)
 	}
-	opts := []cdguard.Option{cdguard.WithSignatures(sigs)}
+	opts := []cdguard.Option{cdguard.WithEvidence(judge)}
 	if len(rf.containerdNamespace) > 0 {
 		opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 	}
 	if rf.docker() {
 		opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 	}
-	opts = append(opts, cdguard.WithProvenance(prov))
 	return scanner{
 		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
 			return cdguard.Scan(ctx, api, p, now, opts...)

@@ -17,7 +17,6 @@ package evidence
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"time"
 
@@ -174,10 +173,29 @@ func ActOn(v policy.Verdict, i int) Act {
 }
 
 // Failure is the error a failed record carries for an undecided verdict:
-// why no answer could be had, and that nothing was removed for it.
+// why no answer could be had, and that nothing was removed for it. One
+// undecided for want of a signature answer is also
+// enforcer.ErrSignatureUnverifiable.
 func Failure(v policy.Verdict) error {
 	if v.Err == nil {
 		return nil
 	}
-	return fmt.Errorf("%w; nothing removed, asked again at the next resync", v.Err)
+	f := failure{err: v.Err}
+	if errors.Is(v.Err, policy.ErrSignatureUnanswered) {
+		f.kind = enforcer.ErrSignatureUnverifiable
+	}
+	return f
+}
+
+type failure struct{ err, kind error }
+
+func (f failure) Error() string {
+	return f.err.Error() + "; nothing removed, asked again at the next resync"
+}
+
+func (f failure) Unwrap() []error {
+	if f.kind == nil {
+		return []error{f.err}
+	}
+	return []error{f.err, f.kind}
 }
