@@ -44,7 +44,7 @@ func TestProvenance(t *testing.T) {
 	// ctr images tag writes a digest name too: it vouches for nothing.
 	forged := "registry.local/approved/busybox@" + dg('2')
 	f.addImage(k8s, forged, dg('2'))
-	f.addImage(k8s, cri, dg('3'))      // CRI's records, asked about like any other
+	f.addImage(k8s, cri, dg('3')) // CRI's records, asked about like any other
 	f.addImage(k8s, "registry.local/approved/cri@"+dg('3'), dg('3'))
 	reg.SetDown(false)
 	g, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), withRegistry(reg))
