@@ -182,24 +182,27 @@ func (p *Policy) Judge(img Image, now time.Time, ev EvidenceSource) Verdict {
 		names, asideAt = p.setAside(img.Names, now)
 	}
 	d := p.DecideImageWith(names, img.Digest, now, sigs)
-	var err error
+	var sigErr, provErr error
 	if u := d.Unverifiable(); u != nil {
-		err = fmt.Errorf("%w: %s", ErrSignatureUnanswered, u.Decision.Signature.Result.Reason)
-	} else if p.LocalImages == LocalImagesDeny && !img.DigestNamesProveOrigin && img.Digest == "" &&
-		slices.ContainsFunc(d.Names, isUnproven) {
-		err = errNoContent
-	} else if p.LocalImages == LocalImagesDeny && !img.DigestNamesProveOrigin && img.Digest != "" &&
+		sigErr = fmt.Errorf("%w: %s", ErrSignatureUnanswered, u.Decision.Signature.Result.Reason)
+	}
+	if p.LocalImages == LocalImagesDeny && !img.DigestNamesProveOrigin &&
 		(slices.ContainsFunc(d.Names, isUnproven) || asideAt != nil && !d.Allowed) {
 		var served string
-		served, err = p.askOrigin(img, names, d, asideAt, now, ev, sigs)
+		if img.Digest == "" {
+			provErr = errNoContent
+		} else {
+			served, provErr = p.askOrigin(img, names, d, asideAt, now, ev, sigs)
+		}
 		if served != "" {
 			// Judged as one more digest name of the content, as a
-			// repository digest dockerd or CRI recorded would be.
+			// repository digest dockerd or CRI recorded would be; the
+			// verdict is still on the image's own names.
 			d = p.DecideImageWith(append(slices.Clip(names), served), img.Digest, now, sigs)
 			d.Names = d.Names[:len(names)]
 		}
 	}
-	return p.verdict(img, d, asideAt, err)
+	return p.verdict(img, d, asideAt, sigErr, provErr)
 }
 
 // ErrSignatureUnanswered is what the error of a verdict undecided for want
@@ -295,11 +298,13 @@ var errNoEvidence = errors.New("no registry to ask")
 // record is gone), so nobody can be asked where it came from.
 var errNoContent = errors.New("the runtime does not say which content the name stands for")
 
-// verdict turns the names' decisions into the verdict on img.
-func (p *Policy) verdict(img Image, d ImageDecision, asideAt []int, err error) Verdict {
-	v := Verdict{Names: make([]NameVerdict, len(img.Names)), VouchedBy: d.VouchedBy, PolicyHash: p.Hash, Decision: d.Decision}
-	signatureErr := errors.Is(err, ErrSignatureUnanswered)
-	var undecided *Decision
+// verdict turns the names' decisions into the verdict on img: allowed
+// when one of its names is, else undecided when one of them lacks an
+// answer, else denied. An image with no name but image IDs is decided by
+// the policy's default (DecideImageWith).
+func (p *Policy) verdict(img Image, d ImageDecision, asideAt []int, sigErr, provErr error) Verdict {
+	v := Verdict{Names: make([]NameVerdict, len(img.Names)), VouchedBy: d.VouchedBy, PolicyHash: p.Hash}
+	first := map[Outcome]int{Allowed: -1, Undecided: -1, Denied: -1}
 	for i := range v.Names {
 		j := i
 		if asideAt != nil {
@@ -307,33 +312,40 @@ func (p *Policy) verdict(img Image, d ImageDecision, asideAt []int, err error) V
 		}
 		nv := &v.Names[i]
 		if j < 0 {
-			// A set-aside digest name: allowed with the content it names.
-			nv.NameDecision = NameDecision{Name: img.Names[i], Decision: p.asideDecision(img.Names[i], d, err)}
-			nv.Unproven = !d.Allowed
+			nv.NameDecision = p.asideDecision(img.Names[i], d, provErr)
 		} else {
 			nv.NameDecision = d.Names[j]
 		}
-		switch {
-		case nv.ImageID:
+		if nv.ImageID {
 			continue
+		}
+		switch {
 		case nv.Decision.Allowed:
 			nv.Outcome = Allowed
-		case err != nil && (nv.Unproven || signatureErr && nv.Decision.Unverifiable()):
+		case provErr != nil && nv.Unproven || sigErr != nil && nv.Decision.Unverifiable():
 			nv.Outcome = Undecided
-			if undecided == nil {
-				undecided = &nv.Decision
-			}
 		default:
 			nv.Outcome = Denied
 		}
+		if first[nv.Outcome] < 0 {
+			first[nv.Outcome] = i
+		}
 	}
 	switch {
+	case first[Allowed] >= 0:
+		v.Outcome, v.Decision = Allowed, v.Names[first[Allowed]].Decision
+	case first[Undecided] >= 0:
+		n := v.Names[first[Undecided]]
+		v.Outcome, v.Decision, v.Err = Undecided, n.Decision, sigErr
+		if n.Unproven && provErr != nil {
+			v.Err = provErr
+		}
+	case first[Denied] >= 0:
+		v.Outcome, v.Decision = Denied, v.Names[first[Denied]].Decision
 	case d.Allowed:
-		v.Outcome = Allowed
-	case undecided != nil:
-		v.Outcome, v.Decision, v.Err = Undecided, *undecided, err
+		v.Outcome, v.Decision = Allowed, d.Decision
 	default:
-		v.Outcome = Denied
+		v.Outcome, v.Decision = Denied, d.Decision
 	}
 	for i := range v.Names {
 		if v.Names[i].ImageID {
@@ -343,20 +355,21 @@ func (p *Policy) verdict(img Image, d ImageDecision, asideAt []int, err error) V
 	return v
 }
 
-// asideDecision is the decision on a set-aside digest name: it follows the
-// content's verdict, since it proves nothing either way.
-func (p *Policy) asideDecision(name string, d ImageDecision, err error) Decision {
+// asideDecision is the decision on a set-aside digest name, which proves
+// nothing either way: allowed when an allowed repository was found to
+// serve the content, denied for want of provenance otherwise.
+func (p *Policy) asideDecision(name string, d ImageDecision, provErr error) NameDecision {
 	r, _ := p.cache.parse(name)
-	out := Decision{Input: name, Reference: r.String, Allowed: d.Allowed, PolicyHash: p.Hash}
+	nd := NameDecision{Name: name, Decision: Decision{Input: name, Reference: r.String, PolicyHash: p.Hash}}
 	switch {
-	case d.Allowed:
-		out.Reason = "follows the image's allowed content"
-	case err != nil:
-		out.Reason = reasonNotFromAllowed + "? unknown: " + err.Error()
+	case d.VouchedBy != "":
+		nd.Decision.Allowed, nd.Decision.Reason = true, "its content came from "+d.VouchedBy
+	case provErr != nil:
+		nd.Unproven, nd.Decision.Reason = true, "whether its content came from an allowed repository is unknown"
 	default:
-		out.Reason = ReasonLocalContent
+		nd.Unproven, nd.Decision.Reason = true, ReasonLocalContent
 	}
-	return out
+	return nd
 }
 
 // askedOnce asks ev about each (repository, digest, key set) once per

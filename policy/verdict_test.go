@@ -144,6 +144,10 @@ func TestJudge(t *testing.T) {
 		"containerd without a record: a denied name is denied": {
 			p: deny, img: Image{Names: []string{"reg.example/evil/x:1"}},
 			outcome: Denied},
+		"a tag no rule allows is denied without asking, whatever the registry would say": {
+			p: deny, img: Image{Names: []string{"docker.io/library/nginx:latest", vID}, Digest: vA},
+			ev:      askedEvidence{served: map[string]bool{"docker.io/library/nginx": true}},
+			outcome: Denied, names: []Outcome{Denied, Denied}, asked: nil},
 		"a pull in progress is its own origin": {
 			p: deny, img: Image{Names: []string{"reg.example/approved/x:1"}, Digest: vA, PulledFrom: "reg.example/approved/x"},
 			outcome: Allowed},
