@@ -38,10 +38,11 @@ type Image struct {
 	// (which shows every name with the record's digest). Where false, the
 	// allowed digest names are set aside and the EvidenceSource is asked instead.
 	DigestNamesProveOrigin bool
-	// PulledFrom is the repository the content is being pulled from right
-	// now (the containerd image verifier, asked during a pull): it is the
-	// content's origin, and nobody need be asked.
-	PulledFrom string
+	// Pulling says that the names are being pulled right now from their
+	// repositories (the containerd image verifier, asked during a pull):
+	// the pull is the content's origin, so names alone are judged and
+	// nobody is asked where it came from.
+	Pulling bool
 }
 
 // EvidenceSource answers what a name cannot prove about content. Judge asks
@@ -174,6 +175,11 @@ func (p *Policy) Judge(img Image, now time.Time, ev EvidenceSource) Verdict {
 	if ev != nil {
 		sigs = &askedOnce{ev: ev}
 	}
+	if img.Pulling {
+		q := p.namesOnly()
+		d := q.DecideImageWith(img.Names, img.Digest, now, sigs)
+		return q.verdict(img, d, nil, unanswered(d), nil)
+	}
 	names := img.Names
 	// Digest names that prove nothing are set aside, and evidence asked
 	// about their repositories instead.
@@ -182,10 +188,7 @@ func (p *Policy) Judge(img Image, now time.Time, ev EvidenceSource) Verdict {
 		names, asideAt = p.setAside(img.Names, now)
 	}
 	d := p.DecideImageWith(names, img.Digest, now, sigs)
-	var sigErr, provErr error
-	if u := d.Unverifiable(); u != nil {
-		sigErr = fmt.Errorf("%w: %s", ErrSignatureUnanswered, u.Decision.Signature.Result.Reason)
-	}
+	sigErr, provErr := unanswered(d), error(nil)
 	if p.LocalImages == LocalImagesDeny && !img.DigestNamesProveOrigin &&
 		(slices.ContainsFunc(d.Names, isUnproven) || asideAt != nil && !d.Allowed) {
 		var served string
@@ -210,6 +213,14 @@ func (p *Policy) Judge(img Image, now time.Time, ev EvidenceSource) Verdict {
 var ErrSignatureUnanswered = errors.New("the signature could not be verified")
 
 func isUnproven(n NameDecision) bool { return n.Unproven }
+
+// unanswered is the error of a decision that lacks a signature answer.
+func unanswered(d ImageDecision) error {
+	if u := d.Unverifiable(); u != nil {
+		return fmt.Errorf("%w: %s", ErrSignatureUnanswered, u.Decision.Signature.Result.Reason)
+	}
+	return nil
+}
 
 // setAside returns names without the digest names the policy allows on
 // their own, and where each name of all went in the result (-1: set aside).
@@ -241,16 +252,12 @@ func (p *Policy) setAside(all []string, now time.Time) ([]string, []int) {
 
 // askOrigin finds an allowed repository that serves the content, for an
 // image with allowed names its own names do not vouch for. It asks, until
-// one says yes: the repository the content is being pulled from (nobody:
-// that is its origin), the repositories known to have served it that the
-// policy allows, then the repositories of its allowed unproven names and
+// one says yes: the repositories known to have served it that the policy
+// allows, then the repositories of its allowed unproven names and
 // of its set-aside digest names. It returns the repo@digest name to judge
 // the content by, or the error that left a question unanswered.
 func (p *Policy) askOrigin(img Image, names []string, d ImageDecision, asideAt []int, now time.Time, ev EvidenceSource, sigs SignatureSource) (string, error) {
 	digest := img.Digest
-	if img.PulledFrom != "" {
-		return img.PulledFrom + "@" + digest, nil
-	}
 	var repos []string
 	if k, ok := ev.(KnownOrigins); ok {
 		for _, repo := range k.Origins(digest) {

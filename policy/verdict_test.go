@@ -149,7 +149,7 @@ func TestJudge(t *testing.T) {
 			ev:      askedEvidence{served: map[string]bool{"docker.io/library/nginx": true}},
 			outcome: Denied, names: []Outcome{Denied, Denied}, asked: nil},
 		"a pull in progress is its own origin": {
-			p: deny, img: Image{Names: []string{"reg.example/approved/x:1"}, Digest: vA, PulledFrom: "reg.example/approved/x"},
+			p: deny, img: Image{Names: []string{"reg.example/approved/x:1"}, Digest: vA, Pulling: true},
 			outcome: Allowed},
 		"a name pinning other content is denied without asking": {
 			p: deny, img: Image{Names: []string{"reg.example/approved/x@" + vB}, Digest: vA, DigestNamesProveOrigin: true},
@@ -212,7 +212,7 @@ func TestJudgeSignatures(t *testing.T) {
 	p := loadFixture(t, "signed.yaml")
 	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 	const signed = "registry.example.com/approved/app:1"
-	img := Image{Names: []string{signed}, Digest: vA, PulledFrom: "registry.example.com/approved/app"}
+	img := Image{Names: []string{signed}, Digest: vA, Pulling: true}
 	cases := map[string]struct {
 		img     Image
 		sig     SignatureStatus

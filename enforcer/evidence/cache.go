@@ -93,5 +93,5 @@ func (c *verdictCache) nextExpiry(p *policy.Policy, now time.Time) time.Time {
 
 func sameImage(a, b policy.Image) bool {
 	return a.Digest == b.Digest && a.DigestNamesProveOrigin == b.DigestNamesProveOrigin &&
-		a.PulledFrom == b.PulledFrom && slices.Equal(a.Names, b.Names)
+		a.Pulling == b.Pulling && slices.Equal(a.Names, b.Names)
 }
