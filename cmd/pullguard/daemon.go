@@ -323,7 +323,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}
 	if authzMode != "off" {
-		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs, prov)
+		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs, judge)
 		if err != nil {
 			return nil, err
 		}
@@ -365,7 +365,7 @@ func (g *authzGuard) Run(ctx context.Context) error {
 }
 
 func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter, m *metrics.Metrics,
-	log *logrus.Logger, closers *[]func(), sigs authz.Signatures, prov *provenance.Cache) (*authzGuard, error) {
+	log *logrus.Logger, closers *[]func(), sigs authz.Signatures, judge *evidence.Judge) (*authzGuard, error) {
 	listeners, err := authz.ListenersFromSystemd()
 	if err != nil {
 		return nil, err
@@ -401,6 +401,6 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	*closers = append(*closers, func() { c.Close() })
 	ready := make(chan struct{})
 	close(ready)
-	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest), authz.WithSignatures(sigs), authz.WithProvenance(prov))
+	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest), authz.WithSignatures(sigs), authz.WithEvidence(judge))
 	return &authzGuard{server: srv, listeners: listeners, ready: ready}, nil
 }

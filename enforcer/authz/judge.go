@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -12,7 +13,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
-	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -330,30 +330,26 @@ func (s *Server) judgeImage(ctx context.Context, p *policy.Policy, now time.Time
 	if r, err := policy.ParseRef(typed); err == nil {
 		typedRef = r.String
 	}
-	sigs := enforcer.SourceFor(ctx, s.signatures)
-	if img.InContainerd && s.prov != nil && localDenied(p) {
-		// dockerd 29's repository digests prove nothing there: the
-		// registries say where the content came from, as for the guards.
-		var ev *provenance.Evidence
-		img.Names, ev = s.prov.DockerNames(ctx, p, now, img.ID, img.Names, sigs)
-		if ev.Unknown != nil && p.NamesOnly().DecideImageWith(img.Names, "", now, sigs).Allowed {
-			// Allowed by its names, unproven, and no registry could say:
-			// refused (fail closed), journaled as failed.
-			log.WithError(ev.Unknown).WithField("image", typed).Warn("authorization plugin: where the image's content came from is unknown; refusing the request")
-			d := policy.Decision{Input: typed, Reason: "pullguard could not ask the registry where the image's content came from (local-images: deny): " + ev.Unknown.Error(), PolicyHash: p.Hash}
-			return verdict{imageID: img.ID, decision: d, msg: d.Err().Error(), err: ev.Unknown}
-		}
+	// dockerd's own image store records a repository digest only for a
+	// repository it pulled the content from or pushed it to; dockerd 29's
+	// containerd image store shows one for every name, and the ID is the
+	// records' target, which registries are asked about instead.
+	image := policy.Image{Names: img.Names, DigestNamesProveOrigin: !img.InContainerd}
+	if img.InContainerd {
+		image.Digest = img.ID
 	}
-	// The image is allowed if it may stay and run: one of its names is.
-	judged := p.DecideImageWith(img.Names, "", now, sigs)
-	if judged.Allowed && s.evidence != nil && len(img.Names) > 0 {
-		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeDocker, ID: img.ID, Names: img.Names}
-		if d := s.evidence.Check(ctx, subject, judged); d != nil {
-			return verdict{imageID: img.ID, decision: *d, msg: noAllowedNameRefusal(p, typed, img.ID, *d)}
+	judged := s.evidence.Pass(ctx).Judge(p, image, now)
+	switch judged.Outcome {
+	case policy.Allowed:
+		return allowed // it may stay and run: one of its names is allowed
+	case policy.Undecided:
+		// Refused (fail closed), journaled as failed: no answer is no proof.
+		log.WithError(judged.Err).WithField("image", typed).Warn("authorization plugin: the policy could not decide about the image; refusing the request")
+		d := policy.Decision{Input: typed, Reason: "pullguard could not decide: " + judged.Err.Error(), PolicyHash: p.Hash}
+		if !errors.Is(judged.Err, policy.ErrSignatureUnanswered) {
+			d.Reason = "pullguard could not ask the registry where the image's content came from (local-images: deny): " + judged.Err.Error()
 		}
-	}
-	if judged.Allowed {
-		return allowed
+		return verdict{imageID: img.ID, decision: d, msg: d.Err().Error(), err: judged.Err}
 	}
 	var first, same *policy.Decision
 	for i, n := range judged.Names {
