@@ -11,7 +11,6 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
-
 )
 
 // The image index spares judged requests the nested Docker lookup, and
