@@ -102,6 +102,10 @@ type NameVerdict struct {
 	// allowing rule needs could not be had. An image-ID name has the
 	// image's outcome.
 	Outcome Outcome
+	// SetAside is set for a digest name that proves nothing where the
+	// image is kept (Image.DigestNamesProveOrigin false): it is allowed
+	// only once an allowed repository is found to serve the content.
+	SetAside bool
 }
 
 // Verdict is the one answer about an image.
@@ -222,13 +226,17 @@ func unanswered(d ImageDecision) error {
 	return nil
 }
 
+// mayAllow reports whether a name's decision allows it, or would with a
+// signature: only a name denied whatever the evidence is judged on its own.
+func mayAllow(d Decision) bool { return d.Allowed || d.Signature != nil }
+
 // setAside returns names without the digest names the policy allows on
-// their own, and where each name of all went in the result (-1: set aside).
+// their own (or would, signed), and where each name of all went in the result (-1: set aside).
 func (p *Policy) setAside(all []string, now time.Time) ([]string, []int) {
 	var kept []string
 	var at []int
 	for i, n := range all {
-		if r, err := p.cache.parse(n); err == nil && r.Tag == "" && r.Digest != "" && p.DecideRef(r, now).Allowed {
+		if r, err := p.cache.parse(n); err == nil && r.Tag == "" && r.Digest != "" && mayAllow(p.DecideRef(r, now)) {
 			if at == nil {
 				at = make([]int, len(all))
 				for j := range i {
@@ -319,7 +327,7 @@ func (p *Policy) verdict(img Image, d ImageDecision, asideAt []int, sigErr, prov
 		}
 		nv := &v.Names[i]
 		if j < 0 {
-			nv.NameDecision = p.asideDecision(img.Names[i], d, provErr)
+			nv.NameDecision, nv.SetAside = p.asideDecision(img.Names[i], d, provErr), true
 		} else {
 			nv.NameDecision = d.Names[j]
 		}

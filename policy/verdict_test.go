@@ -219,9 +219,11 @@ func TestJudgeSignatures(t *testing.T) {
 		outcome Outcome
 		asked   []string
 	}{
-		"verified":                   {img, SignatureVerified, Allowed, []string{"signature " + signed + "@" + vA}},
-		"missing":                    {img, SignatureMissing, Denied, []string{"signature " + signed + "@" + vA}},
-		"registry unreachable":       {img, SignatureUnverifiable, Undecided, []string{"signature " + signed + "@" + vA}},
+		"verified":             {img, SignatureVerified, Allowed, []string{"signature " + signed + "@" + vA}},
+		"missing":              {img, SignatureMissing, Denied, []string{"signature " + signed + "@" + vA}},
+		"registry unreachable": {img, SignatureUnverifiable, Undecided, []string{"signature " + signed + "@" + vA}},
+		"a signed digest name of a store that proves nothing does not vouch": {Image{Names: []string{signed, "registry.example.com/approved/app@" + vA}, Digest: vA},
+			SignatureVerified, Denied, []string{"signature " + signed + "@" + vA, "serves registry.example.com/approved/app"}},
 		"no signed-by rule names it": {Image{Names: []string{"quay.io/x/y:1"}, Digest: vA}, SignatureUnverifiable, Denied, nil},
 		"a deny rule settles it first": {Image{Names: []string{"registry.example.com/approved/app:latest"}, Digest: vA},
 			SignatureUnverifiable, Denied, nil},

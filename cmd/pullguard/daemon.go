@@ -299,7 +299,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			if plugin != nil {
 				plugin.ImageEvent(ev.Action, ev.ID, ev.Attributes["name"])
 			}
-		}), dockerguard.WithSignatures(sigs), dockerguard.WithProvenance(prov))
+		}), dockerguard.WithEvidence(judge))
 		guards = append(guards, namedGuard{enforcer.RuntimeDocker, docker})
 	}
 	if rf.containerd() {

@@ -25,8 +25,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/engine"
-	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -54,16 +54,9 @@ type Guard struct {
 	// imageEvents, when set, is called for every image event read, and
 	// with the zero Event before every reconcile.
 	imageEvents func(Event)
-	// evidence, when set, may overrule the policy's allowing decisions.
-	evidence enforcer.Evidence
-	// signatures, when set, verifies what signed-by rules ask for.
-	signatures enforcer.Signatures
-	// prov, when set, asks registries where content on dockerd's
-	// containerd image store came from (provenance.go).
-	prov *provenance.Cache
-	// noNetwork is logged once: pullguard may not open network sockets at
-	// all, so no registry can vouch for content (provenance.go).
-	noNetwork sync.Once
+	// judge answers what names cannot prove about content (signatures,
+	// provenance on the containerd image store); nil: nothing is asked.
+	judge *evidence.Judge
 
 	// containerdStore: dockerd keeps its images in containerd (load.go).
 	containerdStore atomic.Bool
@@ -101,18 +94,8 @@ func WithObserver(o enforcer.Observer) Option { return func(g *Guard) { g.cfg.Ob
 // missed): the authorization plugin keeps its image index true with them.
 func WithImageEvents(f func(Event)) Option { return func(g *Guard) { g.imageEvents = f } }
 
-// WithEvidence has the guard consult e about every image the policy
-// allows by name; an image it denies loses all its names.
-func WithEvidence(e enforcer.Evidence) Option { return func(g *Guard) { g.evidence = e } }
-
-// WithSignatures has the guard verify the signatures signed-by rules ask
-// for; without it such rules deny every image they name.
-func WithSignatures(s enforcer.Signatures) Option { return func(g *Guard) { g.signatures = s } }
-
-// sigs is the signature source for one pass, or nil.
-func (g *Guard) sigs(ctx context.Context) policy.SignatureSource {
-	return enforcer.SourceFor(ctx, g.signatures)
-}
+// pass is the evidence for one pass (a reconcile, one event).
+func (g *Guard) pass(ctx context.Context) *evidence.Pass { return g.judge.Pass(ctx) }
 
 // New makes a Guard. It does nothing until Run.
 func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log logrus.FieldLogger, opts ...Option) *Guard {
@@ -436,7 +419,7 @@ func (g *Guard) deniedNameStep(p *policy.Policy, name, event string, d policy.De
 			// Only while a reload settles: plan as the previous policy would.
 			ctx := context.Background()
 			img, err := g.api.InspectImage(ctx, name)
-			return err != nil || planImage(img, prev, g.now(), []string{name}, g.sigs(ctx)).Removals == nil
+			return err != nil || planImage(img, prev, g.now(), []string{name}, g.pass(ctx).Signatures()).Removals == nil
 		},
 	}
 }
@@ -556,18 +539,13 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		g.log.WithFields(logrus.Fields{"event": event, "image_id": id, "error": err}).Error("cannot inspect image")
 		return true
 	}
-	sigs := g.sigs(ctx)
-	v := g.vouch(ctx, p, img, sigs)
-	plan := v.plan(p, g.now(), only, sigs)
+	ps := g.pass(ctx)
+	sigs := ps.Signatures()
+	plan := vouch(ps, p, g.now(), img).plan(p, g.now(), only, sigs)
 	if u := plan.Unverifiable; u != nil {
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Event: event,
 			Image: normalize(u.Name), ImageID: img.ID, Decision: u.Decision, Err: enforcer.ErrSignatureUnverifiable}})
 		return true
-	}
-	if g.evidence != nil && len(plan.Removals) == 0 && plan.Unknown == nil {
-		if d := g.vet(ctx, p, v.Image, sigs); d != nil {
-			plan = planImageDenied(p, v.Image, *d)
-		}
 	}
 	steps := g.imageSteps(plan, p, event, usedBy, sigs)
 	if len(steps) == 1 {
@@ -630,16 +608,6 @@ func (g *Guard) executeSideBySide(ctx context.Context, steps []engine.Step) bool
 	}
 	_ = group.Wait() // the steps report their own failures
 	return !stale.Load()
-}
-
-// vet asks the evidence about an image the policy allows by its names.
-func (g *Guard) vet(ctx context.Context, p *policy.Policy, img Image, sigs policy.SignatureSource) *policy.Decision {
-	names := imageNames(p, img)
-	d := p.DecideImageWith(names, "", g.now(), sigs)
-	if !d.Allowed || len(names) == 0 {
-		return nil
-	}
-	return g.evidence.Check(ctx, enforcer.ImageSubject{Runtime: enforcer.RuntimeDocker, ID: img.ID, Names: names}, d)
 }
 
 // imageSteps turns an image's plan into the executor's steps.
@@ -745,8 +713,9 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 	if c.State == "removing" {
 		return
 	}
-	sigs := g.sigs(ctx)
-	img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, g.vouchFor(p, sigs))
+	ps := g.pass(ctx)
+	sigs := ps.Signatures()
+	img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, vouchFor(ps, p, g.now()))
 	if err != nil {
 		g.log.WithFields(logrus.Fields{"event": event, "container_id": c.ID, "error": err}).Error("cannot inspect the container's image")
 		return
@@ -814,9 +783,8 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 		return errors.New("no policy in force")
 	}
 	began := time.Now()
-	ctx = provenance.WithPass(ctx) // a registry that did not answer is asked once a pass
-	sigs := g.sigs(ctx)
-	s, err := takeSurvey(ctx, g.api, p, g.now(), g.evidence != nil, sigs, g.vouchFor(p, sigs))
+	ps := g.pass(ctx) // a registry that did not answer is asked once a pass
+	s, err := takeSurvey(ctx, g.api, p, g.now(), ps.Signatures(), vouchFor(ps, p, g.now()))
 	if err != nil {
 		return err
 	}
@@ -872,9 +840,10 @@ func (g *Guard) containerStep(p *policy.Policy, st containerStep) engine.Step {
 		return s
 	}
 	s.AllowedBy = func(prev *policy.Policy) bool {
-		ctx, sigs := context.Background(), g.sigs(context.Background())
-		img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, g.vouchFor(prev, sigs))
-		return err == nil && judgeVouched(c.Image, c.ImageID, img, prev, g.now(), sigs).Allowed
+		ctx := context.Background()
+		ps := g.pass(ctx)
+		img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, vouchFor(ps, prev, g.now()))
+		return err == nil && judgeVouched(c.Image, c.ImageID, img, prev, g.now(), ps.Signatures()).Allowed
 	}
 	s.Do = func(ctx context.Context) (enforcer.Action, error) {
 		if st.Action == enforcer.Stopped {

@@ -237,32 +237,6 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs p
 	return plan
 }
 
-// planImageDenied is the plan for an image that evidence denied although
-// its names are allowed: every name goes, as for an image with no allowed
-// name (a repository's digest references go with its last tag).
-func planImageDenied(p *policy.Policy, img Image, d policy.Decision) imagePlan {
-	plan := imagePlan{Image: img, Empties: true}
-	names := namesOf(p, img)
-	tagged := map[string]bool{}
-	for _, n := range names {
-		if !n.digest {
-			tagged[n.repo] = true
-		}
-	}
-	for _, n := range names {
-		if n.digest && tagged[n.repo] {
-			continue
-		}
-		dn := d
-		dn.Input = n.raw
-		plan.Removals = append(plan.Removals, removal{Name: n.raw, Decision: dn})
-	}
-	if len(plan.Removals) > 0 {
-		plan.Removals[len(plan.Removals)-1].Last = true
-	}
-	return plan
-}
-
 // verdict is the judgement of a container.
 type verdict struct {
 	Allowed bool

@@ -80,6 +80,10 @@ func (j *Judge) Pass(ctx context.Context) *Pass {
 	return &Pass{j: j, ctx: provenance.WithPass(ctx), sigs: enforcer.SourceFor(ctx, j.sigs)}
 }
 
+// Signatures is the pass's signature verifier as the policy core's
+// signature source, or nil without one (signed-by rules then deny).
+func (ps *Pass) Signatures() policy.SignatureSource { return ps.sigs }
+
 // Judge decides img under p as of now (policy.Policy.Judge), from the
 // verdict cache when verified evidence decided it before.
 func (ps *Pass) Judge(p *policy.Policy, img policy.Image, now time.Time) policy.Verdict {
