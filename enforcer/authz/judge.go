@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
-	"strings"
 	"time"
 
 	"github.com/distribution/reference"
@@ -161,87 +159,19 @@ func (s *Server) judgePull(ctx context.Context, p *policy.Policy, now time.Time,
 }
 
 // judgeAllTags judges a pull of every tag of a repository (docker pull -a,
-// or fromImage without tag). Which tags exist is known only to the
-// registry, and changes, so the pull is allowed only if every tag would be:
-// an allow rule without tags: or digests: (or default: allow) covers the
-// repository, and no deny rule that lists tags matches any tag of it.
+// or fromImage without tag): allowed only if every tag would be
+// (policy.DecideAllTags).
 func judgeAllTags(p *policy.Policy, now time.Time, name string) verdict {
-	ref, err := policy.ParseRef(name)
-	if err != nil {
-		return denied(p, invalid(name, err))
-	}
-	repo := ref
-	repo.Tag, repo.Digest, repo.String = "", "", ref.Name
-	d := p.DecideRef(repo, now)
-	if d.Allowed {
-		// Probe each tag glob of each deny rule with a tag it matches: if
-		// the rule covers this repository, that tag is denied.
-		for _, r := range p.Deny {
-			for _, g := range r.Tags {
-				w, ok := globWitness(g)
-				if !ok {
-					continue // the rule matches no tag at all
-				}
-				probe := repo
-				probe.Tag, probe.String = w, ref.Name+":"+w
-				if d = p.DecideRef(probe, now); !d.Allowed {
-					break
-				}
-			}
-			if !d.Allowed {
-				break
-			}
-		}
-	}
+	d := p.DecideAllTags(name, now)
 	if d.Allowed {
 		return allowed
 	}
+	ref, err := p.ParseRef(name)
+	if err != nil {
+		return denied(p, d) // not a reference
+	}
 	return verdict{decision: d, msg: fmt.Sprintf("a pull of every tag of %s is allowed only if every tag is: %s", ref.Name, deniedText(p, d))}
 }
-
-// globWitness returns a tag that the path.Match glob g matches, or false
-// if no tag can match it (a class that admits no tag character). Tag globs
-// are checked at load: only tag characters, *, ?, and [classes].
-func globWitness(g string) (string, bool) {
-	var b strings.Builder
-	for i := 0; i < len(g); i++ {
-		switch c := g[i]; c {
-		case '*':
-		case '?':
-			b.WriteByte('a')
-		case '[':
-			// [, an optional ^, at least one character, then the first ].
-			j := i + 1
-			if j < len(g) && g[j] == '^' {
-				j++
-			}
-			k := strings.IndexByte(g[min(j+1, len(g)):], ']')
-			if k < 0 {
-				return "", false
-			}
-			end := j + 1 + k
-			found := false
-			for _, ch := range tagChars {
-				if ok, _ := path.Match(g[i:end+1], string(ch)); ok {
-					b.WriteRune(ch)
-					found = true
-					break
-				}
-			}
-			if !found {
-				return "", false
-			}
-			i = end
-		default:
-			b.WriteByte(c)
-		}
-	}
-	w := b.String()
-	ok, _ := path.Match(g, w)
-	return w, ok
-}
-
-const tagChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 func (s *Server) judgeContainersCreate(ctx context.Context, p *policy.Policy, now time.Time, req *Request, t target, log logrus.FieldLogger) verdict {
 	image, err := readContainerImage(req)
