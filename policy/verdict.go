@@ -172,8 +172,9 @@ func (v Verdict) Denied() []NameVerdict {
 }
 
 // Judge decides img as of now, asking ev what the names cannot prove. A
-// nil ev answers nothing: signed-by rules and provenance questions are
-// then undecided.
+// nil ev answers nothing: signed-by rules then deny (fail closed: no
+// verifier is a configuration, not an outage) and provenance questions are
+// undecided.
 func (p *Policy) Judge(img Image, now time.Time, ev EvidenceSource) Verdict {
 	var sigs SignatureSource // nil: signed-by rules deny, fail closed
 	if ev != nil {
@@ -231,7 +232,8 @@ func unanswered(d ImageDecision) error {
 func mayAllow(d Decision) bool { return d.Allowed || d.Signature != nil }
 
 // setAside returns names without the digest names the policy allows on
-// their own (or would, signed), and where each name of all went in the result (-1: set aside).
+// their own (or would, signed), and where each name of all went in the
+// result (-1: set aside).
 func (p *Policy) setAside(all []string, now time.Time) ([]string, []int) {
 	var kept []string
 	var at []int
