@@ -108,18 +108,22 @@ func (noNetworkRegistry) HasManifest(ctx context.Context, repository, digest str
 }
 
 // TestProvenanceWithoutNetwork: a daemon that may not use the network at
-// all cannot tell where content came from: an allowed name is undecided,
-// kept and reported failed (the warning saying why is logged once,
-// enforcer/evidence); a denied name is still removed.
+// all cannot tell where content came from: an allowed name, and a container
+// made from it, are undecided, kept and reported failed (the warning saying
+// why is logged once, enforcer/evidence); a denied name is still removed.
 func TestProvenanceWithoutNetwork(t *testing.T) {
 	f := newFake()
 	f.addImage(k8s, "registry.local/approved/busybox:1.0", dg('1'))
 	f.addImage(k8s, "registry.local/evil/busybox:1.0", dg('2'))
+	f.addContainer(k8s, Container{ID: "ctr", Image: "registry.local/approved/busybox:1.0"}, TaskCreated)
 	_, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), withRegistry(noNetworkRegistry{}))
 	if got := f.imageNames(k8s); !slices.Equal(got, []string{"registry.local/approved/busybox:1.0"}) {
 		t.Errorf("records left %q", got)
 	}
-	if got := rec.summary(); !slices.Equal(got, []string{"failed k8s.io registry.local/approved/busybox:1.0", "removed k8s.io registry.local/evil/busybox:1.0"}) {
+	if !f.hasContainer(k8s, "ctr") {
+		t.Errorf("the container of undecided content was removed")
+	}
+	if got := rec.summary(); !slices.Equal(got, []string{"failed k8s.io ctr", "failed k8s.io registry.local/approved/busybox:1.0", "removed k8s.io registry.local/evil/busybox:1.0"}) {
 		t.Errorf("records %q", got)
 	}
 }
