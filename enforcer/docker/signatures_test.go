@@ -126,6 +126,30 @@ func TestGuardEvidenceAfterSignatures(t *testing.T) {
 	}
 }
 
+// On dockerd's containerd image store, with the registry gone, neither the
+// signature nor the provenance can be had: nothing is removed, and the
+// failure says it is the signature.
+func TestGuardSignatureUnanswered(t *testing.T) {
+	f := newFake()
+	f.c8d = true
+	f.addImage(id(1), "reg.example/approved/app:1")
+	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{id(1): policy.SignatureUnverifiable})
+	reg := enforcertest.NewRegistry()
+	reg.SetDown(true)
+	p := signedPolicy(t)
+	p.LocalImages = policy.LocalImagesDeny
+	h := startGuard(t, f, p, func(g *Guard) { g.judge = evidence.New(sigs, provenance.New(reg), g.log) })
+	h.connected()
+	h.settle()
+	if !f.hasImage(id(1)) {
+		t.Fatalf("removed while nothing could be verified")
+	}
+	recs := h.rec.Records()
+	if len(recs) == 0 || recs[0].Action != enforcer.Failed || !errors.Is(recs[0].Err, enforcer.ErrSignatureUnverifiable) {
+		t.Errorf("records %+v, want one failed for the signature", recs)
+	}
+}
+
 // scan lists what the guard would do: an unsigned image is removed, one
 // whose signature could not be verified is failed, a signed one is not
 // listed.
