@@ -3,7 +3,6 @@ package docker
 import (
 	"context"
 	"errors"
-	"slices"
 	"time"
 
 	"github.com/pullguard/pullguard/enforcer/evidence"
@@ -49,12 +48,6 @@ func vouch(ps *evidence.Pass, p *policy.Policy, now time.Time, img Image) vouche
 		return vouched{Image: img}
 	}
 	v := ps.Judge(p, policy.Image{Names: imageNames(p, img), Digest: img.ID}, now)
-	if slices.ContainsFunc(v.Names, unansweredSignature) {
-		// Planned on dockerd's names, whose digests the signature is
-		// about: a signature without an answer removes nothing
-		// (planImage reports it failed).
-		return vouched{Image: img}
-	}
 	out := vouched{Image: Image{ID: img.ID, InContainerd: true}}
 	if v.Outcome == policy.Undecided && !errors.Is(v.Err, policy.ErrSignatureUnanswered) {
 		out.unknown = v.Err
@@ -72,10 +65,6 @@ func vouch(ps *evidence.Pass, p *policy.Policy, now time.Time, img Image) vouche
 		out.RepoDigests = append(out.RepoDigests, v.VouchedBy)
 	}
 	return out
-}
-
-func unansweredSignature(n policy.NameVerdict) bool {
-	return n.Outcome == policy.Undecided && n.Decision.Unverifiable()
 }
 
 // judge is the policy to plan with: while provenance is unknown, names
