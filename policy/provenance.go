@@ -74,10 +74,9 @@ func (p *Policy) requireProvenance(out *ImageDecision, refs []Ref, errs []error)
 }
 
 // NamesOnly is the policy with local-images: allow: for judging a name
-// where its content's origin is not in question.
-//
-// Deprecated: judge with Judge, which asks where content came from only
-// where the image's names do not say; remaining users are being moved.
+// where its content's origin is not in question. Judge asks where content
+// came from only where the image's names do not say; the Docker guard's
+// re-plan of an image whose provenance is undecided still uses this.
 func (p *Policy) NamesOnly() *Policy { return p.namesOnly() }
 
 // namesOnly is the policy with local-images: allow: for judging names

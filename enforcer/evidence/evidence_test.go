@@ -70,7 +70,7 @@ var (
 	t0      = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 	pulled  = policy.Image{Names: []string{"reg.example/approved/app:1"}, Digest: d1}
 	quiet   = logrus.New()
-	down    = errors.New("dial tcp 127.0.0.1:5000: connection refused")
+	errDown = errors.New("dial tcp 127.0.0.1:5000: connection refused")
 	served1 = map[string]bool{"reg.example/approved/app@" + d1: true}
 )
 
@@ -94,7 +94,7 @@ func TestVerdictCache(t *testing.T) {
 			t.Errorf("%s: %d questions, want %d", name, n, wantAsks)
 		}
 	}
-	o.set(nil, down)
+	o.set(nil, errDown)
 	step("registry down", p, pulled, t0, policy.Undecided, 1)
 	step("still down: an undecided verdict is not kept", p, pulled, t0, policy.Undecided, 1)
 	o.set(nil, nil)

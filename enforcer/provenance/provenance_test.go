@@ -6,24 +6,12 @@ import (
 	"time"
 
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
-	"github.com/pullguard/pullguard/policy"
 )
 
 const (
 	d1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
 	d2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
 )
-
-func denyPolicy(t *testing.T) *policy.Policy { return denyPolicyTB(t) }
-
-func denyPolicyTB(t testing.TB) *policy.Policy {
-	t.Helper()
-	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte("mode: enforce\nlocal-images: deny\nallow:\n  - image: reg.example/approved/**\n")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 // TestCacheLifetimes: a yes is kept for long, a no briefly, an error not at
 // all.
