@@ -50,7 +50,9 @@ func (c *verdictCache) get(p *policy.Policy, img policy.Image, now time.Time) (p
 	if !ok || !now.Before(e.until) || !sameImage(e.img, img) {
 		return policy.Verdict{}, false
 	}
-	return e.verdict, true
+	v := e.verdict
+	v.Names = slices.Clone(v.Names) // a caller may change its copy
+	return v, true
 }
 
 func (c *verdictCache) put(p *policy.Policy, img policy.Image, now time.Time, v policy.Verdict) {
