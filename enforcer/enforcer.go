@@ -138,23 +138,9 @@ type Observer interface {
 	Event(runtime string)
 }
 
-// Evidence is consulted about an image that the policy allows by its
-// names, before a guard lets it stay: signatures, provenance, anything
-// that a name cannot prove about content. It can only deny: an image the
-// policy denies stays denied whatever the evidence.
-type Evidence interface {
-	// Check returns nil to let the allowing decision stand, or the
-	// denial that overrules it (its Reason says what was missing). An
-	// error to look (a registry that does not answer) is the evidence's
-	// to turn into a denial or not.
-	Check(ctx context.Context, img ImageSubject, d policy.ImageDecision) *policy.Decision
-}
-
 // Signatures verifies the signatures signed-by rules ask for
-// (enforcer/signature's Verifier). A guard asks it for a source per pass
-// and hands that to the one image decision (policy.DecideImageWith), so
-// that an image a signed-by rule names is judged on its signature, not
-// denied for want of one.
+// (enforcer/signature's Verifier). enforcer/evidence asks it for a source
+// per pass and answers the policy core's signature questions with it.
 type Signatures interface {
 	Source(ctx context.Context) policy.SignatureSource
 }
@@ -173,16 +159,6 @@ func SourceFor(ctx context.Context, s Signatures) policy.SignatureSource {
 // (registry unreachable): nothing is removed on such an answer, and the
 // next resync asks again.
 var ErrSignatureUnverifiable = errors.New("signature could not be verified; nothing removed, asked again at the next resync")
-
-// ImageSubject is the image Evidence is asked about.
-type ImageSubject struct {
-	Runtime   string
-	Namespace string // containerd namespace; empty for Docker
-	// ID is the runtime's image ID; Digest the manifest digest when known
-	// (containerd's record target).
-	ID, Digest string
-	Names      []string
-}
 
 // ReporterFunc adapts a function to Reporter.
 type ReporterFunc func(Record)

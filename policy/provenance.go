@@ -74,11 +74,14 @@ func (p *Policy) requireProvenance(out *ImageDecision, refs []Ref, errs []error)
 }
 
 // NamesOnly is the policy with local-images: allow: for judging a name
-// where its content's origin is not in question (the containerd image
-// verifier, asked before a pull, which is the provenance), or cannot be
-// told (the containerd guard without a registry to ask: a containerd
-// record does not say how it arrived).
-func (p *Policy) NamesOnly() *Policy {
+// where its content's origin is not in question. Judge asks where content
+// came from only where the image's names do not say; the Docker guard's
+// re-plan of an image whose provenance is undecided still uses this.
+func (p *Policy) NamesOnly() *Policy { return p.namesOnly() }
+
+// namesOnly is the policy with local-images: allow: for judging names
+// being pulled (Image.Pulling), where the pull is the provenance.
+func (p *Policy) namesOnly() *Policy {
 	if p.LocalImages == LocalImagesAllow {
 		return p
 	}

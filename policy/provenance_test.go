@@ -26,11 +26,7 @@ func TestProvenance(t *testing.T) {
 deny:
   - image: reg.example/evil/**
 `
-		p, err := Parse(Source{Name: "policy.yaml", Data: []byte(src)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p
+		return parsePolicy(t, src)
 	}
 	deny, allow, open := policy("", "deny"), policy("allow", "deny"), policy("", "allow")
 	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)

@@ -21,6 +21,7 @@ import (
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
 	"github.com/pullguard/pullguard/enforcer/dockerstore"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/prepull"
 	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/enforcer/registry"
@@ -288,6 +289,9 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	// content came from (local-images: deny) on containerd and on Docker's
 	// containerd image store, once for the guards and the plugin.
 	prov := provenance.New(reg)
+	// Both answer the policy's questions about content in one place, which
+	// warns once when pullguard has no network.
+	judge := evidence.New(sigs, prov, log)
 	// The plugin's image index drops what each image event the Docker
 	// guard reads may have made wrong; the plugin is built after the guard.
 	var plugin *authz.Server
@@ -301,7 +305,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			if plugin != nil {
 				plugin.ImageEvent(ev.Action, ev.ID, ev.Attributes["name"])
 			}
-		}), dockerguard.WithSignatures(sigs), dockerguard.WithProvenance(prov))
+		}), dockerguard.WithEvidence(judge))
 		guards = append(guards, namedGuard{enforcer.RuntimeDocker, docker})
 	}
 	if rf.containerd() {
@@ -310,7 +314,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			return nil, fmt.Errorf("--containerd-address: %w", err)
 		}
 		*closers = append(*closers, func() { api.Close() })
-		opts := []cdguard.Option{cdguard.WithObserver(observer), cdguard.WithSignatures(sigs)}
+		opts := []cdguard.Option{cdguard.WithObserver(observer), cdguard.WithEvidence(judge)}
 		if len(rf.containerdNamespace) > 0 {
 			opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 		}
@@ -322,10 +326,10 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
 		}
-		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, append(opts, cdguard.WithProvenance(prov))...)})
+		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 	}
 	if authzMode != "off" {
-		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs, prov)
+		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs, judge)
 		if err != nil {
 			return nil, err
 		}
@@ -367,7 +371,7 @@ func (g *authzGuard) Run(ctx context.Context) error {
 }
 
 func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, rep enforcer.Reporter, m *metrics.Metrics,
-	log *logrus.Logger, closers *[]func(), sigs authz.Signatures, prov *provenance.Cache) (*authzGuard, error) {
+	log *logrus.Logger, closers *[]func(), sigs authz.Signatures, judge *evidence.Judge) (*authzGuard, error) {
 	listeners, err := authz.ListenersFromSystemd()
 	if err != nil {
 		return nil, err
@@ -403,6 +407,6 @@ func buildAuthz(rf runtimeFlags, path string, policies enforcer.PolicySource, re
 	*closers = append(*closers, func() { c.Close() })
 	ready := make(chan struct{})
 	close(ready)
-	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest), authz.WithSignatures(sigs), authz.WithProvenance(prov))
+	srv := authz.New(policies, authz.NewDockerResolver(c), rep, log, authz.WithRequestObserver(m.AuthzRequest), authz.WithSignatures(sigs), authz.WithEvidence(judge))
 	return &authzGuard{server: srv, listeners: listeners, ready: ready}, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/pullguard/pullguard/enforcer"
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/enforcer/signature"
@@ -60,17 +61,16 @@ policy error or when a runtime to scan cannot be reached.`,
 			var scanners []scanner
 			// One verifier for every runtime, as in the daemon.
 			reg := registry.New(registry.Options{})
-			sigs := signature.New(reg)
-			prov := provenance.New(reg)
+			judge := evidence.New(signature.New(reg), provenance.New(reg), logrus.StandardLogger())
 			if rf.docker() {
-				s, err := dockerScanner(ctx, rf, sigs, prov)
+				s, err := dockerScanner(ctx, rf, judge)
 				if err != nil {
 					return &exitError{code: exitUsage, err: err}
 				}
 				scanners = append(scanners, s)
 			}
 			if rf.containerd() {
-				s, err := containerdScanner(ctx, rf, prov, sigs)
+				s, err := containerdScanner(ctx, rf, judge)
 				if err != nil {
 					return &exitError{code: exitUsage, err: err}
 				}
@@ -124,7 +124,7 @@ type scanner struct {
 	close func()
 }
 
-func dockerScanner(ctx context.Context, rf runtimeFlags, sigs enforcer.Signatures, prov *provenance.Cache) (scanner, error) {
+func dockerScanner(ctx context.Context, rf runtimeFlags, judge *evidence.Judge) (scanner, error) {
 	api, err := dockerguard.NewAPI(rf.dockerHost)
 	if err != nil {
 		return scanner{}, fmt.Errorf("--docker-host: %w", err)
@@ -134,16 +134,16 @@ func dockerScanner(ctx context.Context, rf runtimeFlags, sigs enforcer.Signature
 	}
 	return scanner{
 		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
-			return dockerguard.Scan(ctx, api, p, now, sigs.Source(ctx), prov)
+			return dockerguard.Scan(ctx, api, p, now, judge)
 		},
 		guard: func(p *policy.Policy, rep enforcer.Reporter, log logrus.FieldLogger) interface{ Reconcile(context.Context) error } {
-			return dockerguard.New(api, staticPolicy{p}, rep, log, dockerguard.WithSignatures(sigs), dockerguard.WithProvenance(prov))
+			return dockerguard.New(api, staticPolicy{p}, rep, log, dockerguard.WithEvidence(judge))
 		},
 		close: func() {},
 	}, nil
 }
 
-func containerdScanner(ctx context.Context, rf runtimeFlags, prov *provenance.Cache, sigs enforcer.Signatures) (scanner, error) {
+func containerdScanner(ctx context.Context, rf runtimeFlags, judge *evidence.Judge) (scanner, error) {
 	api, err := cdguard.NewAPI(rf.containerdAddress)
 	if err != nil {
 		return scanner{}, fmt.Errorf("--containerd-address: %w", err)
@@ -154,14 +154,13 @@ func containerdScanner(ctx context.Context, rf runtimeFlags, prov *provenance.Ca
 		api.Close()
 		return scanner{}, fmt.Errorf("cannot reach containerd at %s: %w", rf.containerdAddress, err)
 	}
-	opts := []cdguard.Option{cdguard.WithSignatures(sigs)}
+	opts := []cdguard.Option{cdguard.WithEvidence(judge)}
 	if len(rf.containerdNamespace) > 0 {
 		opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 	}
 	if rf.docker() {
 		opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
 	}
-	opts = append(opts, cdguard.WithProvenance(prov))
 	return scanner{
 		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {
 			return cdguard.Scan(ctx, api, p, now, opts...)

@@ -5,8 +5,10 @@ import (
 	"os"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/registry"
 	"github.com/pullguard/pullguard/enforcer/signature"
 	"github.com/pullguard/pullguard/enforcer/verifier"
@@ -53,11 +55,8 @@ it); a registry that cannot be reached refuses the pull.`,
 			load := func() (*policy.Policy, error) { return policy.Load(path, policy.LoadOptions{}) }
 			ctx, cancel := context.WithTimeout(cmd.Context(), verifyImageDeadline)
 			defer cancel()
-			sigs := signature.New(registry.New(registry.Options{}))
-			decide := func(p *policy.Policy, ref string, now time.Time) policy.Decision {
-				return signature.Decide(ctx, sigs, p, ref, now)
-			}
-			if code := verifier.Main(args, cmd.InOrStdin(), cmd.OutOrStdout(), load, decide); code != 0 {
+			judge := evidence.New(signature.New(registry.New(registry.Options{})), nil, logrus.StandardLogger()).Pass(ctx).Judge
+			if code := verifier.Main(args, cmd.InOrStdin(), cmd.OutOrStdout(), load, judge); code != 0 {
 				return &exitError{code: code}
 			}
 			return nil

@@ -653,30 +653,6 @@ func TestPluginProtocol(t *testing.T) {
 	})
 }
 
-func TestGlobWitness(t *testing.T) {
-	tests := []struct {
-		glob string
-		want string
-		ok   bool
-	}{
-		{"latest", "latest", true},
-		{"1.*", "1.", true},
-		{"v?", "va", true},
-		{"debug-[0-9]*", "debug-0", true},
-		{"[^a-z]x", "Ax", true},
-		{"[!]x", "!x", false}, // ! is no negation in path.Match; no tag holds "!"
-		{"[a-c][x-z]", "ax", true},
-	}
-	for _, tc := range tests {
-		t.Run(tc.glob, func(t *testing.T) {
-			got, ok := globWitness(tc.glob)
-			if ok != tc.ok || (ok && got != tc.want) {
-				t.Errorf("globWitness(%q) = %q, %v; want %q, %v", tc.glob, got, ok, tc.want, tc.ok)
-			}
-		})
-	}
-}
-
 func TestStripVersion(t *testing.T) {
 	for in, want := range map[string]string{
 		"/v1.41/images/create": "/images/create",

@@ -1,9 +1,7 @@
 package authz
 
 import (
-	"context"
 	"encoding/json"
-	"io"
 	"net/url"
 	"slices"
 	"strings"
@@ -13,10 +11,6 @@ import (
 
 	"github.com/distribution/reference"
 	"github.com/opencontainers/go-digest"
-	"github.com/sirupsen/logrus"
-
-	"github.com/pullguard/pullguard/enforcer"
-	"github.com/pullguard/pullguard/policy"
 )
 
 // The image index spares judged requests the nested Docker lookup, and
@@ -505,29 +499,6 @@ func TestChangesImages(t *testing.T) {
 		if got := changesImages(method, u); got != want {
 			t.Errorf("%s: %v, want %v", uri, got, want)
 		}
-	}
-}
-
-// unsigned is evidence that denies one image.
-type unsigned struct{ id string }
-
-func (u unsigned) Check(_ context.Context, img enforcer.ImageSubject, _ policy.ImageDecision) *policy.Decision {
-	if img.ID != u.id {
-		return nil
-	}
-	return &policy.Decision{Input: img.Names[0], Reason: "no valid signature"}
-}
-
-// Evidence refuses a create the policy allows by the image's names.
-func TestEvidenceRefusesCreate(t *testing.T) {
-	f := newFixture(t, loadPolicy(t, nil))
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	f.srv = New(f.policies, f.images, f.rec, log, WithEvidence(unsigned{okID}))
-	b := createBody(reg + "/approved/busybox:1.0")
-	res := f.call(t, pathAuthZReq, rawCall("POST", "/v1.41/containers/create", jsonHeaders(b), b))
-	if res.Allow || !strings.Contains(res.Msg, "no valid signature") {
-		t.Errorf("answer %+v, want a refusal saying why", res)
 	}
 }
 

@@ -2,9 +2,8 @@ package authz
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"path"
-	"strings"
 	"time"
 
 	"github.com/distribution/reference"
@@ -12,7 +11,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
-	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -161,87 +159,19 @@ func (s *Server) judgePull(ctx context.Context, p *policy.Policy, now time.Time,
 }
 
 // judgeAllTags judges a pull of every tag of a repository (docker pull -a,
-// or fromImage without tag). Which tags exist is known only to the
-// registry, and changes, so the pull is allowed only if every tag would be:
-// an allow rule without tags: or digests: (or default: allow) covers the
-// repository, and no deny rule that lists tags matches any tag of it.
+// or fromImage without tag): allowed only if every tag would be
+// (policy.DecideAllTags).
 func judgeAllTags(p *policy.Policy, now time.Time, name string) verdict {
-	ref, err := policy.ParseRef(name)
-	if err != nil {
-		return denied(p, invalid(name, err))
-	}
-	repo := ref
-	repo.Tag, repo.Digest, repo.String = "", "", ref.Name
-	d := p.DecideRef(repo, now)
-	if d.Allowed {
-		// Probe each tag glob of each deny rule with a tag it matches: if
-		// the rule covers this repository, that tag is denied.
-		for _, r := range p.Deny {
-			for _, g := range r.Tags {
-				w, ok := globWitness(g)
-				if !ok {
-					continue // the rule matches no tag at all
-				}
-				probe := repo
-				probe.Tag, probe.String = w, ref.Name+":"+w
-				if d = p.DecideRef(probe, now); !d.Allowed {
-					break
-				}
-			}
-			if !d.Allowed {
-				break
-			}
-		}
-	}
+	d := p.DecideAllTags(name, now)
 	if d.Allowed {
 		return allowed
 	}
+	ref, err := p.ParseRef(name)
+	if err != nil {
+		return denied(p, d) // not a reference
+	}
 	return verdict{decision: d, msg: fmt.Sprintf("a pull of every tag of %s is allowed only if every tag is: %s", ref.Name, deniedText(p, d))}
 }
-
-// globWitness returns a tag that the path.Match glob g matches, or false
-// if no tag can match it (a class that admits no tag character). Tag globs
-// are checked at load: only tag characters, *, ?, and [classes].
-func globWitness(g string) (string, bool) {
-	var b strings.Builder
-	for i := 0; i < len(g); i++ {
-		switch c := g[i]; c {
-		case '*':
-		case '?':
-			b.WriteByte('a')
-		case '[':
-			// [, an optional ^, at least one character, then the first ].
-			j := i + 1
-			if j < len(g) && g[j] == '^' {
-				j++
-			}
-			k := strings.IndexByte(g[min(j+1, len(g)):], ']')
-			if k < 0 {
-				return "", false
-			}
-			end := j + 1 + k
-			found := false
-			for _, ch := range tagChars {
-				if ok, _ := path.Match(g[i:end+1], string(ch)); ok {
-					b.WriteRune(ch)
-					found = true
-					break
-				}
-			}
-			if !found {
-				return "", false
-			}
-			i = end
-		default:
-			b.WriteByte(c)
-		}
-	}
-	w := b.String()
-	ok, _ := path.Match(g, w)
-	return w, ok
-}
-
-const tagChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-"
 
 func (s *Server) judgeContainersCreate(ctx context.Context, p *policy.Policy, now time.Time, req *Request, t target, log logrus.FieldLogger) verdict {
 	image, err := readContainerImage(req)
@@ -330,30 +260,26 @@ func (s *Server) judgeImage(ctx context.Context, p *policy.Policy, now time.Time
 	if r, err := policy.ParseRef(typed); err == nil {
 		typedRef = r.String
 	}
-	sigs := enforcer.SourceFor(ctx, s.signatures)
-	if img.InContainerd && s.prov != nil && localDenied(p) {
-		// dockerd 29's repository digests prove nothing there: the
-		// registries say where the content came from, as for the guards.
-		var ev *provenance.Evidence
-		img.Names, ev = s.prov.DockerNames(ctx, p, now, img.ID, img.Names, sigs)
-		if ev.Unknown != nil && p.NamesOnly().DecideImageWith(img.Names, "", now, sigs).Allowed {
-			// Allowed by its names, unproven, and no registry could say:
-			// refused (fail closed), journaled as failed.
-			log.WithError(ev.Unknown).WithField("image", typed).Warn("authorization plugin: where the image's content came from is unknown; refusing the request")
-			d := policy.Decision{Input: typed, Reason: "pullguard could not ask the registry where the image's content came from (local-images: deny): " + ev.Unknown.Error(), PolicyHash: p.Hash}
-			return verdict{imageID: img.ID, decision: d, msg: d.Err().Error(), err: ev.Unknown}
-		}
+	// dockerd's own image store records a repository digest only for a
+	// repository it pulled the content from or pushed it to; dockerd 29's
+	// containerd image store shows one for every name, and the ID is the
+	// records' target, which registries are asked about instead.
+	image := policy.Image{Names: img.Names, DigestNamesProveOrigin: !img.InContainerd}
+	if img.InContainerd {
+		image.Digest = img.ID
 	}
-	// The image is allowed if it may stay and run: one of its names is.
-	judged := p.DecideImageWith(img.Names, "", now, sigs)
-	if judged.Allowed && s.evidence != nil && len(img.Names) > 0 {
-		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeDocker, ID: img.ID, Names: img.Names}
-		if d := s.evidence.Check(ctx, subject, judged); d != nil {
-			return verdict{imageID: img.ID, decision: *d, msg: noAllowedNameRefusal(p, typed, img.ID, *d)}
+	judged := s.evidence.Pass(ctx).Judge(p, image, now)
+	switch judged.Outcome {
+	case policy.Allowed:
+		return allowed // it may stay and run: one of its names is allowed
+	case policy.Undecided:
+		// Refused (fail closed), journaled as failed: no answer is no proof.
+		log.WithError(judged.Err).WithField("image", typed).Warn("authorization plugin: the policy could not decide about the image; refusing the request")
+		d := policy.Decision{Input: typed, Reason: "pullguard could not decide: " + judged.Err.Error(), PolicyHash: p.Hash}
+		if !errors.Is(judged.Err, policy.ErrSignatureUnanswered) {
+			d.Reason = "pullguard could not ask the registry where the image's content came from (local-images: deny): " + judged.Err.Error()
 		}
-	}
-	if judged.Allowed {
-		return allowed
+		return verdict{imageID: img.ID, decision: d, msg: d.Err().Error(), err: judged.Err}
 	}
 	var first, same *policy.Decision
 	for i, n := range judged.Names {

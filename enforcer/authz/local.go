@@ -2,9 +2,8 @@ package authz
 
 import (
 	"fmt"
+	"slices"
 	"time"
-
-	"github.com/distribution/reference"
 
 	"github.com/pullguard/pullguard/policy"
 )
@@ -91,20 +90,14 @@ func (s *Server) judgePlugin(p *policy.Policy, now time.Time, req *Request, t ta
 }
 
 // judgePluginRefs judges the references a plugin is installed from and
-// named as; empty ones are skipped.
+// named as (policy.DecidePlugin); empty ones are skipped.
 func judgePluginRefs(p *policy.Policy, now time.Time, refs []string) verdict {
-	for _, r := range refs {
-		if r == "" {
-			continue
-		}
-		named, err := reference.ParseNormalizedNamed(r)
-		if err != nil {
-			return denied(p, invalid(r, err))
-		}
-		if v := decided(p, p.Decide(reference.TagNameOnly(named).String(), now)); !v.allowed {
-			v.msg = "plugin " + v.msg
-			return v
-		}
+	if !slices.ContainsFunc(refs, func(r string) bool { return r != "" }) {
+		return allowed
 	}
-	return allowed
+	v := decided(p, p.DecidePlugin(refs, now))
+	if !v.allowed {
+		v.msg = "plugin " + v.msg
+	}
+	return v
 }

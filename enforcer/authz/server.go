@@ -27,7 +27,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
-	"github.com/pullguard/pullguard/enforcer/provenance"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -53,20 +53,17 @@ type Server struct {
 	now      func() time.Time
 	handler  http.Handler
 	index    imageIndex
-	evidence enforcer.Evidence
 	observe  func(verdict string, took time.Duration)
-	// signatures, when set, verifies what signed-by rules ask for.
+	// signatures, when set, verifies what signed-by rules ask of a pull.
 	signatures Signatures
-	// prov, when set, asks registries where content on dockerd's
-	// containerd image store came from (judge.go).
-	prov *provenance.Cache
+	// judge answers what a local image's names cannot prove (its
+	// signatures, where its content came from); nil: nothing is asked.
+	evidence *evidence.Judge
 }
 
-// Signatures verifies what signed-by rules ask for (enforcer/signature's
-// Verifier): of a local image, by its repository digests; of a pull, by the
-// digest its tag resolves to at the registry.
+// Signatures verifies what signed-by rules ask of a pull (enforcer/signature's
+// Verifier), by the digest its tag resolves to at the registry.
 type Signatures interface {
-	enforcer.Signatures
 	// Decide judges ref as a pull would fetch it: a tag is resolved at the
 	// registry, and the digest's signatures are verified.
 	Decide(ctx context.Context, p *policy.Policy, ref string, now time.Time) policy.Decision
@@ -83,10 +80,12 @@ const (
 // Option configures a Server.
 type Option func(*Server)
 
-// WithEvidence has the plugin consult e about a local image the policy
-// allows by its names before a container is created from it or it is
-// tagged; a denial refuses the request.
-func WithEvidence(e enforcer.Evidence) Option { return func(s *Server) { s.evidence = e } }
+// WithEvidence has the plugin ask j what a local image's names cannot
+// prove before a container is created from it or it is tagged: its
+// signatures, and on dockerd's containerd image store under local-images:
+// deny where its content came from (shared with the guards). A question
+// without an answer refuses the request.
+func WithEvidence(j *evidence.Judge) Option { return func(s *Server) { s.evidence = j } }
 
 // WithRequestObserver has the plugin tell observe how it answered each
 // AuthZReq call and how long that took (for metrics). observe must not
@@ -95,15 +94,8 @@ func WithRequestObserver(observe func(verdict string, took time.Duration)) Optio
 	return func(s *Server) { s.observe = observe }
 }
 
-// WithProvenance has the plugin judge, on dockerd's containerd image store
-// under local-images: deny, where a local image's content came from by
-// asking registries through c (shared with the guards), as the guards do;
-// a registry that cannot answer refuses the request. Without it repository
-// digests are taken as dockerd shows them, which there proves nothing.
-func WithProvenance(c *provenance.Cache) Option { return func(s *Server) { s.prov = c } }
-
 // WithSignatures has the plugin verify the signatures signed-by rules ask
-// for; without it such rules refuse every pull and use of what they name.
+// of a pull; without it such rules refuse every pull of what they name.
 func WithSignatures(sg Signatures) Option { return func(s *Server) { s.signatures = sg } }
 
 // New returns a plugin server that judges requests against the policy

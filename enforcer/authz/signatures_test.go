@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
@@ -68,6 +71,7 @@ func TestSignaturesBeforeThePull(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t, p)
 			f.srv.signatures = sigs
+			f.srv.evidence = evidence.New(sigs, nil, logrus.StandardLogger())
 			res := f.call(t, pathAuthZReq, tc.call)
 			if tc.want == "" {
 				if !res.Allow {

@@ -10,6 +10,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/engine"
 	"github.com/pullguard/pullguard/policy"
 )
@@ -44,7 +45,7 @@ func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, even
 	}
 	now := g.now()
 
-	d, imageID, err := g.containerDecision(ctx, ns, c, p, now)
+	cv, err := g.containerDecision(ctx, ns, c, p, now)
 	if errors.Is(err, errNoImage) {
 		// Containers on a root file system of their own (ctr run --rootfs).
 		log.Debug("containerd: the container names no image; nothing to judge")
@@ -54,13 +55,14 @@ func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, even
 		log.WithError(err).Info("containerd: cannot judge the container's image; leaving it alone")
 		return
 	}
-	if d.Allowed {
+	d, imageID := cv.Decision, cv.ImageID
+	switch cv.Outcome {
+	case policy.Allowed:
 		g.setKept(ns, c.ID, false)
 		return
-	}
-	if d.Unverifiable() {
+	case policy.Undecided:
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns, Event: event,
-			ImageID: imageID, ContainerID: c.ID, Decision: d, Time: now, Err: enforcer.ErrSignatureUnverifiable}})
+			ImageID: imageID, ContainerID: c.ID, Decision: d, Time: now, Err: cv.Err}})
 		return
 	}
 	if event != reconcileEvent && g.isKept(ns, c.ID) {
@@ -100,8 +102,9 @@ func (g *Guard) checkContainer(ctx context.Context, ns string, c Container, even
 		return "", g.removeContainer(ctx, ns, c.ID, status)
 	}
 	step.AllowedBy = func(prev *policy.Policy) bool {
-		d, _, err := g.containerDecision(ctx, ns, c, prev, now)
-		return err == nil && d.Allowed
+		// Allowed before, or undecided: the previous policy would not remove it.
+		cv, err := g.containerDecision(ctx, ns, c, prev, now)
+		return err == nil && cv.Outcome != policy.Denied
 	}
 	if g.exec.Execute(ctx, step) == engine.Reported && p.Mode == policy.ModeEnforce {
 		g.setKept(ns, c.ID, false)
@@ -149,16 +152,26 @@ func (g *Guard) removeContainer(ctx context.Context, ns, id string, status TaskS
 // errNoImage: the container names no image the guard can judge.
 var errNoImage = errors.New("the container names no image")
 
+// containerVerdict is the verdict on the image a container runs.
+type containerVerdict struct {
+	policy.Decision
+	Outcome policy.Outcome
+	Err     error  // why it is undecided
+	ImageID string // the content's digest, when it was looked up
+}
+
 // containerDecision judges the image a container runs. The image is the
 // container's Image field, or for CRI containers (which leave it empty) the
 // image-name label or runtime-spec annotation, or a sandbox's image
-// annotation. The first of these that is a reference is judged. When they
-// name only an image ID (CRI names the image by ID when kubelet passes no
-// user reference), the image is judged by the names its records have: it
-// is allowed if one of them is. imageID is the content's digest when it was
-// looked up.
-func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p *policy.Policy, now time.Time) (d policy.Decision, imageID string, err error) {
+// annotation. The first of these that is a reference is judged: as the
+// record of that name, with the content it points at and the content's
+// other names (judgeRecords), or by name alone when no such record is left
+// (nothing then says what the content was). When they name only an image
+// ID (CRI names the image by ID when kubelet passes no user reference), the
+// image is judged by the names its records have.
+func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p *policy.Policy, now time.Time) (containerVerdict, error) {
 	candidates := []string{c.Image, c.Labels[criImageName], c.Annotations[criImageName], c.Annotations[criSandboxImageName]}
+	ps := g.judge.Pass(ctx)
 	var id string
 	for _, name := range candidates {
 		if name == "" {
@@ -171,50 +184,60 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 			}
 			continue
 		}
-		if d, target, ok := g.recordDecision(ctx, ns, name, p, now); ok {
-			return d, target, nil
-		}
-		byName := p.NamesOnly()
-		d := byName.DecideImage([]string{name}, "", now).Decision
-		sigs := g.sigs(ctx)
-		if d.NeedsEvidence() == nil || sigs == nil {
-			return d, "", nil
-		}
-		// A signed-by rule names it: judge the content the container's
-		// image record points at, by that digest.
 		img, err := g.api.Image(ctx, ns, name)
 		switch {
-		case isNotFound(err):
-			img.Target = "" // no record, no digest to verify: denied as such
+		case isNotFound(err) || err == nil && img.Target == "":
+			// No record: nothing says which content the name stood for.
+			// A denied name is denied; an allowed one is undecided where
+			// provenance matters (a signed-by rule has no digest to verify
+			// and denies).
+			return verdictOf(ps.Judge(p, policy.Image{Names: []string{name}}, now), 0, ""), nil
 		case err != nil:
-			return policy.Decision{}, "", fmt.Errorf("looking up image %s: %w", name, err)
+			return containerVerdict{}, fmt.Errorf("looking up image %s: %w", name, err)
 		}
-		return byName.DecideImageWith([]string{name}, img.Target, now, sigs).Decision, img.Target, nil
+		recs, err := g.api.ImagesByTarget(ctx, ns, img.Target)
+		if err != nil {
+			return containerVerdict{}, fmt.Errorf("listing the names of image %s: %w", name, err)
+		}
+		v := judgeRecords(ps, p, now, recs, img.Target)
+		for i, r := range recs {
+			if r.Name == name {
+				cv := verdictOf(v, i, img.Target)
+				cv.Reference = displayName(name) // judged as name@target; shown as the name
+				return cv, nil
+			}
+		}
+		return containerVerdict{}, fmt.Errorf("image %s has no record of that name", name)
 	}
 	if id == "" {
-		return policy.Decision{}, "", errNoImage
+		return containerVerdict{}, errNoImage
 	}
 	if !strings.HasPrefix(id, "sha256:") {
 		id = "sha256:" + id
 	}
 	img, err := g.api.Image(ctx, ns, id)
 	if err != nil {
-		return policy.Decision{}, "", fmt.Errorf("looking up image %s: %w", id, err)
+		return containerVerdict{}, fmt.Errorf("looking up image %s: %w", id, err)
 	}
 	recs, err := g.api.ImagesByTarget(ctx, ns, img.Target)
 	if err != nil {
-		return policy.Decision{}, "", fmt.Errorf("listing the names of image %s: %w", id, err)
+		return containerVerdict{}, fmt.Errorf("listing the names of image %s: %w", id, err)
 	}
-	sigs := g.sigs(ctx)
-	plan := planContent(p, now, recs, img.Target, g.gatherEvidence(ctx, p, now, recs, img.Target, sigs), sigs)
-	if plan.Unverifiable != nil {
-		return plan.Unverifiable.Decision, img.Target, nil
-	}
-	v := plan.Verdict
+	v := judgeRecords(ps, p, now, recs, img.Target)
 	for _, n := range v.Names {
 		if !n.ImageID {
-			return v.Decision, img.Target, nil
+			return containerVerdict{Decision: v.Decision, Outcome: v.Outcome, Err: evidence.Failure(v), ImageID: img.Target}, nil
 		}
 	}
-	return policy.Decision{}, "", fmt.Errorf("image %s has no name to judge", id)
+	return containerVerdict{}, fmt.Errorf("image %s has no name to judge", id)
+}
+
+// verdictOf is the container's verdict when it runs the image name v.Names[i].
+func verdictOf(v policy.Verdict, i int, imageID string) containerVerdict {
+	n := v.Names[i]
+	cv := containerVerdict{Decision: n.Decision, Outcome: n.Outcome, ImageID: imageID}
+	if n.Outcome == policy.Undecided {
+		cv.Err = evidence.Failure(v)
+	}
+	return cv
 }

@@ -11,8 +11,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/engine"
-	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -46,16 +46,11 @@ type Guard struct {
 	// new container, and killing it would overrule the policy.
 	keptMu sync.Mutex
 	kept   map[string]bool
-	// prov asks the registry where content came from (provenance.go); nil:
-	// names alone are judged.
-	prov *provenance.Cache
-	// noNetwork is logged once: the process may not open network sockets
-	// at all (the shipped unit's RestrictAddressFamilies=AF_UNIX).
-	noNetwork sync.Once
-	// evidence, when set, may overrule the policy's allowing decisions.
-	evidence enforcer.Evidence
-	// signatures, when set, verifies what signed-by rules ask for.
-	signatures enforcer.Signatures
+	// judge answers what names cannot prove about content: provenance
+	// and signatures (enforcer/evidence); nil: nothing is asked, so
+	// signed-by rules deny and, under local-images: deny, allowed names
+	// are undecided.
+	judge *evidence.Judge
 }
 
 // Option configures a Guard.
@@ -88,19 +83,9 @@ func WithBackoff(min, max time.Duration) Option {
 	return func(g *Guard) { g.cfg.MinBackoff, g.cfg.MaxBackoff = min, max }
 }
 
-// WithEvidence has the guard consult e about every content the policy
-// allows by name; content it denies loses every record.
-func WithEvidence(e enforcer.Evidence) Option { return func(g *Guard) { g.evidence = e } }
-
-// WithSignatures has the guard verify the signatures signed-by rules ask
-// for, on each record's target digest; without it such rules deny every
-// image they name.
-func WithSignatures(s enforcer.Signatures) Option { return func(g *Guard) { g.signatures = s } }
-
-// sigs is the signature source for one pass, or nil.
-func (g *Guard) sigs(ctx context.Context) policy.SignatureSource {
-	return enforcer.SourceFor(ctx, g.signatures)
-}
+// WithEvidence has the guard ask j what names cannot prove about content
+// (shared with the Docker guard, the authorization plugin and scan).
+func WithEvidence(j *evidence.Judge) Option { return func(g *Guard) { g.judge = j } }
 
 // WithObserver has the guard tell o about reconciles, connections and lag.
 func WithObserver(o enforcer.Observer) Option { return func(g *Guard) { g.cfg.Observer = o } }

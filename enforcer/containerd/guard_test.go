@@ -38,7 +38,8 @@ deny:
 
 func mustPolicy(t *testing.T, mode policy.Mode, running policy.Running) *policy.Policy {
 	t.Helper()
-	src := fmt.Sprintf("mode: %s\nrunning: %s\n%s", mode, running, basePolicy)
+	// Names alone: provenance_test.go asks where content came from.
+	src := fmt.Sprintf("mode: %s\nrunning: %s\nlocal-images: allow\n%s", mode, running, basePolicy)
 	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte(src)})
 	if err != nil {
 		t.Fatalf("policy: %v", err)

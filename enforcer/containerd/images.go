@@ -2,7 +2,6 @@ package containerd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -11,8 +10,8 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/engine"
-	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -33,109 +32,73 @@ func (g *Guard) imageEvent(ctx context.Context, ns, name, topic string) {
 	g.judgeContent(ctx, ns, img, topic, name)
 }
 
-// recordStep is one record the policy wants deleted.
+// recordStep is one record the policy wants deleted, or reports failed.
 type recordStep struct {
 	Image
-	Action   enforcer.Action // Removed or Untagged
+	Action   enforcer.Action // Removed, Untagged or Failed
 	Decision policy.Decision
+	err      error // why a Failed one could not be decided
 }
 
-// contentPlan is what the policy asks of the records of one content in one
-// namespace. It is computed by planContent, which calls no runtime.
+// contentPlan is what the verdict on one content in one namespace asks of
+// its records. planContent computes it without calling the runtime.
 type contentPlan struct {
-	Verdict policy.ImageDecision
-	// Names are the denied name records to delete: Untagged while the
-	// content keeps an allowed name, Removed when it keeps none.
+	Verdict policy.Verdict
+	// Names are the denied name records to delete (Untagged while the
+	// content is not denied, Removed when it is) and the undecided ones
+	// to report failed and keep.
 	Names []recordStep
 	// IDs are the records named by image ID to delete with the last name.
 	IDs []recordStep
-	// Unverifiable, when set, is a name denied only because its signature
-	// could not be verified: nothing is deleted, the failure is reported
-	// and the next resync asks again.
-	Unverifiable *policy.NameDecision
-	// Unknown are names the policy allows whose provenance the registry
-	// could not confirm or deny: reported failed, kept (provenance.go).
-	Unknown []recordStep
 }
 
-// planContent judges every record that points at one content, with the
-// content's digest (policy.DecideImage):
+// judgeRecords is the verdict on the content recs point at. A containerd
+// record does not say how it arrived (ctr import, a transfer-service pull
+// and `ctr images tag` make the same record, under any name), so its
+// digest names prove nothing and the core asks the registry instead.
+func judgeRecords(ps *evidence.Pass, p *policy.Policy, now time.Time, recs []Image, target string) policy.Verdict {
+	return ps.Judge(p, policy.Image{Names: recordNames(recs), Digest: target}, now)
+}
+
+// planContent turns the verdict on every record that points at one content
+// into steps:
 //
-//   - While at least one name of the content is allowed, only the
-//     disallowed names are deleted (untagged): the content stays, and so do
-//     its records named by image ID (CRI's sha256:<config> record).
-//   - When no name is allowed, every record of the content is deleted,
-//     image-ID records included, so that no unnamed record keeps disallowed
-//     content alive.
-//
-// ev is what the registry said about where the content came from (nil: no
-// registry to ask); sigs answers for signed-by rules, about the target
-// (nil: they deny).
-func planContent(p *policy.Policy, now time.Time, recs []Image, target string, ev *provenance.Evidence, sigs policy.SignatureSource) contentPlan {
-	judge, names := p, recordNames(recs)
-	if ev == nil {
-		// No registry to ask: a record does not say how it arrived, so
-		// names alone are judged (provenance.go).
-		judge = p.NamesOnly()
-	} else {
-		names = append(names, ev.Served...) // repositories that serve the content
-	}
-	plan := contentPlan{Verdict: judge.DecideImageWith(names, target, now, sigs)}
-	plan.Verdict.Names = plan.Verdict.Names[:len(recs)]
-	if plan.Unverifiable = plan.Verdict.Unverifiable(); plan.Unverifiable != nil {
-		return plan
-	}
-	// A name denied only for want of provenance, while the registry could
-	// not answer, is no definite denial: it stays, reported failed, and the
-	// content is not treated as nameless.
-	if ev != nil && ev.Unknown != nil {
-		for i, n := range plan.Verdict.Names {
-			if n.Unproven {
-				plan.Unknown = append(plan.Unknown, recordStep{Image: recs[i], Action: enforcer.Failed, Decision: n.Decision})
-				plan.Verdict.Allowed = true
-			}
-		}
-	}
-	action := enforcer.Removed
-	if plan.Verdict.Allowed {
-		action = enforcer.Untagged
+//   - While the content is not denied (a name is allowed, or one is
+//     undecided), only the denied names are deleted (untagged): the content
+//     stays, and so do its records named by image ID (CRI's
+//     sha256:<config> record). Undecided names are kept, reported failed.
+//   - When it is denied, every record of the content is deleted, image-ID
+//     records included, so that no unnamed record keeps it alive.
+func planContent(p *policy.Policy, recs []Image, v policy.Verdict) contentPlan {
+	plan := contentPlan{Verdict: v}
+	action := enforcer.Untagged
+	if v.Outcome == policy.Denied {
+		action = enforcer.Removed
 	}
 	var denied []string
-	for i, n := range plan.Verdict.Names {
-		if n.ImageID || n.Decision.Allowed || (n.Unproven && ev != nil && ev.Unknown != nil) {
+	for i, n := range v.Names {
+		if n.ImageID {
 			continue
 		}
-		plan.Names = append(plan.Names, recordStep{Image: recs[i], Action: action, Decision: n.Decision})
-		denied = append(denied, recs[i].Name)
+		switch evidence.ActOn(v, i) {
+		case evidence.Remove:
+			plan.Names = append(plan.Names, recordStep{Image: recs[i], Action: action, Decision: n.Decision})
+			denied = append(denied, recs[i].Name)
+		case evidence.Fail:
+			plan.Names = append(plan.Names, recordStep{Image: recs[i], Action: enforcer.Failed, Decision: n.Decision, err: evidence.Failure(v)})
+		}
 	}
-	if plan.Verdict.Allowed {
+	if v.Outcome != policy.Denied {
 		return plan
 	}
 	reason := "a record named by image ID; the image has no name"
 	if len(denied) > 0 {
 		reason = "a record named by image ID; none of the image's names is allowed (" + strings.Join(denied, ", ") + ")"
 	}
-	for i, n := range plan.Verdict.Names {
+	for i, n := range v.Names {
 		if n.ImageID {
 			plan.IDs = append(plan.IDs, recordStep{Image: recs[i], Action: enforcer.Removed,
 				Decision: policy.Decision{Input: recs[i].Name, Reason: reason, PolicyHash: p.Hash}})
-		}
-	}
-	return plan
-}
-
-// planDenied is the plan for content that evidence denied although one of
-// its names is allowed: every record goes, image-ID records included.
-func planDenied(recs []Image, d policy.Decision) contentPlan {
-	var plan contentPlan
-	for _, r := range recs {
-		dr := d
-		dr.Input = r.Name
-		st := recordStep{Image: r, Action: enforcer.Removed, Decision: dr}
-		if _, err := policy.ParseRef(r.Name); errors.Is(err, policy.ErrImageID) {
-			plan.IDs = append(plan.IDs, st)
-		} else {
-			plan.Names = append(plan.Names, st)
 		}
 	}
 	return plan
@@ -166,34 +129,17 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 			return
 		}
 	}
-	sigs := g.sigs(ctx)
-	ev := g.gatherEvidence(ctx, p, now, recs, img.Target, sigs) // provenance.go
-	plan := planContent(p, now, recs, img.Target, ev, sigs)
-	if u := plan.Unverifiable; u != nil {
-		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns, Event: event,
-			Image: displayName(u.Name), ImageID: img.Target, Decision: u.Decision, Err: enforcer.ErrSignatureUnverifiable}})
-		return
-	}
-	for _, st := range plan.Unknown {
-		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns,
-			Event: event, Image: displayName(st.Name), ImageID: st.Target, Decision: st.Decision, Err: ev.Unknown}})
-	}
-	vetoed := false // evidence denied content the policy allows
-	if g.evidence != nil && plan.Verdict.Allowed {
-		subject := enforcer.ImageSubject{Runtime: enforcer.RuntimeContainerd, Namespace: ns, ID: img.Target, Digest: img.Target, Names: recordNames(recs)}
-		if d := g.evidence.Check(ctx, subject, plan.Verdict); d != nil {
-			plan, vetoed = planDenied(recs, *d), true
-		}
-	}
+	ps := g.judge.Pass(ctx)
+	plan := planContent(p, recs, judgeRecords(ps, p, now, recs, img.Target))
 	for _, st := range plan.Names {
-		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, ev, sigs) == engine.Stale {
+		if g.deleteRecord(ctx, ps, p, ns, st, event, trigger, recs) == engine.Stale {
 			return
 		}
 	}
 	if len(plan.IDs) == 0 {
 		return
 	}
-	if p.Mode == policy.ModeEnforce && !vetoed {
+	if p.Mode == policy.ModeEnforce {
 		// A name may have been added since the listing (a pull of an
 		// allowed name for the same content): never remove the image-ID
 		// records of content that has an allowed name.
@@ -202,21 +148,25 @@ func (g *Guard) judgeContent(ctx context.Context, ns string, img Image, event, t
 			log.WithError(err).Warn("containerd: cannot list the image's records; the next reconcile judges them")
 			return
 		}
-		if planContent(p, now, again, img.Target, ev, sigs).Verdict.Allowed {
+		if judgeRecords(ps, p, now, again, img.Target).Outcome != policy.Denied {
 			return
 		}
 	}
 	for _, st := range plan.IDs {
-		if g.deleteRecord(ctx, p, ns, st, event, trigger, recs, ev, sigs) == engine.Stale {
+		if g.deleteRecord(ctx, ps, p, ns, st, event, trigger, recs) == engine.Stale {
 			return
 		}
 	}
 }
 
 // deleteRecord has the executor delete one record (in enforce mode) and
-// report it. A record that is already gone is not reported: someone else
-// removed it.
-func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image, ev *provenance.Evidence, sigs policy.SignatureSource) engine.Outcome {
+// report it, or report it failed. A record that is already gone is not
+// reported: someone else removed it.
+func (g *Guard) deleteRecord(ctx context.Context, ps *evidence.Pass, p *policy.Policy, ns string, st recordStep, event, trigger string, recs []Image) engine.Outcome {
+	if st.Action == enforcer.Failed {
+		return g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Namespace: ns,
+			Event: event, Image: displayName(st.Name), ImageID: st.Target, Decision: st.Decision, Err: st.err}})
+	}
 	if p.Mode != policy.ModeEnforce && trigger != "" && st.Name != trigger {
 		return engine.Skipped
 	}
@@ -242,9 +192,9 @@ func (g *Guard) deleteRecord(ctx context.Context, p *policy.Policy, ns string, s
 		},
 		AllowedBy: func(prev *policy.Policy) bool {
 			// Allowed before: the previous policy would not delete it.
-			v := planContent(prev, g.now(), recs, st.Target, ev, sigs)
+			v := planContent(prev, recs, judgeRecords(ps, prev, g.now(), recs, st.Target))
 			for _, n := range append(v.Names, v.IDs...) {
-				if n.Name == st.Name {
+				if n.Name == st.Name && n.Action != enforcer.Failed {
 					return false
 				}
 			}
@@ -261,4 +211,12 @@ func displayName(name string) string {
 		return r.String
 	}
 	return name
+}
+
+func recordNames(recs []Image) []string {
+	names := make([]string, len(recs))
+	for i, r := range recs {
+		names[i] = r.Name
+	}
+	return names
 }

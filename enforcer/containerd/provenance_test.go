@@ -7,10 +7,16 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
+
+// withRegistry has the guard ask reg where content came from.
+func withRegistry(reg provenance.Registry) Option {
+	return WithEvidence(evidence.New(nil, provenance.New(reg), quietLog()))
+}
 
 func provenancePolicy(t *testing.T) *policy.Policy {
 	t.Helper()
@@ -22,23 +28,26 @@ func provenancePolicy(t *testing.T) *policy.Policy {
 }
 
 // TestProvenance: under local-images: deny a record under an allowed name
-// stays only when the repository serves its target (or a CRI repo@digest
-// record says so), re-tagging it to another allowed name stays allowed,
+// stays only when the repository serves its target (a CRI repo@digest
+// record proves nothing alone: `ctr images tag` writes any name), re-tagging it to another allowed name stays allowed,
 // imported content under an allowed name goes, and while the registry
 // cannot be reached nothing is deleted for want of provenance: it is
 // reported failed and judged again at the next reconcile.
 func TestProvenance(t *testing.T) {
 	pulled, retag, imported, cri := "registry.local/approved/busybox:1.0", "registry.local/approved/copy:2",
 		"registry.local/approved/busybox:imported", "registry.local/approved/cri:1"
-	reg := enforcertest.NewRegistry([2]string{"registry.local/approved/busybox", dg('1')})
+	reg := enforcertest.NewRegistry([2]string{"registry.local/approved/busybox", dg('1')}, [2]string{"registry.local/approved/cri", dg('3')})
 	f := newFake()
 	f.addImage(k8s, pulled, dg('1'))
 	f.addImage(k8s, retag, dg('1'))
 	f.addImage(k8s, imported, dg('2')) // ctr import: the registry never served it
-	f.addImage(k8s, cri, dg('3'))      // CRI's three records, no registry needed
+	// ctr images tag writes a digest name too: it vouches for nothing.
+	forged := "registry.local/approved/busybox@" + dg('2')
+	f.addImage(k8s, forged, dg('2'))
+	f.addImage(k8s, cri, dg('3')) // CRI's records, asked about like any other
 	f.addImage(k8s, "registry.local/approved/cri@"+dg('3'), dg('3'))
 	reg.SetDown(false)
-	g, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), WithProvenance(provenance.New(reg)))
+	g, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), withRegistry(reg))
 
 	names := f.imageNames(k8s)
 	for _, keep := range []string{pulled, retag, cri} {
@@ -46,11 +55,11 @@ func TestProvenance(t *testing.T) {
 			t.Errorf("%s was deleted; records left %q", keep, names)
 		}
 	}
-	if slices.Contains(names, imported) {
-		t.Errorf("%s (imported content) is still there", imported)
+	if slices.Contains(names, imported) || slices.Contains(names, forged) {
+		t.Errorf("%s (imported content) is still there: %q", imported, names)
 	}
 	for _, r := range rec.records() {
-		if r.Decision.Input == "" || !slices.Contains([]string{imported}, displayName(r.Decision.Input)) {
+		if r.Decision.Input == "" || !slices.Contains([]string{imported, forged}, displayName(r.Decision.Input)) {
 			t.Errorf("unexpected record %+v", r)
 		}
 	}
@@ -99,16 +108,22 @@ func (noNetworkRegistry) HasManifest(ctx context.Context, repository, digest str
 }
 
 // TestProvenanceWithoutNetwork: a daemon that may not use the network at
-// all judges names alone on containerd, instead of reporting a failure for
-// every record at every reconcile; nothing is deleted for want of an answer.
+// all cannot tell where content came from: an allowed name, and a container
+// made from it, are undecided, kept and reported failed (the warning saying
+// why is logged once, enforcer/evidence); a denied name is still removed.
 func TestProvenanceWithoutNetwork(t *testing.T) {
 	f := newFake()
 	f.addImage(k8s, "registry.local/approved/busybox:1.0", dg('1'))
-	_, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), WithProvenance(provenance.New(noNetworkRegistry{})))
-	if got := f.imageNames(k8s); !slices.Contains(got, "registry.local/approved/busybox:1.0") {
+	f.addImage(k8s, "registry.local/evil/busybox:1.0", dg('2'))
+	f.addContainer(k8s, Container{ID: "ctr", Image: "registry.local/approved/busybox:1.0"}, TaskCreated)
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), withRegistry(noNetworkRegistry{}))
+	if got := f.imageNames(k8s); !slices.Equal(got, []string{"registry.local/approved/busybox:1.0"}) {
 		t.Errorf("records left %q", got)
 	}
-	if r := rec.records(); len(r) != 0 {
-		t.Errorf("records %+v, want none", r)
+	if !f.hasContainer(k8s, "ctr") {
+		t.Errorf("the container of undecided content was removed")
+	}
+	if got := rec.summary(); !slices.Equal(got, []string{"failed k8s.io ctr", "failed k8s.io registry.local/approved/busybox:1.0", "removed k8s.io registry.local/evil/busybox:1.0"}) {
+		t.Errorf("records %q", got)
 	}
 }

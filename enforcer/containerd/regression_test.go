@@ -3,12 +3,10 @@ package containerd
 // Regression tests for findings of a safety review.
 
 import (
-	"context"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
@@ -49,31 +47,22 @@ func TestRegressionKeptContainerRestarted(t *testing.T) {
 	}
 }
 
-// unsigned is evidence that denies one content, as a signature
-// requirement would deny unsigned content.
-type unsigned struct{ digest string }
-
-func (u unsigned) Check(_ context.Context, img enforcer.ImageSubject, d policy.ImageDecision) *policy.Decision {
-	if img.Digest != u.digest {
-		return nil
-	}
-	return &policy.Decision{Reason: "no valid signature", PolicyHash: d.PolicyHash}
-}
-
 // Evidence overrules a decision that allows by name: every record of the
-// content goes, its image-ID record too; other content stays.
+// content the registry does not serve goes, its image-ID record too; other
+// content stays.
 func TestEvidenceOverrulesAllowedNames(t *testing.T) {
 	f := newFake()
 	f.addImage(k8s, "registry.local/approved/app:1", dg('1'))
 	f.addImage(k8s, "sha256:"+strings.Repeat("1", 64), dg('1'))
 	f.addImage(k8s, "registry.local/approved/app:2", dg('2'))
-	_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)), WithEvidence(unsigned{dg('1')}))
-	eventually(t, "the unsigned content's records deleted", func() bool { return len(f.imageNames(k8s)) == 1 })
+	reg := enforcertest.NewRegistry([2]string{"registry.local/approved/app", dg('2')})
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(provenancePolicy(t)), withRegistry(reg))
+	eventually(t, "the unserved content's records deleted", func() bool { return len(f.imageNames(k8s)) == 1 })
 	if got := f.imageNames(k8s); got[0] != "registry.local/approved/app:2" {
 		t.Errorf("records left %q", got)
 	}
 	for _, r := range rec.records() {
-		if r.Decision.Reason != "no valid signature" {
+		if !strings.Contains(r.Decision.Reason, "did not come from an allowed repository") && !strings.Contains(r.Decision.Reason, "image ID") {
 			t.Errorf("record %s %s: reason %q", r.Action, r.Image, r.Decision.Reason)
 		}
 	}

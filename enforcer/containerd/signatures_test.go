@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/policy"
 )
@@ -20,7 +21,7 @@ func TestGuardJudgesSignatures(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte(
-		"mode: enforce\nallow:\n  - image: registry.local/approved/**\n    signed-by: [{key: " + key + "}]\n")})
+		"mode: enforce\nlocal-images: allow\nallow:\n  - image: registry.local/approved/**\n    signed-by: [{key: " + key + "}]\n")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func TestGuardJudgesSignatures(t *testing.T) {
 	f.addContainer(k8s, Container{ID: "signed-ctr", Image: "registry.local/approved/app:signed"}, TaskRunning)
 	f.addContainer(k8s, Container{ID: "unreachable-ctr", Image: "registry.local/approved/app:unreachable"}, TaskCreated)
 	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{dg('1'): policy.SignatureVerified, dg('3'): policy.SignatureUnverifiable})
-	_, rec := startGuard(t, f, enforcertest.NewPolicies(p), WithSignatures(sigs))
+	_, rec := startGuard(t, f, enforcertest.NewPolicies(p), WithEvidence(evidence.New(sigs, nil, quietLog())))
 	eventually(t, "the unsigned record deleted", func() bool {
 		return !slices.Contains(f.imageNames(k8s), "registry.local/approved/app:unsigned")
 	})

@@ -142,7 +142,7 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs p
 			sub = append(sub, n.raw)
 		}
 	}
-	verdict := p.DecideImageWith(sub, "", now, sigs)
+	verdict := p.DecideImageWith(sub, contentDigest(img), now, sigs)
 	if u := verdict.Unverifiable(); u != nil {
 		plan.Unverifiable = u
 		return plan
@@ -237,32 +237,6 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs p
 	return plan
 }
 
-// planImageDenied is the plan for an image that evidence denied although
-// its names are allowed: every name goes, as for an image with no allowed
-// name (a repository's digest references go with its last tag).
-func planImageDenied(p *policy.Policy, img Image, d policy.Decision) imagePlan {
-	plan := imagePlan{Image: img, Empties: true}
-	names := namesOf(p, img)
-	tagged := map[string]bool{}
-	for _, n := range names {
-		if !n.digest {
-			tagged[n.repo] = true
-		}
-	}
-	for _, n := range names {
-		if n.digest && tagged[n.repo] {
-			continue
-		}
-		dn := d
-		dn.Input = n.raw
-		plan.Removals = append(plan.Removals, removal{Name: n.raw, Decision: dn})
-	}
-	if len(plan.Removals) > 0 {
-		plan.Removals[len(plan.Removals)-1].Last = true
-	}
-	return plan
-}
-
 // verdict is the judgement of a container.
 type verdict struct {
 	Allowed bool
@@ -296,7 +270,11 @@ func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now tim
 			}
 		}
 	}
-	d := p.DecideImageWith(names, "", now, sigs)
+	digest := ""
+	if img != nil {
+		digest = contentDigest(*img)
+	}
+	d := p.DecideImageWith(names, digest, now, sigs)
 	if len(names) == 0 {
 		d.Decision.Input = typed
 		if typed == "" {
@@ -308,6 +286,19 @@ func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now tim
 		v.Unverifiable, v.Decision = true, u.Decision
 	}
 	return v
+}
+
+// contentDigest is the manifest (or index) digest of img's content where
+// dockerd's image ID is one: on the containerd image store, where the ID is
+// the image records' target. Tags are judged with it, so that a signature
+// is verified on the content even when the repository digests dockerd
+// made up were set aside (provenance.go). dockerd's own store's ID is the
+// config digest: no digest there.
+func contentDigest(img Image) string {
+	if img.InContainerd {
+		return img.ID
+	}
+	return ""
 }
 
 // isIDOf reports whether s is image ID id or a prefix of it (a short ID),

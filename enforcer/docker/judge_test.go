@@ -200,7 +200,7 @@ func TestScan(t *testing.T) {
 		},
 	}} {
 		t.Run(string(tt.running), func(t *testing.T) {
-			got, err := Scan(context.Background(), f, testPolicy(t, policy.ModeAudit, tt.running), testNow, nil, nil)
+			got, err := Scan(context.Background(), f, testPolicy(t, policy.ModeAudit, tt.running), testNow, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -212,7 +212,7 @@ func TestScan(t *testing.T) {
 	t.Run("a listing error is returned", func(t *testing.T) {
 		f.setFail("list-images", errors.New("connection reset"))
 		defer f.setFail("list-images", nil)
-		if _, err := Scan(context.Background(), f, testPolicy(t, policy.ModeAudit, policy.RunningKeep), testNow, nil, nil); err == nil ||
+		if _, err := Scan(context.Background(), f, testPolicy(t, policy.ModeAudit, policy.RunningKeep), testNow, nil); err == nil ||
 			!strings.Contains(err.Error(), "listing images") {
 			t.Errorf("err = %v", err)
 		}

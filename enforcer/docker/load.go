@@ -76,7 +76,7 @@ func (g *Guard) movedNames(ctx context.Context, p *policy.Policy, loadedID strin
 // whether the content was pulled, loaded or built (moby's
 // daemon/containerd/image_inspect.go), so repository digests prove nothing;
 // with a registry to ask the guard judges provenance as the containerd guard
-// does (provenance.go), without one it can judge names alone, and says so.
+// does (provenance.go); without one it can tell nothing, and says so.
 func (g *Guard) checkImageStore(ctx context.Context) {
 	c8d, err := g.api.ContainerdImageStore(ctx)
 	if err != nil {
@@ -84,8 +84,8 @@ func (g *Guard) checkImageStore(ctx context.Context) {
 		return
 	}
 	g.containerdStore.Store(c8d)
-	if p := g.policies.Current(); c8d && g.prov == nil && p != nil && p.LocalImages == policy.LocalImagesDeny {
+	if p := g.policies.Current(); c8d && g.judge == nil && p != nil && p.LocalImages == policy.LocalImagesDeny {
 		g.log.Warn("dockerd keeps its images in containerd: its repository digests are made from image names, " +
-			"and no registry is configured to ask where content came from, so local-images: deny cannot tell loaded or built content from pulled content there; names alone are judged")
+			"and no registry is configured to ask where content came from, so local-images: deny cannot tell loaded or built content from pulled content there; images with allowed names are kept and reported failed")
 	}
 }

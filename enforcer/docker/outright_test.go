@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -205,7 +204,7 @@ func TestOnTheContainerdStoreTheUntagEventNamesTheImage(t *testing.T) {
 		opts []Option
 	}{
 		{"names alone", nil},
-		{"with a registry to ask", []Option{WithProvenance(provenance.New(noNetworkRegistry{}))}},
+		{"with a registry to ask", []Option{withRegistry(noNetworkRegistry{})}},
 	} {
 		t.Run(prov.name, func(t *testing.T) { testUntagEventNamesTheImage(t, prov.opts) })
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"time"
 
-	"github.com/distribution/reference"
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
@@ -40,24 +39,9 @@ const (
 	actionEnable = "enable"
 )
 
-// judgePlugin decides whether a plugin may stay: its reference and its
-// local name must both be allowed, as image references (a name without a
-// tag is :latest, as Docker makes it).
+// judgePlugin decides whether a plugin may stay (policy.DecidePlugin).
 func judgePlugin(p *policy.Policy, now time.Time, pl Plugin) policy.Decision {
-	var d policy.Decision
-	for _, r := range []string{pl.Reference, pl.Name} {
-		if r == "" {
-			continue
-		}
-		in := r
-		if named, err := reference.ParseNormalizedNamed(r); err == nil {
-			in = reference.TagNameOnly(named).String()
-		}
-		if d = p.Decide(in, now); !d.Allowed {
-			return d
-		}
-	}
-	return d
+	return p.DecidePlugin([]string{pl.Reference, pl.Name}, now)
 }
 
 // pluginJob judges the plugin a plugin event is about, by its local name.

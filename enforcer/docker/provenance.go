@@ -2,9 +2,10 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"time"
 
-	"github.com/pullguard/pullguard/enforcer/provenance"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -14,18 +15,19 @@ import (
 // an allowed repository digest is proof (policy/provenance.go). The
 // containerd image store shows every image record's name with the record's
 // target as a repository digest, loaded, built and pulled content alike, so
-// there none is: the guard sets them aside and asks the registry whether
-// each allowed repository serves the image's content, as the containerd
-// guard does (enforcer/provenance). A registry that cannot be reached (or a
-// pullguard without network) proves nothing either way: the names are kept,
-// reported failed, and judged again at the next reconcile.
+// there none is: the core verdict (policy.Judge) sets them aside and asks
+// the registry whether an allowed repository serves the image's content,
+// as for a containerd record. A registry that cannot be reached (or a
+// pullguard without network) proves nothing either way: the names are
+// kept, reported failed, and judged again at the next reconcile.
 
-// WithProvenance has the guard judge provenance on dockerd's containerd
-// image store by asking registries through c (shared with the containerd
-// guard and the authorization plugin). Without it, repository digests are
-// taken as dockerd shows them there too, which proves nothing (checkImageStore
-// warns).
-func WithProvenance(c *provenance.Cache) Option { return func(g *Guard) { g.prov = c } }
+// WithEvidence has the guard ask j what names cannot prove about content
+// (signatures, and where content on dockerd's containerd image store came
+// from), shared with the containerd guard and the authorization plugin.
+// Without it signed-by rules deny every image they name, and on the
+// containerd image store allowed names are undecided under local-images:
+// deny.
+func WithEvidence(j *evidence.Judge) Option { return func(g *Guard) { g.judge = j } }
 
 // vouched is an image with the names its provenance lets it be judged by.
 type vouched struct {
@@ -39,22 +41,30 @@ type vouched struct {
 // vouch returns the image to judge for img: img itself on dockerd's own
 // image store, or when the policy judges names alone; on the containerd
 // image store under local-images: deny, its names with the repository
-// digests dockerd made up replaced by those the registries confirm
-// (provenance.DockerNames).
-func vouch(ctx context.Context, prov *provenance.Cache, p *policy.Policy, now time.Time, img Image, sigs policy.SignatureSource) vouched {
-	if !img.InContainerd || prov == nil || p.LocalImages != policy.LocalImagesDeny {
+// digests dockerd made up replaced by the one the verdict found an allowed
+// registry to serve.
+func vouch(ps *evidence.Pass, p *policy.Policy, now time.Time, img Image) vouched {
+	if !img.InContainerd || p.LocalImages != policy.LocalImagesDeny {
 		return vouched{Image: img}
 	}
-	judged, ev := prov.DockerNames(ctx, p, now, img.ID, imageNames(p, img), sigs)
-	v := vouched{Image: Image{ID: img.ID, InContainerd: true}, unknown: ev.Unknown}
-	for _, n := range judged {
-		if r, err := p.ParseRef(n); err == nil && r.Tag == "" && r.Digest != "" {
-			v.RepoDigests = append(v.RepoDigests, n)
-		} else {
-			v.RepoTags = append(v.RepoTags, n)
+	v := ps.Judge(p, policy.Image{Names: imageNames(p, img), Digest: img.ID}, now)
+	out := vouched{Image: Image{ID: img.ID, InContainerd: true}}
+	if v.Outcome == policy.Undecided && !errors.Is(v.Err, policy.ErrSignatureUnanswered) {
+		out.unknown = v.Err
+	}
+	for _, n := range v.Names {
+		switch r, err := p.ParseRef(n.Name); {
+		case n.SetAside:
+		case err == nil && r.Tag == "" && r.Digest != "":
+			out.RepoDigests = append(out.RepoDigests, n.Name) // denied whatever its content: it goes
+		default:
+			out.RepoTags = append(out.RepoTags, n.Name)
 		}
 	}
-	return v
+	if v.VouchedBy != "" {
+		out.RepoDigests = append(out.RepoDigests, v.VouchedBy)
+	}
+	return out
 }
 
 // judge is the policy to plan with: while provenance is unknown, names
@@ -82,7 +92,7 @@ func (v vouched) plan(p *policy.Policy, now time.Time, only []string, sigs polic
 			plan.Unknown = append(plan.Unknown, n)
 		}
 	}
-	plan.UnknownErr = v.unknown
+	plan.UnknownErr = evidence.Failure(policy.Verdict{Err: v.unknown})
 	return plan
 }
 
@@ -95,24 +105,8 @@ func judgeVouched(typed, imageID string, v *vouched, p *policy.Policy, now time.
 }
 
 // vouchFor vouches for images under p, for one pass.
-func (g *Guard) vouchFor(p *policy.Policy, sigs policy.SignatureSource) vouchFunc {
-	return func(ctx context.Context, img Image) vouched { return g.vouch(ctx, p, img, sigs) }
-}
-
-// vouch vouches for img (the function vouch) in the guard's passes and events. A pullguard that may
-// not use the network at all (the shipped unit without its NETWORK drop-in)
-// is told once, with what that means, rather than only by a failed entry
-// per image: on this store nothing can be proven without a registry.
-func (g *Guard) vouch(ctx context.Context, p *policy.Policy, img Image, sigs policy.SignatureSource) vouched {
-	v := vouch(ctx, g.prov, p, g.now(), img, sigs)
-	if v.unknown != nil && provenance.NoNetwork(v.unknown) {
-		g.noNetwork.Do(func() {
-			g.log.WithError(v.unknown).Warn("docker: cannot ask registries whether they serve an image's content (no network for pullguard); " +
-				"on dockerd's containerd image store local-images: deny then keeps every image (reported failed) and the authorization plugin " +
-				"refuses to run or tag it: allow pullguard the network (pullguard(8), NETWORK)")
-		})
-	}
-	return v
+func vouchFor(ps *evidence.Pass, p *policy.Policy, now time.Time) vouchFunc {
+	return func(_ context.Context, img Image) vouched { return vouch(ps, p, now, img) }
 }
 
 // vouchFunc vouches for one image (vouch, with the pass's policy).

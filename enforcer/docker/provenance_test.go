@@ -10,6 +10,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
@@ -32,7 +34,7 @@ func TestProvenanceContainerdStore(t *testing.T) {
 	f.addImage(id(1), app)    // pulled
 	f.addImage(id(2), loaded) // loaded
 	f.addContainer(Container{ID: cid(1), Image: loaded, ImageID: id(2), State: "exited"})
-	h := startGuard(t, f, mustProvenancePolicy(t), WithProvenance(provenance.New(reg)))
+	h := startGuard(t, f, mustProvenancePolicy(t), withRegistry(reg))
 	h.connected()
 
 	if f.hasImage(id(2)) || f.hasContainer(cid(1)) {
@@ -97,8 +99,8 @@ func TestProvenanceContainerdStoreScan(t *testing.T) {
 	f.c8d = true
 	f.addImage(id(1), "reg.example/approved/app:1", "reg.example/evil/alias:1")
 	f.addImage(id(2), "reg.example/approved/loaded:1")
-	prov := provenance.New(reg)
-	got, err := Scan(context.Background(), f, mustProvenancePolicy(t), testNow, nil, prov)
+	judge := evidence.New(nil, provenance.New(reg), logrus.New())
+	got, err := Scan(context.Background(), f, mustProvenancePolicy(t), testNow, judge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +116,7 @@ func TestProvenanceContainerdStoreScan(t *testing.T) {
 
 	reg.SetDown(true)
 	f.addImage(id(3), "reg.example/approved/late:1")
-	got, err = Scan(context.Background(), f, mustProvenancePolicy(t), testNow, nil, prov)
+	got, err = Scan(context.Background(), f, mustProvenancePolicy(t), testNow, judge)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,12 +138,23 @@ func TestProvenanceOwnStoreUnchanged(t *testing.T) {
 	f := newFake()
 	f.addImage(id(1), "reg.example/approved/app:1", "reg.example/approved/app@"+digestA)
 	f.addImage(id(2), "reg.example/approved/loaded:1")
-	h := startGuard(t, f, mustProvenancePolicy(t), WithProvenance(provenance.New(reg)))
+	h := startGuard(t, f, mustProvenancePolicy(t), withRegistry(reg))
 	h.connected()
 	h.wantRecords("removed reconcile reg.example/approved/loaded:1")
 	if n := reg.Asks(); n != 0 {
 		t.Errorf("the registry was asked %d times", n)
 	}
+}
+
+// withRegistry has the guard ask reg where content came from, and log
+// through the guard's logger.
+func withRegistry(reg provenance.Registry) Option {
+	return func(g *Guard) { g.judge = evidence.New(nil, provenance.New(reg), g.log) }
+}
+
+// withSignatures has the guard verify signatures with sigs.
+func withSignatures(sigs enforcer.Signatures) Option {
+	return func(g *Guard) { g.judge = evidence.New(sigs, nil, g.log) }
 }
 
 // noNetworkRegistry fails as a process without network sockets does (the
@@ -163,7 +176,7 @@ func TestProvenanceContainerdStoreWithoutNetwork(t *testing.T) {
 	f.c8d = true
 	f.addImage(id(1), "reg.example/approved/app:1")
 	f.addImage(id(2), "reg.example/approved/loaded:1", "reg.example/evil/x:1")
-	h := startGuard(t, f, mustProvenancePolicy(t), WithProvenance(provenance.New(noNetworkRegistry{})))
+	h := startGuard(t, f, mustProvenancePolicy(t), withRegistry(noNetworkRegistry{}))
 	h.connected()
 	eq(t, "pulled content's names", f.names(id(1)), []string{"reg.example/approved/app:1"})
 	eq(t, "loaded content's names", f.names(id(2)), []string{"reg.example/approved/loaded:1"})

@@ -3,7 +3,6 @@ package docker
 // Regression tests for findings of a safety review; each failed before its fix.
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -99,41 +98,5 @@ func TestRegressionPinnedDigestPulledByTag(t *testing.T) {
 		if r.Action == enforcer.Failed {
 			t.Errorf("record for allowed pinned content: %s (%v)", line(r), r.Err)
 		}
-	}
-}
-
-// unsigned is evidence that denies one image, as a signature requirement
-// would deny unsigned content.
-type unsigned struct{ id string }
-
-func (u unsigned) Check(_ context.Context, img enforcer.ImageSubject, d policy.ImageDecision) *policy.Decision {
-	if img.ID != u.id {
-		return nil
-	}
-	return &policy.Decision{Input: img.Names[0], Reason: "no valid signature", PolicyHash: d.PolicyHash}
-}
-
-// Evidence overrules a decision that allows by name: the image loses its
-// names; other images are left alone.
-func TestEvidenceOverrulesAllowedNames(t *testing.T) {
-	f := newFake()
-	f.addImage(id(1), "reg.example/approved/app:1", "reg.example/approved/app:2")
-	f.addImage(id(2), "reg.example/approved/other:1")
-	h := startGuard(t, f, testPolicy(t, policy.ModeEnforce, policy.RunningKeep), WithEvidence(unsigned{id(1)}))
-	h.connected()
-	h.settle()
-	if names := f.names(id(1)); len(names) != 0 {
-		t.Errorf("the image evidence denied keeps %q", names)
-	}
-	if names := f.names(id(2)); len(names) != 1 {
-		t.Errorf("the other image has %q", names)
-	}
-	for _, r := range h.rec.Records() {
-		if r.Decision.Reason != "no valid signature" {
-			t.Errorf("record %s %s: reason %q", r.Action, r.Decision.Input, r.Decision.Reason)
-		}
-	}
-	if n := len(h.rec.Records()); n != 2 {
-		t.Errorf("%d records, want 2", n)
 	}
 }

@@ -7,8 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
+	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -35,7 +39,7 @@ func TestGuardJudgesSignatures(t *testing.T) {
 	f.addContainer(Container{ID: cid(3), Image: repo + ":unreachable", ImageID: id(3), State: "created"})
 	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{
 		digestA: policy.SignatureVerified, digestC: policy.SignatureUnverifiable})
-	h := startGuard(t, f, signedPolicy(t), WithSignatures(sigs))
+	h := startGuard(t, f, signedPolicy(t), withSignatures(sigs))
 	h.connected()
 	h.settle()
 
@@ -103,17 +107,46 @@ func TestGuardWithoutSignaturesFailsClosed(t *testing.T) {
 	}
 }
 
-// Evidence beyond signatures (provenance) is still consulted about an
-// image that a signed-by rule allows because its signature verified.
+// Provenance is still asked about an image that a signed-by rule allows
+// because its signature verified: on dockerd's containerd image store,
+// content no allowed repository serves goes, signed or not.
 func TestGuardEvidenceAfterSignatures(t *testing.T) {
 	f := newFake()
-	f.addImage(id(1), "reg.example/approved/app:1", "reg.example/approved/app@"+digestA)
-	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{digestA: policy.SignatureVerified})
-	h := startGuard(t, f, signedPolicy(t), WithSignatures(sigs), WithEvidence(unsigned{id(1)}))
+	f.c8d = true
+	f.addImage(id(1), "reg.example/approved/app:1")
+	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{id(1): policy.SignatureVerified})
+	p := signedPolicy(t)
+	p.LocalImages = policy.LocalImagesDeny
+	judge := func(g *Guard) { g.judge = evidence.New(sigs, provenance.New(enforcertest.NewRegistry()), g.log) }
+	h := startGuard(t, f, p, judge)
 	h.connected()
 	h.settle()
 	if f.hasImage(id(1)) {
-		t.Errorf("the evidence was not consulted about a signed image: it keeps %q", f.names(id(1)))
+		t.Errorf("provenance was not asked about a signed image: it keeps %q", f.names(id(1)))
+	}
+}
+
+// On dockerd's containerd image store, with the registry gone, neither the
+// signature nor the provenance can be had: nothing is removed, and the
+// failure says it is the signature.
+func TestGuardSignatureUnanswered(t *testing.T) {
+	f := newFake()
+	f.c8d = true
+	f.addImage(id(1), "reg.example/approved/app:1")
+	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{id(1): policy.SignatureUnverifiable})
+	reg := enforcertest.NewRegistry()
+	reg.SetDown(true)
+	p := signedPolicy(t)
+	p.LocalImages = policy.LocalImagesDeny
+	h := startGuard(t, f, p, func(g *Guard) { g.judge = evidence.New(sigs, provenance.New(reg), g.log) })
+	h.connected()
+	h.settle()
+	if !f.hasImage(id(1)) {
+		t.Fatalf("removed while nothing could be verified")
+	}
+	recs := h.rec.Records()
+	if len(recs) == 0 || recs[0].Action != enforcer.Failed || !errors.Is(recs[0].Err, enforcer.ErrSignatureUnverifiable) {
+		t.Errorf("records %+v, want one failed for the signature", recs)
 	}
 }
 
@@ -128,7 +161,7 @@ func TestScanSignatures(t *testing.T) {
 	f.addImage(id(3), repo+":unreachable", repo+"@"+digestC)
 	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{
 		digestA: policy.SignatureVerified, digestC: policy.SignatureUnverifiable})
-	got, err := Scan(context.Background(), f, signedPolicy(t), testNow, sigs, nil)
+	got, err := Scan(context.Background(), f, signedPolicy(t), testNow, evidence.New(sigs, nil, logrus.New()))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/pullguard/pullguard/enforcer"
-	"github.com/pullguard/pullguard/enforcer/provenance"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -48,11 +48,8 @@ type survey struct {
 // Containers are judged first: an image stays in use only through the
 // containers that stay.
 //
-// With all, images the policy allows are listed too (with an empty plan):
-// evidence beyond names may still deny them.
-//
 // vouchOf vouches for an image's provenance (provenance.go).
-func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, all bool, sigs policy.SignatureSource, vouchOf vouchFunc) (*survey, error) {
+func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, sigs policy.SignatureSource, vouchOf vouchFunc) (*survey, error) {
 	images, err := api.ListImages(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
@@ -84,7 +81,7 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, a
 
 	for _, img := range images {
 		plan := byID[img.ID].plan(p, now, nil, sigs)
-		if len(plan.Removals) == 0 && plan.Unverifiable == nil && plan.Unknown == nil && !all {
+		if len(plan.Removals) == 0 && plan.Unverifiable == nil && plan.Unknown == nil {
 			continue
 		}
 		s.Images = append(s.Images, imageStep{Plan: plan, UsedBy: usedBy[img.ID]})
@@ -160,14 +157,14 @@ func imageOf(ctx context.Context, api API, id string, byID map[string]*vouched, 
 // Scan lists every denied image name and container on the host under p, as
 // of now, without acting: containers first, then images, in Docker's
 // listing order. It is what `pullguard scan` prints. sigs answers for
-// signed-by rules (nil: they deny); an image whose signature could not be
-// verified is listed as failed, as the guard reports it. prov, when set,
-// asks registries where content on dockerd's containerd image store came
-// from (provenance.go); a name whose provenance they cannot tell is listed
-// as failed.
-func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, sigs policy.SignatureSource, prov *provenance.Cache) ([]enforcer.Finding, error) {
-	vouchOf := func(ctx context.Context, img Image) vouched { return vouch(ctx, prov, p, now, img, sigs) }
-	s, err := takeSurvey(ctx, api, p, now, false, sigs, vouchOf)
+// signed-by rules and where content on dockerd's containerd image store came
+// from (nil: signed-by rules deny, such provenance is undecided); an image
+// whose signature or provenance could not be told is listed as failed, as
+// the guard reports it.
+func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, judge *evidence.Judge) ([]enforcer.Finding, error) {
+	ps := judge.Pass(ctx)
+	sigs := ps.Signatures()
+	s, err := takeSurvey(ctx, api, p, now, sigs, vouchFor(ps, p, now))
 	if err != nil {
 		return nil, err
 	}

@@ -40,9 +40,9 @@ const maxDescriptorBytes = 1 << 20
 // single-dash long flags are not POSIX flags (cobra would read -name as -n
 // -a -m -e), so such a command needs DisableFlagParsing.
 //
-// decide, when given, decides instead of the policy alone (it verifies
-// signatures for signed-by rules).
-func Main(args []string, stdin io.Reader, stdout io.Writer, loadPolicy func() (*policy.Policy, error), decide ...Decider) int {
+// judge, when given, judges with the evidence the policy asks for (it
+// verifies signatures for signed-by rules).
+func Main(args []string, stdin io.Reader, stdout io.Writer, loadPolicy func() (*policy.Policy, error), judge ...Judger) int {
 	fs := flag.NewFlagSet("pullguard verify-image", flag.ContinueOnError)
 	// Usage text is not a reason; the parse error goes to stdout below.
 	fs.SetOutput(io.Discard)
@@ -79,11 +79,11 @@ func Main(args []string, stdin io.Reader, stdout io.Writer, loadPolicy func() (*
 	if err != nil {
 		return fail(ExitError, "blocking the pull of %s: cannot load the policy: %v", *name, err)
 	}
-	var d Decider
-	if len(decide) > 0 {
-		d = decide[0]
+	var j Judger
+	if len(judge) > 0 {
+		j = judge[0]
 	}
-	r := JudgeWith(p, time.Now(), *name, *digest, d)
+	r := JudgeWith(p, time.Now(), *name, *digest, j)
 	fmt.Fprintln(stdout, r.Message)
 	if r.Allowed {
 		return ExitAllowed

@@ -65,35 +65,34 @@ func Judge(p *policy.Policy, now time.Time, name, digest string) Result {
 	return JudgeWith(p, now, name, digest, nil)
 }
 
-// Decider decides a reference (repo:tag@digest) that a signed-by rule
-// names: signature.Decide verifies the digest's signatures.
-type Decider func(p *policy.Policy, ref string, now time.Time) policy.Decision
+// Judger judges an image with evidence where the policy asks for it
+// (enforcer/evidence verifies signatures for signed-by rules).
+type Judger func(p *policy.Policy, img policy.Image, now time.Time) policy.Verdict
 
-// JudgeWith is Judge, with decide gathering signature evidence where the
-// policy asks for it (nil: no evidence, so such rules deny).
-func JudgeWith(p *policy.Policy, now time.Time, name, digest string, decide Decider) Result {
+// JudgeWith is Judge, with judge asking for the evidence the policy needs
+// (nil: none is had, so signed-by rules deny).
+func JudgeWith(p *policy.Policy, now time.Time, name, digest string, judge Judger) Result {
 	r := Result{Mode: p.Mode}
-	// The one image decision, with the content's digest: the tag is judged
-	// as repo:tag@digest, and a name pinning other content is denied.
-	// Names only: this is a pull from the named repository, which is what
-	// local-images: deny asks of content.
-	r.Decision = p.NamesOnly().DecideImage([]string{name}, digest, now).Decision
-	// A signed-by rule needs evidence about that digest: decide gathers it.
-	if decide != nil && r.Decision.NeedsEvidence() != nil {
-		input := r.Decision.Input
-		r.Decision = decide(p, r.Decision.Reference, now)
-		r.Decision.Input = input
+	// The one image verdict, with the content's digest: the tag is judged
+	// as repo:tag@digest, and a name pinning other content is denied. The
+	// pull is from the named repository: that is where the content comes
+	// from, which is what local-images: deny asks of content.
+	img := policy.Image{Names: []string{name}, Digest: digest, Pulling: true}
+	if judge == nil {
+		judge = func(p *policy.Policy, img policy.Image, now time.Time) policy.Verdict { return p.Judge(img, now, nil) }
 	}
+	v := judge(p, img, now)
+	r.Decision = v.Decision
 	d := r.Decision
 	switch {
-	case d.Allowed:
+	case v.Outcome == policy.Allowed:
 		r.Allowed = true
 		r.Message = "pullguard: allowed: " + describeAllowed(d)
 	case p.Mode != policy.ModeEnforce:
 		r.Allowed = true
-		r.Message = "pullguard: audit mode, would block: " + d.Err().Error()
+		r.Message = "pullguard: audit mode, would block: " + v.AsError().Error()
 	default:
-		r.Message = "pullguard: " + d.Err().Error()
+		r.Message = "pullguard: " + v.AsError().Error()
 	}
 	r.Message = bound(r.Message, MaxMessageBytes)
 	return r

@@ -107,3 +107,10 @@ func (r *Registry) Asks() int {
 	defer r.mu.Unlock()
 	return r.asks
 }
+
+// Serve adds a {repository, digest} pair the registry serves.
+func (r *Registry) Serve(repository, digest string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.serves[[2]string{repository, digest}] = true
+}

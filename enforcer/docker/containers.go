@@ -1,0 +1,133 @@
+package docker
+
+import (
+	"context"
+	"errors"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/internal/engine"
+	"github.com/pullguard/pullguard/policy"
+)
+
+// Containers: judged by the image they run (judge.go), removed, stopped or
+// reported.
+
+// handleContainer removes a container created or started from an image
+// the policy does not allow.
+func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event string) {
+	g.locks.Lock("c" + id)
+	defer g.locks.Unlock("c" + id)
+	if g.isKept(id) {
+		return // reported already, and left in place
+	}
+	c, err := g.api.InspectContainer(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return
+	case err != nil:
+		g.log.WithFields(logrus.Fields{"event": event, "container_id": id, "error": err}).Error("cannot inspect container")
+		return
+	}
+	if c.State == "removing" {
+		return
+	}
+	ps := g.pass(ctx)
+	sigs := ps.Signatures()
+	img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, vouchFor(ps, p, g.now()))
+	if err != nil {
+		g.log.WithFields(logrus.Fields{"event": event, "container_id": c.ID, "error": err}).Error("cannot inspect the container's image")
+		return
+	}
+	v := judgeVouched(c.Image, c.ImageID, img, p, g.now(), sigs)
+	if v.Allowed {
+		return
+	}
+	rec := enforcer.Record{Action: enforcer.Removed, Event: event, ContainerID: c.ID, ImageID: c.ImageID, Decision: v.Decision}
+	if v.Unverifiable {
+		rec.Action, rec.Err = enforcer.Failed, enforcer.ErrSignatureUnverifiable
+		g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec})
+		return
+	}
+	if p.Mode != policy.ModeEnforce {
+		g.keptMu.Lock()
+		g.kept[c.ID] = keptContainer{imageID: c.ImageID}
+		g.keptMu.Unlock()
+	}
+	out := g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec,
+		// Force: a start may have raced this removal.
+		Do: func(ctx context.Context) (enforcer.Action, error) {
+			if err := g.api.RemoveContainer(ctx, c.ID); errors.Is(err, ErrNotFound) {
+				return "", engine.ErrGone
+			} else if err != nil {
+				return "", err
+			}
+			return enforcer.Removed, nil
+		},
+		AllowedBy: func(prev *policy.Policy) bool {
+			return judgeVouched(c.Image, c.ImageID, img, prev, g.now(), sigs).Allowed
+		},
+	})
+	if out == engine.Reported && p.Mode == policy.ModeEnforce && c.ImageID != "" {
+		// The image's disallowed names may have stayed because this
+		// container used it.
+		g.loop.Add(jobKey{jobImageID, c.ImageID}, jobValue{event: event})
+	}
+}
+
+// keptContainer is a disallowed container left in place.
+type keptContainer struct {
+	imageID string
+	// recheck: its image's names were left because it used the image, and
+	// are judged again once it is gone.
+	recheck bool
+}
+
+func (g *Guard) isKept(id string) bool {
+	g.keptMu.Lock()
+	defer g.keptMu.Unlock()
+	_, ok := g.kept[id]
+	return ok
+}
+
+// containerStep is the executor's step for one disallowed container a
+// reconcile found.
+func (g *Guard) containerStep(p *policy.Policy, st containerStep) engine.Step {
+	c := st.Container
+	s := engine.Step{Policy: p, Record: enforcer.Record{Action: st.Action, Event: eventReconcile,
+		ContainerID: c.ID, ImageID: c.ImageID, Decision: st.Verdict.Decision}}
+	if st.Action == enforcer.Reported || st.Action == enforcer.Failed {
+		if st.Verdict.Unverifiable {
+			s.Record.Err = enforcer.ErrSignatureUnverifiable
+		}
+		return s
+	}
+	s.AllowedBy = func(prev *policy.Policy) bool {
+		ctx := context.Background()
+		ps := g.pass(ctx)
+		img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, vouchFor(ps, prev, g.now()))
+		return err == nil && judgeVouched(c.Image, c.ImageID, img, prev, g.now(), ps.Signatures()).Allowed
+	}
+	s.Do = func(ctx context.Context) (enforcer.Action, error) {
+		if st.Action == enforcer.Stopped {
+			switch err := g.api.StopContainer(ctx, c.ID); {
+			case errors.Is(err, ErrNotFound):
+				return "", engine.ErrGone
+			case err != nil:
+				return "", err
+			}
+		}
+		switch err := g.api.RemoveContainer(ctx, c.ID); {
+		case errors.Is(err, ErrNotFound):
+			if st.Action != enforcer.Stopped {
+				return "", engine.ErrGone
+			}
+			// Stopped, then gone by itself (docker run --rm): still our doing.
+		case err != nil:
+			return "", err
+		}
+		return st.Action, nil
+	}
+	return s
+}
