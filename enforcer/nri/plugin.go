@@ -93,29 +93,38 @@ func (p *Plugin) FirstPass() <-chan struct{} { return p.ready }
 // reconnecting with backoff whenever containerd goes away.
 func (p *Plugin) Run(ctx context.Context) error {
 	backoff := minBackoff
-	first := true
+	first, warned := true, false
+	firstOver := func() {
+		if first {
+			close(p.ready)
+			first = false
+		}
+	}
 	for {
 		started := time.Now()
 		err := p.serve(ctx, func() {
 			p.log.WithField(enforcer.FieldMessageID, enforcer.MessageIDRuntimeConnected).
 				Infof("NRI: registered with containerd as plugin %q on %s; every CRI container is judged before it is created", PluginName, p.socket)
-			if first {
-				close(p.ready)
-				first = false
-			}
+			firstOver()
+			warned = false
 		})
 		if ctx.Err() != nil {
 			return nil
 		}
-		if first {
-			close(p.ready)
-			first = false
-		}
+		firstOver()
 		if time.Since(started) > maxBackoff {
 			backoff = minBackoff // it was connected a while: containerd restarted
 		}
-		p.log.WithError(err).WithField(enforcer.FieldMessageID, enforcer.MessageIDRuntimeDisconnected).
-			Warnf("NRI: not connected to containerd on %s; retrying in %s (until then containers are created unjudged, unless pullguard is in containerd's required_plugins)", p.socket, backoff)
+		// Once an outage: retries until containerd is back are logged at debug.
+		entry := p.log.WithError(err)
+		msg := "NRI: not connected to containerd on %s; retrying in %s (until then CRI containers are created unjudged, " +
+			"unless pullguard is in containerd's required_plugins: then they are not created)"
+		if warned {
+			entry.Debugf(msg, p.socket, backoff)
+		} else {
+			entry.WithField(enforcer.FieldMessageID, enforcer.MessageIDRuntimeDisconnected).Warnf(msg, p.socket, backoff)
+			warned = true
+		}
 		select {
 		case <-ctx.Done():
 			return nil
