@@ -205,3 +205,30 @@ func TestNRIRequiredPlugin(t *testing.T) {
 		return err == nil, fmt.Sprintf("crictl create after containerd restarted: %v", err)
 	})
 }
+
+// TestNRIAfterLocalPullFallback: with registry.mirrors set, CRI pulls through its local-pull
+// fallback, which runs no image verifier, so a disallowed image arrives though pullguard's
+// verifier is installed; its container still cannot be created.
+func TestNRIAfterLocalPullFallback(t *testing.T) {
+	e := requireModern(t)
+	policyPath := WritePolicy(t, "", nriPolicy(e, "enforce"))
+	mirrors := fmt.Sprintf("version = 3\n[plugins.\"io.containerd.cri.v1.images\".registry.mirrors.%q]\n  endpoint = [%q]\n",
+		e.Registry, "http://"+e.Registry)
+	x, dir := startExtraContainerd2(t, e, "c2-nrimirror", mirrors)
+	t.Cleanup(func() { x.Crictl(t, "rmp", "--all", "--force") })
+	installVerifier(t, dir, policyPath)
+	evil := e.Ref("evil/miner:latest")
+	if _, err := x.CrictlErr(t, "pull", evil); err != nil {
+		t.Fatalf("with registry.mirrors, crictl pull %s was refused, so the fallback did not skip the verifier: %v", evil, err)
+	}
+
+	d := startNRIGuard(t, x, policyPath)
+	out, err := crictlCreate(t, x, evil, false)
+	if err == nil {
+		t.Fatalf("crictl create of %s, pulled past the verifier, succeeded: %s", evil, out)
+	}
+	if !strings.Contains(err.Error(), "pullguard: "+evil) || !strings.Contains(err.Error(), "is not allowed") {
+		t.Errorf("crictl create failed without pullguard's reason: %v", err)
+	}
+	d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=blocked", "PULLGUARD_EVENT=nri", "PULLGUARD_IMAGE="+evil)
+}
