@@ -20,9 +20,10 @@ func nriSocket(e *Env) string {
 // startNRIGuard starts pullguard on e's containerd with NRI. The event guard watches one
 // namespace nothing uses, so that what happens in k8s.io is NRI's doing alone (NRI judges CRI's
 // containers whatever --containerd-namespaces says).
-func startNRIGuard(t testing.TB, e *Env, policyPath string) *Pullguard {
+func startNRIGuard(t testing.TB, e *Env, policyPath string, extra ...string) *Pullguard {
 	t.Helper()
-	d := startContainerdGuard(t, e, policyPath, "--containerd-namespaces", "pg-nri-unused", "--nri-socket", nriSocket(e))
+	d := startContainerdGuard(t, e, policyPath, append([]string{"--containerd-namespaces", "pg-nri-unused",
+		"--nri-socket", nriSocket(e)}, extra...)...)
 	Eventually(t, readyDeadline, func() (bool, string) {
 		for _, entry := range d.Entries(t, "MESSAGE_ID="+msgRuntimeConnected, "PULLGUARD_RUNTIME=containerd") {
 			if strings.HasPrefix(entry["MESSAGE"], "NRI: registered") {
@@ -134,11 +135,13 @@ func TestNRIAuditMode(t *testing.T) {
 	})
 }
 
-// TestNRIReloadDenies: a policy reload that newly denies an image refuses its next container.
+// TestNRIReloadDenies: a policy reload that newly denies an image refuses its next container;
+// the metrics count the refusal and show the NRI connection.
 func TestNRIReloadDenies(t *testing.T) {
 	e := requireModern(t)
 	dir := t.TempDir()
-	d := startNRIGuard(t, e, WritePolicy(t, dir, nriPolicy(e, "enforce")))
+	addr := freeAddr(t)
+	d := startNRIGuard(t, e, WritePolicy(t, dir, nriPolicy(e, "enforce")), "--metrics-listen", addr)
 	ref := e.Ref("approved/busybox:1.0")
 	if _, err := crictlCreate(t, e, ref, true); err != nil {
 		t.Fatalf("crictl create of the allowed %s: %v", ref, err)
@@ -154,6 +157,11 @@ func TestNRIReloadDenies(t *testing.T) {
 		t.Errorf("crictl create failed without pullguard's reason: %v", err)
 	}
 	d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=blocked", "PULLGUARD_EVENT=nri", "PULLGUARD_IMAGE="+ref)
+	waitSamples(t, "after the refusal", actDeadline, func() samples { return parseSamples(t, scrape(t, "http://"+addr+"/metrics")) },
+		map[string]float64{
+			`pullguard_actions_total{action="blocked",runtime="containerd"}`: 1,
+			`pullguard_runtime_connected{runtime="containerd-nri"}`:          1,
+		})
 }
 
 // TestNRIRequiredPlugin: with pullguard in containerd's required_plugins, no container is

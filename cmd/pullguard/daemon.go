@@ -323,7 +323,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
-		if p := nriPlugin(rf.nriSocket, api, policies, rep, judge, log); p != nil {
+		if p := nriPlugin(rf.nriSocket, api, policies, rep, judge, observer, log); p != nil {
 			guards = append(guards, p)
 		}
 	}

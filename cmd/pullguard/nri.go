@@ -36,7 +36,7 @@ func (f *nriSocketFlag) register(cmd *cobra.Command) {
 // default socket is not there (containerd without NRI, or a host without
 // containerd's CRI).
 func nriPlugin(f nriSocketFlag, images nri.Images, policies enforcer.PolicySource, rep enforcer.Reporter,
-	judge *evidence.Judge, log logrus.FieldLogger) *nri.Plugin {
+	judge *evidence.Judge, obs enforcer.Observer, log logrus.FieldLogger) *nri.Plugin {
 	if f.path == "none" || f.path == "" {
 		return nil
 	}
@@ -44,5 +44,5 @@ func nriPlugin(f nriSocketFlag, images nri.Images, policies enforcer.PolicySourc
 		log.Infof("NRI: %s is not there; CRI containers are not judged before they are created (give --nri-socket to wait for it)", f.path)
 		return nil
 	}
-	return nri.New(f.path, policies, images, judge, rep, log)
+	return nri.New(f.path, policies, images, judge, rep, log, nri.WithObserver(obs))
 }

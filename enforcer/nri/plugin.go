@@ -57,9 +57,14 @@ type Plugin struct {
 	judge     *evidence.Judge
 	rep       enforcer.Reporter
 	log       logrus.FieldLogger
+	observer  enforcer.Observer // nil: none
 	now       func() time.Time
 	ready     chan struct{}
 }
+
+// ObserverName is the runtime name the plugin's connection is reported
+// under (pullguard_runtime_connected, the status line).
+const ObserverName = "containerd-nri"
 
 // Option configures a Plugin.
 type Option func(*Plugin)
@@ -67,6 +72,10 @@ type Option func(*Plugin)
 // WithNamespace sets the containerd namespace CRI keeps its images in
 // (default DefaultNamespace).
 func WithNamespace(ns string) Option { return func(p *Plugin) { p.namespace = ns } }
+
+// WithObserver has obs told when the plugin registers with containerd and
+// when it loses the connection.
+func WithObserver(obs enforcer.Observer) Option { return func(p *Plugin) { p.observer = obs } }
 
 // New returns the plugin for the NRI socket; images (nil: none) names
 // images containerd leaves unnamed, judge answers evidence questions.
@@ -80,7 +89,7 @@ func New(socket string, policies enforcer.PolicySource, images Images, judge *ev
 }
 
 // Name is the component's name in logs and the status line.
-func (p *Plugin) Name() string { return "containerd-nri" }
+func (p *Plugin) Name() string { return ObserverName }
 
 // RequestReconcile does nothing: each container is judged as it is
 // created, under the policy in force then.
@@ -107,6 +116,7 @@ func (p *Plugin) Run(ctx context.Context) error {
 				Infof("NRI: registered with containerd as plugin %q on %s; every CRI container is judged before it is created", PluginName, p.socket)
 			firstOver()
 			warned = false
+			p.connected(true)
 		})
 		if ctx.Err() != nil {
 			return nil
@@ -124,6 +134,7 @@ func (p *Plugin) Run(ctx context.Context) error {
 		} else {
 			entry.WithField(enforcer.FieldMessageID, enforcer.MessageIDRuntimeDisconnected).Warnf(msg, p.socket, backoff)
 			warned = true
+			p.connected(false)
 		}
 		select {
 		case <-ctx.Done():
@@ -131,6 +142,12 @@ func (p *Plugin) Run(ctx context.Context) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+func (p *Plugin) connected(up bool) {
+	if p.observer != nil {
+		p.observer.Connected(ObserverName, up)
 	}
 }
 

@@ -3,6 +3,8 @@ package nri
 import (
 	"context"
 	"path/filepath"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,7 +20,8 @@ import (
 func TestRunWithoutContainerd(t *testing.T) {
 	log, hook := test.NewNullLogger()
 	log.SetLevel(logrus.DebugLevel)
-	p := New(filepath.Join(t.TempDir(), "nri.sock"), enforcertest.NewPolicies(nil), nil, nil, &enforcertest.Recorder{}, log)
+	obs := &connections{}
+	p := New(filepath.Join(t.TempDir(), "nri.sock"), enforcertest.NewPolicies(nil), nil, nil, &enforcertest.Recorder{}, log, WithObserver(obs))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
@@ -49,4 +52,29 @@ func TestRunWithoutContainerd(t *testing.T) {
 	if warnings != 1 || retries == 0 {
 		t.Errorf("%d disconnection warnings and %d retries logged at debug, want 1 and some", warnings, retries)
 	}
+	if got := obs.seen(); len(got) != 1 || got[0] != "containerd-nri down" {
+		t.Errorf("observer told %q, want one containerd-nri down", got)
+	}
 }
+
+// connections is an enforcer.Observer that keeps what Connected was told.
+type connections struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (c *connections) Connected(runtime string, up bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.log = append(c.log, runtime+map[bool]string{true: " up", false: " down"}[up])
+}
+
+func (c *connections) seen() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.log)
+}
+
+func (c *connections) Reconciled(string, string, time.Duration, error) {}
+func (c *connections) Behind(string, string)                           {}
+func (c *connections) Event(string)                                    {}
