@@ -23,7 +23,7 @@ const (
 	evilDigest = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
 )
 
-func mustPolicy(t *testing.T, mode policy.Mode, local policy.LocalImages) *policy.Policy {
+func mustPolicy(t testing.TB, mode policy.Mode, local policy.LocalImages) *policy.Policy {
 	t.Helper()
 	src := fmt.Sprintf("mode: %s\nlocal-images: %s\ndefault: deny\nallow:\n  - image: localhost:5000/good/**\n", mode, local)
 	p, err := policy.Parse(policy.Source{Name: "policy.yaml", Data: []byte(src)})
@@ -71,7 +71,7 @@ type setup struct {
 	reg    *enforcertest.Registry
 }
 
-func newPlugin(t *testing.T, p *policy.Policy, images Images) setup {
+func newPlugin(t testing.TB, p *policy.Policy, images Images) setup {
 	t.Helper()
 	reg := enforcertest.NewRegistry([2]string{"localhost:5000/good/app", goodDigest})
 	log, _ := test.NewNullLogger()
