@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -95,10 +96,10 @@ type decision struct {
 	record *enforcer.Record
 }
 
-// decide judges the container ctr of pod under the policy in force:
-// allowed, refused (denied, or undecided: no answer is no proof), or in
-// audit mode journaled and let through.
-func (p *Plugin) decide(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) decision {
+// decide judges the container ctr under the policy in force: allowed,
+// refused (denied, or undecided: no answer is no proof), or in audit mode
+// journaled and let through.
+func (p *Plugin) decide(ctx context.Context, ctr *api.Container) decision {
 	now := p.now()
 	pol := p.policies.Current()
 	if pol == nil {
@@ -150,7 +151,8 @@ func (p *Plugin) failed(pol *policy.Policy, rec enforcer.Record, err error) deci
 	if pol.Mode != policy.ModeEnforce {
 		return decision{record: &rec}
 	}
-	return decision{refuse: errors.New("pullguard: refusing the container: " + rec.Decision.Reason), record: &rec}
+	why := strings.TrimPrefix(rec.Decision.Reason, "pullguard ")
+	return decision{refuse: errors.New("pullguard: " + why + "; refusing the container"), record: &rec}
 }
 
 // requestBudget bounds how long one CreateContainer may wait for evidence:

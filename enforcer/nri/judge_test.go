@@ -182,6 +182,7 @@ func TestCreateContainerUndecidedIsRefused(t *testing.T) {
 	s := newPlugin(t, mustPolicy(t, policy.ModeEnforce, policy.LocalImagesDeny), nil)
 	s.reg.SetDown(true)
 	err := create(t, s, container("localhost:5000/good/app:1", goodDigest))
+	t.Logf("refusal: %v", err)
 	if err == nil || !strings.Contains(err.Error(), "could not decide") {
 		t.Fatalf("err = %v, want a refusal saying the policy could not decide", err)
 	}

@@ -176,10 +176,10 @@ func (p *Plugin) serve(ctx context.Context, connected func()) error {
 
 // CreateContainer is NRI's question: an error refuses the container, and
 // CRI returns it to whoever asked (kubelet, crictl).
-func (p *Plugin) CreateContainer(ctx context.Context, pod *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+func (p *Plugin) CreateContainer(ctx context.Context, _ *api.PodSandbox, ctr *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestBudget)
 	defer cancel()
-	d := p.decide(ctx, pod, ctr)
+	d := p.decide(ctx, ctr)
 	if d.record != nil {
 		p.rep.Report(*d.record)
 	}
