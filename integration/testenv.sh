@@ -440,9 +440,11 @@ up_containerd2() {
 	local dir=$DIR/$name sock=$RUN/$name.sock
 	# Config version 3 (containerd 2.x). The CRI plugin is on (crictl, kubelet-style pulls), with
 	# no CNI (pods use the host network), its stream server on a free port, plain HTTP to the
-	# registry (certs.d), and NRI off (its socket is a host-wide path). The image verifier
-	# directory starts empty: tests put pullguard's wrapper in it when they want it.
-	mkdir -p "$dir/certs.d/$REGISTRY" "$dir/verifiers" "$dir/cni/bin" "$dir/cni/net.d" "$dir/conf.d"
+	# registry (certs.d), and NRI on with a socket of its own (RUN/NAME.nri.sock; the default is
+	# a host-wide path) and no plugin directories in common. The image verifier directory starts
+	# empty: tests put pullguard's wrapper in it when they want it.
+	mkdir -p "$dir/certs.d/$REGISTRY" "$dir/verifiers" "$dir/cni/bin" "$dir/cni/net.d" "$dir/conf.d" \
+		"$dir/nri/plugins" "$dir/nri/conf.d"
 	cat >"$dir/certs.d/$REGISTRY/hosts.toml" <<-EOF
 		server = "http://$REGISTRY"
 		[host."http://$REGISTRY"]
@@ -460,13 +462,17 @@ up_containerd2() {
 		root = "$dir/root"
 		state = "$dir/state"
 		imports = ["$dir/conf.d/*.toml"]
-		disabled_plugins = ["io.containerd.nri.v1.nri"]
 		[grpc]
 		  address = "$sock"
 		[ttrpc]
 		  address = "$RUN/$name.ttrpc.sock"
 		[plugins."io.containerd.internal.v1.opt"]
 		  path = "$dir/opt"
+		[plugins."io.containerd.nri.v1.nri"]
+		  disable = false
+		  socket_path = "$RUN/$name.nri.sock"
+		  plugin_path = "$dir/nri/plugins"
+		  plugin_config_path = "$dir/nri/conf.d"
 		[plugins."io.containerd.image-verifier.v1.bindir"]
 		  bin_dir = "$dir/verifiers"
 		[plugins."io.containerd.cri.v1.images"]

@@ -39,6 +39,7 @@ type runtimeFlags struct {
 	containerdAddress   string
 	containerdNamespace []string
 	containerdConfig    string
+	nriSocket           nriSocketFlag
 }
 
 func (f *runtimeFlags) register(cmd *cobra.Command) {
@@ -46,6 +47,7 @@ func (f *runtimeFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.containerdAddress, "containerd-address", "/run/containerd/containerd.sock", `containerd socket; "none" turns containerd off`)
 	cmd.Flags().StringSliceVar(&f.containerdNamespace, "containerd-namespaces", nil, "containerd namespaces to guard (default: all, including ones created later)")
 	cmd.Flags().StringVar(&f.containerdConfig, "containerd-config", prepull.DefaultConfigPath, "containerd's configuration (with its imports), read to warn when containerd will not refuse disallowed pulls before they happen")
+	f.nriSocket.register(cmd)
 }
 
 // prePullWarnings says, at start and on every reload, when containerd will not run
@@ -327,6 +329,9 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
+		if p := nriPlugin(rf.nriSocket, api, policies, rep, judge, observer, log); p != nil {
+			guards = append(guards, p)
+		}
 	}
 	if authzMode != "off" {
 		g, err := buildAuthz(rf, authzPath, policies, rep, m, log, closers, sigs, judge)
