@@ -16,6 +16,7 @@ const (
 	FieldRuntime     = "PULLGUARD_RUNTIME"      // docker or containerd
 	FieldNamespace   = "PULLGUARD_NAMESPACE"    // containerd namespace
 	FieldEvent       = "PULLGUARD_EVENT"        // what triggered the decision: pull, tag, create, reconcile, authz
+	FieldHook        = "PULLGUARD_HOOK"         // the hook that asked before the fact: authz, nri
 	FieldRule        = "PULLGUARD_RULE"         // file:line of the deciding rule
 	FieldReason      = "PULLGUARD_REASON"       // why the reference is not allowed
 	FieldMode        = "PULLGUARD_MODE"         // audit or enforce

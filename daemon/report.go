@@ -237,6 +237,7 @@ func renderRecord(rec enforcer.Record, repeats int, policyHash string) (logrus.L
 	set(FieldRuntime, rec.Runtime)
 	set(FieldNamespace, rec.Namespace)
 	set(FieldEvent, rec.Event)
+	set(FieldHook, rec.Hook)
 	set(FieldRule, d.RuleSource())
 	set(FieldReason, d.Reason)
 	set(FieldMode, string(rec.Mode))

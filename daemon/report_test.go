@@ -169,6 +169,24 @@ func TestRenderRecordFields(t *testing.T) {
 	}
 }
 
+// A refusal before the fact names the hook that asked, so an SRE can tell
+// containerd's NRI and Docker's plugin from the guards' after-the-fact acts.
+func TestRenderRecordNamesTheHook(t *testing.T) {
+	p := mustParse(t, testPolicy)
+	for _, hook := range []string{"nri", "authz"} {
+		rec := enforcer.Record{Action: enforcer.Blocked, Runtime: "containerd", Event: hook, Hook: hook, Mode: p.Mode,
+			Decision: p.Decide("localhost:5000/evil/miner:latest", testTime)}
+		if _, _, f := renderRecord(rec, 0, ""); f[FieldHook] != hook {
+			t.Errorf("%s = %v, want %s", FieldHook, f[FieldHook], hook)
+		}
+	}
+	rec := enforcer.Record{Action: enforcer.Removed, Runtime: "docker", Event: "pull", Mode: p.Mode,
+		Decision: p.Decide("localhost:5000/evil/miner:latest", testTime)}
+	if _, _, f := renderRecord(rec, 0, ""); f[FieldHook] != nil {
+		t.Errorf("a guard's removal has %s = %v, want none", FieldHook, f[FieldHook])
+	}
+}
+
 type fixedPolicy struct{ p *policy.Policy }
 
 func (f fixedPolicy) Current() *policy.Policy { return f.p }

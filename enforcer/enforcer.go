@@ -84,6 +84,10 @@ type Record struct {
 	// Event is what triggered the decision: the runtime's event action
 	// (pull, tag, create, ...), "reconcile", or "authz".
 	Event string
+	// Hook is the runtime hook that asked before the fact ("authz" for
+	// Docker's authorization plugin, "nri" for containerd's NRI), empty
+	// when the guard acted on an event or a reconcile.
+	Hook string
 	// Image is the image's name as the runtime lists it, normalized; when
 	// empty, the decision's reference is shown. containerd judges a record
 	// with its digest attached, but SREs filter on the name alone, as for

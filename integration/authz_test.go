@@ -73,6 +73,7 @@ func TestAuthzPull(t *testing.T) {
 			"PRIORITY":          "4",
 			"SYSLOG_IDENTIFIER": "pullguard",
 			"PULLGUARD_EVENT":   "authz",
+			"PULLGUARD_HOOK":    "authz",
 			"PULLGUARD_RUNTIME": "docker",
 			"PULLGUARD_IMAGE":   evil,
 			"PULLGUARD_RULE":    path + ":7",

@@ -99,6 +99,7 @@ func TestNRIRefusesDisallowedContainer(t *testing.T) {
 	entry := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=blocked", "PULLGUARD_EVENT=nri")
 	requireFields(t, entry, map[string]string{
 		"MESSAGE_ID":        msgBlocked,
+		"PULLGUARD_HOOK":    "nri",
 		"PULLGUARD_RUNTIME": "containerd",
 		"PULLGUARD_IMAGE":   imported,
 		"PULLGUARD_MODE":    "enforce",
@@ -129,6 +130,7 @@ func TestNRIAuditMode(t *testing.T) {
 	e.Crictl(t, "start", id)
 	entry := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=would-block", "PULLGUARD_EVENT=nri")
 	requireFields(t, entry, map[string]string{
+		"PULLGUARD_HOOK":    "nri",
 		"PULLGUARD_RUNTIME": "containerd",
 		"PULLGUARD_IMAGE":   imported,
 		"PULLGUARD_MODE":    "audit",

@@ -60,6 +60,7 @@ func (s *Server) authorize(ctx context.Context, req *Request) Response {
 		Action:   enforcer.Blocked,
 		Runtime:  enforcer.RuntimeDocker,
 		Event:    "authz",
+		Hook:     "authz",
 		ImageID:  v.imageID,
 		Mode:     p.Mode,
 		Decision: v.decision,

@@ -111,6 +111,7 @@ func (p *Plugin) decide(ctx context.Context, ctr *api.Container) decision {
 		Runtime:     enforcer.RuntimeContainerd,
 		Namespace:   p.namespace,
 		Event:       Event,
+		Hook:        Event,
 		ContainerID: ctr.GetId(),
 		Mode:        pol.Mode,
 		Time:        now,
