@@ -364,6 +364,52 @@ func TestHelmValues(t *testing.T) {
 	}
 }
 
+// By default the DaemonSet registers with containerd's NRI through the
+// node's socket directory (the socket alone would go stale when containerd
+// restarts); an empty nriSocket turns NRI off and mounts nothing.
+func TestHelmNRISocket(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		set     []string
+		wantArg string
+		wantDir string
+	}{
+		{"default", nil, "--nri-socket=/var/run/nri/nri.sock", "/var/run/nri"},
+		{"elsewhere", []string{"--set", "containerd.nriSocket=/run/k3s/nri/nri.sock"}, "--nri-socket=/run/k3s/nri/nri.sock", "/run/k3s/nri"},
+		{"off", []string{"--set", "containerd.nriSocket="}, "--nri-socket=none", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := helm(t, append([]string{"template", "guard", chartDir}, tc.set...)...)
+			objs, err := decodeStrict(out)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			pod := objs.daemonSets[0].Spec.Template.Spec
+			if !slices.Contains(pod.Containers[0].Args, tc.wantArg) {
+				t.Errorf("args %q: no %s", pod.Containers[0].Args, tc.wantArg)
+			}
+			var mounted, onNode []string
+			for _, m := range pod.Containers[0].VolumeMounts {
+				if m.Name == "nri" {
+					mounted = append(mounted, m.MountPath)
+				}
+			}
+			for _, v := range pod.Volumes {
+				if v.Name == "nri" && v.HostPath != nil {
+					onNode = append(onNode, v.HostPath.Path)
+				}
+			}
+			want := []string(nil)
+			if tc.wantDir != "" {
+				want = []string{tc.wantDir}
+			}
+			if !slices.Equal(mounted, want) || !slices.Equal(onNode, want) {
+				t.Errorf("nri mounted at %q from the node's %q, want %q", mounted, onNode, want)
+			}
+		})
+	}
+}
+
 // With a policy source the daemon is told where to fetch it, which key
 // verifies it and where to keep the last verified copy on the node; the key
 // rides in the ConfigMap, and a source without a key is refused at render.
