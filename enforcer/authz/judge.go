@@ -229,7 +229,8 @@ func (s *Server) judgeService(ctx context.Context, p *policy.Policy, now time.Ti
 // An image in the local store is allowed if one of its names is. The
 // reference as typed counts only as one of those names, because Docker
 // resolves an ID prefix, or a digest whatever repository it is written
-// with, to an image that need not have that name. An image Docker does not
+// with, to an image that need not have that name (policy.ContainerNames,
+// resolving now). An image Docker does not
 // have is judged by the reference as typed: Docker will refuse the
 // request, and docker run then pulls it, which is judged too.
 func (s *Server) judgeLocal(ctx context.Context, p *policy.Policy, now time.Time, typed string, log logrus.FieldLogger) verdict {
@@ -265,7 +266,7 @@ func (s *Server) judgeImage(ctx context.Context, p *policy.Policy, now time.Time
 	// repository it pulled the content from or pushed it to; dockerd 29's
 	// containerd image store shows one for every name, and the ID is the
 	// records' target, which registries are asked about instead.
-	image := policy.Image{Names: img.Names, DigestNamesProveOrigin: !img.InContainerd}
+	image := policy.Image{Names: p.ContainerNames(policy.Container{Typed: typed, ImageID: img.ID, Names: img.Names, Resolving: true}), DigestNamesProveOrigin: !img.InContainerd}
 	if img.InContainerd {
 		image.Digest = img.ID
 	}

@@ -33,7 +33,15 @@ func (f pullSignatures) Decide(_ context.Context, p *policy.Policy, ref string, 
 			ks.ID: {Status: policy.SignatureUnverifiable, Reason: "cannot resolve " + ref + " at the registry (connection refused)"}}})
 	}
 	// A pull fetches from the registry it names: no provenance to ask for.
-	return p.NamesOnly().DecideImageWith([]string{ref}, digest, now, f).Decision
+	return p.Judge(policy.Image{Names: []string{ref}, Digest: digest, Pulling: true}, now, signaturesOnly{f}).Decision
+}
+
+// signaturesOnly answers for signatures; nobody asks where a pull's content
+// came from.
+type signaturesOnly struct{ pullSignatures }
+
+func (signaturesOnly) Serves(string, string) (bool, error) {
+	panic("asked where a pull's content came from")
 }
 
 // Before a pull the plugin verifies the digest the tag resolves to: a

@@ -542,3 +542,10 @@ func (f *fakeDocker) RemoveContainer(ctx context.Context, id string) error {
 	delete(f.ctrs, id)
 	return nil
 }
+
+// isIDOf reports whether s is image ID id or a prefix of it, as dockerd
+// resolves a short ID.
+func isIDOf(s, id string) bool {
+	s, id = strings.TrimPrefix(s, "sha256:"), strings.TrimPrefix(id, "sha256:")
+	return s != "" && id != "" && isHex(s) && strings.HasPrefix(id, s)
+}

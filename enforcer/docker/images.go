@@ -121,10 +121,10 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 		}
 		return steps
 	}
-	// A name the policy denies whatever content it names (no allow rule
-	// pins digests, and the bare name is denied) need not be checked
-	// against the image again before it is removed: if it moved to other
-	// content meanwhile, that content may not have it either.
+	// A name the policy denies whatever content it names need not be
+	// checked against the image again before it is removed: if it moved
+	// to other content meanwhile, that content may not have it either
+	// (policy.ContentMatters).
 	for _, r := range plan.Removals {
 		rec := enforcer.Record{Action: enforcer.Untagged, Event: event, Image: normalize(r.Name), ImageID: img.ID, Decision: r.Decision}
 		if r.Last {
@@ -136,7 +136,7 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 			continue
 		}
 		name := r.Name
-		check := p.PinsDigests() || p.Decide(name, g.now()).Allowed
+		check := p.ContentMatters(name, g.now())
 		steps = append(steps, engine.Step{Policy: p, Record: rec,
 			Do: func(ctx context.Context) (enforcer.Action, error) {
 				return g.removeName(ctx, img.ID, name, event, check)

@@ -250,30 +250,15 @@ type verdict struct {
 
 // judgeContainer decides whether a container may exist: whether its image
 // may stay and run (policy.DecideImage). typed is the image as the user
-// gave it, img the container's image (nil when it is gone). The typed
-// reference counts as one of the image's names when it is a tag (a name
-// that has since moved to a newer image); an ID, short or full, is not a
-// name and proves nothing, and neither does a digest reference the image
-// is not listed under, since Docker resolves a digest whatever repository
-// it is written with.
+// gave it, img the container's image (nil when it is gone); the names it is
+// judged by are policy.ContainerNames'.
 func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now time.Time, sigs policy.SignatureSource) verdict {
-	var names []string
-	if typed != "" && !isIDOf(typed, imageID) {
-		if r, err := p.ParseRef(typed); err != nil || r.Digest == "" {
-			names = append(names, typed)
-		}
-	}
-	if img != nil {
-		for _, n := range namesOf(p, *img) {
-			if len(names) == 0 || n.raw != names[0] {
-				names = append(names, n.raw)
-			}
-		}
-	}
+	var own []string
 	digest := ""
 	if img != nil {
-		digest = contentDigest(*img)
+		own, digest = imageNames(p, *img), contentDigest(*img)
 	}
+	names := p.ContainerNames(policy.Container{Typed: typed, ImageID: imageID, Names: own})
 	d := p.DecideImageWith(names, digest, now, sigs)
 	if len(names) == 0 {
 		d.Decision.Input = typed
@@ -299,18 +284,6 @@ func contentDigest(img Image) string {
 		return img.ID
 	}
 	return ""
-}
-
-// isIDOf reports whether s is image ID id or a prefix of it (a short ID),
-// with or without the algorithm. Docker resolves such input by ID, so it is
-// not a name the policy could judge.
-func isIDOf(s, id string) bool {
-	s = strings.TrimPrefix(s, "sha256:")
-	id = strings.TrimPrefix(id, "sha256:")
-	if s == "" || id == "" || !isHex(s) {
-		return false
-	}
-	return strings.HasPrefix(id, s)
 }
 
 // looksLikeID reports whether s is a full image ID, bare or sha256:-prefixed.
