@@ -39,7 +39,7 @@ func TestScanListsWhatTheReconcileDoes(t *testing.T) {
 			for _, fd := range found {
 				s := fmt.Sprintf("%s %s %s", fd.Kind, fd.Action, fd.Reference)
 				if fd.Kind == enforcer.FindingContainer {
-					s += " " + shortID(fd.ContainerID)
+					s += " " + fd.ContainerID
 				}
 				listed = append(listed, s)
 			}
@@ -54,7 +54,7 @@ func TestScanListsWhatTheReconcileDoes(t *testing.T) {
 				defer mu.Unlock()
 				s := fmt.Sprintf("image %s %s", r.Action, r.Decision.Input)
 				if r.Image == "" && r.ContainerID != "" {
-					s = fmt.Sprintf("container %s %s %s", r.Action, r.Decision.Input, shortID(r.ContainerID))
+					s = fmt.Sprintf("container %s %s %s", r.Action, r.Decision.Input, r.ContainerID)
 				}
 				done = append(done, s)
 			})
