@@ -8,22 +8,26 @@ import (
 	"testing"
 )
 
-// TestScanIsWhatTheDaemonDoes: on the same host state, Docker 20.10 and containerd side by side,
-// what `pullguard scan` lists is exactly what the daemon's first reconcile then does, entry for
-// entry: the same names removed or untagged, the same containers stopped, nothing more.
+// TestScanIsWhatTheDaemonDoes: on the same host state, a Docker and a containerd side by side
+// (Docker 20.10 with containerd 1.6, Docker 29 with containerd 2.4), what `pullguard scan` lists
+// is exactly what the daemon's first reconcile then does, entry for entry: the same names removed
+// or untagged, the same containers stopped, nothing more.
 func TestScanIsWhatTheDaemonDoes(t *testing.T) {
-	e := RequireEnv(t)
+	forEachStack(t, func(e *Env) string { return e.Engine.Docker + "+" + e.Engine.Containerd }, testScanIsWhatTheDaemonDoes)
+}
+
+func testScanIsWhatTheDaemonDoes(t *testing.T, e *Env) {
 	removeImagesAtEnd(t, e)
 	approved, nginx, evil := e.Ref("approved/busybox:1.0"), e.Ref("library/nginx:1.25"), e.Ref("evil/miner:latest")
 	for _, ref := range []string{approved, nginx, evil} {
 		e.Docker(t, "pull", "-q", ref)
 	}
-	alias := e.Ref("evil/alias:" + strings.ToLower(UniqueName(t)))
+	alias := e.Ref("evil/alias:1")
 	e.Docker(t, "tag", approved, alias) // a denied name on allowed content: untagged
 	badC := e.Docker(t, "run", "-d", "--stop-timeout", "1", evil, "sleep", "300")
 	okC := e.Docker(t, "run", "-d", "--stop-timeout", "1", approved, "sleep", "300")
 	t.Cleanup(func() { _, _ = e.DockerErr(t, "rm", "-f", badC, okC) })
-	ns := "pgscan-" + strings.ToLower(UniqueName(t))
+	ns := "pgscan-daemon" // one a containerd: each stack has its own
 	ctrPull(t, e, ns, evil)
 	ctrPull(t, e, ns, approved)
 	ctrPull(t, e, ns, nginx) // the same content as approved: untagged
