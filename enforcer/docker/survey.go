@@ -29,9 +29,6 @@ type imageStep struct {
 	UsedBy []string
 }
 
-// LeftInUse reports whether the image is left alone because containers use it.
-func (s imageStep) LeftInUse() bool { return s.Plan.Empties && len(s.UsedBy) > 0 }
-
 // survey is a full pass over the host: every container and image the policy
 // disallows, and what to do about each. It acts on nothing; the guard's
 // reconcile carries it out (Scan: in a dry run).
