@@ -124,8 +124,15 @@ type scanner struct {
 	close func()
 }
 
+// The runtimes' clients scan connects with; the golden test
+// (scan_golden_test.go) puts fake runtimes behind them.
+var (
+	newDockerAPI     = dockerguard.NewAPI
+	newContainerdAPI = cdguard.NewAPI
+)
+
 func dockerScanner(ctx context.Context, rf runtimeFlags, judge *evidence.Judge) (scanner, error) {
-	api, err := dockerguard.NewAPI(rf.dockerHost)
+	api, err := newDockerAPI(rf.dockerHost)
 	if err != nil {
 		return scanner{}, fmt.Errorf("--docker-host: %w", err)
 	}
@@ -144,7 +151,7 @@ func dockerScanner(ctx context.Context, rf runtimeFlags, judge *evidence.Judge) 
 }
 
 func containerdScanner(ctx context.Context, rf runtimeFlags, judge *evidence.Judge) (scanner, error) {
-	api, err := cdguard.NewAPI(rf.containerdAddress)
+	api, err := newContainerdAPI(rf.containerdAddress)
 	if err != nil {
 		return scanner{}, fmt.Errorf("--containerd-address: %w", err)
 	}

@@ -34,6 +34,9 @@ func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, opts ..
 		if f.Reference == "" {
 			f.Reference = r.Decision.Input
 		}
+		if r.Err != nil {
+			f.Note = r.Err.Error() // why it is left in place
+		}
 		out = append(out, f)
 	})
 	log := logrus.New()

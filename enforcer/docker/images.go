@@ -117,7 +117,7 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 		// the container's own record says why it stays.
 		for _, r := range plan.Removals {
 			steps = append(steps, engine.Step{Policy: p, Record: enforcer.Record{
-				Action: enforcer.Reported, Event: event, ImageID: img.ID, ContainerID: usedBy[0], Decision: r.Decision}})
+				Action: enforcer.Reported, Event: event, Image: normalize(r.Name), ImageID: img.ID, ContainerID: usedBy[0], Decision: r.Decision}})
 		}
 		return steps
 	}

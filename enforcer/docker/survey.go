@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"strings"
 	"time"
 
 	"github.com/pullguard/pullguard/enforcer"
-	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -31,12 +29,9 @@ type imageStep struct {
 	UsedBy []string
 }
 
-// LeftInUse reports whether the image is left alone because containers use it.
-func (s imageStep) LeftInUse() bool { return s.Plan.Empties && len(s.UsedBy) > 0 }
-
 // survey is a full pass over the host: every container and image the policy
 // disallows, and what to do about each. It acts on nothing; the guard's
-// reconcile carries it out and Scan reports it.
+// reconcile carries it out (Scan: in a dry run).
 type survey struct {
 	Containers []containerStep
 	Images     []imageStep
@@ -154,61 +149,6 @@ func imageOf(ctx context.Context, api API, id string, byID map[string]*vouched, 
 	return &v, nil
 }
 
-// Scan lists every denied image name and container on the host under p, as
-// of now, without acting: containers first, then images, in Docker's
-// listing order. It is what `pullguard scan` prints. sigs answers for
-// signed-by rules and where content on dockerd's containerd image store came
-// from (nil: signed-by rules deny, such provenance is undecided); an image
-// whose signature or provenance could not be told is listed as failed, as
-// the guard reports it.
-func Scan(ctx context.Context, api API, p *policy.Policy, now time.Time, judge *evidence.Judge) ([]enforcer.Finding, error) {
-	ps := judge.Pass(ctx)
-	sigs := ps.Signatures()
-	s, err := takeSurvey(ctx, api, p, now, sigs, vouchFor(ps, p, now))
-	if err != nil {
-		return nil, err
-	}
-	var out []enforcer.Finding
-	for _, c := range s.Containers {
-		out = append(out, enforcer.Finding{
-			Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingContainer, ImageID: c.Container.ImageID, Reference: c.Verdict.Decision.Input,
-			ContainerID: c.Container.ID, ContainerName: c.Container.Name, ContainerState: c.Container.State,
-			Decision: c.Verdict.Decision, Action: c.Action,
-		})
-		if c.Verdict.Unverifiable {
-			out[len(out)-1].Note = enforcer.ErrSignatureUnverifiable.Error()
-		}
-	}
-	for _, st := range s.Images {
-		if u := st.Plan.Unverifiable; u != nil {
-			out = append(out, enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID,
-				Reference: u.Name, Decision: u.Decision, Action: enforcer.Failed, Note: enforcer.ErrSignatureUnverifiable.Error()})
-		}
-		for _, u := range st.Plan.Unknown {
-			out = append(out, enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID,
-				Reference: u.Name, Decision: u.Decision, Action: enforcer.Failed, Note: st.Plan.UnknownErr.Error()})
-		}
-		vouchedBy := p.DecideImage(imageNames(p, st.Plan.Image), "", now).VouchedBy
-		for _, r := range st.Plan.Removals {
-			f := enforcer.Finding{Runtime: enforcer.RuntimeDocker, Kind: enforcer.FindingImage, ImageID: st.Plan.Image.ID, Reference: r.Name, Decision: r.Decision, Provenance: vouchedBy}
-			switch {
-			case st.LeftInUse():
-				f.Action = enforcer.Reported
-				f.Note = "in use by container " + joinShort(st.UsedBy)
-			case r.Blocked != nil:
-				f.Action = enforcer.Failed
-				f.Note = r.Blocked.Error()
-			case r.Last:
-				f.Action = enforcer.Removed
-			default:
-				f.Action = enforcer.Untagged
-			}
-			out = append(out, f)
-		}
-	}
-	return out, nil
-}
-
 // shortID is the 12-character form Docker prints.
 func shortID(id string) string {
 	id = strings.TrimPrefix(id, "sha256:")
@@ -216,13 +156,4 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
-}
-
-func joinShort(ids []string) string {
-	s := make([]string, len(ids))
-	for i, id := range ids {
-		s[i] = shortID(id)
-	}
-	sort.Strings(s)
-	return strings.Join(s, ", ")
 }
