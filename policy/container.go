@@ -63,12 +63,3 @@ func isIDOf(s, id string) bool {
 	}
 	return strings.HasPrefix(id, s)
 }
-
-func isHexString(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}

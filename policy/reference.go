@@ -94,12 +94,13 @@ func canonicalNamed(named reference.Named) (reference.Named, error) {
 // records show.
 func isImageID(s string) bool {
 	s = strings.TrimPrefix(s, "sha256:")
-	if len(s) != 64 {
-		return false
-	}
+	return len(s) == 64 && isHexString(s)
+}
+
+// isHexString reports whether s is lower-case hex, as image IDs are written.
+func isHexString(s string) bool {
 	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
 			return false
 		}
 	}
