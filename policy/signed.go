@@ -331,6 +331,40 @@ func (l *loader) loadKey(n *yaml.Node, p string) *Key {
 	return k
 }
 
+// LoadKeySet reads key files outside a policy (the key a policy artifact
+// must be signed with) under the rule policy key files follow, with the
+// same formats: whoever can replace a key decides what is "signed".
+// Relative paths are taken from the working directory.
+func LoadKeySet(paths []string) (*KeySet, error) {
+	ks := &KeySet{}
+	perms := newPermissionChecker()
+	var problems []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		abs, err := filepath.Abs(p)
+		if err == nil {
+			var data []byte
+			if data, err = readKeyFile(abs, perms); err == nil {
+				var k *Key
+				if k, err = parsePublicKey(data); err == nil {
+					k.Path = abs
+					if !seen[k.Fingerprint] {
+						seen[k.Fingerprint] = true
+						ks.Keys = append(ks.Keys, k)
+					}
+					continue
+				}
+			}
+		}
+		problems = append(problems, fmt.Sprintf("key %s: %v", abs, err))
+	}
+	if len(problems) > 0 {
+		return nil, errors.New(strings.Join(problems, "; "))
+	}
+	ks.setID()
+	return ks, nil
+}
+
 func readKeyFile(name string, perms *permissionChecker) ([]byte, error) {
 	// O_NONBLOCK: a key path naming a FIFO must not hang the load; it is
 	// refused below as not a regular file.

@@ -364,3 +364,55 @@ func TestDecideImageWithSignatures(t *testing.T) {
 		t.Errorf("the source was asked about a name no signed-by rule matches: %v", sigs.asked)
 	}
 }
+
+// A key given outside a policy (the policy artifact's) is read under the
+// same rule and formats as a policy's keys, and its set has the same
+// identity as a rule naming the same keys.
+func TestLoadKeySet(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "cosign.pub")
+	copyFile(t, "testdata/keys/ecdsa-p256.pub", good, 0o644)
+	ks, err := LoadKeySet([]string{good, good})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ks.Keys) != 1 || ks.Keys[0].Fingerprint != fpP256 || ks.Keys[0].Path != good {
+		t.Errorf("key set = %+v, want the one P-256 key once", ks.Keys)
+	}
+	rule := loadFixture(t, "signed.yaml").Allow[0].SignedBy
+	both, err := LoadKeySet([]string{"testdata/keys/ed25519.pub", "testdata/keys/ecdsa-p256.pub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if both.ID != rule.ID {
+		t.Errorf("ID %q, want the rule's %q for the same keys", both.ID, rule.ID)
+	}
+
+	writable := filepath.Join(dir, "writable.pub")
+	copyFile(t, "testdata/keys/ecdsa-p256.pub", writable, 0o666)
+	notPEM := filepath.Join(dir, "key.txt")
+	copyFile(t, "testdata/signed.yaml", notPEM, 0o644)
+	for path, want := range map[string]string{
+		writable:                      "writable by group or others",
+		notPEM:                        "not a PEM file",
+		filepath.Join(dir, "missing"): "does not exist",
+	} {
+		if _, err := LoadKeySet([]string{good, path}); err == nil || !strings.Contains(err.Error(), "key "+path+": ") || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadKeySet(%s) = %v, want an error naming it: %s", path, err, want)
+		}
+	}
+}
+
+func copyFile(t *testing.T, from, to string, mode os.FileMode) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(to, mode); err != nil {
+		t.Fatal(err)
+	}
+}
