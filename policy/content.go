@@ -13,5 +13,5 @@ import "time"
 // takes along with a removal.
 func (p *Policy) ContentMatters(name string, now time.Time) bool {
 	d := p.Decide(name, now)
-	return p.PinsDigests() || d.Allowed || d.Signature != nil
+	return p.pinsDigests || d.Allowed || d.Signature != nil
 }

@@ -284,7 +284,7 @@ func (p *Policy) ParseRef(s string) (Ref, error) { return p.cache.parse(s) }
 // whatever its content.
 func (p *Policy) DeniedWhateverContent(name string, now time.Time) (Decision, bool) {
 	d := p.Decide(name, now)
-	if d.Allowed || d.Signature != nil || d.Reference == "" || p.PinsDigests() {
+	if d.Allowed || d.Signature != nil || d.Reference == "" || p.pinsDigests {
 		return d, false
 	}
 	r, err := p.ParseRef(name)
@@ -300,7 +300,3 @@ func (p *Policy) DeniedWhateverContent(name string, now time.Time) (Decision, bo
 
 // anyDigest stands for every digest in DeniedWhateverContent.
 var anyDigest = "sha256:" + strings.Repeat("0", 64)
-
-// PinsDigests reports whether an allow rule names digests: then content can
-// make a name allowed that is denied by name alone.
-func (p *Policy) PinsDigests() bool { return p.pinsDigests }

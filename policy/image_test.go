@@ -143,8 +143,8 @@ deny:
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !pinned.PinsDigests() || p.PinsDigests() {
-		t.Errorf("PinsDigests = %v with a pinned allow rule, %v without", pinned.PinsDigests(), p.PinsDigests())
+	if !pinned.pinsDigests || p.pinsDigests {
+		t.Errorf("pinsDigests = %v with a pinned allow rule, %v without", pinned.pinsDigests, p.pinsDigests)
 	}
 	if _, got := pinned.DeniedWhateverContent("reg.example/evil/miner:latest", testNow); got {
 		t.Error("denied whatever its content under a policy that pins digests")

@@ -124,7 +124,8 @@ type Policy struct {
 
 	allowIdx *index
 	denyIdx  *index
-	// pinsDigests is set when an allow rule names digests (PinsDigests).
+	// pinsDigests is set when an allow rule names digests: then content can
+	// make a name allowed that is denied by name alone.
 	pinsDigests bool
 	cache       *refCache
 	names       *resemblanceIndex
