@@ -6,6 +6,7 @@ package integration
 // failed to recognise would be allowed.
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -159,6 +160,33 @@ func TestAuthzDockerHubWide(t *testing.T) {
 		e.Docker(t, "pull", "-q", allowed)
 		if !e.ImageExists(t, allowed) {
 			t.Errorf("%s is not in dockerd after an allowed pull", allowed)
+		}
+	})
+}
+
+// TestDockerHubWideAllowKeeps (issue 22 §1, the other side): allow docker.io/** allows every
+// Docker Hub image, community ones included; it used to be read as docker.io/library/**, and
+// the guard removed what the policy allows. The names are put on an approved image with docker
+// tag (the test machine cannot reach Docker Hub); the guard's start reconcile judges them, and a
+// name the policy does not allow, removed in the same pass, shows the guard acted.
+func TestDockerHubWideAllowKeeps(t *testing.T) {
+	ForEachDocker(t, func(t *testing.T, e *Env) {
+		approved := e.Ref("approved/busybox:1.0")
+		e.Docker(t, "pull", "-q", approved)
+		id := imageID(t, e, approved)
+		hub := []string{"acme/tool:1", "docker.io/acme/deep/tool:1", "nginx:1"}
+		outside := "quay.io/evil/miner:1"
+		for _, ref := range append(hub, outside) {
+			e.Docker(t, "tag", approved, ref)
+		}
+		policy := fmt.Sprintf("mode: enforce\nlocal-images: allow\nallow:\n  - image: docker.io/**\n  - image: %s/approved/**\n", e.Registry)
+		g := startDockerGuard(t, e, WritePolicy(t, "", policy))
+		waitImageGone(t, e, outside)
+		for _, ref := range hub {
+			requireImage(t, e, ref, id)
+		}
+		if entries := g.Entries(t, "PULLGUARD_IMAGE=docker.io/acme/tool:1"); len(entries) > 0 {
+			t.Errorf("docker.io/acme/tool:1 is journaled under allow docker.io/**: %v", entries)
 		}
 	})
 }
