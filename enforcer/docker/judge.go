@@ -244,9 +244,9 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, ps *ev
 type verdict struct {
 	Allowed bool
 	// Outcome is the core's: Undecided only for want of a signature
-	// answer (the container is not touched, the failure is reported);
-	// content whose provenance could not be established is denied to a
-	// container (evidence.Running).
+	// answer or of any network (the container is not touched, the failure
+	// is reported); content whose provenance no registry answered for is
+	// denied to a container (evidence.Running).
 	Outcome policy.Outcome
 	// Decision is the allowing decision, or the denial (or the undecided
 	// name's decision) that explains best why the container may not exist.
