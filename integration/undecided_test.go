@@ -126,9 +126,13 @@ func newUndecidedCase(t *testing.T, e *Env) undecidedCase {
 	down := refusedRegistry(t)
 	c := undecidedCase{ghostHost: fmt.Sprintf("ghost-%d.mirror.example.net", time.Now().UnixNano())}
 	c.ghost, c.late = c.ghostHost+"/app:1", down+"/approved/late:1"
-	evil := e.Ref("evil/miner:1.0")
-	e.Docker(t, "pull", "-q", evil)
-	c.ghostTar, c.lateTar = saveAs(t, e, evil, c.ghost), saveAs(t, e, evil, c.late)
+	// Archives in `docker save`'s classic format, made with dockerd 20.10: its manifest.json
+	// names the image (Docker 29's save also writes an OCI index whose annotations name it,
+	// which ctr 2.x's import prefers).
+	src, evil := theEnv, e.Ref("evil/miner:1.0")
+	src.Docker(t, "pull", "-q", evil)
+	c.ghostTar, c.lateTar = saveAs(t, src, evil, c.ghost), saveAs(t, src, evil, c.late)
+	src.Reset(t)
 	e.Reset(t)
 	c.policy = WritePolicy(t, "", fmt.Sprintf(`mode: enforce
 default: deny
