@@ -182,7 +182,9 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, ps *ev
 		}
 		allowedDigest := ""
 		for j, d := range names {
-			if d.digest && d.repo == repo && verdict.Names[at[j]].Outcome != policy.Denied {
+			// A digest name dockerd made up (containerd image store) is
+			// no record of a pull: it goes with the tag it was made for.
+			if nv := verdict.Names[at[j]]; d.digest && d.repo == repo && !nv.SetAside && nv.Outcome != policy.Denied {
 				allowedDigest = d.raw
 				break
 			}

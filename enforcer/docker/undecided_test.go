@@ -1,6 +1,7 @@
 package docker
 
 import (
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/enforcertest"
 	"github.com/pullguard/pullguard/enforcer/provenance"
+	"github.com/pullguard/pullguard/policy"
 )
 
 // TestUndecidedContentDoesNotRun (issue 24): on dockerd's containerd image
@@ -82,4 +84,26 @@ func TestUndecidedGrace(t *testing.T) {
 	if last.Action != enforcer.Removed || !strings.Contains(last.Decision.Reason, "since "+testNow.UTC().Format(time.RFC3339)) {
 		t.Errorf("last record %q (%s), want removed since %s", line(last), last.Decision.Reason, testNow.UTC().Format(time.RFC3339))
 	}
+}
+
+// TestContainerdStoreMadeUpDigestDoesNotBlock: on dockerd's containerd
+// image store every tag is listed with a digest name dockerd made up. A
+// tag whose signature is missing goes, though its made-up digest name
+// would be allowed once the content is vouched for: that name is no record
+// of a pull, and goes with the tag.
+func TestContainerdStoreMadeUpDigestDoesNotBlock(t *testing.T) {
+	key, err := filepath.Abs("../../policy/testdata/keys/ed25519.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := parsePolicy(t, "mode: enforce\nallow:\n  - image: reg.example/approved/**\n  - image: reg.example/signed/**\n    signed-by: [{key: "+key+"}]\n")
+	reg := enforcertest.NewRegistry([2]string{"reg.example/approved/app", id(1)})
+	sigs := enforcertest.NewSignatures(map[string]policy.SignatureStatus{id(1): policy.SignatureMissing})
+	f := newFake()
+	f.c8d = true
+	f.addImage(id(1), "reg.example/approved/app:1", "reg.example/signed/local:1")
+	h := startGuard(t, f, p, func(g *Guard) { g.judge = evidence.New(sigs, provenance.New(reg), g.log) })
+	h.connected()
+	eq(t, "names", f.names(id(1)), []string{"reg.example/approved/app:1"})
+	h.wantRecords("untagged reconcile reg.example/signed/local:1")
 }
