@@ -19,7 +19,7 @@ type fakeDocker struct {
 	lists      int
 }
 
-var errDown = errors.New("Cannot connect to the Docker daemon")
+var errDown = errors.New("cannot connect to the Docker daemon")
 
 func (f *fakeDocker) ListContainers(context.Context) ([]dockerguard.Container, error) {
 	if f.down {
