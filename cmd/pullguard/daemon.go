@@ -325,9 +325,14 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			// Docker knows; what other clients wrote there is judged here.
 			// Records written into moby behind dockerd's back get a Docker
 			// reconcile.
-			opts = append(opts, cdguard.WithOwner(dockerstore.NewOwner(dockerAPI, log)))
+			owner := dockerstore.NewOwner(dockerAPI, log)
+			opts = append(opts, cdguard.WithOwner(owner))
 			guards = append(guards, namedGuard{"docker-containerd-store",
-				dockerstore.New(api, []string{dockerstore.Containers}, docker.RequestReconcile, log)})
+				dockerstore.New(api, []string{dockerstore.Containers}, func() {
+					if owner.DockerImages() { // not with dockerd's own store (20.10)
+						docker.RequestReconcile()
+					}
+				}, log)})
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 		if p := nriPlugin(rf.nriSocket, api, policies, rep, judge, observer, log); p != nil {

@@ -102,6 +102,15 @@ func (o *Owner) Images(ctx context.Context, ns string) cdguard.Ownership {
 	return ownedIf(c8d)
 }
 
+// DockerImages reports, without asking dockerd, whether moby's image records
+// are Docker's images as far as is known (true until known): whether a
+// change to one needs a Docker reconcile.
+func (o *Owner) DockerImages() bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.store == nil || *o.store
+}
+
 // Container: Docker's when dockerd lists it in a listing made after since,
 // and a running task is one dockerd says runs (or is starting).
 func (o *Owner) Container(ctx context.Context, ns, id string, running bool, since time.Time) cdguard.Ownership {

@@ -128,10 +128,19 @@ func TestOwnerImages(t *testing.T) {
 	if got := o.Images(ctx, "plugins.moby"); got != cdguard.NotOwned {
 		t.Errorf("plugins.moby: %v, want nobody's (dockerd writes no records there)", got)
 	}
+	if !o.DockerImages() {
+		t.Error("DockerImages on the containerd image store: false")
+	}
 	d2 := &fakeDocker{}
 	o2, _ := newTestOwner(d2)
+	if !o2.DockerImages() {
+		t.Error("DockerImages before dockerd was asked: false, want a Docker reconcile in case")
+	}
 	if got := o2.Images(ctx, "moby"); got != cdguard.NotOwned {
 		t.Errorf("moby on Docker's own image store: %v, want nobody's", got)
+	}
+	if o2.DockerImages() {
+		t.Error("DockerImages on Docker's own image store: true")
 	}
 	// dockerd goes away: the last answer holds, until downGrace.
 	d.down = true
