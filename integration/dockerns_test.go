@@ -1,7 +1,12 @@
 package integration
 
 import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +21,63 @@ const pluginsNS = "plugins.moby"
 // under an allowed name is not the allowed image), stopping what runs disallowed.
 func dockerNSPolicy(e *Env) string {
 	return policyYAML(e, "enforce", false, "default: deny", "running: stop", "local-images: deny")
+}
+
+// archiveAs is saveAs for ctr import: the `docker save` tarball of src under name alone, in
+// manifest.json (dockerd 20.10's archive) and in the OCI index (Docker 29's), which is what
+// ctr reads names from when there is one.
+func archiveAs(t testing.TB, e *Env, src, name string) string {
+	t.Helper()
+	path := saveAs(t, e, src, name)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	tw := tar.NewWriter(&out)
+	tr := tar.NewReader(bytes.NewReader(data))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Name == "index.json" {
+			var idx map[string]any
+			if err := json.Unmarshal(body, &idx); err != nil {
+				t.Fatalf("index.json: %v", err)
+			}
+			for _, m := range idx["manifests"].([]any) {
+				m.(map[string]any)["annotations"] = map[string]string{
+					"io.containerd.image.name":          name,
+					"org.opencontainers.image.ref.name": name[strings.LastIndex(name, ":")+1:],
+				}
+			}
+			if body, err = json.Marshal(idx); err != nil {
+				t.Fatal(err)
+			}
+			h.Size = int64(len(body))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // ctrTaskIDs lists the IDs of the namespace's tasks.
@@ -67,8 +129,9 @@ func TestDockerNamespacesJudged(t *testing.T) {
 		mobyNS := e.DockerNamespace
 		allowed, evil, evil2 := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:latest"), e.Ref("evil/miner:1.0")
 		imported := e.Ref("approved/imported:1") // evil's content, under an allowed name
+		other := e.Ref("library/nginx:1.25")     // denied by default
 		e.Docker(t, "pull", "-q", evil)
-		archive := saveAs(t, e, evil, imported)
+		archive := archiveAs(t, e, evil, imported)
 		e.Reset(t)
 
 		// Docker's own, allowed.
@@ -79,9 +142,12 @@ func TestDockerNamespacesJudged(t *testing.T) {
 		inMoby := ctrContainerID()
 		e.Ctr(t, mobyNS, "run", "-d", evil, inMoby, "sleep", "300")
 		// A container Docker lists (created, not started) whose ID the attacker takes in
-		// containerd. (Another snapshotter: Docker 29 has made a snapshot of that ID.)
+		// containerd, with other disallowed content (so that the journal does not fold its
+		// entry into the first's). dockerd adopts the task as its container's. (Another
+		// snapshotter: Docker 29 has made a snapshot of that ID.)
 		squatted := e.Docker(t, "create", "--stop-timeout", "1", allowed, "sleep", "300")
-		e.Ctr(t, mobyNS, "run", "-d", "--snapshotter", "native", evil, squatted, "sleep", "300")
+		ctrPull(t, e, mobyNS, other)
+		e.Ctr(t, mobyNS, "run", "-d", "--snapshotter", "native", other, squatted, "sleep", "300")
 		e.Ctr(t, pluginsNS, "images", "import", "--all-platforms", archive)
 		inPlugins := ctrContainerID()
 		e.Ctr(t, pluginsNS, "run", "-d", imported, inPlugins, "sleep", "300")
@@ -115,9 +181,9 @@ func TestDockerNamespacesJudged(t *testing.T) {
 		requireDockerRunning(t, e, squatted)
 		waitCtrImageGone(t, e, mobyNS, evil)
 		waitCtrImageGone(t, e, pluginsNS, imported)
-		gone := d.WaitEntry(t, actDeadline, "PULLGUARD_IMAGE="+imported, "PULLGUARD_NAMESPACE="+pluginsNS)
-		requireFields(t, gone, map[string]string{"MESSAGE_ID": msgActionTaken, "PULLGUARD_ACTION": "removed",
-			"PULLGUARD_RUNTIME": "containerd"})
+		gone := d.WaitEntry(t, actDeadline, "PULLGUARD_IMAGE="+imported, "PULLGUARD_NAMESPACE="+pluginsNS,
+			"PULLGUARD_ACTION=removed")
+		requireFields(t, gone, map[string]string{"MESSAGE_ID": msgActionTaken, "PULLGUARD_RUNTIME": "containerd"})
 		if !strings.Contains(gone["PULLGUARD_REASON"], reasonLocalContent) {
 			t.Errorf("PULLGUARD_REASON = %q, want %q", gone["PULLGUARD_REASON"], reasonLocalContent)
 		}

@@ -325,7 +325,11 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 			// Docker knows; what other clients wrote there is judged here.
 			// Records written into moby behind dockerd's back get a Docker
 			// reconcile.
-			owner := dockerstore.NewOwner(dockerAPI, log)
+			dockerView, err := dockerstore.NewDocker(dockerAPI, rf.dockerHost)
+			if err != nil {
+				return nil, fmt.Errorf("--docker-host: %w", err)
+			}
+			owner := dockerstore.NewOwner(dockerView, log)
 			opts = append(opts, cdguard.WithOwner(owner))
 			guards = append(guards, namedGuard{"docker-containerd-store",
 				dockerstore.New(api, []string{dockerstore.Containers}, func() {

@@ -174,7 +174,12 @@ func containerdScanner(ctx context.Context, rf runtimeFlags, judge *evidence.Jud
 			api.Close()
 			return scanner{}, fmt.Errorf("--docker-host: %w", err)
 		}
-		opts = append(opts, cdguard.WithOwner(dockerstore.NewOwner(d, logrus.New())))
+		view, err := dockerstore.NewDocker(d, rf.dockerHost)
+		if err != nil {
+			api.Close()
+			return scanner{}, fmt.Errorf("--docker-host: %w", err)
+		}
+		opts = append(opts, cdguard.WithOwner(dockerstore.NewOwner(view, logrus.New())))
 	}
 	return scanner{
 		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {

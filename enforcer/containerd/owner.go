@@ -18,8 +18,8 @@ const (
 	// Owned: the other guard judges it through its own runtime's API; this
 	// guard leaves it alone, so that nothing is judged twice.
 	Owned
-	// OwnerUnknown: it cannot be told now (dockerd does not answer, or is
-	// starting the container); the object is looked at again shortly.
+	// OwnerUnknown: it cannot be told now (dockerd does not answer); the
+	// object is looked at again shortly.
 	OwnerUnknown
 )
 
@@ -43,11 +43,11 @@ type Owner interface {
 	Speaks(ns string) bool
 	// Images is whether the image records of ns are the owner's.
 	Images(ctx context.Context, ns string) Ownership
-	// Container is whether container id of ns is the owner's. running
-	// says whether containerd has a live task for it; since is a time at
-	// which the container already existed in containerd, so that an answer
-	// from a listing made after it is final.
-	Container(ctx context.Context, ns, id string, running bool, since time.Time) Ownership
+	// Container is whether container id of ns is the owner's. rootPath is
+	// the root path of its runtime spec, the file system it runs on; since
+	// is a time at which the container already existed in containerd, so
+	// that an answer from a listing made after it is final.
+	Container(ctx context.Context, ns, id, rootPath string, since time.Time) Ownership
 }
 
 // ownerRetry is how soon an object whose owner could not be told is looked
@@ -68,15 +68,18 @@ func (g *Guard) ownership(ctx context.Context, k workKey, since time.Time) Owner
 	if k.containerID == "" {
 		return g.owner.Images(ctx, k.ns)
 	}
-	status, err := g.api.TaskStatus(ctx, k.ns, k.containerID)
-	switch {
-	case isNotFound(err):
-		status = ""
-	case err != nil:
-		return OwnerUnknown
+	var rootPath string
+	if rp, ok := g.api.(rootPather); ok {
+		p, err := rp.RootPath(ctx, k.ns, k.containerID)
+		switch {
+		case isNotFound(err):
+			return NotOwned // gone: the guard finds that out itself
+		case err != nil:
+			return OwnerUnknown
+		}
+		rootPath = p
 	}
-	running := status != "" && status != TaskStopped && status != TaskCreated
-	return g.owner.Container(ctx, k.ns, k.containerID, running, since)
+	return g.owner.Container(ctx, k.ns, k.containerID, rootPath, since)
 }
 
 // leftToOwner reports whether the object an event named is to be left

@@ -17,7 +17,7 @@ type fakeOwner struct {
 	mu         sync.Mutex
 	images     map[string]Ownership // by namespace; unset: NotOwned
 	containers map[string]Ownership // by ID; unset: NotOwned
-	asked      []string             // containers asked about, running or not
+	asked      []string             // containers asked about
 }
 
 func (o *fakeOwner) Speaks(ns string) bool { return ns == "moby" || ns == "plugins.moby" }
@@ -28,14 +28,10 @@ func (o *fakeOwner) Images(_ context.Context, ns string) Ownership {
 	return o.images[ns]
 }
 
-func (o *fakeOwner) Container(_ context.Context, ns, id string, running bool, _ time.Time) Ownership {
+func (o *fakeOwner) Container(_ context.Context, ns, id, _ string, _ time.Time) Ownership {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	state := "stopped"
-	if running {
-		state = "running"
-	}
-	o.asked = append(o.asked, ns+" "+id+" "+state)
+	o.asked = append(o.asked, ns+" "+id)
 	return o.containers[id]
 }
 

@@ -17,6 +17,7 @@ type fakeDocker struct {
 	c8d        bool
 	down       bool
 	lists      int
+	inspects   int
 }
 
 var errDown = errors.New("cannot connect to the Docker daemon")
@@ -44,6 +45,26 @@ func (f *fakeDocker) ContainerdImageStore(context.Context) (bool, error) {
 	return f.c8d, nil
 }
 
+func (f *fakeDocker) ContainerRootFS(_ context.Context, id string) (string, error) {
+	if f.down {
+		return "", errDown
+	}
+	f.inspects++
+	for _, c := range f.containers {
+		if c.ID == id {
+			return "/var/lib/docker/overlay2/layer-" + id + "/merged", nil
+		}
+	}
+	return "", dockerguard.ErrNotFound
+}
+
+func (f *fakeDocker) PluginRootFS(_ context.Context, id string) (string, error) {
+	if f.down {
+		return "", errDown
+	}
+	return "/var/lib/docker/plugins/" + id + "/rootfs", nil
+}
+
 // clock is a settable time for the owner's graces.
 type clock struct{ t time.Time }
 
@@ -60,61 +81,40 @@ func TestOwnerContainers(t *testing.T) {
 	ctx := context.Background()
 	d := &fakeDocker{
 		containers: []dockerguard.Container{{ID: "run1", State: "running"}, {ID: "made1", State: "created"}},
-		plugins:    []dockerguard.Plugin{{ID: "plug1", Enabled: true}, {ID: "plug2"}},
+		plugins:    []dockerguard.Plugin{{ID: "plug1", Enabled: true}},
 	}
 	o, c := newTestOwner(d)
 	since := c.t.Add(-time.Second)
+	const run1Root = "/var/lib/docker/overlay2/layer-run1/merged"
 	for _, tt := range []struct {
-		ns, id  string
-		running bool
-		want    cdguard.Ownership
+		name, ns, id, root string
+		want               cdguard.Ownership
 	}{
-		{"moby", "run1", true, cdguard.Owned},
-		{"moby", "made1", false, cdguard.Owned},          // created, not started: Docker's
-		{"moby", "ctr1", true, cdguard.NotOwned},         // dockerd has no such container
-		{"moby", "plug1", true, cdguard.NotOwned},        // a plugin's ID is no container's
-		{"plugins.moby", "plug1", true, cdguard.Owned},   // an enabled plugin
-		{"plugins.moby", "run1", true, cdguard.NotOwned}, // a container's ID is no plugin's
-		{"plugins.moby", "ctr2", false, cdguard.NotOwned},
+		{"Docker's container", "moby", "run1", run1Root, cdguard.Owned},
+		{"the same path, spelled otherwise", "moby", "run1", run1Root + "/", cdguard.Owned},
+		// dockerd adopts a task another client starts under its container's ID: the root
+		// file system tells them apart.
+		{"another root file system under Docker's ID", "moby", "made1", "rootfs", cdguard.NotOwned},
+		{"a snapshot of its own under Docker's ID", "moby", "run1", "", cdguard.NotOwned},
+		{"an ID dockerd does not have", "moby", "ctr1", run1Root, cdguard.NotOwned},
+		{"a plugin's ID in moby", "moby", "plug1", "/var/lib/docker/plugins/plug1/rootfs", cdguard.NotOwned},
+		{"Docker's plugin", "plugins.moby", "plug1", "/var/lib/docker/plugins/plug1/rootfs", cdguard.Owned},
+		{"a plugin's ID, another root", "plugins.moby", "plug1", "rootfs", cdguard.NotOwned},
+		{"a container's ID in plugins.moby", "plugins.moby", "run1", run1Root, cdguard.NotOwned},
 	} {
-		if got := o.Container(ctx, tt.ns, tt.id, tt.running, since); got != tt.want {
-			t.Errorf("%s %s (running %v): %v, want %v", tt.ns, tt.id, tt.running, got, tt.want)
+		if got := o.Container(ctx, tt.ns, tt.id, tt.root, since); got != tt.want {
+			t.Errorf("%s (%s %s on %q): %v, want %v", tt.name, tt.ns, tt.id, tt.root, got, tt.want)
 		}
 	}
-	if d.lists != 2 {
-		t.Errorf("dockerd was asked %d times, want once a namespace: listings made after since answer", d.lists)
+	if d.lists != 2 || d.inspects != 2 {
+		t.Errorf("dockerd was asked for %d listings and %d inspections, want 2 and 2: a listing made after since "+
+			"answers, and a container's root file system is asked once", d.lists, d.inspects)
 	}
 	// A container that appeared since the last listing is asked about again.
 	d.containers = append(d.containers, dockerguard.Container{ID: "new1", State: "running"})
 	c.t = c.t.Add(time.Second)
-	if got := o.Container(ctx, "moby", "new1", true, c.t); got != cdguard.Owned {
+	if got := o.Container(ctx, "moby", "new1", "/var/lib/docker/overlay2/layer-new1/merged", c.t); got != cdguard.Owned {
 		t.Errorf("a container dockerd created since the last listing: %v, want owned", got)
-	}
-}
-
-// TestOwnerSquat: a task running under the ID of a Docker container that
-// dockerd does not run (created, never started) is unknown while dockerd
-// may be starting it, and another client's after that.
-func TestOwnerSquat(t *testing.T) {
-	ctx := context.Background()
-	d := &fakeDocker{containers: []dockerguard.Container{{ID: "made1", State: "created"}, {ID: "made2", State: "created"}},
-		plugins: []dockerguard.Plugin{{ID: "plug2"}}}
-	o, c := newTestOwner(d)
-	for _, k := range [][2]string{{"moby", "made1"}, {"plugins.moby", "plug2"}} {
-		if got := o.Container(ctx, k[0], k[1], true, c.t); got != cdguard.OwnerUnknown {
-			t.Errorf("%s: %v, want unknown while dockerd may be starting it", k, got)
-		}
-	}
-	c.t = c.t.Add(startGrace / 2)
-	d.containers[1].State = "running" // dockerd's start of made2 returned
-	if got := o.Container(ctx, "moby", "made2", true, c.t); got != cdguard.Owned {
-		t.Errorf("made2 once dockerd says it runs: %v, want owned", got)
-	}
-	c.t = c.t.Add(startGrace)
-	for _, k := range [][2]string{{"moby", "made1"}, {"plugins.moby", "plug2"}} {
-		if got := o.Container(ctx, k[0], k[1], true, c.t); got != cdguard.NotOwned {
-			t.Errorf("%s after %v: %v, want another client's", k, startGrace, got)
-		}
 	}
 }
 
@@ -163,21 +163,22 @@ func TestOwnerImages(t *testing.T) {
 // until downGrace: then nothing in its namespaces is taken for Docker's.
 func TestOwnerDockerDown(t *testing.T) {
 	ctx := context.Background()
+	const root = "/var/lib/docker/overlay2/layer-run1/merged"
 	d := &fakeDocker{containers: []dockerguard.Container{{ID: "run1", State: "running"}}, down: true}
 	o, c := newTestOwner(d)
-	if got := o.Container(ctx, "moby", "run1", true, c.t); got != cdguard.OwnerUnknown {
+	if got := o.Container(ctx, "moby", "run1", root, c.t); got != cdguard.OwnerUnknown {
 		t.Errorf("dockerd down: %v, want unknown", got)
 	}
 	if got := o.Images(ctx, "moby"); got != cdguard.OwnerUnknown {
 		t.Errorf("dockerd down, store never known: %v, want unknown", got)
 	}
 	c.t = c.t.Add(downGrace)
-	if got := o.Container(ctx, "moby", "run1", true, c.t); got != cdguard.NotOwned {
+	if got := o.Container(ctx, "moby", "run1", root, c.t); got != cdguard.NotOwned {
 		t.Errorf("dockerd down for %v: %v, want nobody's", downGrace, got)
 	}
 	d.down = false
 	c.t = c.t.Add(time.Second)
-	if got := o.Container(ctx, "moby", "run1", true, c.t); got != cdguard.Owned {
+	if got := o.Container(ctx, "moby", "run1", root, c.t); got != cdguard.Owned {
 		t.Errorf("dockerd back: %v, want owned", got)
 	}
 }
