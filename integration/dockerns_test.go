@@ -151,7 +151,15 @@ func TestDockerNamespacesJudged(t *testing.T) {
 		e.Ctr(t, pluginsNS, "images", "import", "--all-platforms", archive)
 		inPlugins := ctrContainerID()
 		e.Ctr(t, pluginsNS, "run", "-d", imported, inPlugins, "sleep", "300")
-		for id, ns := range map[string]string{inMoby: mobyNS, squatted: mobyNS, inPlugins: pluginsNS} {
+		attackers := map[string]string{inMoby: mobyNS, squatted: mobyNS, inPlugins: pluginsNS}
+		t.Cleanup(func() {
+			// What pullguard left (without it, everything) goes before the stack's reset.
+			for id, ns := range attackers {
+				_, _ = e.CtrErr(t, ns, "tasks", "rm", "--force", id)
+				_, _ = e.CtrErr(t, ns, "containers", "rm", id)
+			}
+		})
+		for id, ns := range attackers {
 			if !slices.Contains(ctrTaskIDs(t, e, ns), id) {
 				t.Fatalf("the attacker's task %s does not run in namespace %s", id, ns)
 			}

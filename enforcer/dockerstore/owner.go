@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -60,6 +61,9 @@ type Owner struct {
 	store     *bool                        // dockerd's containerd image store, once known
 	storeAt   time.Time                    // when store was last asked
 	downSince time.Time                    // since dockerd stopped answering; zero while it answers
+	// unanswered: since when dockerd, answering otherwise, has not said
+	// what a container of its runs on, by namespace and ID.
+	unanswered map[string]time.Time
 }
 
 var _ cdguard.Owner = (*Owner)(nil)
@@ -67,7 +71,7 @@ var _ cdguard.Owner = (*Owner)(nil)
 // NewOwner returns the owner of Docker's namespaces, asking d.
 func NewOwner(d Docker, log logrus.FieldLogger) *Owner {
 	return &Owner{docker: d, log: log, now: time.Now, listed: map[string]time.Time{},
-		ids: map[string]map[string]bool{}, rootfs: map[string]map[string]string{}}
+		ids: map[string]map[string]bool{}, rootfs: map[string]map[string]string{}, unanswered: map[string]time.Time{}}
 }
 
 // Speaks reports whether ns is one of Docker's namespaces.
@@ -131,8 +135,21 @@ func (o *Owner) Container(ctx context.Context, ns, id, rootPath string, since ti
 		case errors.Is(err, dockerguard.ErrNotFound):
 			return cdguard.NotOwned // removed since the listing
 		case err != nil:
-			return o.unreachable(err)
+			// dockerd answers, but not this: as if it were down, for
+			// this container alone.
+			first, ok := o.unanswered[ns+"\x00"+id]
+			if !ok {
+				first = o.now()
+				o.unanswered[ns+"\x00"+id] = first
+				o.log.WithError(err).WithFields(logrus.Fields{"namespace": ns, "container": id}).
+					Warn("containerd: dockerd does not say what a container of its runs on; it waits for an answer")
+			}
+			if o.now().Sub(first) >= downGrace {
+				return cdguard.NotOwned
+			}
+			return cdguard.OwnerUnknown
 		}
+		delete(o.unanswered, ns+"\x00"+id)
 		o.rootfs[ns][id] = want
 	}
 	if rootPath != "" && filepath.Clean(rootPath) == filepath.Clean(want) {
@@ -169,6 +186,11 @@ func (o *Owner) list(ctx context.Context, ns string) error {
 	for id, path := range o.rootfs[ns] {
 		if ids[id] {
 			rootfs[id] = path
+		}
+	}
+	for key := range o.unanswered {
+		if k, id, _ := strings.Cut(key, "\x00"); k == ns && !ids[id] {
+			delete(o.unanswered, key)
 		}
 	}
 	o.ids[ns], o.rootfs[ns], o.listed[ns] = ids, rootfs, at

@@ -16,6 +16,7 @@ type fakeDocker struct {
 	plugins    []dockerguard.Plugin
 	c8d        bool
 	down       bool
+	noStorage  bool // dockerd answers, but shows no storage for containers
 	lists      int
 	inspects   int
 }
@@ -50,6 +51,9 @@ func (f *fakeDocker) ContainerRootFS(_ context.Context, id string) (string, erro
 		return "", errDown
 	}
 	f.inspects++
+	if f.noStorage {
+		return "", errors.New("dockerd shows no storage")
+	}
 	for _, c := range f.containers {
 		if c.ID == id {
 			return "/var/lib/docker/overlay2/layer-" + id + "/merged", nil
@@ -180,5 +184,25 @@ func TestOwnerDockerDown(t *testing.T) {
 	c.t = c.t.Add(time.Second)
 	if got := o.Container(ctx, "moby", "run1", root, c.t); got != cdguard.Owned {
 		t.Errorf("dockerd back: %v, want owned", got)
+	}
+}
+
+// TestOwnerNoStorage: a dockerd that answers but does not say what its
+// container runs on cannot vouch for it past downGrace either.
+func TestOwnerNoStorage(t *testing.T) {
+	ctx := context.Background()
+	const root = "/var/lib/docker/overlay2/layer-run1/merged"
+	d := &fakeDocker{containers: []dockerguard.Container{{ID: "run1", State: "running"}}, noStorage: true}
+	o, c := newTestOwner(d)
+	if got := o.Container(ctx, "moby", "run1", root, c.t); got != cdguard.OwnerUnknown {
+		t.Errorf("no storage shown: %v, want unknown", got)
+	}
+	c.t = c.t.Add(downGrace)
+	if got := o.Container(ctx, "moby", "run1", root, c.t); got != cdguard.NotOwned {
+		t.Errorf("no storage shown for %v: %v, want nobody's", downGrace, got)
+	}
+	d.noStorage = false
+	if got := o.Container(ctx, "moby", "run1", root, c.t); got != cdguard.Owned {
+		t.Errorf("storage shown again: %v, want owned", got)
 	}
 }
