@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -196,25 +197,28 @@ func TestDockerNamespacesJudged(t *testing.T) {
 			t.Errorf("PULLGUARD_REASON = %q, want %q", gone["PULLGUARD_REASON"], reasonLocalContent)
 		}
 
-		// While pullguard runs: Docker starts its own, the attacker pulls and runs again.
+		// While pullguard runs: Docker starts its own, and the attacker pulls and runs again.
+		// pullguard is paused meanwhile, so that the record is still there for ctr run: it
+		// then reads the events containerd kept for it, or, had it lost them, its next
+		// reconcile finds the containers.
 		after := e.Docker(t, "run", "-d", "--stop-timeout", "1", allowed, "sleep", "300")
+		settle(t, e)
+		d.Pause(t)
 		ran := map[string]string{}
 		for _, ns := range []string{mobyNS, pluginsNS} {
 			ctrPull(t, e, ns, evil2)
 			id := ctrContainerID()
-			// The record may be gone before ctr gets to create the container: then the attack
-			// failed there.
-			if _, err := e.CtrErr(t, ns, "run", "-d", evil2, id, "sleep", "300"); err != nil {
-				t.Logf("ctr -n %s run %s: %v", ns, evil2, err)
-			} else {
-				ran[ns] = id
-			}
+			ran[ns] = id
+			attackers[id] = ns
+			e.Ctr(t, ns, "run", "-d", evil2, id, "sleep", "300")
 		}
+		d.Signal(t, syscall.SIGCONT)
 		for ns, id := range ran {
 			waitCtrContainerGone(t, e, ns, id)
 			entry := d.WaitEntry(t, actDeadline, "PULLGUARD_CONTAINER_ID="+id)
 			requireFields(t, entry, map[string]string{"MESSAGE_ID": msgActionTaken, "PULLGUARD_RUNTIME": "containerd",
 				"PULLGUARD_NAMESPACE": ns})
+			t.Logf("%s in %s: PULLGUARD_EVENT=%s PULLGUARD_ACTION=%s", id, ns, entry["PULLGUARD_EVENT"], entry["PULLGUARD_ACTION"])
 		}
 		for _, ns := range []string{mobyNS, pluginsNS} {
 			waitCtrImageGone(t, e, ns, evil2)
