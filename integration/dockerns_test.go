@@ -11,7 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 )
 
 // Docker's containerd namespaces: moby (its containers, and on Docker 29 its images) and
@@ -87,19 +86,10 @@ func ctrTaskIDs(t testing.TB, e *Env, ns string) []string {
 	return sortedFields(e.Ctr(t, ns, "tasks", "ls", "--quiet"))
 }
 
-// squatGrace bounds how long pullguard may take to find that a task runs under the ID of a
-// Docker container dockerd does not run: it waits ten seconds in case dockerd is starting it.
-const squatGrace = 10*time.Second + actDeadline
-
 // waitCtrContainerGone waits until neither a task nor a container of ID id is left in ns.
 func waitCtrContainerGone(t testing.TB, e *Env, ns, id string) {
 	t.Helper()
-	waitCtrContainerGoneWithin(t, e, actDeadline, ns, id)
-}
-
-func waitCtrContainerGoneWithin(t testing.TB, e *Env, deadline time.Duration, ns, id string) {
-	t.Helper()
-	Eventually(t, deadline, func() (bool, string) {
+	Eventually(t, actDeadline, func() (bool, string) {
 		tasks := ctrTaskIDs(t, e, ns)
 		containers := sortedFields(e.Ctr(t, ns, "containers", "ls", "--quiet"))
 		return !slices.Contains(tasks, id) && !slices.Contains(containers, id),
@@ -182,7 +172,7 @@ func TestDockerNamespacesJudged(t *testing.T) {
 				t.Errorf("the entry for %s names image %q, want %s", c.id, entry["PULLGUARD_IMAGE"], c.image)
 			}
 		}
-		waitCtrContainerGoneWithin(t, e, squatGrace, mobyNS, squatted)
+		waitCtrContainerGone(t, e, mobyNS, squatted)
 		requireFields(t, d.WaitEntry(t, actDeadline, "PULLGUARD_CONTAINER_ID="+squatted), map[string]string{
 			"MESSAGE_ID": msgActionTaken, "PULLGUARD_ACTION": "stopped", "PULLGUARD_RUNTIME": "containerd",
 			"PULLGUARD_NAMESPACE": mobyNS})
@@ -227,7 +217,6 @@ func TestDockerNamespacesJudged(t *testing.T) {
 
 		// Docker's own are untouched, and judged by the Docker guard alone: nothing acted on
 		// them, nor logged by the containerd guard for them.
-		time.Sleep(time.Second)
 		for _, id := range []string{before, after} {
 			requireDockerRunning(t, e, id)
 			if entries := d.Entries(t, "PULLGUARD_CONTAINER_ID="+id); len(entries) > 0 {
