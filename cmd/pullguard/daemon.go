@@ -29,10 +29,6 @@ import (
 	"github.com/pullguard/pullguard/internal/residency"
 )
 
-// dockerNamespaces are the containerd namespaces Docker keeps its
-// containers in: they are Docker's to judge, by the names Docker knows.
-var dockerNamespaces = []string{"moby", "plugins.moby"}
-
 // runtimeFlags say which runtimes to guard; "none" turns one off.
 type runtimeFlags struct {
 	dockerHost          string
@@ -303,11 +299,13 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	// guard reads may have made wrong; the plugin is built after the guard.
 	var plugin *authz.Server
 	var docker *dockerguard.Guard
+	var dockerAPI dockerguard.API
 	if rf.docker() {
 		api, err := dockerguard.NewAPI(rf.dockerHost)
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
+		dockerAPI = api
 		docker = dockerguard.New(api, policies, rep, log, dockerguard.WithObserver(observer), dockerguard.WithImageEvents(func(ev dockerguard.Event) {
 			if plugin != nil {
 				plugin.ImageEvent(ev.Action, ev.ID, ev.Attributes["name"])
@@ -327,11 +325,23 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		}
 		if rf.docker() {
 			// Docker's containers (and, with Docker's containerd image
-			// store, its images) live in these namespaces; they are Docker's
-			// to judge, with the names Docker knows them by. Records written
-			// there behind dockerd's back get a Docker reconcile.
-			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
-			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
+			// store, its images) live in these namespaces: what dockerd
+			// accounts for is the Docker guard's to judge, with the names
+			// Docker knows; what other clients wrote there is judged here.
+			// Records written into moby behind dockerd's back get a Docker
+			// reconcile.
+			dockerView, err := dockerstore.NewDocker(dockerAPI, rf.dockerHost)
+			if err != nil {
+				return nil, fmt.Errorf("--docker-host: %w", err)
+			}
+			owner := dockerstore.NewOwner(dockerView, log)
+			opts = append(opts, cdguard.WithOwner(owner))
+			guards = append(guards, namedGuard{"docker-containerd-store",
+				dockerstore.New(api, []string{dockerstore.Containers}, func() {
+					if owner.DockerImages() { // not with dockerd's own store (20.10)
+						docker.RequestReconcile()
+					}
+				}, log)})
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 		if p := nriPlugin(rf.nriSocket, api, policies, rep, judge, observer, log); p != nil {
