@@ -42,6 +42,7 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 	}
 	v := judgeVouched(c.Image, c.ImageID, img, p, g.now(), sigs)
 	if v.Allowed {
+		g.enforceImageMounts(ctx, p, c, event) // mounts.go
 		return
 	}
 	rec := enforcer.Record{Action: enforcer.Removed, Event: event, ContainerID: c.ID, ImageID: c.ImageID, Decision: v.Decision}
@@ -107,7 +108,7 @@ func (g *Guard) containerStep(p *policy.Policy, st containerStep) engine.Step {
 		ctx := context.Background()
 		ps := g.pass(ctx)
 		img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, vouchFor(ps, prev, g.now()))
-		return err == nil && judgeVouched(c.Image, c.ImageID, img, prev, g.now(), ps.Signatures()).Allowed
+		return err == nil && judgeVouched(c.Image, c.ImageID, img, prev, g.now(), ps.Signatures()).Allowed && g.mountsAllowedBy(ctx, prev, c)
 	}
 	s.Do = func(ctx context.Context) (enforcer.Action, error) {
 		if st.Action == enforcer.Stopped {

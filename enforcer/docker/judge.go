@@ -103,14 +103,14 @@ type imagePlan struct {
 //
 // only, when set, restricts the removals to those names (what events put
 // on the image); the rest of the image's names are still taken into
-// account. An image without names (dangling) gets an empty plan.
+// account. An image without names (dangling) is nameless.go's.
 //
 // sigs answers for signed-by rules (nil: such rules deny, fail closed).
 func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs policy.SignatureSource) imagePlan {
 	plan := imagePlan{Image: img}
 	names := namesOf(p, img)
 	if len(names) == 0 {
-		return plan
+		return namelessPlan(img, p, only)
 	}
 	var onlyNorm map[string]bool
 	if only != nil {

@@ -76,7 +76,8 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, s
 
 	for _, img := range images {
 		plan := byID[img.ID].plan(p, now, nil, sigs)
-		if len(plan.Removals) == 0 && plan.Unverifiable == nil && plan.Unknown == nil {
+		if len(plan.Removals) == 0 && plan.Unverifiable == nil && plan.Unknown == nil ||
+			plan.isNameless() && len(usedBy[img.ID]) > 0 { // kept while an allowed container uses it
 			continue
 		}
 		s.Images = append(s.Images, imageStep{Plan: plan, UsedBy: usedBy[img.ID]})
@@ -107,7 +108,10 @@ func judgeListed(ctx context.Context, api API, c Container, byID map[string]*vou
 		v = judgeVouched(c.Image, c.ImageID, img, p, now, sigs)
 	}
 	if v.Allowed {
-		return nil, true, nil
+		// Its own image may run; what it mounts must too (mounts.go).
+		if v, _, err = judgeImageMounts(ctx, api, c.ImageMounts, byID, vouchOf, p, now, sigs); err != nil || v.Allowed {
+			return nil, err == nil, err
+		}
 	}
 	step := &containerStep{Container: c, Verdict: v, Action: enforcer.Removed}
 	switch {
