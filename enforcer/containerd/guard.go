@@ -51,6 +51,8 @@ type Guard struct {
 	// signed-by rules deny and, under local-images: deny, allowed names
 	// are undecided.
 	judge *evidence.Judge
+
+	leases leaseSweep // images only leases hold (leases.go)
 }
 
 // Option configures a Guard.
@@ -251,7 +253,7 @@ func (g *Guard) reconcileNamespace(ctx context.Context, ns string) error {
 		seen[img.Target] = true
 		g.judgeContent(ctx, ns, img, reconcileEvent, "")
 	}
-	return nil
+	return g.sweepLeases(ctx, ns) // leases.go
 }
 
 // policy is the policy in force; nil (none loaded, which the daemon does
