@@ -5,8 +5,16 @@ package integration
 // allowed repository could vouch for, and does not stay; allowed content does.
 
 import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // TestNamelessLoadDoesNotStay: the Docker guard removes a nameless load at its event, and one
@@ -32,6 +40,93 @@ func TestNamelessLoadDoesNotStay(t *testing.T) {
 		requireImage(t, e, approved, approvedID)
 		if got := e.Docker(t, "run", "--rm", approved, "echo", "ok"); got != "ok" {
 			t.Errorf("docker run %s printed %q", approved, got)
+		}
+	})
+}
+
+var buildLeasedPull = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "pg-leasedpull-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "leasedpull")
+	if out, err := exec.Command("go", "build", "-o", bin, "./internal/leasedpull").CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./internal/leasedpull: %w\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// leasedPull is what internal/leasedpull prints.
+type leasedPull struct{ Lease, Target, Chain string }
+
+// runLeasedPull pulls ref into the namespace under a lease of the client's own.
+func runLeasedPull(t testing.TB, e *Env, ns, ref string, extra ...string) leasedPull {
+	t.Helper()
+	bin, err := buildLeasedPull()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.run(bin, append([]string{"-address", e.ContainerdAddress, "-namespace", ns, "-pull", ref}, extra...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res leasedPull
+	if err := json.Unmarshal([]byte(out), &res); err != nil || res.Lease == "" || res.Target == "" {
+		t.Fatalf("leasedpull printed %q: %v", out, err)
+	}
+	return res
+}
+
+// ctrColumn is the first column of a ctr listing, without its header.
+func ctrColumn(t testing.TB, e *Env, ns string, args ...string) []string {
+	t.Helper()
+	var out []string
+	for i, line := range strings.Split(e.Ctr(t, ns, args...), "\n") {
+		if f := strings.Fields(line); i > 0 && len(f) > 0 {
+			out = append(out, f[0])
+		}
+	}
+	return out
+}
+
+// TestLeasedPullDoesNotStay: a client pulls a disallowed image under a lease of its own
+// (with and without containerd.io/gc.expire); the guard deletes the record, and then the
+// lease's hold on the image, so its content and snapshots go. An allowed image pulled the same
+// way, and one pulled with ctr, keep everything.
+func TestLeasedPullDoesNotStay(t *testing.T) {
+	ForEachContainerd(t, func(t *testing.T, e *Env) {
+		const ns = "default"
+		approved, evil := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:1.0")
+		d := startContainerdGuard(t, e, WritePolicy(t, "", provenancePolicy(e, "deny")), "--resync-interval", "5s")
+		ctrPull(t, e, ns, e.Ref("approved/busybox:1.1"))
+		kept := runLeasedPull(t, e, ns, approved)
+		attacks := []leasedPull{runLeasedPull(t, e, ns, evil), runLeasedPull(t, e, "k8s.io", evil, "-expire", "24h")}
+		for i, a := range attacks {
+			ans := []string{ns, "k8s.io"}[i]
+			waitCtrImageGone(t, e, ans, evil)
+			Eventually(t, 3*time.Minute, func() (bool, string) {
+				content := ctrColumn(t, e, ans, "content", "ls")
+				snaps := ctrColumn(t, e, ans, "snapshots", "ls")
+				lss := ctrColumn(t, e, ans, "leases", "ls")
+				return !slices.Contains(content, a.Target) && !slices.Contains(snaps, a.Chain) && !slices.Contains(lss, a.Lease),
+					fmt.Sprintf("namespace %s still holds the leased pull of %s: manifest %v, snapshot %v, lease %v",
+						ans, evil, slices.Contains(content, a.Target), slices.Contains(snaps, a.Chain), slices.Contains(lss, a.Lease))
+			})
+			entry := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=removed", "PULLGUARD_IMAGE_ID="+a.Target, "PULLGUARD_NAMESPACE="+ans)
+			if !strings.Contains(entry["PULLGUARD_REASON"], "lease "+a.Lease) {
+				t.Errorf("PULLGUARD_REASON = %q, want it to name the lease %s", entry["PULLGUARD_REASON"], a.Lease)
+			}
+		}
+		// Allowed content stays: the records, their content and snapshots, the allowed lease.
+		requireCtrImages(t, e, ns, approved, e.Ref("approved/busybox:1.1"))
+		if !slices.Contains(ctrColumn(t, e, ns, "leases", "ls"), kept.Lease) {
+			t.Errorf("the lease of the allowed pull of %s was deleted", approved)
+		}
+		if !slices.Contains(ctrColumn(t, e, ns, "content", "ls"), kept.Target) || !slices.Contains(ctrColumn(t, e, ns, "snapshots", "ls"), kept.Chain) {
+			t.Errorf("content or snapshots of the allowed %s were removed", approved)
+		}
+		if out := e.Ctr(t, ns, "run", "--rm", approved, ctrContainerID(), "echo", "ok"); out != "ok" {
+			t.Errorf("ctr run %s printed %q", approved, out)
 		}
 	})
 }
