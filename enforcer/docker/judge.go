@@ -110,7 +110,7 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs p
 	plan := imagePlan{Image: img}
 	names := namesOf(p, img)
 	if len(names) == 0 {
-		return namelessPlan(img, p, only)
+		return namelessPlan(img, p, now, only)
 	}
 	var onlyNorm map[string]bool
 	if only != nil {

@@ -2,6 +2,7 @@ package docker
 
 import (
 	"slices"
+	"time"
 
 	"github.com/pullguard/pullguard/policy"
 )
@@ -21,20 +22,22 @@ import (
 // is judged by it. Under local-images: allow, names alone are judged and a
 // nameless image is left alone, as before.
 
-// reasonNameless is why a nameless image goes.
-const reasonNameless = "the image has no name, only an ID, so no allowed repository vouches for its content (local-images: deny)"
-
 // namelessPlan is planImage's plan for an image without names: its
 // removal by ID under local-images: deny (of only, when set, if only
-// names the ID), nothing otherwise.
-func namelessPlan(img Image, p *policy.Policy, only []string) imagePlan {
+// names the ID), by the core's verdict on an image without names.
+func namelessPlan(img Image, p *policy.Policy, now time.Time, only []string) imagePlan {
 	plan := imagePlan{Image: img}
 	if p.LocalImages != policy.LocalImagesDeny || img.ID == "" || only != nil && !slices.Contains(only, img.ID) {
 		return plan
 	}
+	v := p.DecideImageWith(nil, contentDigest(img), now, nil)
+	if v.Allowed {
+		return plan
+	}
+	d := v.Decision
+	d.Input = img.ID
 	plan.Empties = true
-	plan.Removals = []removal{{Name: img.ID, Last: true,
-		Decision: policy.Decision{Input: img.ID, Reason: reasonNameless, PolicyHash: p.Hash}}}
+	plan.Removals = []removal{{Name: img.ID, Last: true, Decision: d}}
 	return plan
 }
 
