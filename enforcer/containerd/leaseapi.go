@@ -38,6 +38,7 @@ type leaseAPI interface {
 type Lease struct {
 	ID        string
 	Created   time.Time
+	Labels    map[string]string
 	Resources []LeaseResource
 }
 
@@ -79,7 +80,7 @@ func (r *remote) Leases(ctx context.Context, ns string) ([]Lease, error) {
 		if err != nil {
 			return nil, fmt.Errorf("lease %s: %w", l.ID, err)
 		}
-		lease := Lease{ID: l.ID, Created: l.CreatedAt}
+		lease := Lease{ID: l.ID, Created: l.CreatedAt, Labels: l.Labels}
 		for _, res := range rs {
 			lr := LeaseResource{Type: res.Type, ID: res.ID}
 			if sn, ok := strings.CutPrefix(res.Type, "snapshots/"); ok {

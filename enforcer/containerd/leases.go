@@ -50,13 +50,18 @@ import (
 //     collector does when gc.expire passes.
 //   - Docker's and BuildKit's own use of leases: a container's writable
 //     layer and an image mount are active snapshots (the lease is busy),
-//     and build cache holds layers and snapshots, not images. Docker's
-//     namespaces are left to the Docker guard when both are guarded.
+//     and BuildKit keeps each cache record, base images of builds among
+//     them, under a lease it marks containerd.io/gc.flat (and an
+//     operation's under one marked buildkit/lease.temporary), which is
+//     left alone: releasing from it would leave BuildKit's cache pointing
+//     at content that is gone. Docker's namespaces are left to the Docker
+//     guard when both are guarded.
 //
 // Content a lease holds that is no image — layers and snapshots without a
 // manifest, as a client that dropped the manifest from its lease would
-// leave — is not found here; it stays until its lease goes, and a
-// container made from it is judged by its snapshot chain like any other.
+// leave — is not found here, nor is what a lease marked as BuildKit's
+// holds (labels anyone can set): it stays until its lease goes, and a container
+// made from it is judged by its snapshot chain like any other.
 
 // leaseIdleFor is how long a lease must stay idle and unchanged between
 // the two looks that release it.
@@ -131,10 +136,19 @@ func (g *Guard) sweepLeases(ctx context.Context, ns string) error {
 }
 
 // leaseBusy: the lease is in use by a write or an unpack (or holds a
-// container's writable layer).
+// container's writable layer), or is BuildKit's.
 func leaseBusy(l Lease) bool {
+	for _, k := range buildkitLeaseLabels {
+		if _, ok := l.Labels[k]; ok {
+			return true
+		}
+	}
 	return slices.ContainsFunc(l.Resources, func(r LeaseResource) bool { return r.Type == "ingests" || r.Active })
 }
+
+// buildkitLeaseLabels mark BuildKit's leases: its cache records (held
+// without what they reference) and the temporary ones of an operation.
+var buildkitLeaseLabels = []string{"containerd.io/gc.flat", "buildkit/lease.temporary"}
 
 func heldBy(l Lease) string {
 	s := make([]string, len(l.Resources))

@@ -99,6 +99,7 @@ func TestSweepLeases(t *testing.T) {
 		{name: "an image a record names", leases: []Lease{{ID: "done", Resources: []LeaseResource{content('f'), content('g'), content('h'), snap('i')}}}},
 		{name: "a pull writing a blob", leases: []Lease{{ID: "pull", Resources: append(slices.Clone(leased), LeaseResource{Type: "ingests", ID: "layer-x"})}}},
 		{name: "an unpack in progress", leases: []Lease{{ID: "pull", Resources: append(slices.Clone(leased), LeaseResource{Type: "snapshots/overlayfs", ID: "extract-1", Active: true})}}},
+		{name: "BuildKit's cache record", leases: []Lease{{ID: "cache", Labels: map[string]string{"containerd.io/gc.flat": "2026-12-08T00:00:00Z"}, Resources: leased}}},
 		{name: "no image in the lease", leases: []Lease{{ID: "cache", Resources: []LeaseResource{content('d'), snap('e')}}}},
 		{name: "audit mode reports", mode: policy.ModeAudit, leases: []Lease{{ID: "evil", Resources: leased}},
 			recs: []string{"would-remove default " + dg('a')}},
