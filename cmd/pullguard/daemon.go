@@ -40,6 +40,7 @@ type runtimeFlags struct {
 	containerdNamespace []string
 	containerdConfig    string
 	nriSocket           nriSocketFlag
+	undecidedGrace      time.Duration
 }
 
 func (f *runtimeFlags) register(cmd *cobra.Command) {
@@ -48,6 +49,7 @@ func (f *runtimeFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.containerdNamespace, "containerd-namespaces", nil, "containerd namespaces to guard (default: all, including ones created later)")
 	cmd.Flags().StringVar(&f.containerdConfig, "containerd-config", prepull.DefaultConfigPath, "containerd's configuration (with its imports), read to warn when containerd will not refuse disallowed pulls before they happen")
 	f.nriSocket.register(cmd)
+	cmd.Flags().DurationVar(&f.undecidedGrace, "undecided-grace", evidence.DefaultGrace, "how long an image's provenance may stay undecided (no registry answers where it came from) before it is treated as not vouched for (0: not at all)")
 }
 
 // prePullWarnings says, at start and on every reload, when containerd will not run
@@ -293,7 +295,10 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	prov := provenance.New(reg)
 	// Both answer the policy's questions about content in one place, which
 	// warns once when pullguard has no network.
-	judge := evidence.New(sigs, prov, log)
+	if rf.undecidedGrace < 0 {
+		return nil, fmt.Errorf("--undecided-grace %s: must not be negative", rf.undecidedGrace)
+	}
+	judge := evidence.New(sigs, prov, log).WithGrace(rf.undecidedGrace)
 	// The plugin's image index drops what each image event the Docker
 	// guard reads may have made wrong; the plugin is built after the guard.
 	var plugin *authz.Server

@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/engine"
 	"github.com/pullguard/pullguard/policy"
 )
@@ -79,29 +80,28 @@ const reasonMountGone = "the image mounted from it is no longer known by that na
 // judgeImageMounts judges the images mounted: allowed when each may stay
 // and run; otherwise the verdict of the first that may not (its reason
 // says where it is mounted) and its image ID. byID caches the images
-// vouched for in this pass.
-func judgeImageMounts(ctx context.Context, api API, mounts []ImageMount, byID map[string]*vouched, vouchOf vouchFunc, p *policy.Policy, now time.Time, sigs policy.SignatureSource) (verdict, string, error) {
+// looked up in this pass; ps answers what names cannot prove.
+func judgeImageMounts(ctx context.Context, api API, mounts []ImageMount, byID map[string]*Image, p *policy.Policy, now time.Time, ps *evidence.Pass) (verdict, string, error) {
 	for _, m := range mounts {
 		img, err := api.InspectImage(ctx, m.Source)
 		switch {
 		case errors.Is(err, ErrNotFound):
 			d := policy.Decision{Input: m.Source, Reason: reasonMountGone + mountedAt(m), PolicyHash: p.Hash}
-			return verdict{Decision: d}, "", nil
+			return verdict{Outcome: policy.Denied, Decision: d}, "", nil
 		case err != nil:
 			return verdict{}, "", fmt.Errorf("inspecting image %s mounted at %s: %w", m.Source, m.Target, err)
 		}
-		vi, ok := byID[img.ID]
+		cached, ok := byID[img.ID]
 		if !ok {
-			v := vouchOf(ctx, img)
-			vi = &v
-			byID[img.ID] = vi
+			cached = &img
+			byID[img.ID] = cached
 		}
-		if v := judgeVouched(m.Source, img.ID, vi, p, now, sigs); !v.Allowed {
+		if v := judgeContainer(m.Source, img.ID, cached, p, now, ps); !v.Allowed {
 			v.Decision.Reason += mountedAt(m)
 			return v, img.ID, nil
 		}
 	}
-	return verdict{Allowed: true}, "", nil
+	return verdict{Allowed: true, Outcome: policy.Allowed}, "", nil
 }
 
 func mountedAt(m ImageMount) string {
@@ -116,9 +116,7 @@ func (g *Guard) enforceImageMounts(ctx context.Context, p *policy.Policy, c Cont
 	if len(c.ImageMounts) == 0 {
 		return
 	}
-	ps := g.pass(ctx)
-	sigs := ps.Signatures()
-	v, mountedID, err := judgeImageMounts(ctx, g.api, c.ImageMounts, map[string]*vouched{}, vouchFor(ps, p, g.now()), p, g.now(), sigs)
+	v, mountedID, err := judgeImageMounts(ctx, g.api, c.ImageMounts, map[string]*Image{}, p, g.now(), g.pass(ctx))
 	if err != nil {
 		g.log.WithFields(logrus.Fields{"event": event, "container_id": c.ID, "error": err}).Error("cannot inspect an image the container mounts")
 		return
@@ -127,8 +125,8 @@ func (g *Guard) enforceImageMounts(ctx context.Context, p *policy.Policy, c Cont
 		return
 	}
 	rec := enforcer.Record{Action: enforcer.Removed, Event: event, ContainerID: c.ID, ImageID: mountedID, Decision: v.Decision}
-	if v.Unverifiable {
-		rec.Action, rec.Err = enforcer.Failed, enforcer.ErrSignatureUnverifiable
+	if v.Outcome == policy.Undecided {
+		rec.Action, rec.Err = enforcer.Failed, v.Err
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec})
 		return
 	}
@@ -157,7 +155,6 @@ func (g *Guard) mountsAllowedBy(ctx context.Context, prev *policy.Policy, c Cont
 	if len(c.ImageMounts) == 0 {
 		return true
 	}
-	ps := g.pass(ctx)
-	v, _, err := judgeImageMounts(ctx, g.api, c.ImageMounts, map[string]*vouched{}, vouchFor(ps, prev, g.now()), prev, g.now(), ps.Signatures())
+	v, _, err := judgeImageMounts(ctx, g.api, c.ImageMounts, map[string]*Image{}, prev, g.now(), g.pass(ctx))
 	return err == nil && v.Allowed
 }

@@ -30,8 +30,8 @@ func namelessPlan(img Image, p *policy.Policy, now time.Time, only []string) ima
 	if p.LocalImages != policy.LocalImagesDeny || img.ID == "" || only != nil && !slices.Contains(only, img.ID) {
 		return plan
 	}
-	v := p.DecideImageWith(nil, contentDigest(img), now, nil)
-	if v.Allowed {
+	v := judgeNames(nil, p, nil, &img, now)
+	if v.Outcome != policy.Denied {
 		return plan
 	}
 	d := v.Decision
