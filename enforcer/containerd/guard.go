@@ -55,6 +55,7 @@ type Guard struct {
 	// nil: every namespace is judged alike.
 	owner    Owner
 	retrying atomic.Bool // reconcileLater has a reconcile coming
+	leases   leaseSweep  // images only leases hold (leases.go)
 }
 
 // Option configures a Guard.
@@ -258,7 +259,7 @@ func (g *Guard) reconcileNamespace(ctx context.Context, ns string) error {
 		seen[img.Target] = true
 		g.judgeContent(ctx, ns, img, reconcileEvent, "")
 	}
-	return nil
+	return g.sweepLeases(ctx, ns) // leases.go
 }
 
 // policy is the policy in force; nil (none loaded, which the daemon does

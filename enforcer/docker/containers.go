@@ -41,6 +41,7 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 	}
 	v := judgeContainer(c.Image, c.ImageID, img, p, g.now(), ps)
 	if v.Allowed {
+		g.enforceImageMounts(ctx, p, c, event) // mounts.go
 		return
 	}
 	rec := enforcer.Record{Action: enforcer.Removed, Event: event, ContainerID: c.ID, ImageID: c.ImageID, Decision: v.Decision}
@@ -103,7 +104,7 @@ func (g *Guard) containerStep(p *policy.Policy, st containerStep) engine.Step {
 	s.AllowedBy = func(prev *policy.Policy) bool {
 		ctx := context.Background()
 		img, err := imageOf(ctx, g.api, c.ImageID, map[string]*Image{})
-		return err == nil && judgeContainer(c.Image, c.ImageID, img, prev, g.now(), g.pass(ctx)).Allowed
+		return err == nil && judgeContainer(c.Image, c.ImageID, img, prev, g.now(), g.pass(ctx)).Allowed && g.mountsAllowedBy(ctx, prev, c)
 	}
 	s.Do = func(ctx context.Context) (enforcer.Action, error) {
 		if st.Action == enforcer.Stopped {

@@ -103,7 +103,7 @@ type imagePlan struct {
 //
 // only, when set, restricts the removals to those names (what events put
 // on the image); the rest of the image's names are still taken into
-// account. An image without names (dangling) gets an empty plan.
+// account. An image without names (dangling) is nameless.go's.
 //
 // ps answers what names cannot prove (nil: nothing is asked; signed-by
 // rules deny, fail closed).
@@ -111,7 +111,7 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, ps *ev
 	plan := imagePlan{Image: img}
 	names := namesOf(p, img)
 	if len(names) == 0 {
-		return plan
+		return namelessPlan(img, p, now, only)
 	}
 	var onlyNorm map[string]bool
 	if only != nil {

@@ -74,7 +74,8 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, p
 
 	for _, img := range images {
 		plan := planImage(img, p, now, nil, ps)
-		if len(plan.Removals) == 0 && plan.Failed == nil {
+		if len(plan.Removals) == 0 && plan.Failed == nil ||
+			plan.isNameless() && len(usedBy[img.ID]) > 0 { // kept while an allowed container uses it
 			continue
 		}
 		s.Images = append(s.Images, imageStep{Plan: plan, UsedBy: usedBy[img.ID]})
@@ -105,7 +106,10 @@ func judgeListed(ctx context.Context, api API, c Container, byID map[string]*Ima
 		v = judgeContainer(c.Image, c.ImageID, img, p, now, ps)
 	}
 	if v.Allowed {
-		return nil, true, nil
+		// Its own image may run; what it mounts must too (mounts.go).
+		if v, _, err = judgeImageMounts(ctx, api, c.ImageMounts, byID, p, now, ps); err != nil || v.Allowed {
+			return nil, err == nil, err
+		}
 	}
 	step := &containerStep{Container: c, Verdict: v, Action: enforcer.Removed}
 	switch {
