@@ -50,13 +50,18 @@ type Image struct {
 // verdict. Implementations bind their own context and deadline (one pass
 // of a guard, one request) and may cache; the core keeps nothing.
 //
-// Later kinds of requirement (keyless identities, attestations) add a
-// method each.
+// Later kinds of requirement (keyless identities) add a method each.
 type EvidenceSource interface {
 	// Signature verifies ref's manifest digest (in ref's repository, or
 	// keys.Repository) against keys. SignatureUnverifiable means no answer
 	// could be had; the image is then undecided.
 	Signature(ref Ref, keys *KeySet) SignatureResult
+	// Attestations returns the statements of want.Type whose subject is
+	// ref's manifest digest, each verified by one of want.SignedBy; asked
+	// only when a rule with attestations matches a name, once per Judge.
+	// The core picks the newest and evaluates the condition.
+	// AttestationUnverifiable makes the image undecided.
+	Attestations(ref Ref, want *AttestationRequirement) AttestationResult
 	// Serves reports whether repository serves the manifest digest. An
 	// error means no answer could be had.
 	Serves(repository, digest string) (bool, error)
@@ -219,12 +224,21 @@ var ErrSignatureUnanswered = errors.New("the signature could not be verified")
 
 func isUnproven(n NameDecision) bool { return n.Unproven }
 
-// unanswered is the error of a decision that lacks a signature answer.
+// ErrAttestationUnanswered is what the error of a verdict undecided for
+// want of an attestation answer wraps.
+var ErrAttestationUnanswered = errors.New("the attestations could not be verified")
+
+// unanswered is the error of a decision that lacks a signature or
+// attestation answer.
 func unanswered(d ImageDecision) error {
-	if u := d.Unverifiable(); u != nil {
+	u := d.Unverifiable()
+	switch {
+	case u == nil:
+		return nil
+	case u.Decision.Signature != nil && u.Decision.Signature.Result.Status == SignatureUnverifiable:
 		return fmt.Errorf("%w: %s", ErrSignatureUnanswered, u.Decision.Signature.Result.Reason)
 	}
-	return nil
+	return fmt.Errorf("%w: %s", ErrAttestationUnanswered, u.Decision.Attestation.Reason)
 }
 
 // mayAllow reports whether a name's decision allows it, or would with a
@@ -389,11 +403,26 @@ func (p *Policy) asideDecision(name string, d ImageDecision, provErr error) Name
 	return nd
 }
 
-// askedOnce asks ev about each (repository, digest, key set) once per
-// Judge, however many names and rounds need the answer.
+// askedOnce asks ev about each (repository, digest, key set) and each
+// (repository, digest, attestation requirement) once per Judge, however
+// many names and rounds need the answer.
 type askedOnce struct {
 	ev      EvidenceSource
 	answers map[[3]string]SignatureResult
+	attests map[[3]string]AttestationResult
+}
+
+func (a *askedOnce) Attestations(ref Ref, want *AttestationRequirement) AttestationResult {
+	k := [3]string{ref.Name, ref.Digest, want.ID}
+	if res, ok := a.attests[k]; ok {
+		return res
+	}
+	res := a.ev.Attestations(ref, want)
+	if a.attests == nil {
+		a.attests = map[[3]string]AttestationResult{}
+	}
+	a.attests[k] = res
+	return res
 }
 
 func (a *askedOnce) Signature(ref Ref, keys *KeySet) SignatureResult {
