@@ -1,12 +1,12 @@
 package policy
 
 import (
-	"fmt"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/interpreter"
 )
 
 // Attestation requirements (attestations:). An allow rule may list in-toto
@@ -134,9 +134,30 @@ func (c *AttestationCheck) Field() string {
 // Attested holds a digest's attestation answers for one decision, and the
 // conditions evaluated on them.
 type Attested struct {
-	answers map[string]AttestationResult
-	checks  map[*AttestationRequirement]typeCheck
+	// A rule lists a few types: a short list looked through costs less
+	// than maps made for each decision.
+	answers []answer
+	checks  []evaluated
 	now     time.Time
+}
+
+type answer struct {
+	id  string
+	res AttestationResult
+}
+
+type evaluated struct {
+	q  *AttestationRequirement
+	tc typeCheck
+}
+
+func (a *Attested) answer(id string) (AttestationResult, bool) {
+	for _, x := range a.answers {
+		if x.id == id {
+			return x.res, true
+		}
+	}
+	return AttestationResult{}, false
 }
 
 type typeCheck struct {
@@ -161,13 +182,13 @@ func (ev *Evidence) AnswerAttestations(d Decision, ask func(*AttestationRequirem
 		return false
 	}
 	if ev.Attestations == nil {
-		ev.Attestations = &Attested{answers: map[string]AttestationResult{}}
+		ev.Attestations = &Attested{answers: make([]answer, 0, len(reqs))}
 	}
+	a := ev.Attestations
 	for _, q := range reqs {
-		if _, ok := ev.Attestations.answers[q.ID]; ok {
-			continue
+		if _, ok := a.answer(q.ID); !ok {
+			a.answers = append(a.answers, answer{q.ID, ask(q)})
 		}
-		ev.Attestations.answers[q.ID] = ask(q)
 	}
 	return true
 }
@@ -224,18 +245,20 @@ func (a *Attested) check(q *AttestationRequirement, now time.Time) typeCheck {
 	if a == nil {
 		return typeCheck{reason: "its attestations were not verified"}
 	}
-	res, ok := a.answers[q.ID]
+	res, ok := a.answer(q.ID)
 	if !ok {
 		return typeCheck{reason: "its attestations were not verified"}
 	}
-	if tc, ok := a.checks[q]; ok && a.now.Equal(now) {
-		return tc
+	if !a.now.Equal(now) {
+		a.checks, a.now = a.checks[:0], now
+	}
+	for _, e := range a.checks {
+		if e.q == q {
+			return e.tc
+		}
 	}
 	tc := q.judge(res, now)
-	if a.checks == nil || !a.now.Equal(now) {
-		a.checks, a.now = map[*AttestationRequirement]typeCheck{}, now
-	}
-	a.checks[q] = tc
+	a.checks = append(a.checks, evaluated{q, tc})
 	return tc
 }
 
@@ -273,34 +296,56 @@ func (q *AttestationRequirement) holds(s Statement, now time.Time) string {
 	if q.program == nil {
 		return ""
 	}
-	at := fmt.Sprintf("the condition of attestation %s (%s) ", q.Type, q.Source)
-	out, _, err := q.program.Eval(map[string]any{
-		"predicate":     s.Predicate,
-		"predicateType": s.PredicateType,
-		"subject":       s.Subject,
-		"now":           now,
-	})
+	out, _, err := q.program.Eval(&conditionVars{s: &s, now: now})
 	if err != nil {
-		return at + "could not be evaluated on the newest one " + describeStatement(s) + ": " + err.Error()
+		return q.conditionName() + "could not be evaluated on the newest one " + describeStatement(s) + ": " + err.Error()
 	}
 	if b, ok := out.Value().(bool); !ok || !b {
-		return at + "does not hold on the newest one " + describeStatement(s) + ": " + q.Condition
+		return q.conditionName() + "does not hold on the newest one " + describeStatement(s) + ": " + q.Condition
 	}
 	return ""
 }
 
+// conditionVars are a condition's variables for one statement: what
+// cel-go's Activation asks, without building a map for each evaluation.
+type conditionVars struct {
+	s   *Statement
+	now time.Time
+}
+
+func (v *conditionVars) ResolveName(name string) (any, bool) {
+	switch name {
+	case "predicate":
+		return v.s.Predicate, true
+	case "predicateType":
+		return v.s.PredicateType, true
+	case "subject":
+		return v.s.Subject, true
+	case "now":
+		return v.now, true
+	}
+	return nil, false
+}
+
+func (v *conditionVars) Parent() interpreter.Activation { return nil }
+
+func (q *AttestationRequirement) conditionName() string {
+	return "the condition of attestation " + q.Type + " (" + q.Source.String() + ") "
+}
+
+// describeStatement is "(signed by KEY, FORMAT, finished TIME)".
 func describeStatement(s Statement) string {
-	var b strings.Builder
-	b.WriteString("(")
+	b := make([]byte, 0, 160)
+	b = append(b, '(')
 	if s.Key != nil {
-		fmt.Fprintf(&b, "signed by %s, ", s.Key.Path)
+		b = append(append(append(b, "signed by "...), s.Key.Path...), ", "...)
 	}
-	b.WriteString(s.Format)
+	b = append(b, s.Format...)
 	if t, how := statementTime(s); !t.IsZero() {
-		fmt.Fprintf(&b, ", %s %s", how, t.UTC().Format(time.RFC3339))
+		b = append(append(append(b, ", "...), how...), ' ')
+		b = t.UTC().AppendFormat(b, time.RFC3339)
 	}
-	b.WriteString(")")
-	return b.String()
+	return string(append(b, ')'))
 }
 
 // finishTimes are where the common predicates say when the work they
@@ -338,6 +383,9 @@ func statementTime(s Statement) (time.Time, string) {
 // latest time (statementTime), usually one. Statements with no time at
 // all are older than any with one; when none has a time, all decide.
 func Newest(all []Statement) []Statement {
+	if len(all) < 2 {
+		return all
+	}
 	type timed struct {
 		s Statement
 		t time.Time
@@ -387,7 +435,7 @@ func (p *Policy) evidenceDenial(d *Decision, allow *matcher) bool {
 		res := allow.evidenceFor(r.SignedBy)
 		d.Signature = &SignatureCheck{Rule: r, Keys: r.SignedBy, Result: res}
 	}
-	d.Reason = fmt.Sprintf("%s, but %s", r.matchReason(), c.Reason)
+	d.Reason = r.matchReason() + ", but " + c.Reason
 	return true
 }
 

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/checker"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -157,7 +158,14 @@ func (l *loader) condition(v *yaml.Node, expr string) (cel.Program, bool) {
 		l.errorf(v, "attestations: condition: is of type %s; a condition must be a bool (true allows)", ast.OutputType())
 		return nil, false
 	}
-	prg, err := env.Program(ast, cel.CostLimit(conditionCostLimit), cel.EvalOptions(cel.OptOptimize))
+	opts := []cel.ProgramOption{cel.EvalOptions(cel.OptOptimize)}
+	// Tracking the cost of an evaluation costs as much as the evaluation:
+	// it is done only where the cost could reach the limit (a comprehension
+	// over a list of unknown length), not where its bound is known below it.
+	if est, err := env.EstimateCost(ast, unknownSizes{}); err != nil || est.Max > conditionCostLimit {
+		opts = append(opts, cel.CostLimit(conditionCostLimit))
+	}
+	prg, err := env.Program(ast, opts...)
 	if err != nil {
 		l.errorf(v, "attestations: condition: %v", err)
 		return nil, false
@@ -184,4 +192,15 @@ func (l *loader) conditionError(v *yaml.Node, expr string, line, col int, msg st
 		msg = fmt.Sprintf("%s (line %d, column %d of the expression)", msg, line, col+1)
 	}
 	l.errorf(&node, "attestations: condition: %s", msg)
+}
+
+// unknownSizes is a cost estimator that knows nothing of the predicate:
+// the estimate is then bounded only where the expression is, whatever the
+// statement holds.
+type unknownSizes struct{}
+
+func (unknownSizes) EstimateSize(checker.AstNode) *checker.SizeEstimate { return nil }
+
+func (unknownSizes) EstimateCallCost(string, string, *checker.AstNode, []checker.AstNode) *checker.CallEstimate {
+	return nil
 }
