@@ -7,8 +7,6 @@ package integration
 // containerd guards after it, and scan.
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -161,34 +159,6 @@ allow:
 `, f.reg.addr, f.builder, f.scanner, provenanceType, vulnScanType))
 }
 
-// attCheckLine is a line of check --output json.
-type attCheckLine struct {
-	Input       string `json:"input"`
-	Reference   string `json:"reference"`
-	Allowed     bool   `json:"allowed"`
-	Reason      string `json:"reason"`
-	Attestation string `json:"attestation"`
-}
-
-func runAttCheck(t *testing.T, pol string, extra []string, refs ...string) (map[string]attCheckLine, int, string) {
-	t.Helper()
-	cmd := exec.Command(BuildPullguard(t), append(append([]string{"check", "--policy", pol, "--output", "json"}, extra...), refs...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	code := exitStatus(t, err)
-	lines := map[string]attCheckLine{}
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		var c attCheckLine
-		if err := json.Unmarshal([]byte(l), &c); err != nil {
-			t.Fatalf("check printed %q (stderr %s): %v", l, stderr.String(), err)
-		}
-		lines[c.Input] = c
-		t.Logf("check: %s", l)
-	}
-	return lines, code, stderr.String()
-}
-
 // attWant is what every path must say about a fixture.
 type attWant struct {
 	img     string
@@ -220,9 +190,9 @@ func TestAttestationCheck(t *testing.T) {
 	for _, w := range f.wants() {
 		refs = append(refs, f.ref(w.img))
 	}
-	got, code, stderr := runAttCheck(t, pol, nil, refs...)
+	got, code := runCheck(t, BuildPullguard(t), pol, nil, refs...)
 	if code != 1 {
-		t.Errorf("exit status %d, want 1 (some denied); stderr %s", code, stderr)
+		t.Errorf("exit status %d, want 1 (some denied)", code)
 	}
 	for _, w := range f.wants() {
 		c, ok := got[f.ref(w.img)]
@@ -240,7 +210,7 @@ func TestAttestationCheck(t *testing.T) {
 		t.Errorf("rescan: the reason does not name the newest scan: %s", c.Reason)
 	}
 
-	got, code, _ = runAttCheck(t, pol, []string{"--offline"}, f.ref(attGood), f.ref(attOpen))
+	got, code = runCheck(t, BuildPullguard(t), pol, []string{"--offline"}, f.ref(attGood), f.ref(attOpen))
 	if c := got[f.ref(attGood)]; c.Allowed || c.Attestation != "unverifiable:"+provenanceType || !strings.HasSuffix(c.Reason, "attestations not verified (offline)") || code != 1 {
 		t.Errorf("--offline: %+v exit %d", c, code)
 	}
@@ -250,7 +220,7 @@ func TestAttestationCheck(t *testing.T) {
 
 	// The registry goes away: nothing that needs an attestation is allowed.
 	f.reg.stop(t)
-	got, _, _ = runAttCheck(t, pol, nil, f.digestRef(attGood))
+	got, _ = runCheck(t, BuildPullguard(t), pol, nil, f.digestRef(attGood))
 	if c := got[f.digestRef(attGood)]; c.Allowed || c.Attestation != "unverifiable:"+provenanceType || !strings.Contains(c.Reason, "could not be read from the registry (connection refused)") {
 		t.Errorf("registry stopped: %+v", c)
 	}

@@ -413,27 +413,22 @@ type askedOnce struct {
 }
 
 func (a *askedOnce) Attestations(ref Ref, want *AttestationRequirement) AttestationResult {
-	k := [3]string{ref.Name, ref.Digest, want.ID}
-	if res, ok := a.attests[k]; ok {
-		return res
-	}
-	res := a.ev.Attestations(ref, want)
-	if a.attests == nil {
-		a.attests = map[[3]string]AttestationResult{}
-	}
-	a.attests[k] = res
-	return res
+	return once(&a.attests, [3]string{ref.Name, ref.Digest, want.ID}, func() AttestationResult { return a.ev.Attestations(ref, want) })
 }
 
 func (a *askedOnce) Signature(ref Ref, keys *KeySet) SignatureResult {
-	k := [3]string{ref.Name, ref.Digest, keys.ID}
-	if res, ok := a.answers[k]; ok {
+	return once(&a.answers, [3]string{ref.Name, ref.Digest, keys.ID}, func() SignatureResult { return a.ev.Signature(ref, keys) })
+}
+
+// once returns the answer kept under k, or asks and keeps it.
+func once[V any](answers *map[[3]string]V, k [3]string, ask func() V) V {
+	if res, ok := (*answers)[k]; ok {
 		return res
 	}
-	res := a.ev.Signature(ref, keys)
-	if a.answers == nil {
-		a.answers = map[[3]string]SignatureResult{}
+	res := ask()
+	if *answers == nil {
+		*answers = map[[3]string]V{}
 	}
-	a.answers[k] = res
+	(*answers)[k] = res
 	return res
 }
