@@ -310,18 +310,18 @@ func TestAttestationContainerdGuard(t *testing.T) {
 func testAttestationContainerdGuard(t *testing.T, e *Env) {
 	f := newAttFixtures(t, e)
 	const ns = "default"
-	// Fresh for 40 more seconds: a scan finished 80 s ago under a 2-minute limit.
+	// Fresh for 2 more minutes: a scan finished a minute ago under a 3-minute limit.
 	ageing := "fresh/ageing:1" // under its own rule only
 	f.digests[ageing] = f.reg.pushRandom(t, ageing)
 	f.attest(t, ageing, "builder.key", "slsaprovenance1", provenancePredicate("https://github.com/acme/builder"), true)
-	f.attest(t, ageing, "scanner.key", "vuln", vulnPredicate(time.Now().Add(-80*time.Second), 0), false)
+	f.attest(t, ageing, "scanner.key", "vuln", vulnPredicate(time.Now().Add(-time.Minute), 0), false)
 	pol := WritePolicy(t, "", fmt.Sprintf(`mode: enforce
 allow:
   - image: %[1]s/fresh/**
     attestations:
       - type: %[3]s
         signed-by: [{key: %[2]s}]
-        condition: 'now - timestamp(predicate.metadata.scanFinishedOn) < duration("2m")'
+        condition: 'now - timestamp(predicate.metadata.scanFinishedOn) < duration("3m")'
 `, f.reg.addr, f.scanner, vulnScanType)+strings.SplitN(f.policy(t), "allow:\n", 2)[1])
 	d := startContainerdGuard(t, e, pol, "--resync-interval", "3s")
 	for _, w := range f.wants() {
@@ -344,9 +344,9 @@ allow:
 			t.Errorf("%s was removed: %q", img, imgs)
 		}
 	}
-	// The scan turns stale 40 s after the start; a verdict resting on it is
-	// kept a minute at most, and the next resync removes the image.
-	Eventually(t, 2*time.Minute, func() (bool, string) {
+	// The scan turns stale 2 minutes after the start; a verdict resting on
+	// it is kept a minute at most, and the next resync removes the image.
+	Eventually(t, 4*time.Minute, func() (bool, string) {
 		imgs := e.CtrImages(t, ns)
 		return !strings.Contains(strings.Join(imgs, " "), f.ref(ageing)), "the image whose scan grew stale is still there"
 	})

@@ -359,3 +359,20 @@ func TestAttestationsPageExampleLoads(t *testing.T) {
 }
 
 const policyPagePath = "../docs/pullguard-policy.5.md"
+
+// A name an attestations rule covers may be allowed by its content: a
+// guard must look at the content before removing it, never remove it on
+// the name alone.
+func TestAttestationNamesDependOnContent(t *testing.T) {
+	p := mustAttestPolicy(t, issuePolicy)
+	name := "registry.corp.example.com/apps/web:1"
+	if _, denied := p.DeniedWhateverContent(name, testNow); denied {
+		t.Errorf("%s is denied whatever its content, though its attestations may allow it", name)
+	}
+	if !p.ContentMatters(name, testNow) {
+		t.Errorf("the content of %s does not matter, though its attestations may allow it", name)
+	}
+	if d := p.Decide(name, testNow); d.NeedsAttestations() == nil || d.Allowed {
+		t.Errorf("judged without evidence: allowed=%v, needs %v", d.Allowed, d.NeedsAttestations())
+	}
+}

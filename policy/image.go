@@ -294,7 +294,7 @@ func (p *Policy) ParseRef(s string) (Ref, error) { return p.cache.parse(s) }
 // whatever its content.
 func (p *Policy) DeniedWhateverContent(name string, now time.Time) (Decision, bool) {
 	d := p.Decide(name, now)
-	if d.Allowed || d.Signature != nil || d.Reference == "" || p.pinsDigests {
+	if d.Allowed || d.Signature != nil || d.Attestation != nil || d.Reference == "" || p.pinsDigests {
 		return d, false
 	}
 	r, err := p.ParseRef(name)
@@ -305,7 +305,7 @@ func (p *Policy) DeniedWhateverContent(name string, now time.Time) (Decision, bo
 	// repository is decided alike, but by deny rules that list digests,
 	// which only deny more: one digest stands for all.
 	digests := p.Decide(r.Name+"@"+anyDigest, now)
-	return d, !digests.Allowed && digests.Signature == nil
+	return d, !digests.Allowed && digests.Signature == nil && digests.Attestation == nil
 }
 
 // anyDigest stands for every digest in DeniedWhateverContent.

@@ -242,8 +242,9 @@ func unanswered(d ImageDecision) error {
 }
 
 // mayAllow reports whether a name's decision allows it, or would with a
-// signature: only a name denied whatever the evidence is judged on its own.
-func mayAllow(d Decision) bool { return d.Allowed || d.Signature != nil }
+// signature or attestations: only a name denied whatever the evidence is
+// judged on its own.
+func mayAllow(d Decision) bool { return d.Allowed || d.Signature != nil || d.Attestation != nil }
 
 // setAside returns names without the digest names the policy allows on
 // their own (or would, signed), and where each name of all went in the
