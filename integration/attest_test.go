@@ -129,6 +129,8 @@ func newAttFixtures(t testing.TB, e *Env) *attFixtures {
 		args := []string{"verify-attestation", "--key", c.key, "--insecure-ignore-tlog=true", "--type", c.typ, "--allow-http-registry", "--allow-insecure-registry"}
 		if c.bundle {
 			args = append(args, "--new-bundle-format", "--trusted-root", f.trustRoot)
+		} else {
+			args = append(args, "--new-bundle-format=false") // else cosign 3 looks at the bundles only
 		}
 		cmd := exec.Command(f.cosign, append(args, f.digestRef(c.img))...)
 		cmd.Dir = f.dir

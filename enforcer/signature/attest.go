@@ -205,7 +205,7 @@ func (f found) result(want *policy.AttestationRequirement) policy.AttestationRes
 	t := f.others[want.Type]
 	if t == nil {
 		return policy.AttestationResult{Status: policy.AttestationMissing,
-			Reason: fmt.Sprintf("no attestation of type %s for %s%s", want.Type, f.where, unreadable)}
+			Reason: fmt.Sprintf("no attestation of type %s for %s (one signed by %s is required)%s", want.Type, f.where, want.SignedBy.Describe(), unreadable)}
 	}
 	var parts []string
 	if n := t.counts[byOtherKey]; n > 0 {

@@ -72,7 +72,7 @@ func TestAttestationAnswers(t *testing.T) {
 		t.Errorf("scan by others:\n got %s %q\nwant invalid %q", res.Status, res.Reason, want)
 	}
 	f.others, f.malformed = nil, 1
-	if res := f.result(vuln); res.Status != policy.AttestationMissing || !strings.HasSuffix(res.Reason, "; 1 unreadable attestation") {
+	if res := f.result(vuln); res.Status != policy.AttestationMissing || !strings.HasSuffix(res.Reason, "(one signed by "+k.Path+" is required); 1 unreadable attestation") {
 		t.Errorf("no scan: %+v", res)
 	}
 	f.fetchErr = errors.New("connection refused")
