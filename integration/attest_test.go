@@ -145,9 +145,12 @@ func newAttFixtures(t testing.TB, e *Env) *attFixtures {
 // policy requires acme's provenance and a clean scan less than a week old
 // under attest/**, nothing under open/**.
 func (f *attFixtures) policy(t testing.TB) string {
-	return WritePolicy(t, "", fmt.Sprintf(`mode: enforce
-allow:
-  - image: %[1]s/attest/**
+	return WritePolicy(t, "", "mode: enforce\nallow:\n"+f.rules())
+}
+
+// rules are the policy's allow rules.
+func (f *attFixtures) rules() string {
+	return fmt.Sprintf(`  - image: %[1]s/attest/**
     attestations:
       - type: %[4]s
         signed-by:
@@ -158,7 +161,7 @@ allow:
           - key: %[3]s
         condition: 'now - timestamp(predicate.metadata.scanFinishedOn) < duration("168h") && predicate.scanner.result.critical == 0'
   - image: %[1]s/open/**
-`, f.reg.addr, f.builder, f.scanner, provenanceType, vulnScanType))
+`, f.reg.addr, f.builder, f.scanner, provenanceType, vulnScanType)
 }
 
 // attWant is what every path must say about a fixture.
@@ -324,7 +327,7 @@ allow:
       - type: %[3]s
         signed-by: [{key: %[2]s}]
         condition: 'now - timestamp(predicate.metadata.scanFinishedOn) < duration("3m")'
-`, f.reg.addr, f.scanner, vulnScanType)+strings.SplitN(f.policy(t), "allow:\n", 2)[1])
+`, f.reg.addr, f.scanner, vulnScanType)+f.rules())
 	d := startContainerdGuard(t, e, pol, "--resync-interval", "3s")
 	for _, w := range f.wants() {
 		ctrPull(t, e, ns, f.ref(w.img))
