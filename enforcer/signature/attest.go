@@ -53,8 +53,10 @@ func newAttestationCache() *cache[found] {
 
 // found is what a digest's attestations turned out to be, for one key set.
 type found struct {
-	where    string
-	verified []policy.Statement // of every type, naming the digest
+	where string
+	// verified are the statements naming the digest, by type; never
+	// changed once the answer is kept (the core only reads them).
+	verified map[string][]policy.Statement
 	// others counts, by the predicate type the statement claims, those
 	// that no listed key verified for this digest.
 	others    map[string]*tally
@@ -156,7 +158,11 @@ func (f *found) check(ctx context.Context, env *ssldsse.Envelope, format, alg st
 		if p := st.GetPredicate(); p != nil {
 			predicate = p.AsMap()
 		}
-		f.verified = append(f.verified, policy.Statement{PredicateType: st.GetPredicateType(), Predicate: predicate,
+		if f.verified == nil {
+			f.verified = map[string][]policy.Statement{}
+		}
+		typ := st.GetPredicateType()
+		f.verified[typ] = append(f.verified[typ], policy.Statement{PredicateType: typ, Predicate: predicate,
 			Subject: subjects, Key: keys.Keys[k], Format: format})
 	}
 }
@@ -188,15 +194,8 @@ func (f found) result(want *policy.AttestationRequirement) policy.AttestationRes
 		return policy.AttestationResult{Status: policy.AttestationUnverifiable,
 			Reason: fmt.Sprintf("the attestations of %s could not be read from the registry (%s)", f.where, registry.Unreachable(f.fetchErr))}
 	}
-	var res policy.AttestationResult
-	for _, s := range f.verified {
-		if s.PredicateType == want.Type {
-			res.Statements = append(res.Statements, s)
-		}
-	}
-	if res.Statements != nil {
-		res.Status = policy.AttestationVerified
-		return res
+	if ss := f.verified[want.Type]; ss != nil {
+		return policy.AttestationResult{Status: policy.AttestationVerified, Statements: ss}
 	}
 	unreadable := ""
 	if f.malformed > 0 {

@@ -43,14 +43,14 @@ allow:
 	return p
 }
 
-func verifiedStatements(k *policy.Key) []policy.Statement {
-	return []policy.Statement{
-		{PredicateType: "https://slsa.dev/provenance/v1", Key: k, Format: formatBundle,
+func verifiedStatements(k *policy.Key) map[string][]policy.Statement {
+	return map[string][]policy.Statement{
+		"https://slsa.dev/provenance/v1": {{PredicateType: "https://slsa.dev/provenance/v1", Key: k, Format: formatBundle,
 			Predicate: map[string]any{"runDetails": map[string]any{"builder": map[string]any{"id": "https://github.com/acme/b"},
-				"metadata": map[string]any{"finishedOn": "2026-11-30T10:00:00Z"}}}},
-		{PredicateType: "https://cosign.sigstore.dev/attestation/vuln/v1", Key: k, Format: formatClassic,
+				"metadata": map[string]any{"finishedOn": "2026-11-30T10:00:00Z"}}}}},
+		"https://cosign.sigstore.dev/attestation/vuln/v1": {{PredicateType: "https://cosign.sigstore.dev/attestation/vuln/v1", Key: k, Format: formatClassic,
 			Predicate: map[string]any{"scanner": map[string]any{"result": map[string]any{"critical": 0.0}},
-				"metadata": map[string]any{"scanFinishedOn": "2026-11-30T11:00:00Z"}}},
+				"metadata": map[string]any{"scanFinishedOn": "2026-11-30T11:00:00Z"}}}},
 	}
 }
 
@@ -61,7 +61,7 @@ func TestAttestationAnswers(t *testing.T) {
 	p := attestPolicy(t, "registry.example.com")
 	prov, vuln := p.Allow[0].Attestations[0], p.Allow[0].Attestations[1]
 	k := prov.SignedBy.Keys[0]
-	f := found{where: "sha256:aa in registry.example.com/attested/app", verified: verifiedStatements(k)[:1],
+	f := found{where: "sha256:aa in registry.example.com/attested/app", verified: map[string][]policy.Statement{prov.Type: verifiedStatements(k)[prov.Type]},
 		others: map[string]*tally{vuln.Type: {counts: map[finding]int{byOtherKey: 2, forOtherDigest: 1}}}}
 	if res := f.result(prov); res.Status != policy.AttestationVerified || len(res.Statements) != 1 {
 		t.Errorf("provenance: %+v", res)
