@@ -153,7 +153,7 @@ func (s *Server) judgePull(ctx context.Context, p *policy.Policy, now time.Time,
 		return judgeAllTags(p, now, ref.Name())
 	}
 	d := p.Decide(ref.String(), now)
-	if d.NeedsEvidence() != nil && s.signatures != nil {
+	if (d.NeedsEvidence() != nil || d.NeedsAttestations() != nil) && s.signatures != nil {
 		d = s.signatures.Decide(ctx, p, ref.String(), now)
 	}
 	return decided(p, d)

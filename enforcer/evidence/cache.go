@@ -55,13 +55,13 @@ func (c *verdictCache) get(p *policy.Policy, img policy.Image, now time.Time) (p
 	return v, true
 }
 
-func (c *verdictCache) put(p *policy.Policy, img policy.Image, now time.Time, v policy.Verdict) {
+func (c *verdictCache) put(p *policy.Policy, img policy.Image, now time.Time, v policy.Verdict, ttl time.Duration) {
 	if img.Digest == "" {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	until := now.Add(verdictTTL)
+	until := now.Add(ttl)
 	if e := c.nextExpiry(p, now); !e.IsZero() && e.Before(until) {
 		until = e
 	}

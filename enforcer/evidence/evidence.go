@@ -99,10 +99,20 @@ func (ps *Pass) Judge(p *policy.Policy, img policy.Image, now time.Time) policy.
 	a := &asked{}
 	v := p.Judge(img, now, answers{ps, a})
 	if a.any && a.verified && v.Outcome != policy.Undecided {
-		ps.j.verdicts.put(p, img, now, v)
+		ttl := verdictTTL
+		if a.attested {
+			ttl = attestedVerdictTTL
+		}
+		ps.j.verdicts.put(p, img, now, v, ttl)
 	}
 	return ps.j.bound(img, v, now)
 }
+
+// attestedVerdictTTL is how long a verdict resting on attestations is
+// kept: less than a resync (5 minutes), so that every resync evaluates the
+// conditions again, a freshness condition at the time of the resync,
+// from the verified statements the verifier keeps.
+const attestedVerdictTTL = time.Minute
 
 // answers is a pass as the core's EvidenceSource for one Judge, noting
 // whether every answer was a verified yes.
@@ -111,7 +121,7 @@ type answers struct {
 	a *asked
 }
 
-type asked struct{ any, verified bool }
+type asked struct{ any, verified, attested bool }
 
 func (a *asked) note(yes bool) {
 	a.verified = yes && (a.verified || !a.any)
@@ -127,6 +137,20 @@ func (e answers) Signature(ref policy.Ref, keys *policy.KeySet) policy.Signature
 	}
 	res := e.sigs.Signature(ref, keys)
 	e.a.note(res.Status == policy.SignatureVerified)
+	return res
+}
+
+// Attestations asks the pass's verifier; without one, attestation rules
+// deny (fail closed), as signed-by rules do.
+func (e answers) Attestations(ref policy.Ref, want *policy.AttestationRequirement) policy.AttestationResult {
+	e.a.attested = true
+	as, _ := e.sigs.(policy.AttestationSource)
+	if as == nil {
+		e.a.note(false)
+		return policy.AttestationResult{}
+	}
+	res := as.Attestations(ref, want)
+	e.a.note(res.Status == policy.AttestationVerified)
 	return res
 }
 

@@ -55,14 +55,15 @@ const maxPayload = 128 << 20
 
 // Verifier checks signatures at registries and caches the answers.
 type Verifier struct {
-	reg   *registry.Client
-	cache *cache
-	keys  sync.Map // fingerprint -> []sigsig.Verifier
+	reg     *registry.Client
+	cache   *cache[policy.SignatureResult]
+	attests *cache[found] // attestations, verified (attest.go)
+	keys    sync.Map      // fingerprint -> []sigsig.Verifier
 }
 
 // New returns a verifier using reg for registry access.
 func New(reg *registry.Client) *Verifier {
-	return &Verifier{reg: reg, cache: newCache(cacheSize)}
+	return &Verifier{reg: reg, cache: newCache(cacheSize), attests: newAttestationCache()}
 }
 
 // Registry is the client the verifier uses.
