@@ -97,9 +97,10 @@ func (ps *Pass) Judge(p *policy.Policy, img policy.Image, now time.Time) policy.
 		return v
 	}
 	a := &asked{}
-	v := p.Judge(img, now, answers{ps, a})
+	rec := &recorder{answers: answers{ps, a}}
+	v := p.Judge(img, now, rec)
 	if a.any && a.verified && v.Outcome != policy.Undecided {
-		ps.j.verdicts.put(p, img, now, v)
+		ps.j.verdicts.put(p, img, now, v, rec.evidence())
 	}
 	return ps.j.bound(img, v, now)
 }
