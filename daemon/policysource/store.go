@@ -179,4 +179,3 @@ func (s *store) prune(keep ...string) error {
 	}
 	return errors.Join(errs...)
 }
-
