@@ -65,6 +65,9 @@ func NewVerdictFile(stateDir string, log logrus.FieldLogger) *VerdictFile {
 // KeepVerdicts attaches f to the judge: f loads into and saves from its
 // verdict cache.
 func (j *Judge) KeepVerdicts(f *VerdictFile) {
+	if j == nil || f == nil {
+		return
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.c = &j.verdicts
