@@ -142,7 +142,7 @@ func (f *VerdictFile) load(policyHash string, now time.Time) {
 	f.c.restored = restored
 	f.saved = f.c.changes
 	f.c.mu.Unlock()
-	f.log.WithField("path", f.path).Infof("kept verdicts: %d read from %s for the policy in force; %d expired or of another policy dropped",
+	f.log.Infof("kept verdicts: %d read from %s for the policy in force; %d expired or of another policy dropped",
 		len(restored), f.path, dropped)
 }
 
@@ -152,8 +152,7 @@ func (f *VerdictFile) discard(why error) {
 	if err := os.Remove(f.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		removed = fmt.Sprintf("could not be removed (%v)", err)
 	}
-	f.log.WithError(why).WithField("path", f.path).
-		Warnf("kept verdicts discarded, not trusted: %v; the file was %s, and images are judged afresh (registries are asked again)", why, removed)
+	f.log.WithError(why).Warnf("kept verdicts discarded, not trusted: %v; the file was %s, and images are judged afresh (registries are asked again)", why, removed)
 }
 
 // readVerdictFile opens path without following a link, checks who owns
