@@ -62,9 +62,8 @@ func TestRunKeepsVerdicts(t *testing.T) {
 // checkedFeed is a policy feed that is checked when the test says, or
 // when the daemon asks (a reload request).
 type checkedFeed struct {
-	checks   chan struct{}
-	asked    chan struct{}
-	warnings func() []string
+	checks chan struct{}
+	asked  chan struct{}
 }
 
 func (f *checkedFeed) Run(ctx context.Context, _ func(string, logrus.Fields) error) error {
