@@ -258,6 +258,7 @@ loop:
 			requested.Store(true)
 			if feedChecks != nil {
 				checkFeedNow(ctx, gctx, feedChecks)
+				recheckSetup() // READY=1 says how the check went
 			}
 			if err := watcher.Reload(); err != nil {
 				log.WithError(err).Warn("reload request: the policy in force is kept")
