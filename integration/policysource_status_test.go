@@ -52,6 +52,9 @@ func TestPolicySourceStatusAndReload(t *testing.T) {
 	})
 
 	t.Run("a reload request checks the source", func(t *testing.T) {
+		if s.reg.cmd == nil { // the subtest before failed with the registry stopped
+			s.reg.start(t)
+		}
 		d, notify := start(t, time.Hour) // no scheduled check within the test
 		second := s.push(t, s.policyDir(t, false, ""), "prod")
 		s.sign(t, second, "allowed", false)
