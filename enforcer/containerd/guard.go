@@ -51,6 +51,8 @@ type Guard struct {
 	// signed-by rules deny and, under local-images: deny, allowed names
 	// are undecided.
 	judge *evidence.Judge
+
+	contentState // what is known of containers' content (content.go)
 }
 
 // Option configures a Guard.
@@ -99,6 +101,7 @@ func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log log
 		now:   time.Now,
 		locks: locker.New(),
 	}
+	g.started = time.Now()
 	for _, o := range opts {
 		o(g)
 	}
@@ -194,8 +197,8 @@ func (g *Guard) wanted(ns string) bool {
 const reconcileEvent = "reconcile"
 
 // reconcile judges every container and image record of every guarded
-// namespace. Containers go first: a container whose image is named only by
-// an image ID is judged through that image's names, which must still exist.
+// namespace. Containers go first: a container is judged through the
+// records of the content it runs, which must still exist.
 func (g *Guard) reconcile(ctx context.Context, reason string) error {
 	start := time.Now()
 	nss, err := g.api.Namespaces(ctx)
@@ -226,22 +229,12 @@ func (g *Guard) reconcile(ctx context.Context, reason string) error {
 }
 
 func (g *Guard) reconcileNamespace(ctx context.Context, ns string) error {
-	cs, err := g.api.Containers(ctx, ns)
+	imgs, err := g.reconcileContainers(ctx, ns)
 	if isNotFound(err) {
 		return nil // the namespace went away
 	}
 	if err != nil {
-		return fmt.Errorf("listing containers: %w", err)
-	}
-	for _, c := range cs {
-		g.checkContainer(ctx, ns, c, reconcileEvent)
-	}
-	imgs, err := g.api.Images(ctx, ns)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("listing images: %w", err)
+		return err
 	}
 	seen := map[string]bool{}
 	for _, img := range imgs {

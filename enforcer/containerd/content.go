@@ -1,0 +1,266 @@
+package containerd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/pullguard/pullguard/policy"
+)
+
+// A container is judged by the content it runs, not by what it says it
+// runs: its Image field and CRI's image-name label are written by whoever
+// creates it. Its root file system is a snapshot prepared from a committed
+// chain; containerd's unpacker names an image's top snapshot by the chain
+// ID of the image's layers (identity.ChainID of its config's diff IDs), in
+// every snapshotter. So the container's snapshot parent, looked up in the
+// snapshotter, is matched against the chain IDs of the namespace's images,
+// and the images it matches are judged with all their names. A chain no
+// image has (content pulled under a lease and its record deleted, layers
+// committed by hand) is not from an allowed image.
+
+// contentState is what the guard knows of containers' content. Its maps
+// are guarded by Guard.keptMu.
+type contentState struct {
+	chains chainCache
+	// started is when this guard was made: a container created earlier
+	// may have been allowed when it started.
+	started time.Time
+	// allowed holds the containers last judged allowed; ran what each
+	// allowed container was found to run. By namespace and ID.
+	allowed map[string]bool
+	ran     map[string]remembered
+}
+
+// reconcileContainers judges every container of the namespace by its
+// content and ends the tasks whose container is gone. It returns the
+// namespace's image records, for the reconcile to judge next.
+func (g *Guard) reconcileContainers(ctx context.Context, ns string) ([]Image, error) {
+	// Tasks are listed before containers: a task is created after its
+	// container, so one listed here whose container is not listed next
+	// has lost it.
+	tasks, err := g.api.Tasks(ctx, ns)
+	if err != nil {
+		return nil, fmt.Errorf("listing tasks: %w", err)
+	}
+	cs, err := g.api.Containers(ctx, ns)
+	if err != nil {
+		return nil, fmt.Errorf("listing containers: %w", err)
+	}
+	imgs, err := g.api.Images(ctx, ns)
+	if err != nil {
+		return nil, fmt.Errorf("listing images: %w", err)
+	}
+	idx, err := g.indexImages(ctx, ns, imgs)
+	if err != nil {
+		return nil, err
+	}
+	view := g.snapshotsOf(ctx, ns, cs)
+	live := make(map[string]bool, len(cs))
+	for _, c := range cs {
+		live[ns+"\x00"+c.ID] = true
+		g.checkContainer(ctx, ns, c, reconcileEvent, idx, view)
+	}
+	g.reapOrphans(ctx, ns, tasks, live)
+	g.forgetGone(ns, live)
+	return imgs, nil
+}
+
+// chainCache maps an image target (manifest or index digest) to the chain
+// IDs of its manifests. Content under a digest never changes, so an entry
+// made when every manifest was present is final; one made while some were
+// missing is not kept (a later pull of another platform completes it).
+type chainCache struct {
+	mu sync.Mutex
+	m  map[string][]string
+}
+
+func (c *chainCache) get(target string) ([]string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v, ok := c.m[target]
+	return v, ok
+}
+
+func (c *chainCache) put(target string, chains []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= maxCachedChains {
+		c.m = map[string][]string{} // content comes and goes; start over
+	}
+	c.m[target] = chains
+}
+
+// maxCachedChains bounds the chain cache: far more images than a node
+// holds.
+const maxCachedChains = 50000
+
+// nsImages is a namespace's image records, by target and by chain ID.
+type nsImages struct {
+	byTarget map[string][]Image
+	byChain  map[string][]string // chain ID -> targets, in listing order
+}
+
+// indexImages reads the chain IDs of every content the records point at.
+// Content whose manifests cannot be read (a corrupt blob a socket user
+// wrote) has no chain: no container matches it.
+func (g *Guard) indexImages(ctx context.Context, ns string, recs []Image) (*nsImages, error) {
+	idx := &nsImages{byTarget: map[string][]Image{}, byChain: map[string][]string{}}
+	for _, r := range recs {
+		if r.Target == "" {
+			continue
+		}
+		if _, seen := idx.byTarget[r.Target]; !seen {
+			chains, ok := g.chains.get(r.Target)
+			if !ok {
+				var complete bool
+				var err error
+				chains, complete, err = g.api.ChainIDs(ctx, ns, r.Target)
+				if err != nil {
+					if ctx.Err() != nil || isUnavailable(err) {
+						return nil, fmt.Errorf("reading the layers of image %s: %w", r.Name, err)
+					}
+					g.log.WithError(err).WithField("image", r.Name).Debug("containerd: cannot read the image's layers; no container is judged to run it")
+				}
+				if complete {
+					g.chains.put(r.Target, chains)
+				}
+			}
+			for _, ch := range chains {
+				idx.byChain[ch] = append(idx.byChain[ch], r.Target)
+			}
+		}
+		idx.byTarget[r.Target] = append(idx.byTarget[r.Target], r)
+	}
+	return idx, nil
+}
+
+// snapshotView answers snapshot look-ups during one reconcile from one
+// listing per snapshotter; nil looks each up.
+type snapshotView map[string]map[string]Snapshot // snapshotter -> name -> snapshot
+
+func (g *Guard) snapshotsOf(ctx context.Context, ns string, cs []Container) snapshotView {
+	v := snapshotView{}
+	for _, c := range cs {
+		if c.SnapshotKey == "" {
+			continue
+		}
+		if _, done := v[c.Snapshotter]; done {
+			continue
+		}
+		list, err := g.api.Snapshots(ctx, ns, c.Snapshotter)
+		if err != nil {
+			v[c.Snapshotter] = nil // looked up one by one
+			continue
+		}
+		m := make(map[string]Snapshot, len(list))
+		for _, s := range list {
+			m[s.Name] = s
+		}
+		v[c.Snapshotter] = m
+	}
+	return v
+}
+
+// errNoSnapshot: the container's root file system is no snapshot (ctr run
+// --rootfs: a directory of the host).
+var errNoSnapshot = errors.New("the container has no root file system snapshot")
+
+// errSnapshotGone: the container names a snapshot its snapshotter does not
+// have.
+var errSnapshotGone = errors.New("the container's root file system snapshot does not exist")
+
+// chainOf is the committed chain the container's snapshot was made from:
+// the parent of its active snapshot or view ("" for a snapshot prepared
+// from nothing).
+func (g *Guard) chainOf(ctx context.Context, ns string, c Container, view snapshotView) (string, error) {
+	if c.SnapshotKey == "" {
+		return "", errNoSnapshot
+	}
+	var s Snapshot
+	found := false
+	if m := view[c.Snapshotter]; m != nil {
+		s, found = m[c.SnapshotKey]
+	}
+	if !found {
+		var err error
+		s, err = g.api.Snapshot(ctx, ns, c.Snapshotter, c.SnapshotKey)
+		if isNotFound(err) {
+			return "", errSnapshotGone
+		}
+		if err != nil {
+			return "", fmt.Errorf("looking up snapshot %s (%s): %w", c.SnapshotKey, c.Snapshotter, err)
+		}
+	}
+	if s.Committed {
+		return s.Name, nil
+	}
+	return s.Parent, nil
+}
+
+// claimed is the image a container says it runs: its Image field, or for
+// a CRI container the image-name label or annotation, or a sandbox's. It
+// proves nothing about content; it is shown in the journal and counts as
+// a name only when it is a record of the content the container runs.
+func claimed(c Container) string {
+	for _, n := range []string{c.Image, c.Labels[criImageName], c.Annotations[criImageName], c.Annotations[criSandboxImageName]} {
+		if n != "" {
+			return n
+		}
+	}
+	return ""
+}
+
+// remembered is the image a container was found to run when its content
+// still had records: a container keeps running content whose records were
+// deleted since (ctr images rm), and is judged by what they were.
+type remembered struct {
+	chain string
+	image policy.Image
+}
+
+func (g *Guard) remember(ns, id string, r remembered) {
+	g.keptMu.Lock()
+	defer g.keptMu.Unlock()
+	if g.ran == nil {
+		g.ran = map[string]remembered{}
+	}
+	g.ran[ns+"\x00"+id] = r
+}
+
+func (g *Guard) recall(ns, id string) (remembered, bool) {
+	g.keptMu.Lock()
+	defer g.keptMu.Unlock()
+	r, ok := g.ran[ns+"\x00"+id]
+	return r, ok
+}
+
+// forgetGone drops what is remembered of the namespace's containers that
+// are gone.
+func (g *Guard) forgetGone(ns string, live map[string]bool) {
+	g.keptMu.Lock()
+	defer g.keptMu.Unlock()
+	for _, m := range []map[string]bool{g.kept, g.allowed} {
+		for k := range m {
+			if nsOf(k) == ns && !live[k] {
+				delete(m, k)
+			}
+		}
+	}
+	for k := range g.ran {
+		if nsOf(k) == ns && !live[k] {
+			delete(g.ran, k)
+		}
+	}
+}
+
+func nsOf(key string) string {
+	for i := range len(key) {
+		if key[i] == 0 {
+			return key[:i]
+		}
+	}
+	return key
+}
