@@ -25,6 +25,9 @@ type fakeAPI struct {
 	// beforeDelete, when set, runs before an image record is deleted,
 	// without the fake's lock held.
 	beforeDelete func(ns, name string)
+	// beforeDeleteContainer and afterDeleteContainer, when set, run once
+	// around a container's deletion, with the fake's lock held.
+	beforeDeleteContainer, afterDeleteContainer func(n *fakeNS)
 }
 
 type fakeNS struct {
@@ -349,11 +352,19 @@ func (f *fakeAPI) DeleteContainer(_ context.Context, ns, id string) error {
 	if _, ok := n.containers[id]; !ok {
 		return fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
+	if hook := f.beforeDeleteContainer; hook != nil {
+		f.beforeDeleteContainer = nil
+		hook(n)
+	}
 	if _, ok := n.tasks[id]; ok {
 		return fmt.Errorf("cannot delete running task %v: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	delete(n.containers, id)
 	f.calls = append(f.calls, "delete-container "+ns+" "+id)
+	if hook := f.afterDeleteContainer; hook != nil {
+		f.afterDeleteContainer = nil
+		hook(n)
+	}
 	return nil
 }
 
