@@ -237,7 +237,7 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 	}
 	var out containerVerdict
 	for i, img := range images {
-		v := ps.Judge(p, img, now)
+		v := idx.judge(ps, p, img, now)
 		cv := containerVerdict{Decision: v.Decision, Outcome: v.Outcome, Err: evidence.Failure(v), ImageID: img.Digest}
 		if i == 0 || rank(cv.Outcome) > rank(out.Outcome) {
 			out = cv

@@ -101,13 +101,20 @@ const maxCachedChains = 50000
 type nsImages struct {
 	byTarget map[string][]Image
 	byChain  map[string][]string // chain ID -> targets, in listing order
+	// verdicts memoizes, for one reconcile, the verdict on a content
+	// judged with given names under a given policy: many containers run
+	// the same image.
+	mu       sync.Mutex
+	verdicts map[verdictKey]policy.Verdict
 }
+
+type verdictKey struct{ policyHash, target, first string }
 
 // indexImages reads the chain IDs of every content the records point at.
 // Content whose manifests cannot be read (a corrupt blob a socket user
 // wrote) has no chain: no container matches it.
 func (g *Guard) indexImages(ctx context.Context, ns string, recs []Image) (*nsImages, error) {
-	idx := &nsImages{byTarget: map[string][]Image{}, byChain: map[string][]string{}}
+	idx := &nsImages{byTarget: map[string][]Image{}, byChain: map[string][]string{}, verdicts: map[verdictKey]policy.Verdict{}}
 	for _, r := range recs {
 		if r.Target == "" {
 			continue
@@ -263,4 +270,26 @@ func nsOf(key string) string {
 		}
 	}
 	return key
+}
+
+// judge is the verdict on img under p, once per reconcile for the same
+// content and names.
+func (idx *nsImages) judge(ps interface {
+	Judge(*policy.Policy, policy.Image, time.Time) policy.Verdict
+}, p *policy.Policy, img policy.Image, now time.Time) policy.Verdict {
+	k := verdictKey{p.Hash, img.Digest, ""}
+	if len(img.Names) > 0 {
+		k.first = img.Names[0] // the names are the content's records, the claimed one first
+	}
+	idx.mu.Lock()
+	v, ok := idx.verdicts[k]
+	idx.mu.Unlock()
+	if ok {
+		return v
+	}
+	v = ps.Judge(p, img, now)
+	idx.mu.Lock()
+	idx.verdicts[k] = v
+	idx.mu.Unlock()
+	return v
 }
