@@ -75,7 +75,7 @@ func readJSON(ctx context.Context, store content.Provider, dg digest.Digest, v a
 		return fmt.Errorf("blob %s: %d bytes, more than a manifest or config has", dg, ra.Size())
 	}
 	b := make([]byte, ra.Size())
-	if _, err := ra.ReadAt(b, 0); err != nil {
+	if n, err := ra.ReadAt(b, 0); n < len(b) {
 		return fmt.Errorf("reading blob %s: %w", dg, err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {

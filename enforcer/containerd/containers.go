@@ -211,9 +211,13 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 			return containerVerdict{}, err
 		}
 	}
+	targets, err := g.targetsOf(ctx, ns, idx, chain)
+	if err != nil {
+		return containerVerdict{}, err
+	}
 	ps := g.judge.Pass(ctx)
 	var images []policy.Image
-	for _, target := range idx.byChain[chain] {
+	for _, target := range targets {
 		recs := idx.byTarget[target]
 		names := recordNames(recs)
 		for _, r := range recs {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -70,27 +71,34 @@ func (g *Guard) reconcileContainers(ctx context.Context, ns string) ([]Image, er
 
 // chainCache maps an image target (manifest or index digest) to the chain
 // IDs of its manifests. Content under a digest never changes, so an entry
-// made when every manifest was present is final; one made while some were
-// missing is not kept (a later pull of another platform completes it).
+// made when every manifest was present is final. One made while some were
+// missing (an index of which one platform was pulled, as CRI does) is used
+// as it is, and read again only when a container's chain matches no image
+// (a later pull of another platform completes it).
 type chainCache struct {
 	mu sync.Mutex
-	m  map[string][]string
+	m  map[string]chainEntry
 }
 
-func (c *chainCache) get(target string) ([]string, bool) {
+type chainEntry struct {
+	chains   []string
+	complete bool
+}
+
+func (c *chainCache) get(target string) (chainEntry, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.m[target]
 	return v, ok
 }
 
-func (c *chainCache) put(target string, chains []string) {
+func (c *chainCache) put(target string, e chainEntry) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.m == nil || len(c.m) >= maxCachedChains {
-		c.m = map[string][]string{} // content comes and goes; start over
+		c.m = map[string]chainEntry{} // content comes and goes; start over
 	}
-	c.m[target] = chains
+	c.m[target] = e
 }
 
 // maxCachedChains bounds the chain cache: far more images than a node
@@ -101,6 +109,9 @@ const maxCachedChains = 50000
 type nsImages struct {
 	byTarget map[string][]Image
 	byChain  map[string][]string // chain ID -> targets, in listing order
+	// incomplete are records of contents some manifests of which were
+	// missing when their chains were read.
+	incomplete []Image
 	// verdicts memoizes, for one reconcile, the verdict on a content
 	// judged with given names under a given policy: many containers run
 	// the same image.
@@ -120,28 +131,64 @@ func (g *Guard) indexImages(ctx context.Context, ns string, recs []Image) (*nsIm
 			continue
 		}
 		if _, seen := idx.byTarget[r.Target]; !seen {
-			chains, ok := g.chains.get(r.Target)
+			e, ok := g.chains.get(r.Target)
 			if !ok {
-				var complete bool
 				var err error
-				chains, complete, err = g.api.ChainIDs(ctx, ns, r.Target)
-				if err != nil {
-					if ctx.Err() != nil || isUnavailable(err) {
-						return nil, fmt.Errorf("reading the layers of image %s: %w", r.Name, err)
-					}
-					g.log.WithError(err).WithField("image", r.Name).Debug("containerd: cannot read the image's layers; no container is judged to run it")
-				}
-				if complete {
-					g.chains.put(r.Target, chains)
+				if e, err = g.readChains(ctx, ns, r); err != nil {
+					return nil, err
 				}
 			}
-			for _, ch := range chains {
-				idx.byChain[ch] = append(idx.byChain[ch], r.Target)
+			if !e.complete {
+				idx.incomplete = append(idx.incomplete, r)
 			}
+			idx.addChains(r.Target, e.chains)
 		}
 		idx.byTarget[r.Target] = append(idx.byTarget[r.Target], r)
 	}
 	return idx, nil
+}
+
+// readChains reads the chain IDs of the content r points at and caches
+// them.
+func (g *Guard) readChains(ctx context.Context, ns string, r Image) (chainEntry, error) {
+	chains, complete, err := g.api.ChainIDs(ctx, ns, r.Target)
+	if err != nil {
+		if ctx.Err() != nil || isUnavailable(err) {
+			return chainEntry{}, fmt.Errorf("reading the layers of image %s: %w", r.Name, err)
+		}
+		g.log.WithError(err).WithField("image", r.Name).Debug("containerd: cannot read the image's layers; no container is judged to run it")
+		return chainEntry{}, nil // not cached: read again next time
+	}
+	e := chainEntry{chains: chains, complete: complete}
+	g.chains.put(r.Target, e)
+	return e, nil
+}
+
+func (idx *nsImages) addChains(target string, chains []string) {
+	for _, ch := range chains {
+		if !slices.Contains(idx.byChain[ch], target) {
+			idx.byChain[ch] = append(idx.byChain[ch], target)
+		}
+	}
+}
+
+// targetsOf are the contents whose layers chain is. When none is, the
+// contents some manifests of which were missing are read again, once.
+func (g *Guard) targetsOf(ctx context.Context, ns string, idx *nsImages, chain string) ([]string, error) {
+	idx.mu.Lock()
+	defer idx.mu.Unlock()
+	if ts := idx.byChain[chain]; len(ts) > 0 || len(idx.incomplete) == 0 || chain == "" {
+		return ts, nil
+	}
+	for _, r := range idx.incomplete {
+		e, err := g.readChains(ctx, ns, r)
+		if err != nil {
+			return nil, err
+		}
+		idx.addChains(r.Target, e.chains)
+	}
+	idx.incomplete = nil
+	return idx.byChain[chain], nil
 }
 
 // snapshotView answers snapshot look-ups during one reconcile from one
