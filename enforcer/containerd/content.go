@@ -198,22 +198,23 @@ type snapshotView map[string]map[string]Snapshot // snapshotter -> name -> snaps
 func (g *Guard) snapshotsOf(ctx context.Context, ns string, cs []Container) snapshotView {
 	v := snapshotView{}
 	for _, c := range cs {
-		if c.SnapshotKey == "" {
+		sn := c.Snapshotter
+		if c.SnapshotKey == "" && sn == "" {
+			sn = dockerSnapshotter
+		}
+		if _, done := v[sn]; done {
 			continue
 		}
-		if _, done := v[c.Snapshotter]; done {
-			continue
-		}
-		list, err := g.api.Snapshots(ctx, ns, c.Snapshotter)
+		list, err := g.api.Snapshots(ctx, ns, sn)
 		if err != nil {
-			v[c.Snapshotter] = nil // looked up one by one
+			v[sn] = nil // looked up one by one
 			continue
 		}
 		m := make(map[string]Snapshot, len(list))
 		for _, s := range list {
 			m[s.Name] = s
 		}
-		v[c.Snapshotter] = m
+		v[sn] = m
 	}
 	return v
 }
@@ -228,30 +229,54 @@ var errSnapshotGone = errors.New("the container's root file system snapshot does
 
 // chainOf is the committed chain the container's snapshot was made from:
 // the parent of its active snapshot or view ("" for a snapshot prepared
-// from nothing).
+// from nothing). Docker's containers (Docker 29's containerd image store)
+// name no snapshot: Docker prepares one keyed by the container's ID, over
+// an init layer <ID>-init of its own, and mounts it itself; that snapshot
+// is read instead, through the init layer.
 func (g *Guard) chainOf(ctx context.Context, ns string, c Container, view snapshotView) (string, error) {
-	if c.SnapshotKey == "" {
+	key, snapshotter := c.SnapshotKey, c.Snapshotter
+	if key == "" {
+		key = c.ID
+		if snapshotter == "" {
+			snapshotter = dockerSnapshotter
+		}
+	}
+	s, err := g.snapshot(ctx, ns, snapshotter, key, view)
+	if c.SnapshotKey == "" && (isNotFound(err) || errors.Is(err, errSnapshotGone)) {
 		return "", errNoSnapshot
 	}
-	var s Snapshot
-	found := false
-	if m := view[c.Snapshotter]; m != nil {
-		s, found = m[c.SnapshotKey]
-	}
-	if !found {
-		var err error
-		s, err = g.api.Snapshot(ctx, ns, c.Snapshotter, c.SnapshotKey)
-		if isNotFound(err) {
-			return "", errSnapshotGone
-		}
-		if err != nil {
-			return "", fmt.Errorf("looking up snapshot %s (%s): %w", c.SnapshotKey, c.Snapshotter, err)
-		}
+	if err != nil {
+		return "", err
 	}
 	if s.Committed {
 		return s.Name, nil
 	}
+	if c.SnapshotKey == "" && s.Parent == c.ID+"-init" {
+		if s, err = g.snapshot(ctx, ns, snapshotter, s.Parent, view); err != nil {
+			return "", err
+		}
+	}
 	return s.Parent, nil
+}
+
+// dockerSnapshotter is the snapshotter Docker's containerd image store
+// uses by default.
+const dockerSnapshotter = "overlayfs"
+
+func (g *Guard) snapshot(ctx context.Context, ns, snapshotter, key string, view snapshotView) (Snapshot, error) {
+	if m := view[snapshotter]; m != nil {
+		if s, ok := m[key]; ok {
+			return s, nil
+		}
+	}
+	s, err := g.api.Snapshot(ctx, ns, snapshotter, key)
+	if isNotFound(err) {
+		return Snapshot{}, errSnapshotGone
+	}
+	if err != nil {
+		return Snapshot{}, fmt.Errorf("looking up snapshot %s (%s): %w", key, snapshotter, err)
+	}
+	return s, nil
 }
 
 // claimed is the image a container says it runs: its Image field, or for

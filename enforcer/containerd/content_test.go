@@ -52,6 +52,7 @@ func TestContainerJudgedByContent(t *testing.T) {
 		name      string
 		container Container
 		snapshot  *Snapshot // the container's snapshot; nil: none
+		extra     []Snapshot
 		records   map[string]string
 		local     string
 		want      string // "stopped", or "" for kept
@@ -105,6 +106,22 @@ func TestContainerJudgedByContent(t *testing.T) {
 			reason:    "is a directory of the host, not an image",
 		},
 		{
+			name:      "Docker's containers: no snapshot named, one keyed by the ID over <ID>-init, of denied content",
+			container: Container{ID: "c1", Image: "registry.local/approved/unpulled:1"},
+			extra: []Snapshot{{Name: "c1", Parent: "c1-init"},
+				{Name: "c1-init", Parent: fakeChain(dg('1')), Committed: true}},
+			records: map[string]string{evilRef: dg('1')},
+			want:    "stopped",
+			reason:  "no allow rule matches",
+		},
+		{
+			name:      "Docker's containers: of allowed content, kept",
+			container: Container{ID: "c1", Image: "registry.local/evil/unpulled:1"},
+			extra: []Snapshot{{Name: "c1", Parent: "c1-init"},
+				{Name: "c1-init", Parent: fakeChain(dg('2')), Committed: true}},
+			local: "allow",
+		},
+		{
 			name:      "host directory as rootfs, local-images: allow: left alone",
 			container: Container{ID: "c1"},
 		},
@@ -120,6 +137,9 @@ func TestContainerJudgedByContent(t *testing.T) {
 			f.addImage(k8s, goodRef, dg('2'))
 			for name, target := range tc.records {
 				f.addImage(k8s, name, target)
+			}
+			for _, sn := range tc.extra {
+				f.addSnapshot(k8s, sn)
 			}
 			c := tc.container
 			if tc.snapshot != nil {
