@@ -248,6 +248,11 @@ func (f *fakeContainerd) Tasks(context.Context, string) ([]string, error) {
 	return ids, nil
 }
 
+func (f *fakeContainerd) ReapTask(_ context.Context, _, id string) error {
+	f.acted = append(f.acted, "reap task "+id)
+	return errActed
+}
+
 // ChainIDs and Snapshot: each container's snapshot was made from the image
 // it names.
 func (f *fakeContainerd) ChainIDs(_ context.Context, _, target string) ([]string, bool, error) {

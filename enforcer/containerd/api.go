@@ -43,8 +43,15 @@ type API interface {
 	// snapshot. It fails (FailedPrecondition) while the container has a
 	// task.
 	DeleteContainer(ctx context.Context, ns, id string) error
-	// Tasks lists the container IDs of the namespace's tasks.
+	// Tasks lists the container IDs of the namespace's tasks, those whose
+	// container is gone included.
 	Tasks(ctx context.Context, ns string) ([]string, error)
+	// ReapTask kills and deletes the task of a container that no longer
+	// exists. containerd reaches a task only through its container
+	// (TaskStatus, KillTask and DeleteTask answer NotFound), so it
+	// recreates a stand-in container of that ID for as long as that
+	// takes. AlreadyExists: the container exists again.
+	ReapTask(ctx context.Context, ns, id string) error
 
 	// ChainIDs are the chain IDs (identity.ChainID of the rootfs diff
 	// IDs) of every image the content store holds under the manifest or

@@ -16,9 +16,13 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
 	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // connectTimeout bounds gRPC's reconnect backoff and each connection
@@ -180,6 +184,33 @@ func (r *remote) Tasks(ctx context.Context, ns string) ([]string, error) {
 		ids = append(ids, t.GetID())
 	}
 	return ids, nil
+}
+
+// reaperLabel marks the stand-in container ReapTask makes.
+const reaperLabel = "io.pullguard.reaping"
+
+func (r *remote) ReapTask(ctx context.Context, ns, id string) error {
+	ctx = namespaces.WithNamespace(ctx, ns)
+	spec, err := typeurl.MarshalAny(&oci.Spec{Version: specs.Version})
+	if err != nil {
+		return err
+	}
+	stand := containers.Container{ID: id, Labels: map[string]string{reaperLabel: "a task whose container was deleted"},
+		Runtime: containers.RuntimeInfo{Name: plugins.RuntimeRuncV2}, Spec: spec}
+	if _, err := r.c.ContainerService().Create(ctx, stand); err != nil {
+		return err
+	}
+	defer func() {
+		// Deleted whatever happens to the task: a stand-in must not stay.
+		_ = r.c.ContainerService().Delete(context.WithoutCancel(ctx), id)
+	}()
+	if err := r.KillTask(ctx, ns, id); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	if err := r.DeleteTask(ctx, ns, id); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
 }
 
 func (r *remote) ChainIDs(ctx context.Context, ns, target string) ([]string, bool, error) {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/sirupsen/logrus"
 
@@ -21,7 +24,10 @@ func (g *Guard) containerEvent(ctx context.Context, ns, id, topic string) {
 		if topic == TopicTaskCreate || topic == TopicTaskStart {
 			// A task created while its container was being deleted
 			// outlives it, with its shim: nothing else would end it.
+			key := "c\x00" + ns + "\x00" + id
+			g.locks.Lock(key)
 			g.reapTask(ctx, ns, id)
+			g.locks.Unlock(key)
 		}
 		return
 	}
@@ -310,10 +316,9 @@ func (g *Guard) removeContainer(ctx context.Context, ns, id string, status TaskS
 		}
 		break
 	}
-	// A task whose creation was under way when the container went.
-	if st, err := g.api.TaskStatus(ctx, ns, id); err == nil {
-		return g.deleteTask(ctx, ns, id, st)
-	}
+	// A task whose creation was under way when the container went (one
+	// that shows later is ended at its /tasks/create event).
+	g.reapTask(ctx, ns, id)
 	return nil
 }
 
@@ -334,19 +339,24 @@ func (g *Guard) deleteTask(ctx context.Context, ns, id string, status TaskStatus
 	return nil
 }
 
-// reapTask kills and deletes the task of a container that no longer
-// exists (in enforce mode). Such a task is what a deletion racing the
-// task's creation leaves; no client can manage it any more.
+// reapTask ends the task of container id if it has one although the
+// container no longer exists (in enforce mode): what a deletion racing the
+// task's creation leaves, with its shim and runc init; no client can
+// manage it any more. The caller holds the container's lock, so that the
+// stand-in container the reap makes is not judged meanwhile.
 func (g *Guard) reapTask(ctx context.Context, ns, id string) {
 	if p := g.policies.Current(); p == nil || p.Mode != policy.ModeEnforce {
 		return
 	}
-	status, err := g.api.TaskStatus(ctx, ns, id)
-	if err != nil {
+	tasks, err := g.api.Tasks(ctx, ns)
+	if err != nil || !slices.Contains(tasks, id) {
 		return
 	}
 	log := g.log.WithFields(logrus.Fields{"namespace": ns, "container": id})
-	if err := g.deleteTask(ctx, ns, id, status); err != nil {
+	switch err := g.api.ReapTask(ctx, ns, id); {
+	case errdefs.IsAlreadyExists(err):
+		return // the container exists again: its task is its own
+	case err != nil:
 		log.WithError(err).Warn("containerd: cannot end the task of a container that no longer exists")
 		return
 	}
@@ -354,11 +364,16 @@ func (g *Guard) reapTask(ctx context.Context, ns, id string) {
 }
 
 // reapOrphans reaps the tasks listed (before the containers were) whose
-// container is not among cs.
+// container is not among the live ones.
 func (g *Guard) reapOrphans(ctx context.Context, ns string, tasks []string, live map[string]bool) {
 	for _, id := range tasks {
 		if !live[ns+"\x00"+id] {
-			g.reapTask(ctx, ns, id)
+			key := "c\x00" + ns + "\x00" + id
+			g.locks.Lock(key)
+			if _, err := g.api.Container(ctx, ns, id); isNotFound(err) {
+				g.reapTask(ctx, ns, id)
+			}
+			g.locks.Unlock(key)
 		}
 	}
 }

@@ -292,6 +292,9 @@ func (f *fakeAPI) TaskStatus(_ context.Context, ns, id string) (TaskStatus, erro
 		return "", err
 	}
 	if n := f.ns[ns]; n != nil {
+		if _, ok := n.containers[id]; !ok { // as containerd: through the container
+			return "", fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+		}
 		if s, ok := n.tasks[id]; ok {
 			return s, nil
 		}
@@ -308,6 +311,9 @@ func (f *fakeAPI) KillTask(_ context.Context, ns, id string) error {
 	n := f.ns[ns]
 	if n == nil {
 		return errdefs.ErrNotFound
+	}
+	if _, ok := n.containers[id]; !ok {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
 	if _, ok := n.tasks[id]; !ok {
 		return fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
@@ -326,6 +332,9 @@ func (f *fakeAPI) DeleteTask(_ context.Context, ns, id string) error {
 	n := f.ns[ns]
 	if n == nil {
 		return errdefs.ErrNotFound
+	}
+	if _, ok := n.containers[id]; !ok {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
 	s, ok := n.tasks[id]
 	if !ok {
@@ -384,6 +393,27 @@ func (f *fakeAPI) Tasks(_ context.Context, ns string) ([]string, error) {
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+func (f *fakeAPI) ReapTask(_ context.Context, ns, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(); err != nil {
+		return err
+	}
+	n := f.ns[ns]
+	if n == nil {
+		return errdefs.ErrNotFound
+	}
+	if _, ok := n.containers[id]; ok {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+	}
+	if _, ok := n.tasks[id]; !ok {
+		return fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
+	}
+	delete(n.tasks, id)
+	f.calls = append(f.calls, "reap "+ns+" "+id)
+	return nil
 }
 
 func (f *fakeAPI) ChainIDs(_ context.Context, ns, target string) ([]string, bool, error) {
