@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -95,7 +96,12 @@ func run(address, ns, ref, claim, id, arg string, criLabel bool) (Result, error)
 		client.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs("sleep", arg)),
 	}
 	if criLabel {
-		opts = append(opts, client.WithContainerLabels(map[string]string{"io.kubernetes.cri.image-name": claim}))
+		// As CRI leaves it: no Image (WithNewSnapshot wrote the pulled name there).
+		opts = append(opts, client.WithContainerLabels(map[string]string{"io.kubernetes.cri.image-name": claim}),
+			func(_ context.Context, _ *client.Client, c *containers.Container) error {
+				c.Image = ""
+				return nil
+			})
 	} else {
 		opts = append(opts, client.WithImageName(claim))
 	}
