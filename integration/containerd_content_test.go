@@ -31,6 +31,7 @@ var buildLyingClient = sync.OnceValues(func() (string, error) {
 
 // lyingResult is what lyingclient prints.
 type lyingResult struct {
+	Lease       string `json:"lease"`
 	Chain       string `json:"chain"`
 	Container   bool   `json:"container"`
 	TaskCreated bool   `json:"taskCreated"`
@@ -60,6 +61,8 @@ func runLyingClient(t testing.TB, e *Env, ns, content, claim, id string, criLabe
 	if err := json.Unmarshal([]byte(out), &res); err != nil {
 		t.Fatalf("lyingclient printed %q: %v", out, err)
 	}
+	// The attacker's lease would keep its content for two hours, into the next tests.
+	t.Cleanup(func() { e.Ctr(t, ns, "leases", "rm", "--sync", res.Lease) })
 	t.Logf("lyingclient: %+v", res)
 	return res
 }

@@ -225,13 +225,17 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 	var images []policy.Image
 	for _, target := range targets {
 		recs := idx.byTarget[target]
-		names := recordNames(recs)
-		for _, r := range recs {
-			if r.Name == shown {
-				names = p.ContainerNames(policy.Container{Typed: shown, ImageID: target, Names: names})
-			}
+		img := policy.Image{Names: recordNames(recs), Digest: target}
+		if shown != "" && slices.ContainsFunc(recs, func(r Image) bool { return sameName(r.Name, shown) }) {
+			// The name the container was created with is a record of the
+			// very content it runs: that image is what it runs (typed
+			// first, policy.ContainerNames), whatever other images have
+			// the same layers.
+			img.Names = p.ContainerNames(policy.Container{Typed: shown, ImageID: target, Names: img.Names})
+			images = []policy.Image{img}
+			break
 		}
-		images = append(images, policy.Image{Names: names, Digest: target})
+		images = append(images, img)
 	}
 	if len(images) == 0 {
 		if r, ok := g.recall(ns, c.ID); ok && r.chain == chain && chain != "" {
@@ -249,6 +253,9 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 	for i, img := range images {
 		v := idx.judge(ps, p, img, now)
 		cv := containerVerdict{Decision: v.Decision, Outcome: v.Outcome, Err: evidence.Failure(v), ImageID: img.Digest}
+		if cv.Input != "" {
+			cv.Reference = displayName(cv.Input) // judged as name@target; shown as the name
+		}
 		if i == 0 || rank(cv.Outcome) > rank(out.Outcome) {
 			out = cv
 		}
@@ -258,6 +265,12 @@ func (g *Guard) containerDecision(ctx context.Context, ns string, c Container, p
 		}
 	}
 	return out, nil
+}
+
+// sameName reports whether record name a and the name b a container
+// gives are one reference.
+func sameName(a, b string) bool {
+	return a == b || displayName(a) == displayName(b)
 }
 
 // rank orders outcomes for a container whose content several images have:

@@ -283,3 +283,38 @@ func TestOrphanTasksReaped(t *testing.T) {
 		t.Errorf("the task of an existing container: %q %v, want running", s, err)
 	}
 }
+
+// Two images with the same layers (a pause image and busybox built from one
+// rootfs): a container created from the denied one, by a name that is a
+// record of that content, runs the denied image; one that names neither
+// runs content an allowed image has.
+func TestSameLayersTheTypedNameDecides(t *testing.T) {
+	for _, tc := range []struct {
+		claim string
+		want  bool // removed
+	}{{evilRef, true}, {"", false}, {"registry.local/approved/unknown:1", false}} {
+		t.Run("claim "+tc.claim, func(t *testing.T) {
+			f := newFake()
+			f.layers = map[string]string{dg('1'): dg('2')}
+			_, rec := startGuard(t, f, enforcertest.NewPolicies(policyWith(t, policy.RunningKeep, "allow")))
+			f.addImage(k8s, goodRef, dg('2'))
+			f.addImage(k8s, evilRef, dg('1'))
+			f.addSnapshot(k8s, Snapshot{Name: "c1-rootfs", Parent: fakeChain(dg('2'))})
+			f.addContainer(k8s, Container{ID: "c1", Labels: map[string]string{criImageName: tc.claim},
+				Snapshotter: fakeSnapshotter, SnapshotKey: "c1-rootfs"}, TaskRunning)
+			f.emit(Event{Namespace: k8s, Topic: TopicTaskStart, ContainerID: "c1"})
+			if tc.want {
+				eventually(t, "container removed", func() bool { return !f.hasContainer(k8s, "c1") })
+				eventually(t, "record", func() bool { return len(rec.records()) > 0 })
+				if r := containerRecord(t, rec, "c1"); r.Decision.Reference != evilRef {
+					t.Errorf("record names %q, want %s", r.Decision.Reference, evilRef)
+				}
+				return
+			}
+			settle()
+			if !f.hasContainer(k8s, "c1") {
+				t.Error("container removed, want it kept")
+			}
+		})
+	}
+}

@@ -28,6 +28,9 @@ type fakeAPI struct {
 	// beforeDeleteContainer and afterDeleteContainer, when set, run once
 	// around a container's deletion, with the fake's lock held.
 	beforeDeleteContainer, afterDeleteContainer func(n *fakeNS)
+	// layers maps a target to the target whose layers it has (same
+	// rootfs, another config); others have layers of their own.
+	layers map[string]string
 }
 
 type fakeNS struct {
@@ -421,6 +424,9 @@ func (f *fakeAPI) ChainIDs(_ context.Context, ns, target string) ([]string, bool
 	defer f.mu.Unlock()
 	if err := f.check(); err != nil {
 		return nil, false, err
+	}
+	if same, ok := f.layers[target]; ok {
+		target = same
 	}
 	return []string{fakeChain(target)}, true, nil
 }

@@ -32,6 +32,7 @@ import (
 
 // Result is what the client prints.
 type Result struct {
+	Lease       string `json:"lease"`       // the lease that keeps the content
 	Chain       string `json:"chain"`       // chain ID of the pulled content
 	Container   bool   `json:"container"`   // the container was created
 	TaskCreated bool   `json:"taskCreated"` // its task was created
@@ -78,6 +79,7 @@ func run(address, ns, ref, claim, id, arg string, criLabel bool) (Result, error)
 		return res, fmt.Errorf("lease: %w", err)
 	}
 	ctx = leases.WithLease(ctx, l.ID)
+	res.Lease = l.ID
 	resolver := docker.NewResolver(docker.ResolverOptions{
 		Hosts: docker.ConfigureDefaultRegistries(docker.WithPlainHTTP(docker.MatchLocalhost)),
 	})
