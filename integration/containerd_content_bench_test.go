@@ -22,7 +22,7 @@ import (
 // puts into one namespace; reconcileBenchRuns how many reconciles it times.
 const (
 	reconcileBenchObjects = 1000
-	reconcileBenchRuns    = 20
+	reconcileBenchRuns    = 10
 )
 
 // BenchmarkContainerdReconcile: one reconcile of a namespace with 1,000 image records and
