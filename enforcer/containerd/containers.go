@@ -25,8 +25,12 @@ func (g *Guard) containerEvent(ctx context.Context, ns, id, topic string) {
 			// A task created while its container was being deleted
 			// outlives it, with its shim: nothing else would end it.
 			key := "c\x00" + ns + "\x00" + id
+			wait := time.Duration(0)
+			if topic == TopicTaskCreate {
+				wait = lateTaskWait
+			}
 			g.locks.Lock(key)
-			g.reapTask(ctx, ns, id)
+			g.reapTask(ctx, ns, id, wait)
 			g.locks.Unlock(key)
 		}
 		return
@@ -331,7 +335,7 @@ func (g *Guard) removeContainer(ctx context.Context, ns, id string, status TaskS
 	}
 	// A task whose creation was under way when the container went (one
 	// that shows later is ended at its /tasks/create event).
-	g.reapTask(ctx, ns, id)
+	g.reapTask(ctx, ns, id, 0)
 	return nil
 }
 
@@ -356,14 +360,29 @@ func (g *Guard) deleteTask(ctx context.Context, ns, id string, status TaskStatus
 // container no longer exists (in enforce mode): what a deletion racing the
 // task's creation leaves, with its shim and runc init; no client can
 // manage it any more. The caller holds the container's lock, so that the
-// stand-in container the reap makes is not judged meanwhile.
-func (g *Guard) reapTask(ctx context.Context, ns, id string) {
+// stand-in container the reap makes is not judged meanwhile. A task's
+// /tasks/create event may come before containerd lists the task: the
+// event path waits up to wait for it to show.
+func (g *Guard) reapTask(ctx context.Context, ns, id string, wait time.Duration) {
 	if p := g.policies.Current(); p == nil || p.Mode != policy.ModeEnforce {
 		return
 	}
-	tasks, err := g.api.Tasks(ctx, ns)
-	if err != nil || !slices.Contains(tasks, id) {
-		return
+	for deadline := time.Now().Add(wait); ; {
+		tasks, err := g.api.Tasks(ctx, ns)
+		if err != nil {
+			return
+		}
+		if slices.Contains(tasks, id) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	log := g.log.WithFields(logrus.Fields{"namespace": ns, "container": id})
 	switch err := g.api.ReapTask(ctx, ns, id); {
@@ -376,6 +395,10 @@ func (g *Guard) reapTask(ctx context.Context, ns, id string) {
 	log.Info("containerd: ended the task of a container that no longer exists")
 }
 
+// lateTaskWait bounds how long a /tasks/create event of a container that
+// is gone waits for its task to be listed.
+const lateTaskWait = time.Second
+
 // reapOrphans reaps the tasks listed (before the containers were) whose
 // container is not among the live ones.
 func (g *Guard) reapOrphans(ctx context.Context, ns string, tasks []string, live map[string]bool) {
@@ -384,7 +407,7 @@ func (g *Guard) reapOrphans(ctx context.Context, ns string, tasks []string, live
 			key := "c\x00" + ns + "\x00" + id
 			g.locks.Lock(key)
 			if _, err := g.api.Container(ctx, ns, id); isNotFound(err) {
-				g.reapTask(ctx, ns, id)
+				g.reapTask(ctx, ns, id, 0)
 			}
 			g.locks.Unlock(key)
 		}
