@@ -234,6 +234,9 @@ func BenchmarkContainerdLyingContainerStop(b *testing.B) {
 				} else {
 					neverStarted++
 				}
+				// Its task, if one was being created meanwhile, is gone too (before the
+				// guard is stopped).
+				requireContainerGone(b, e, ns, id)
 			}
 			if err := g.Stop(b); err != nil {
 				b.Fatal(err)
