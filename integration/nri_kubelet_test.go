@@ -69,6 +69,10 @@ func startKubelet(t *testing.T, x *Env) *kubeletNode {
 	dir := filepath.Join(x.Dir, "kubelet")
 	k := &kubeletNode{dir: dir, manifests: filepath.Join(dir, "manifests"), logPath: filepath.Join(dir, "kubelet.log"),
 		done: make(chan struct{})}
+	// A kubelet of an earlier run in this environment (-count) left its manifests there.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
 	for _, sub := range []string{"manifests", "root", "pki", "pod-logs", "sysctl"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			t.Fatal(err)
@@ -126,7 +130,10 @@ func startKubelet(t *testing.T, x *Env) *kubeletNode {
 		bin, "--config", config, "--root-dir", filepath.Join(dir, "root"), "--cert-dir", filepath.Join(dir, "pki"),
 		"--hostname-override", kubeletNodeName, "--v", "1")
 	k.cmd.Stdout, k.cmd.Stderr = logFile, logFile
-	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// Its own session, as testenv.sh starts daemons, so a Ctrl-C aimed at go test does not
+	// reach it first; killed with the test binary if that dies without cleaning up (a panic,
+	// -timeout), since testenv.sh down does not know the kubelet.
+	k.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	if err := k.cmd.Start(); err != nil {
 		t.Fatalf("starting the kubelet: %v", err)
 	}
