@@ -1,0 +1,115 @@
+package integration
+
+// Keyless signers (signed-by: issuer + subject) end to end, against
+// signatures made by the real cosign CLI with certificates of a test CA
+// and timestamps of a real timestamp authority, verified offline against
+// the policy's trusted root.
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// What pullguard must say of each keyless fixture: every field of the
+// signer constrains, the time comes from the root's timestamp authority,
+// and the certificate must chain to the root's CA.
+var keylessWant = map[string]struct {
+	allowed   bool
+	signature string
+	reason    string
+}{
+	"keyless/uri:1.0":          {true, "identity:" + ghIssuer + " " + ghSubject, "signed by " + ghIssuer + " " + ghSubject + " (keyless, cosign signature)"},
+	"keyless/email-bundle:1.0": {true, "identity:" + googleIssuer + " " + googleEmail, "signed by " + googleIssuer + " " + googleEmail + " (keyless, Sigstore bundle)"},
+	"keyless/wrong-issuer:1.0": {false, "invalid", "1 signature by another signer (https://token.actions.githubusercontent.com.evil.example " + ghSubject + ")"},
+	"keyless/wrong-subject:1.0": {false, "invalid", "1 signature by another signer (" + ghIssuer +
+		" https://github.com/evil/app/.github/workflows/release.yml@refs/tags/v1.0)"},
+	"keyless/prefix-uri:1.0":   {false, "invalid", "1 signature by another signer (" + ghIssuer + " " + ghSubject + "-evil)"},
+	"keyless/prefix-email:1.0": {false, "invalid", "1 signature by another signer (" + googleIssuer + " " + googleEmail + ".evil.example)"},
+	"keyless/other-ca:1.0":     {false, "invalid", "1 keyless signature not trusted (its certificate does not chain to a CA of the trusted root at the time it was used)"},
+	"keyless/expired:1.0":      {false, "invalid", "1 keyless signature not trusted (its certificate does not chain to a CA of the trusted root at the time it was used)"},
+	"keyless/no-timestamp:1.0": {false, "invalid", "1 keyless signature not trusted (no timestamp authority or transparency log of the trusted root says when it was signed)"},
+}
+
+func TestKeylessCheck(t *testing.T) {
+	e := RequireEnv(t)
+	f := newKeylessFixtures(t, e)
+	bin := BuildPullguard(t)
+	pol := f.policy(t)
+	var refs []string
+	for _, k := range keylessImages {
+		refs = append(refs, f.ref(k.img))
+	}
+	got, code := runCheck(t, bin, pol, nil, refs...)
+	if code != 1 {
+		t.Errorf("exit status %d, want 1 (some denied)", code)
+	}
+	for _, k := range keylessImages {
+		w := keylessWant[k.img]
+		c, ok := got[f.ref(k.img)]
+		if !ok {
+			t.Errorf("%s: no line in check's output", k.img)
+			continue
+		}
+		if c.Allowed != w.allowed || c.Signature != w.signature || !strings.Contains(c.Reason, w.reason) {
+			t.Errorf("%s:\n got allowed=%v signature=%q reason=%q\nwant allowed=%v signature=%q reason containing %q",
+				k.img, c.Allowed, c.Signature, c.Reason, w.allowed, w.signature, w.reason)
+		}
+	}
+}
+
+// The authorization plugin pulls and runs what the right signer signed and
+// refuses the wrong issuer, the wrong subject and the look-alike subjects,
+// saying why; the Docker guard removes them when they were pulled before
+// it ran, with the reasons in the journal.
+func TestKeylessDocker(t *testing.T) {
+	ForEachDocker(t, testKeylessDocker)
+}
+
+func testKeylessDocker(t *testing.T, e *Env) {
+	f := newKeylessFixtures(t, e)
+	pol := f.policy(t)
+	refused := []string{"keyless/wrong-issuer:1.0", "keyless/wrong-subject:1.0", "keyless/prefix-uri:1.0", "keyless/prefix-email:1.0"}
+
+	// Pulled while nothing guards the host.
+	for _, img := range refused {
+		e.Docker(t, "pull", "--quiet", f.ref(img))
+	}
+	d := startDockerGuard(t, e, pol, "--resync-interval", "3s")
+	for _, img := range refused {
+		waitImageGone(t, e, f.ref(img))
+		removed := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=removed", "PULLGUARD_IMAGE="+f.ref(img))
+		if w := keylessWant[img]; removed["PULLGUARD_SIGNATURE"] != w.signature || !strings.Contains(removed["PULLGUARD_REASON"], w.reason) {
+			t.Errorf("removed entry for %s: %q, want signature %q and reason containing %q", img, removed, w.signature, w.reason)
+		}
+	}
+	if err := d.Stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	d, plugin := startAuthzGuard(t, e, pol)
+	good := "keyless/uri:1.0"
+	e.Docker(t, "pull", "--quiet", f.ref(good))
+	requireImage(t, e, f.ref(good), "")
+	e.Docker(t, "pull", "--quiet", f.ref("keyless/email-bundle:1.0"))
+	requireImage(t, e, f.ref("keyless/email-bundle:1.0"), "")
+	for _, img := range refused {
+		_, err := e.DockerErr(t, "pull", f.ref(img))
+		requireRefused(t, err, plugin, deniedBy(plugin, f.ref(img)+"@"+f.digests[img]), keylessWant[img].reason)
+		if e.ImageExists(t, f.ref(img)) {
+			t.Errorf("%s landed despite the refusal", f.ref(img))
+		}
+	}
+	blocked := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=blocked", "PULLGUARD_EVENT=authz")
+	if blocked["PULLGUARD_SIGNATURE"] != "invalid" || !strings.Contains(blocked["PULLGUARD_REASON"], "by another signer") {
+		t.Errorf("blocked entry: %q", blocked)
+	}
+	// The signed image is created and stays (a random image has no
+	// command to run; creating it is what the plugin judges).
+	e.Docker(t, "create", "--name", "keyless-"+UniqueName(t), f.ref(good), "true")
+	time.Sleep(2 * time.Second)
+	requireImage(t, e, f.ref(good), "")
+	if n := len(d.Entries(t, "PULLGUARD_IMAGE="+f.ref(good), "PULLGUARD_ACTION=removed")); n > 0 {
+		t.Errorf("the image signed by the right identity was removed %d times", n)
+	}
+}
