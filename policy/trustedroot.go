@@ -24,7 +24,7 @@ const DefaultTrustedRoot = "/usr/share/pullguard/trusted_root.json"
 var defaultTrustedRoot = DefaultTrustedRoot
 
 // shippedRoots dates the public-good roots a release shipped, by their
-// SHA-256: a root file carries no date of its own. packaging/trusted_root.md
+// SHA-256: a root file carries no date of its own. packaging/nfpm.yaml
 // says where each came from.
 var shippedRoots = map[string]string{
 	"4364d7724c04cc912ce2a6c45ed2610e8d8d1c4dc857fb500292738d4d9c8d2c": "2026-05-29",
