@@ -79,10 +79,16 @@ func (p *Policy) TrustedRootWarning(now time.Time) string {
 	if age <= maxAge {
 		return ""
 	}
-	return fmt.Sprintf("the trusted root %s was taken %s, %d days ago (trusted-root-max-age %d days): "+
+	days := func(d time.Duration) string {
+		if n := int(d.Hours() / 24); n != 1 {
+			return strconv.Itoa(n) + " days"
+		}
+		return "1 day"
+	}
+	return fmt.Sprintf("the trusted root %s was taken %s, %s ago (trusted-root-max-age %s): "+
 		"keyless signatures by CAs, logs or timestamp authorities added since are refused; "+
 		"update the package or set trusted-root: to a current trusted_root.json",
-		r.Path, r.Taken.Format(time.DateOnly), int(age.Hours()/24), int(maxAge.Hours()/24))
+		r.Path, r.Taken.Format(time.DateOnly), days(age), days(maxAge))
 }
 
 // trustedRootKey reads the top-level trusted-root: a path, made absolute
