@@ -12,6 +12,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/fulcio/certificate"
 	"github.com/sigstore/sigstore-go/pkg/root"
@@ -212,10 +214,19 @@ func newClassicEntity(sig *classicSignature) (*classicEntity, error) {
 		}
 		body, err1 := base64.StdEncoding.DecodeString(b.Payload.Body)
 		logID, err2 := hex.DecodeString(b.Payload.LogID)
-		if err := errors.Join(err1, err2); err != nil {
+		var kv struct{ APIVersion, Kind string }
+		err3 := json.Unmarshal(body, &kv)
+		if err := errors.Join(err1, err2, err3); err != nil {
 			return nil, fmt.Errorf("%s: %v", rekorAnnotation, err)
 		}
-		entry, err := tlog.NewEntry(body, b.Payload.IntegratedTime, b.Payload.LogIndex, logID, b.SignedEntryTimestamp, nil)
+		entry, err := tlog.NewTlogEntry(&protorekor.TransparencyLogEntry{
+			LogIndex:          b.Payload.LogIndex,
+			LogId:             &protocommon.LogId{KeyId: logID},
+			KindVersion:       &protorekor.KindVersion{Kind: kv.Kind, Version: kv.APIVersion},
+			IntegratedTime:    b.Payload.IntegratedTime,
+			InclusionPromise:  &protorekor.InclusionPromise{SignedEntryTimestamp: b.SignedEntryTimestamp},
+			CanonicalizedBody: body,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %v", rekorAnnotation, err)
 		}
