@@ -6,9 +6,14 @@ package integration
 // the policy's trusted root.
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pullguard/pullguard/enforcer/registry"
+	"github.com/pullguard/pullguard/enforcer/signature"
+	"github.com/pullguard/pullguard/policy"
 )
 
 // What pullguard must say of each keyless fixture: every field of the
@@ -112,4 +117,62 @@ func testKeylessDocker(t *testing.T, e *Env) {
 	if n := len(d.Entries(t, "PULLGUARD_IMAGE="+f.ref(good), "PULLGUARD_ACTION=removed")); n > 0 {
 		t.Errorf("the image signed by the right identity was removed %d times", n)
 	}
+}
+
+// BenchmarkKeylessVerify is an uncached keyless verification (a fresh
+// verifier each round: the trusted root is parsed again too) against the
+// local registry, for each format, beside the key-based verification of
+// the same format in the same run, and a cached keyless answer.
+func BenchmarkKeylessVerify(b *testing.B) {
+	e := RequireEnv(b)
+	keyed := newSigFixtures(b, e)
+	kl := newKeylessFixtures(b, e)
+	load := func(path string) *policy.KeySet {
+		p, err := policy.Load(path, policy.LoadOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return p.Allow[0].SignedBy
+	}
+	keys, ids := load(keyed.policy(b)), load(kl.policy(b))
+	reg := registry.New(registry.Options{})
+	ctx := context.Background()
+	const rounds = 100
+	timed := func(addr, img, digest string, ks *policy.KeySet, v func() *signature.Verifier) (float64, float64) {
+		repo, _, _ := strings.Cut(img, ":")
+		var xs []time.Duration
+		for i := 0; i < rounds; i++ {
+			start := time.Now()
+			if r := v().Verify(ctx, addr+"/"+repo, digest, ks); r.Status != policy.SignatureVerified {
+				b.Fatalf("%s: %s: %s", img, r.Status, r.Reason)
+			}
+			xs = append(xs, time.Since(start))
+		}
+		return millis(percentile(xs, 50)), millis(percentile(xs, 99))
+	}
+	fresh := func() *signature.Verifier { return signature.New(reg) }
+	warm := signature.New(reg)
+	cached := func() *signature.Verifier { return warm }
+	for i := 0; i < b.N; i++ {
+		kc50, kc99 := timed(keyed.reg.addr, imgClassic, keyed.digests[imgClassic], keys, fresh)
+		kb50, kb99 := timed(keyed.reg.addr, imgBundle, keyed.digests[imgBundle], keys, fresh)
+		lc50, lc99 := timed(kl.reg.addr, "keyless/uri:1.0", kl.digests["keyless/uri:1.0"], ids, fresh)
+		lb50, lb99 := timed(kl.reg.addr, "keyless/email-bundle:1.0", kl.digests["keyless/email-bundle:1.0"], ids, fresh)
+		cc50, cc99 := timed(kl.reg.addr, "keyless/uri:1.0", kl.digests["keyless/uri:1.0"], ids, cached)
+		kk50, kk99 := timed(keyed.reg.addr, imgClassic, keyed.digests[imgClassic], keys, cached)
+		for _, m := range []struct {
+			name     string
+			p50, p99 float64
+		}{
+			{"key-classic", kc50, kc99}, {"key-bundle", kb50, kb99},
+			{"keyless-classic", lc50, lc99}, {"keyless-bundle", lb50, lb99},
+			{"keyless-cached", cc50, cc99}, {"key-cached", kk50, kk99},
+		} {
+			b.ReportMetric(m.p50, "p50-ms/"+m.name)
+			b.ReportMetric(m.p99, "p99-ms/"+m.name)
+		}
+		b.ReportMetric(lc50/kc50, "ratio-classic/keyless-key")
+		b.ReportMetric(lb50/kb50, "ratio-bundle/keyless-key")
+	}
+	b.ReportMetric(0, "ns/op")
 }
