@@ -119,6 +119,35 @@ func testKeylessDocker(t *testing.T, e *Env) {
 	}
 }
 
+// The containerd guard keeps the record the right signer signed and
+// deletes the ones a wrong issuer, a wrong subject or a look-alike subject
+// signed, each with its reason in the journal.
+func TestKeylessContainerd(t *testing.T) {
+	ForEachContainerd(t, testKeylessContainerd)
+}
+
+func testKeylessContainerd(t *testing.T, e *Env) {
+	f := newKeylessFixtures(t, e)
+	const ns = "default"
+	d := startContainerdGuard(t, e, f.policy(t), "--resync-interval", "3s")
+	good := "keyless/email-bundle:1.0"
+	refused := []string{"keyless/wrong-issuer:1.0", "keyless/wrong-subject:1.0", "keyless/prefix-uri:1.0", "keyless/prefix-email:1.0"}
+	for _, img := range append([]string{good}, refused...) {
+		ctrPull(t, e, ns, f.ref(img))
+	}
+	for _, img := range refused {
+		waitCtrImageGone(t, e, ns, f.ref(img))
+		removed := d.WaitEntry(t, actDeadline, "PULLGUARD_ACTION=removed", "PULLGUARD_IMAGE="+f.ref(img))
+		if w := keylessWant[img]; removed["PULLGUARD_SIGNATURE"] != w.signature || !strings.Contains(removed["PULLGUARD_REASON"], w.reason) {
+			t.Errorf("removed entry for %s: %q, want signature %q and reason containing %q", img, removed, w.signature, w.reason)
+		}
+	}
+	time.Sleep(4 * time.Second) // one more resync
+	if imgs := e.CtrImages(t, ns); !strings.Contains(strings.Join(imgs, " "), f.ref(good)) {
+		t.Errorf("the record the right signer signed is gone: %q", imgs)
+	}
+}
+
 // BenchmarkKeylessVerify is an uncached keyless verification (a fresh
 // verifier each round: the trusted root is parsed again too) against the
 // local registry, for each format, beside the key-based verification of
