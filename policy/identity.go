@@ -28,7 +28,10 @@ type Identity struct {
 	// matches it. Exactly one is set.
 	Subject       string
 	SubjectRegexp string
-	Source        Position
+	// Profile names the built-in profile the identity came from
+	// (profiles.go), if any.
+	Profile string
+	Source  Position
 }
 
 // String names the identity as the policy does: "<issuer> <subject>", the
@@ -56,8 +59,8 @@ func (l *loader) identityEntry(item *yaml.Node) *Identity {
 			return
 		}
 		switch key {
-		case "key":
-			l.errorf(k, "signed-by: an entry names either a key or an identity (issuer and subject), not both")
+		case "key", "profile":
+			l.errorf(k, "signed-by: an entry names one of a key, an identity (issuer and subject) or a profile")
 			ok = false
 		case "issuer":
 			if !l.issuer(v, s) {
@@ -96,7 +99,7 @@ func (l *loader) identityEntry(item *yaml.Node) *Identity {
 }
 
 // signedByKeys are the keys of a signed-by entry.
-var signedByKeys = []string{"key", "issuer", "subject", "subject-regexp"}
+var signedByKeys = []string{"key", "issuer", "subject", "subject-regexp", "profile"}
 
 // issuer checks an issuer: an absolute URL, as Fulcio writes it.
 func (l *loader) issuer(v *yaml.Node, s string) bool {
@@ -171,9 +174,13 @@ func (l *loader) attachTrustedRoot() {
 
 // describeIdentities names the identities for reasons.
 func describeIdentities(ids []*Identity) []string {
-	out := make([]string, len(ids))
+	out := make([]string, 0, len(ids))
 	for i, id := range ids {
-		out[i] = id.String()
+		if id.Profile == "" {
+			out = append(out, id.String())
+		} else if i == 0 || ids[i-1].Profile != id.Profile {
+			out = append(out, "profile "+id.Profile)
+		}
 	}
 	return out
 }

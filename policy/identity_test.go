@@ -134,3 +134,37 @@ func TestIdentityField(t *testing.T) {
 		t.Errorf("Field() = %q", got)
 	}
 }
+
+// A profile expands to its reviewed signers, each of which then
+// constrains like a spelled-out one; the rule's summary names the profile
+// and validate shows what it expands to.
+func TestProfiles(t *testing.T) {
+	p := parseIdentities(t, `
+trusted-root: `+shippedRoot+`
+allow:
+  - image: registry.k8s.io/**
+    signed-by:
+      - profile: kubernetes
+      - issuer: https://accounts.google.com
+        subject: someone@example.com
+`)
+	ids := p.Allow[0].SignedBy.Identities
+	if len(ids) != 4 || ids[0].Profile != "kubernetes" || ids[0].Issuer != "https://accounts.google.com" ||
+		ids[0].Subject != "krel-trust@k8s-releng-prod.iam.gserviceaccount.com" || ids[0].Source.Line != 6 || ids[3].Profile != "" {
+		t.Fatalf("identities = %+v", ids)
+	}
+	if r := p.Allow[0].matchReason(); !strings.Contains(r, "signed-by [profile kubernetes, https://accounts.google.com someone@example.com]") {
+		t.Errorf("summary = %s", r)
+	}
+	used := p.ProfilesUsed()
+	if len(used) != 1 || !strings.HasPrefix(used[0], "profile kubernetes: https://accounts.google.com krel-trust@k8s-releng-prod.iam.gserviceaccount.com, ") {
+		t.Errorf("ProfilesUsed() = %q", used)
+	}
+	for _, name := range ProfileNames() {
+		for _, id := range profiles[name] {
+			if id.Issuer == "" || (id.Subject == "") == (id.SubjectRegexp == "") {
+				t.Errorf("profile %s: %+v does not constrain both fields", name, id)
+			}
+		}
+	}
+}

@@ -262,6 +262,15 @@ func (l *loader) signedBy(v *yaml.Node, kind RuleKind) *KeySet {
 			l.errorf(item, "signed-by: expected {key: PATH} or {issuer: URL, subject: WHO}, got %s", describe(item))
 			continue
 		}
+		if isProfile(item) && !isIdentity(item) {
+			for _, id := range l.profileEntry(item) {
+				if !seen[id.String()] {
+					seen[id.String()] = true
+					ks.Identities = append(ks.Identities, id)
+				}
+			}
+			continue
+		}
 		if isIdentity(item) {
 			if id := l.identityEntry(item); id != nil && !seen[id.String()] {
 				seen[id.String()] = true

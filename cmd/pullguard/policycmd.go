@@ -74,6 +74,9 @@ file:line:column. Exit status 0 if valid, 2 otherwise.`,
 			if p.TrustedRoot != nil {
 				fmt.Fprintln(cmd.OutOrStdout(), "trusted root:", p.TrustedRoot.Summary())
 			}
+			for _, line := range p.ProfilesUsed() {
+				fmt.Fprintln(cmd.OutOrStdout(), line)
+			}
 			if warn := p.TrustedRootWarning(time.Now()); warn != "" {
 				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", warn)
 			}
