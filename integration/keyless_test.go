@@ -7,6 +7,9 @@ package integration
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +62,28 @@ func TestKeylessCheck(t *testing.T) {
 		if c.Allowed != w.allowed || c.Signature != w.signature || !strings.Contains(c.Reason, w.reason) {
 			t.Errorf("%s:\n got allowed=%v signature=%q reason=%q\nwant allowed=%v signature=%q reason containing %q",
 				k.img, c.Allowed, c.Signature, c.Reason, w.allowed, w.signature, w.reason)
+		}
+	}
+}
+
+// containerd's image verifier (verify-image) admits what the right signer
+// signed and refuses every other fixture, saying why.
+func TestKeylessVerifyImage(t *testing.T) {
+	e := RequireEnv(t)
+	f := newKeylessFixtures(t, e)
+	bin := BuildPullguard(t)
+	pol := f.policy(t)
+	for _, k := range keylessImages {
+		repo, tag, _ := strings.Cut(k.img, ":")
+		desc := fmt.Sprintf(`{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":%q,"size":1}`, f.digests[k.img])
+		cmd := exec.Command(bin, "verify-image", "-name", f.reg.addr+"/"+repo+":"+tag,
+			"-digest", f.digests[k.img], "-stdin-media-type", "application/vnd.oci.descriptor.v1+json")
+		cmd.Stdin = strings.NewReader(desc)
+		cmd.Env = append(os.Environ(), "PULLGUARD_POLICY="+pol)
+		out, err := cmd.Output()
+		code, w := exitStatus(t, err), keylessWant[k.img]
+		if (code == 0) != w.allowed || !strings.Contains(string(out), w.reason) {
+			t.Errorf("verify-image %s: exit %d %q, want allowed=%v with %q", k.img, code, out, w.allowed, w.reason)
 		}
 	}
 }
