@@ -168,3 +168,27 @@ allow:
 		}
 	}
 }
+
+// The trusted root's content is part of the policy hash: a replaced root
+// is a new policy, though no policy file changed.
+func TestTrustedRootInHash(t *testing.T) {
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root.json")
+	hash := func(src string) string {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(root, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := Parse(Source{Name: filepath.Join(dir, "policy.yaml"), Data: []byte("trusted-root: root.json\nallow:\n  - image: a.example/**\n    signed-by:\n      - issuer: https://a.example\n        subject: me@a.example\n")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Hash
+	}
+	if hash("../packaging/trusted_root.json") == hash("testdata/roots/other-root.json") {
+		t.Error("another trusted root at the same path gives the same policy hash")
+	}
+}
