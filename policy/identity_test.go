@@ -192,3 +192,30 @@ func TestTrustedRootInHash(t *testing.T) {
 		t.Error("another trusted root at the same path gives the same policy hash")
 	}
 }
+
+// The trusted root follows the key files' rule: one that others could
+// write is a load error at trusted-root:.
+func TestTrustedRootPermissions(t *testing.T) {
+	dir := t.TempDir()
+	data, err := os.ReadFile("../packaging/trusted_root.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "trusted_root.json")
+	if err := os.WriteFile(root, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(root, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(dir, "policy.yaml")
+	writeFile(t, pol, "trusted-root: "+root+"\nallow:\n  - image: a.example/**\n    signed-by:\n      - issuer: https://a.example\n        subject: me@a.example\n")
+	_, err = LoadFiles([]string{pol}, LoadOptions{})
+	want := pol + ":1:15: trusted-root " + root + ": trusted root is writable by group or others (mode 0666)"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("loading with a world-writable trusted root: %v\nwant an error starting %q", err, want)
+	}
+	if _, err := LoadFiles([]string{pol}, LoadOptions{InsecurePermissions: true}); err != nil {
+		t.Errorf("--insecure-policy-permissions does not cover the trusted root: %v", err)
+	}
+}
