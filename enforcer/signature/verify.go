@@ -171,7 +171,7 @@ func (v *Verifier) verify(ctx context.Context, repository, digest string, keys *
 	if res, ok := v.bundles(ctx, d, h, s, opts, &t); ok {
 		return res
 	}
-	return t.result(d)
+	return t.result(d, keys)
 }
 
 // signers is what a signature is checked against: the key set, its keys'
@@ -190,7 +190,7 @@ func verified(k *policy.Key, format string) policy.SignatureResult {
 // result turns what was found into a definite answer, or "unverifiable"
 // when a part of the registry could not be read: a signature that could
 // not be fetched might have been the valid one.
-func (t *tally) result(d name.Digest) policy.SignatureResult {
+func (t *tally) result(d name.Digest, keys *policy.KeySet) policy.SignatureResult {
 	where := fmt.Sprintf("%s in %s", d.DigestStr(), d.Context().Name())
 	if t.fetchErr != nil {
 		return policy.SignatureResult{Status: policy.SignatureUnverifiable,
@@ -227,7 +227,18 @@ func (t *tally) result(d name.Digest) policy.SignatureResult {
 		parts = append(parts, plural(n, "unreadable signature", "unreadable signatures")+" ("+t.malformed+")")
 	}
 	return policy.SignatureResult{Status: policy.SignatureInvalid,
-		Reason: fmt.Sprintf("no valid signature by a listed key or signer for %s: %s", where, strings.Join(parts, ", "))}
+		Reason: fmt.Sprintf("no valid signature by %s for %s: %s", listed(keys), where, strings.Join(parts, ", "))}
+}
+
+// listed names what a key set lists, for a refusal.
+func listed(keys *policy.KeySet) string {
+	switch {
+	case len(keys.Identities) == 0:
+		return "a listed key"
+	case len(keys.Keys) == 0:
+		return "a listed signer"
+	}
+	return "a listed key or signer"
 }
 
 func plural(n int, one, many string) string {
