@@ -26,6 +26,10 @@ const (
 	// it was judged on, verified:<key fingerprint>, missing, invalid or
 	// unverifiable (policy.SignatureResult.Field).
 	FieldSignature = "PULLGUARD_SIGNATURE"
+	// FieldAttestation is set where an attestations rule decided: verified:<type>
+	// for each type, or <status>:<type> of the first that did not pass
+	// (missing, invalid, failed, unverifiable; policy.AttestationCheck.Field).
+	FieldAttestation = "PULLGUARD_ATTESTATION"
 	// FieldRepeats is how many identical entries were suppressed by flood
 	// control since the previous one was written.
 	FieldRepeats = "PULLGUARD_REPEATS"

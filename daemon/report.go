@@ -245,6 +245,9 @@ func renderRecord(rec enforcer.Record, repeats int, policyHash string) (logrus.L
 	if d.Signature != nil {
 		set(FieldSignature, d.Signature.Result.Field())
 	}
+	if d.Attestation != nil {
+		set(FieldAttestation, d.Attestation.Field())
+	}
 	set(FieldPolicyHash, policyHash)
 	if rec.Err != nil {
 		set(FieldError, rec.Err.Error())

@@ -369,45 +369,6 @@ func TestContainerdRestartReconnect(t *testing.T) {
 	})
 }
 
-// TestContainerdSkipsDockerNamespaces: when pullguard guards Docker too, it leaves containerd's
-// moby and plugins.moby namespaces to its Docker guard, at start-up and for events, while it
-// still guards the others.
-func TestContainerdSkipsDockerNamespaces(t *testing.T) {
-	ForEachContainerd(t, func(t *testing.T, e *Env) {
-		evil, evil2 := e.Ref("evil/miner:latest"), e.Ref("evil/miner:1.0")
-		dockerNS := []string{e.DockerNamespace, "plugins.moby"}
-		if dockerNS[0] == "" {
-			dockerNS[0] = "moby"
-		}
-		for _, ns := range dockerNS {
-			ctrPull(t, e, ns, evil)
-		}
-		d := StartDaemon(t, WritePolicy(t, "", policyWithRunning(e, "enforce", "keep")),
-			"--docker-host", e.DockerHost, "--containerd-address", e.ContainerdAddress)
-
-		for _, ns := range dockerNS {
-			ctrPull(t, e, ns, evil2)
-		}
-		ctrPull(t, e, "default", evil2)
-		// Events are dispatched in order, so the Docker namespaces' pulls were passed over by
-		// the time this one is handled.
-		waitCtrImageGone(t, e, "default", evil2)
-		for _, ns := range dockerNS {
-			if n := len(d.Entries(t, "PULLGUARD_NAMESPACE="+ns)); n > 0 {
-				t.Errorf("%d journal entries for namespace %s", n, ns)
-			}
-			if e.Engine.Modern && ns == e.DockerNamespace {
-				// With Docker 29's containerd image store these records are Docker's images:
-				// the Docker guard judges them (TestBothGuardsActOnce), once, as Docker's.
-				waitCtrImageGone(t, e, ns, evil)
-				waitCtrImageGone(t, e, ns, evil2)
-				continue
-			}
-			requireCtrImages(t, e, ns, evil, evil2)
-		}
-	})
-}
-
 // TestContainerdJournalFieldsMatchDocker: a disallowed pull removed from containerd is logged
 // with the same journal fields as one removed from Docker, with PULLGUARD_RUNTIME=containerd
 // and PULLGUARD_NAMESPACE added, so that one journalctl filter finds both.

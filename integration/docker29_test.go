@@ -65,7 +65,7 @@ func TestBothGuardsActOnce(t *testing.T) {
 		}
 
 		if !e.Engine.Modern {
-			return // on 20.10 a record in namespace moby is not one of Docker's images (see TestContainerdSkipsDockerNamespaces)
+			return // on 20.10 a record in namespace moby is not one of Docker's images (see TestDockerNamespacesJudged)
 		}
 		sneaked := e.Ref("evil/miner:1.0")
 		ctrPull(t, e, e.DockerNamespace, sneaked)

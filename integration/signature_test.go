@@ -396,6 +396,8 @@ type checkLine struct {
 	Rule      string `json:"rule"`
 	Reason    string `json:"reason"`
 	Signature string `json:"signature"`
+	// Attestation is where an attestations rule decided (attest_test.go).
+	Attestation string `json:"attestation"`
 }
 
 func runCheck(t *testing.T, bin, policyPath string, extra []string, refs ...string) (map[string]checkLine, int) {

@@ -25,6 +25,9 @@ type Decision struct {
 	// Signature is set when a signature-requiring rule decided, or would
 	// have allowed the reference but for its signature (signed.go).
 	Signature *SignatureCheck
+	// Attestation is set when an attestation-requiring rule decided, or
+	// would have allowed the reference but for its attestations (attest.go).
+	Attestation *AttestationCheck
 	// PolicyHash is the content hash of the policy that decided, so that a
 	// journal entry names it rather than the policy in force when written.
 	PolicyHash string
@@ -110,9 +113,12 @@ func (p *Policy) decide(ref Ref, now time.Time, ev *Evidence) Decision {
 			d.Signature = &SignatureCheck{Rule: d.Rule, Keys: d.Rule.SignedBy, Result: res}
 			d.Reason += ": " + res.Reason
 		}
+		if d.Rule.Attestations != nil {
+			p.attestationAllowed(&d, &allow)
+		}
 		return d
 	}
-	if p.signatureDenial(&d, &allow) {
+	if p.evidenceDenial(&d, &allow) {
 		d.Resembles = p.resembling(&ref, now)
 		return d
 	}

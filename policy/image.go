@@ -216,23 +216,32 @@ func (p *Policy) DecideImageWith(names []string, digest string, now time.Time, s
 }
 
 // decideAs is DecideRef with the caller's spelling as the input and, when
-// sigs is set, the signature evidence the decision asks for.
+// sigs is set, the signature and attestation evidence the decision asks
+// for (attestations when sigs is an AttestationSource too).
 func (p *Policy) decideAs(input string, r Ref, now time.Time, sigs SignatureSource) Decision {
 	d := p.DecideRef(r, now)
-	var ev *Evidence
-	// Each round answers one key set; a policy has at most one per rule.
-	for range p.Allow {
-		ks := d.NeedsEvidence()
-		if ks == nil || sigs == nil {
+	if sigs == nil || d.NeedsEvidence() == nil && d.NeedsAttestations() == nil {
+		d.Input = input
+		return d
+	}
+	ev := &Evidence{Digest: r.Digest, Results: map[string]SignatureResult{}}
+	atts, _ := sigs.(AttestationSource) // nil: attestation rules deny, fail closed
+	// Each round answers one key set or one rule's attestations; a rule
+	// has at most one of each.
+	for range 2 * len(p.Allow) {
+		if ks := d.NeedsEvidence(); ks != nil {
+			if r.Digest == "" {
+				ev.Results[ks.ID] = SignatureResult{Status: SignatureMissing, Reason: reasonNoDigest}
+			} else {
+				ev.Results[ks.ID] = sigs.Signature(r, ks)
+			}
+		} else if atts == nil || !ev.AnswerAttestations(d, func(q *AttestationRequirement) AttestationResult {
+			if r.Digest == "" {
+				return AttestationResult{Status: AttestationMissing, Reason: reasonNoDigest}
+			}
+			return atts.Attestations(r, q)
+		}) {
 			break
-		}
-		if ev == nil {
-			ev = &Evidence{Digest: r.Digest, Results: map[string]SignatureResult{}}
-		}
-		if r.Digest == "" {
-			ev.Results[ks.ID] = SignatureResult{Status: SignatureMissing, Reason: reasonNoDigest}
-		} else {
-			ev.Results[ks.ID] = sigs.Signature(r, ks)
 		}
 		d = p.DecideEvidence(r, now, ev)
 	}
@@ -254,9 +263,10 @@ func (d ImageDecision) Unverifiable() *NameDecision {
 }
 
 // Unverifiable reports whether the decision denies only for want of a
-// definite signature answer.
+// definite signature or attestation answer.
 func (d Decision) Unverifiable() bool {
-	return !d.Allowed && d.Signature != nil && d.Signature.Result.Status == SignatureUnverifiable
+	return !d.Allowed && (d.Signature != nil && d.Signature.Result.Status == SignatureUnverifiable ||
+		d.Attestation != nil && d.Attestation.Status == AttestationUnverifiable)
 }
 
 func appendNew(list []string, s string) []string {
@@ -284,7 +294,7 @@ func (p *Policy) ParseRef(s string) (Ref, error) { return p.cache.parse(s) }
 // whatever its content.
 func (p *Policy) DeniedWhateverContent(name string, now time.Time) (Decision, bool) {
 	d := p.Decide(name, now)
-	if d.Allowed || d.Signature != nil || d.Reference == "" || p.pinsDigests {
+	if d.Allowed || d.Signature != nil || d.Attestation != nil || d.Reference == "" || p.pinsDigests {
 		return d, false
 	}
 	r, err := p.ParseRef(name)
@@ -295,7 +305,7 @@ func (p *Policy) DeniedWhateverContent(name string, now time.Time) (Decision, bo
 	// repository is decided alike, but by deny rules that list digests,
 	// which only deny more: one digest stands for all.
 	digests := p.Decide(r.Name+"@"+anyDigest, now)
-	return d, !digests.Allowed && digests.Signature == nil
+	return d, !digests.Allowed && digests.Signature == nil && digests.Attestation == nil
 }
 
 // anyDigest stands for every digest in DeniedWhateverContent.

@@ -69,7 +69,7 @@ func (m *ruleMemory) expiry(s string) (*time.Time, error) {
 	return &t, nil
 }
 
-var ruleKeys = []string{"image", "tags", "digests", "expires", "reason", "signed-by", "signature-repository"}
+var ruleKeys = []string{"image", "tags", "digests", "expires", "reason", "signed-by", "signature-repository", "attestations"}
 
 func (l *loader) rules(v *yaml.Node, kind RuleKind) []*Rule {
 	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
@@ -159,6 +159,8 @@ func (l *loader) rule(n *yaml.Node, kind RuleKind) *Rule {
 			r.SignedBy = l.signedBy(v, kind)
 		case "signature-repository":
 			sigRepo, sigRepoNode = l.signatureRepository(v), v
+		case "attestations":
+			r.Attestations = l.attestations(v, kind)
 		}
 	})
 	if sigRepoNode != nil {
@@ -294,6 +296,13 @@ func summarize(r *Rule) string {
 		if r.SignedBy.Repository != "" {
 			fmt.Fprintf(&b, " signature-repository %s", r.SignedBy.Repository)
 		}
+	}
+	if r.Attestations != nil {
+		types := make([]string, len(r.Attestations))
+		for i, q := range r.Attestations {
+			types[i] = q.Type
+		}
+		fmt.Fprintf(&b, " attestations [%s]", strings.Join(types, " "))
 	}
 	return b.String()
 }

@@ -162,6 +162,8 @@ type matcher struct {
 	needs          int
 	unsigned       int
 	unsignedResult SignatureResult
+	// The same for attestation requirements (attest.go).
+	att attestMatch
 }
 
 func (m *matcher) run(ix *index) {
@@ -262,6 +264,9 @@ func (m *matcher) consider(candidates []int32) {
 			continue
 		}
 		if r.SignedBy != nil && !m.signed(i, r) {
+			continue
+		}
+		if r.Attestations != nil && !m.attested(i, r) {
 			continue
 		}
 		m.best = i

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -73,12 +74,6 @@ func (p *Policy) requireProvenance(out *ImageDecision, refs []Ref, errs []error)
 	}
 }
 
-// NamesOnly is the policy with local-images: allow: for judging a name
-// where its content's origin is not in question. Judge asks where content
-// came from only where the image's names do not say; the Docker guard's
-// re-plan of an image whose provenance is undecided still uses this.
-func (p *Policy) NamesOnly() *Policy { return p.namesOnly() }
-
 // namesOnly is the policy with local-images: allow: for judging names
 // being pulled (Image.Pulling), where the pull is the provenance.
 func (p *Policy) namesOnly() *Policy {
@@ -88,4 +83,49 @@ func (p *Policy) namesOnly() *Policy {
 	c := *p
 	c.LocalImages = LocalImagesAllow
 	return &c
+}
+
+// NotVouchedFor is v with every name left undecided for want of
+// provenance (no registry answered where its content came from) denied
+// for that, the reason saying why (e.g. since when no registry answered):
+// for content that may not stay undecided any longer, or may not run
+// while it is (enforcer/evidence). A name undecided for want of a
+// signature answer stays undecided, and with it the verdict.
+func (v Verdict) NotVouchedFor(why string) Verdict {
+	if v.Outcome != Undecided {
+		return v
+	}
+	v.Names = slices.Clone(v.Names)
+	undecided, denied := -1, -1
+	for i := range v.Names {
+		n := &v.Names[i]
+		if n.ImageID {
+			continue
+		}
+		if n.Outcome == Undecided && n.Unproven {
+			n.Outcome = Denied
+			n.Decision.Allowed, n.Decision.Rule, n.Decision.Resembles = false, nil, ""
+			n.Decision.Reason = fmt.Sprintf("%s (%s)", reasonNotFromAllowed, why)
+		}
+		switch {
+		case n.Outcome == Undecided && undecided < 0:
+			undecided = i
+		case n.Outcome == Denied && denied < 0:
+			denied = i
+		}
+	}
+	switch {
+	case undecided >= 0:
+		v.Decision = v.Names[undecided].Decision
+		return v
+	case denied >= 0:
+		v.Decision = v.Names[denied].Decision
+	}
+	v.Outcome, v.Err = Denied, nil
+	for i := range v.Names {
+		if v.Names[i].ImageID {
+			v.Names[i].Outcome = Denied
+		}
+	}
+	return v
 }

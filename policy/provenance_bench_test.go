@@ -14,7 +14,7 @@ import (
 func BenchmarkDecideImageProvenance(b *testing.B) {
 	now := time.Now()
 	deny := generatedPolicy(b, 1000)
-	allow := deny.NamesOnly()
+	allow := deny.namesOnly()
 	images := [][]string{
 		{"registry.corp.example.com/team0/app5:1.0", "registry.corp.example.com/team0/copy:2",
 			"registry.corp.example.com/team0/app5@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"},

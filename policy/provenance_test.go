@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +102,32 @@ deny:
 				}
 			}
 		})
+	}
+}
+
+// TestNotVouchedFor: names undecided for want of provenance are denied for
+// it, with the reason given; a signature left unanswered keeps the verdict
+// undecided; a decided verdict is left as it is.
+func TestNotVouchedFor(t *testing.T) {
+	p := verdictPolicy(t, "deny")
+	now := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	down := errors.New("connection refused")
+	ev := &askedEvidence{fail: map[string]error{"reg.example/approved/x": down}}
+	img := Image{Names: []string{"reg.example/approved/x:1", "sha256:" + vA[len("sha256:"):]}, Digest: vA}
+	v := p.Judge(img, now, ev)
+	if v.Outcome != Undecided {
+		t.Fatalf("outcome %s, want undecided", v.Outcome)
+	}
+	got := v.NotVouchedFor("no registry answered since then")
+	if got.Outcome != Denied || got.Err != nil || got.Names[0].Outcome != Denied || got.Names[1].Outcome != Denied ||
+		!got.Decision.ForWantOfProvenance() || !strings.HasSuffix(got.Decision.Reason, "(no registry answered since then)") {
+		t.Errorf("NotVouchedFor: %s %+v", got.Outcome, got.Names)
+	}
+	if v.Names[0].Outcome != Undecided {
+		t.Errorf("NotVouchedFor changed the verdict it was given")
+	}
+	allowed := p.Judge(Image{Names: []string{"reg.example/approved/x:1"}, Digest: vA}, now, &askedEvidence{served: map[string]bool{"reg.example/approved/x": true}})
+	if got := allowed.NotVouchedFor("x"); got.Outcome != Allowed {
+		t.Errorf("an allowed verdict became %s", got.Outcome)
 	}
 }

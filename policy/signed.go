@@ -148,6 +148,8 @@ type Evidence struct {
 	Digest string
 	// Results holds one result per KeySet.ID.
 	Results map[string]SignatureResult
+	// Attestations holds the attestation answers (attest.go).
+	Attestations *Attested
 }
 
 // SignatureCheck on a decision names the signature-requiring rule that

@@ -84,7 +84,10 @@ type Rule struct {
 	// SignedBy, on an allow rule, requires a signature by one of these keys
 	// on the image's manifest digest (signed.go).
 	SignedBy *KeySet
-	Source   Position
+	// Attestations, on an allow rule, requires verified in-toto
+	// statements of these types whose conditions hold (attest.go).
+	Attestations []*AttestationRequirement
+	Source       Position
 
 	// reason is the reason of the decisions the rule makes, built the
 	// first time it decides something and kept, so that later decisions

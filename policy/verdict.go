@@ -50,13 +50,18 @@ type Image struct {
 // verdict. Implementations bind their own context and deadline (one pass
 // of a guard, one request) and may cache; the core keeps nothing.
 //
-// Later kinds of requirement (keyless identities, attestations) add a
-// method each.
+// Later kinds of requirement (keyless identities) add a method each.
 type EvidenceSource interface {
 	// Signature verifies ref's manifest digest (in ref's repository, or
 	// keys.Repository) against keys. SignatureUnverifiable means no answer
 	// could be had; the image is then undecided.
 	Signature(ref Ref, keys *KeySet) SignatureResult
+	// Attestations returns the statements of want.Type whose subject is
+	// ref's manifest digest, each verified by one of want.SignedBy; asked
+	// only when a rule with attestations matches a name, once per Judge.
+	// The core picks the newest and evaluates the condition.
+	// AttestationUnverifiable makes the image undecided.
+	Attestations(ref Ref, want *AttestationRequirement) AttestationResult
 	// Serves reports whether repository serves the manifest digest. An
 	// error means no answer could be had.
 	Serves(repository, digest string) (bool, error)
@@ -219,17 +224,27 @@ var ErrSignatureUnanswered = errors.New("the signature could not be verified")
 
 func isUnproven(n NameDecision) bool { return n.Unproven }
 
-// unanswered is the error of a decision that lacks a signature answer.
+// ErrAttestationUnanswered is what the error of a verdict undecided for
+// want of an attestation answer wraps.
+var ErrAttestationUnanswered = errors.New("the attestations could not be verified")
+
+// unanswered is the error of a decision that lacks a signature or
+// attestation answer.
 func unanswered(d ImageDecision) error {
-	if u := d.Unverifiable(); u != nil {
+	u := d.Unverifiable()
+	switch {
+	case u == nil:
+		return nil
+	case u.Decision.Signature != nil && u.Decision.Signature.Result.Status == SignatureUnverifiable:
 		return fmt.Errorf("%w: %s", ErrSignatureUnanswered, u.Decision.Signature.Result.Reason)
 	}
-	return nil
+	return fmt.Errorf("%w: %s", ErrAttestationUnanswered, u.Decision.Attestation.Reason)
 }
 
 // mayAllow reports whether a name's decision allows it, or would with a
-// signature: only a name denied whatever the evidence is judged on its own.
-func mayAllow(d Decision) bool { return d.Allowed || d.Signature != nil }
+// signature or attestations: only a name denied whatever the evidence is
+// judged on its own.
+func mayAllow(d Decision) bool { return d.Allowed || d.Signature != nil || d.Attestation != nil }
 
 // setAside returns names without the digest names the policy allows on
 // their own (or would, signed), and where each name of all went in the
@@ -389,22 +404,32 @@ func (p *Policy) asideDecision(name string, d ImageDecision, provErr error) Name
 	return nd
 }
 
-// askedOnce asks ev about each (repository, digest, key set) once per
-// Judge, however many names and rounds need the answer.
+// askedOnce asks ev about each (repository, digest, key set) and each
+// (repository, digest, attestation requirement) once per Judge, however
+// many names and rounds need the answer.
 type askedOnce struct {
 	ev      EvidenceSource
 	answers map[[3]string]SignatureResult
+	attests map[[3]string]AttestationResult
+}
+
+func (a *askedOnce) Attestations(ref Ref, want *AttestationRequirement) AttestationResult {
+	return once(&a.attests, [3]string{ref.Name, ref.Digest, want.ID}, func() AttestationResult { return a.ev.Attestations(ref, want) })
 }
 
 func (a *askedOnce) Signature(ref Ref, keys *KeySet) SignatureResult {
-	k := [3]string{ref.Name, ref.Digest, keys.ID}
-	if res, ok := a.answers[k]; ok {
+	return once(&a.answers, [3]string{ref.Name, ref.Digest, keys.ID}, func() SignatureResult { return a.ev.Signature(ref, keys) })
+}
+
+// once returns the answer kept under k, or asks and keeps it.
+func once[V any](answers *map[[3]string]V, k [3]string, ask func() V) V {
+	if res, ok := (*answers)[k]; ok {
 		return res
 	}
-	res := a.ev.Signature(ref, keys)
-	if a.answers == nil {
-		a.answers = map[[3]string]SignatureResult{}
+	res := ask()
+	if *answers == nil {
+		*answers = map[[3]string]V{}
 	}
-	a.answers[k] = res
+	(*answers)[k] = res
 	return res
 }

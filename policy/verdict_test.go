@@ -32,6 +32,12 @@ func (e *askedEvidence) Signature(ref Ref, keys *KeySet) SignatureResult {
 	return SignatureResult{Status: e.sig, Reason: "status " + string(e.sig)}
 }
 
+// Attestations: no rule in these tests asks for attestations.
+func (e *askedEvidence) Attestations(ref Ref, want *AttestationRequirement) AttestationResult {
+	e.asked = append(e.asked, "attestations "+ref.String)
+	return AttestationResult{}
+}
+
 // originEvidence adds KnownOrigins.
 type originEvidence struct{ *askedEvidence }
 

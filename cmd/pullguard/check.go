@@ -33,7 +33,8 @@ references from standard input, one a line.
 
 For a reference that a signed-by rule names, check resolves the tag at the
 registry and verifies the digest's cosign signatures (credentials from
-Docker's config.json); --offline skips that and denies such references.
+Docker's config.json), and for an attestations rule its attestations;
+--offline skips that and denies such references.
 
 Exit status: 0 if every reference is allowed, 1 if any is denied, 2 on a
 usage or policy error.`,
@@ -64,7 +65,7 @@ usage or policy error.`,
 				return usageError("%v", err)
 			}
 			var sigs *signature.Verifier // nil: offline
-			if !offline && p.RequiresSignatures() {
+			if !offline && (p.RequiresSignatures() || p.RequiresAttestations()) {
 				sigs = signature.New(registry.New(registry.Options{}))
 			}
 			w := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
@@ -152,6 +153,9 @@ type checkResult struct {
 	// Signature is set where a signed-by rule decided: verified:<key
 	// fingerprint>, missing, invalid or unverifiable (the journal's values).
 	Signature string `json:"signature,omitempty"`
+	// Attestation is set where an attestations rule decided: the
+	// journal's PULLGUARD_ATTESTATION value.
+	Attestation string `json:"attestation,omitempty"`
 }
 
 func writeDecision(w io.Writer, format string, d policy.Decision) error {
@@ -228,6 +232,10 @@ func appendDecisionJSON(b []byte, d policy.Decision) []byte {
 	if d.Signature != nil {
 		b = append(b, `,"signature":`...)
 		b = appendJSONString(b, d.Signature.Result.Field())
+	}
+	if d.Attestation != nil {
+		b = append(b, `,"attestation":`...)
+		b = appendJSONString(b, d.Attestation.Field())
 	}
 	return append(b, "}\n"...)
 }

@@ -29,10 +29,6 @@ import (
 	"github.com/pullguard/pullguard/internal/residency"
 )
 
-// dockerNamespaces are the containerd namespaces Docker keeps its
-// containers in: they are Docker's to judge, by the names Docker knows.
-var dockerNamespaces = []string{"moby", "plugins.moby"}
-
 // runtimeFlags say which runtimes to guard; "none" turns one off.
 type runtimeFlags struct {
 	dockerHost          string
@@ -40,6 +36,7 @@ type runtimeFlags struct {
 	containerdNamespace []string
 	containerdConfig    string
 	nriSocket           nriSocketFlag
+	undecidedGrace      time.Duration
 }
 
 func (f *runtimeFlags) register(cmd *cobra.Command) {
@@ -48,6 +45,7 @@ func (f *runtimeFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringSliceVar(&f.containerdNamespace, "containerd-namespaces", nil, "containerd namespaces to guard (default: all, including ones created later)")
 	cmd.Flags().StringVar(&f.containerdConfig, "containerd-config", prepull.DefaultConfigPath, "containerd's configuration (with its imports), read to warn when containerd will not refuse disallowed pulls before they happen")
 	f.nriSocket.register(cmd)
+	cmd.Flags().DurationVar(&f.undecidedGrace, "undecided-grace", evidence.DefaultGrace, "how long an image's provenance may stay undecided (no registry answers where it came from) before it is treated as not vouched for (0: not at all)")
 }
 
 // prePullWarnings says, at start and on every reload, when containerd will not run
@@ -93,6 +91,7 @@ func newDaemonCmd() *cobra.Command {
 		lf         logFlags
 		of         observeFlags
 		sf         sourceFlags
+		gf         registryFlags
 		authzPath  string
 		authzLabel string
 		resync     time.Duration
@@ -132,9 +131,10 @@ creates, tags and builds before they happen.`,
 			releaser := residency.NewReleaser(releaseQuiet)
 			releasing, stopReleasing := context.WithCancel(context.Background())
 			defer stopReleasing()
+			verdicts := evidence.NewVerdictFile(sf.stateDir, log)
 			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
 				obs.m.SetPolicy(policies)
-				guards, err := buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, releaser.Busy, log, &closers)
+				guards, err := buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, releaser.Busy, log, &closers, gf.wiring(verdicts))
 				if err == nil {
 					go releasePages(releasing, guards, releaser, log)
 				}
@@ -170,6 +170,7 @@ creates, tags and builds before they happen.`,
 				Settle:         settleFlag(settle),
 				SetupWarnings:  rf.prePullWarnings(),
 				PolicyObserver: obs.m,
+				Verdicts:       verdicts,
 			}
 			if err := sf.apply(cmd.Context(), pf, &cfg, obs.m, log); err != nil {
 				return err
@@ -186,6 +187,7 @@ creates, tags and builds before they happen.`,
 	lf.register(cmd)
 	of.register(cmd)
 	sf.register(cmd)
+	gf.register(cmd)
 	cmd.Flags().StringVar(&authzPath, "authz-socket", "", "serve Docker's authorization plugin API on this unix socket (e.g. /run/docker/plugins/pullguard.sock); a socket passed by systemd is used when present")
 	cmd.Flags().DurationVar(&resync, "resync-interval", daemon.DefaultResyncInterval, "reconcile every runtime this often even without events (0: never)")
 	cmd.Flags().DurationVar(&settle, "settle-period", daemon.DefaultSettle, "after a policy reload, removals and stops of what the previous policy allowed wait until the policy files have been unchanged this long (0: no wait)")
@@ -280,12 +282,12 @@ func (g namedGuard) Stalled(now time.Time, limit time.Duration) bool {
 // buildGuards builds the guards the flags ask for; m (nil: none) is told
 // what they do, and busy that they are at work.
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
-	m *metrics.Metrics, busy func(), log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
+	m *metrics.Metrics, busy func(), log *logrus.Logger, closers *[]func(), ev evidenceWiring) ([]daemon.Guard, error) {
 	observer := enforcer.Observer(busyObserver{m, busy})
 	var guards []daemon.Guard
 	// One verifier, with one cache, for every guard and the plugin: it
 	// contacts a registry only for what a signed-by rule names.
-	reg := registry.New(registry.Options{})
+	reg := registry.New(ev.registry)
 	sigs := signature.New(reg)
 	// One provenance cache, likewise: the registries are asked where
 	// content came from (local-images: deny) on containerd and on Docker's
@@ -293,16 +295,22 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 	prov := provenance.New(reg)
 	// Both answer the policy's questions about content in one place, which
 	// warns once when pullguard has no network.
-	judge := evidence.New(sigs, prov, log)
+	if rf.undecidedGrace < 0 {
+		return nil, fmt.Errorf("--undecided-grace %s: must not be negative", rf.undecidedGrace)
+	}
+	judge := evidence.New(sigs, prov, log).WithGrace(rf.undecidedGrace)
+	judge.KeepVerdicts(ev.verdicts)
 	// The plugin's image index drops what each image event the Docker
 	// guard reads may have made wrong; the plugin is built after the guard.
 	var plugin *authz.Server
 	var docker *dockerguard.Guard
+	var dockerAPI dockerguard.API
 	if rf.docker() {
 		api, err := dockerguard.NewAPI(rf.dockerHost)
 		if err != nil {
 			return nil, fmt.Errorf("--docker-host: %w", err)
 		}
+		dockerAPI = api
 		docker = dockerguard.New(api, policies, rep, log, dockerguard.WithObserver(observer), dockerguard.WithImageEvents(func(ev dockerguard.Event) {
 			if plugin != nil {
 				plugin.ImageEvent(ev.Action, ev.ID, ev.Attributes["name"])
@@ -322,11 +330,23 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		}
 		if rf.docker() {
 			// Docker's containers (and, with Docker's containerd image
-			// store, its images) live in these namespaces; they are Docker's
-			// to judge, with the names Docker knows them by. Records written
-			// there behind dockerd's back get a Docker reconcile.
-			opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
-			guards = append(guards, namedGuard{"docker-containerd-store", dockerstore.New(api, dockerNamespaces, docker.RequestReconcile, log)})
+			// store, its images) live in these namespaces: what dockerd
+			// accounts for is the Docker guard's to judge, with the names
+			// Docker knows; what other clients wrote there is judged here.
+			// Records written into moby behind dockerd's back get a Docker
+			// reconcile.
+			dockerView, err := dockerstore.NewDocker(dockerAPI, rf.dockerHost)
+			if err != nil {
+				return nil, fmt.Errorf("--docker-host: %w", err)
+			}
+			owner := dockerstore.NewOwner(dockerView, log)
+			opts = append(opts, cdguard.WithOwner(owner))
+			guards = append(guards, namedGuard{"docker-containerd-store",
+				dockerstore.New(api, []string{dockerstore.Containers}, func() {
+					if owner.DockerImages() { // not with dockerd's own store (20.10)
+						docker.RequestReconcile()
+					}
+				}, log)})
 		}
 		guards = append(guards, namedGuard{enforcer.RuntimeContainerd, cdguard.New(api, policies, rep, log, opts...)})
 		if p := nriPlugin(rf.nriSocket, api, policies, rep, judge, observer, log); p != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/pullguard/pullguard/enforcer"
 	cdguard "github.com/pullguard/pullguard/enforcer/containerd"
 	dockerguard "github.com/pullguard/pullguard/enforcer/docker"
+	"github.com/pullguard/pullguard/enforcer/dockerstore"
 	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/provenance"
 	"github.com/pullguard/pullguard/enforcer/registry"
@@ -166,7 +167,19 @@ func containerdScanner(ctx context.Context, rf runtimeFlags, judge *evidence.Jud
 		opts = append(opts, cdguard.WithNamespaces(rf.containerdNamespace))
 	}
 	if rf.docker() {
-		opts = append(opts, cdguard.WithSkipNamespaces(dockerNamespaces))
+		// What dockerd accounts for in its namespaces is the Docker
+		// scan's; the rest is containerd's, as in the daemon.
+		d, err := newDockerAPI(rf.dockerHost)
+		if err != nil {
+			api.Close()
+			return scanner{}, fmt.Errorf("--docker-host: %w", err)
+		}
+		view, err := dockerstore.NewDocker(d, rf.dockerHost)
+		if err != nil {
+			api.Close()
+			return scanner{}, fmt.Errorf("--docker-host: %w", err)
+		}
+		opts = append(opts, cdguard.WithOwner(dockerstore.NewOwner(view, logrus.New())))
 	}
 	return scanner{
 		scan: func(ctx context.Context, p *policy.Policy, now time.Time) ([]enforcer.Finding, error) {

@@ -67,21 +67,26 @@ func joinTag(name, tag string) string {
 	return name + ":" + tag
 }
 
-// containerConfig is the one field of POST /containers/create's body that
-// pullguard reads. encoding/json matches keys without regard to case and
-// keeps the last duplicate, exactly as for dockerd, which decodes the same
-// body with it.
+// containerConfig is what pullguard reads of POST /containers/create's
+// body: the image it runs and its mounts (image mounts, mounts.go).
+// encoding/json matches keys without regard to case and keeps the last
+// duplicate, exactly as for dockerd, which decodes the same body with it.
 type containerConfig struct {
-	Image string
+	Image      string
+	HostConfig struct{ Mounts []mountSpec }
 }
 
 // serviceSpec is what pullguard reads of a swarm service's spec (POST
-// /services/create and /services/{id}/update): the image its tasks run, or
-// the plugin a plugin service installs. Read as containerConfig is.
+// /services/create and /services/{id}/update): the image its tasks run and
+// their mounts, or the plugin a plugin service installs. Read as
+// containerConfig is.
 type serviceSpec struct {
 	TaskTemplate struct {
-		ContainerSpec *containerConfig
-		PluginSpec    *struct{ Name, Remote string }
+		ContainerSpec *struct {
+			Image  string
+			Mounts []mountSpec
+		}
+		PluginSpec *struct{ Name, Remote string }
 	}
 }
 
@@ -126,11 +131,11 @@ func readImagesCreate(req *Request, t target) (imagesCreateParams, error) {
 	return imagesCreateParams{image: vals[0], tag: vals[1], repo: vals[2]}, nil
 }
 
-// readContainerImage is the image POST /containers/create runs.
-func readContainerImage(req *Request) (string, error) {
+// readContainer is what POST /containers/create runs and mounts.
+func readContainer(req *Request) (containerConfig, error) {
 	var cfg containerConfig
 	err := readJSONBody(req, "container", &cfg)
-	return cfg.Image, err
+	return cfg, err
 }
 
 // readJSONBody decodes a judged request's JSON body (the JSON of a what)

@@ -153,7 +153,7 @@ func (s *Server) judgePull(ctx context.Context, p *policy.Policy, now time.Time,
 		return judgeAllTags(p, now, ref.Name())
 	}
 	d := p.Decide(ref.String(), now)
-	if d.NeedsEvidence() != nil && s.signatures != nil {
+	if (d.NeedsEvidence() != nil || d.NeedsAttestations() != nil) && s.signatures != nil {
 		d = s.signatures.Decide(ctx, p, ref.String(), now)
 	}
 	return decided(p, d)
@@ -175,11 +175,14 @@ func judgeAllTags(p *policy.Policy, now time.Time, name string) verdict {
 }
 
 func (s *Server) judgeContainersCreate(ctx context.Context, p *policy.Policy, now time.Time, req *Request, t target, log logrus.FieldLogger) verdict {
-	image, err := readContainerImage(req)
+	cfg, err := readContainer(req)
 	if err != nil {
 		return refuse(req, t, err)
 	}
-	return s.judgeLocal(ctx, p, now, image, log)
+	if v := s.judgeLocal(ctx, p, now, cfg.Image, log); !v.allowed {
+		return v
+	}
+	return s.judgeImageMounts(ctx, p, now, cfg.HostConfig.Mounts, log)
 }
 
 // judgeService judges a swarm service's spec. dockerd does not ask
@@ -207,6 +210,9 @@ func (s *Server) judgeService(ctx context.Context, p *policy.Policy, now time.Ti
 	cs := spec.TaskTemplate.ContainerSpec
 	if cs == nil || cs.Image == "" {
 		return allowed // dockerd refuses a container service without an image
+	}
+	if v := s.judgeImageMounts(ctx, p, now, cs.Mounts, log); !v.allowed {
+		return v
 	}
 	if _, err := digest.Parse(cs.Image); err == nil {
 		return s.judgeLocal(ctx, p, now, cs.Image, log) // an image ID: never pulled

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moby/locker"
@@ -31,7 +32,6 @@ type Guard struct {
 	cfg      engine.Config
 
 	only map[string]bool // nil: every namespace
-	skip map[string]bool
 
 	now  func() time.Time
 	loop *engine.Loop[Event, workKey, string]
@@ -51,6 +51,11 @@ type Guard struct {
 	// signed-by rules deny and, under local-images: deny, allowed names
 	// are undecided.
 	judge *evidence.Judge
+	// owner accounts for what Docker wrote into its namespaces (WithOwner);
+	// nil: every namespace is judged alike.
+	owner    Owner
+	retrying atomic.Bool // reconcileLater has a reconcile coming
+	leases   leaseSweep  // images only leases hold (leases.go)
 }
 
 // Option configures a Guard.
@@ -63,17 +68,6 @@ func WithNamespaces(ns []string) Option {
 		g.only = map[string]bool{}
 		for _, n := range ns {
 			g.only[n] = true
-		}
-	}
-}
-
-// WithSkipNamespaces leaves the given namespaces alone: the daemon passes
-// Docker's ("moby", "plugins.moby") when it guards Docker through Docker's
-// own API, so that a container is not judged twice.
-func WithSkipNamespaces(ns []string) Option {
-	return func(g *Guard) {
-		for _, n := range ns {
-			g.skip[n] = true
 		}
 	}
 }
@@ -95,7 +89,6 @@ func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log log
 	g := &Guard{
 		api: api, policies: policies, log: log,
 		cfg:   engine.Config{Runtime: enforcer.RuntimeContainerd, Log: log, Workers: workers, MinBackoff: 100 * time.Millisecond},
-		skip:  map[string]bool{},
 		now:   time.Now,
 		locks: locker.New(),
 	}
@@ -176,6 +169,9 @@ func (a adapter) Jobs(ev Event) (time.Time, []engine.Job[workKey, string]) {
 func (a adapter) Reconcile(ctx context.Context, why string) error { return a.g.reconcile(ctx, why) }
 
 func (a adapter) Handle(ctx context.Context, k workKey, topic string) {
+	if a.g.leftToOwner(ctx, k, topic) {
+		return
+	}
 	if k.containerID != "" {
 		a.g.containerEvent(ctx, k.ns, k.containerID, topic)
 	} else {
@@ -184,9 +180,6 @@ func (a adapter) Handle(ctx context.Context, k workKey, topic string) {
 }
 
 func (g *Guard) wanted(ns string) bool {
-	if g.skip[ns] {
-		return false
-	}
 	return g.only == nil || g.only[ns]
 }
 
@@ -226,6 +219,7 @@ func (g *Guard) reconcile(ctx context.Context, reason string) error {
 }
 
 func (g *Guard) reconcileNamespace(ctx context.Context, ns string) error {
+	listed := time.Now()
 	cs, err := g.api.Containers(ctx, ns)
 	if isNotFound(err) {
 		return nil // the namespace went away
@@ -234,7 +228,21 @@ func (g *Guard) reconcileNamespace(ctx context.Context, ns string) error {
 		return fmt.Errorf("listing containers: %w", err)
 	}
 	for _, c := range cs {
+		switch g.ownership(ctx, workKey{ns: ns, containerID: c.ID}, listed) {
+		case Owned:
+			continue
+		case OwnerUnknown:
+			g.reconcileLater()
+			continue
+		}
 		g.checkContainer(ctx, ns, c, reconcileEvent)
+	}
+	switch g.ownership(ctx, workKey{ns: ns}, listed) {
+	case Owned:
+		return nil
+	case OwnerUnknown:
+		g.reconcileLater()
+		return nil
 	}
 	imgs, err := g.api.Images(ctx, ns)
 	if isNotFound(err) {
@@ -251,7 +259,7 @@ func (g *Guard) reconcileNamespace(ctx context.Context, ns string) error {
 		seen[img.Target] = true
 		g.judgeContent(ctx, ns, img, reconcileEvent, "")
 	}
-	return nil
+	return g.sweepLeases(ctx, ns) // leases.go
 }
 
 // policy is the policy in force; nil (none loaded, which the daemon does

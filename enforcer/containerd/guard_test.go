@@ -527,22 +527,6 @@ func TestNamespaces(t *testing.T) {
 		f.emit(Event{Namespace: "tenant-c", Topic: TopicImageCreate, Image: evil})
 		eventually(t, "image removed", func() bool { return len(f.imageNames("tenant-c")) == 0 })
 	})
-	t.Run("skipped namespaces are left alone, by reconcile and events", func(t *testing.T) {
-		f := newFake()
-		f.addImage("moby", evil, dg('1'))
-		f.addImage(k8s, evil, dg('1'))
-		_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)),
-			WithSkipNamespaces([]string{"moby", "plugins.moby"}))
-		f.addContainer("moby", Container{ID: "d1", Image: evil}, TaskRunning)
-		f.emit(Event{Namespace: "moby", Topic: TopicTaskStart, ContainerID: "d1"})
-		settle()
-		if got := f.imageNames("moby"); len(got) != 1 || !f.hasContainer("moby", "d1") {
-			t.Errorf("moby touched: images %q, container kept %v", got, f.hasContainer("moby", "d1"))
-		}
-		if got := rec.summary(); !slices.Equal(got, []string{"removed k8s.io " + evil}) {
-			t.Errorf("records %q", got)
-		}
-	})
 	t.Run("WithNamespaces guards only those", func(t *testing.T) {
 		f := newFake()
 		f.addImage("a", evil, dg('1'))

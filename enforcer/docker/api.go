@@ -143,4 +143,6 @@ type Container struct {
 	// State is Docker's state: created, running, paused, restarting,
 	// removing, exited or dead.
 	State string
+	// ImageMounts are the images it mounts (mounts.go).
+	ImageMounts []ImageMount
 }

@@ -34,19 +34,19 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 		return
 	}
 	ps := g.pass(ctx)
-	sigs := ps.Signatures()
-	img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, vouchFor(ps, p, g.now()))
+	img, err := imageOf(ctx, g.api, c.ImageID, map[string]*Image{})
 	if err != nil {
 		g.log.WithFields(logrus.Fields{"event": event, "container_id": c.ID, "error": err}).Error("cannot inspect the container's image")
 		return
 	}
-	v := judgeVouched(c.Image, c.ImageID, img, p, g.now(), sigs)
+	v := judgeContainer(c.Image, c.ImageID, img, p, g.now(), ps)
 	if v.Allowed {
+		g.enforceImageMounts(ctx, p, c, event) // mounts.go
 		return
 	}
 	rec := enforcer.Record{Action: enforcer.Removed, Event: event, ContainerID: c.ID, ImageID: c.ImageID, Decision: v.Decision}
-	if v.Unverifiable {
-		rec.Action, rec.Err = enforcer.Failed, enforcer.ErrSignatureUnverifiable
+	if v.Outcome == policy.Undecided {
+		rec.Action, rec.Err = enforcer.Failed, v.Err
 		g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec})
 		return
 	}
@@ -66,7 +66,7 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 			return enforcer.Removed, nil
 		},
 		AllowedBy: func(prev *policy.Policy) bool {
-			return judgeVouched(c.Image, c.ImageID, img, prev, g.now(), sigs).Allowed
+			return judgeContainer(c.Image, c.ImageID, img, prev, g.now(), ps).Allowed
 		},
 	})
 	if out == engine.Reported && p.Mode == policy.ModeEnforce && c.ImageID != "" {
@@ -98,16 +98,13 @@ func (g *Guard) containerStep(p *policy.Policy, st containerStep) engine.Step {
 	s := engine.Step{Policy: p, Record: enforcer.Record{Action: st.Action, Event: eventReconcile,
 		ContainerID: c.ID, ImageID: c.ImageID, Decision: st.Verdict.Decision}}
 	if st.Action == enforcer.Reported || st.Action == enforcer.Failed {
-		if st.Verdict.Unverifiable {
-			s.Record.Err = enforcer.ErrSignatureUnverifiable
-		}
+		s.Record.Err = st.Verdict.Err
 		return s
 	}
 	s.AllowedBy = func(prev *policy.Policy) bool {
 		ctx := context.Background()
-		ps := g.pass(ctx)
-		img, err := imageOf(ctx, g.api, c.ImageID, map[string]*vouched{}, vouchFor(ps, prev, g.now()))
-		return err == nil && judgeVouched(c.Image, c.ImageID, img, prev, g.now(), ps.Signatures()).Allowed
+		img, err := imageOf(ctx, g.api, c.ImageID, map[string]*Image{})
+		return err == nil && judgeContainer(c.Image, c.ImageID, img, prev, g.now(), g.pass(ctx)).Allowed && g.mountsAllowedBy(ctx, prev, c)
 	}
 	s.Do = func(ctx context.Context) (enforcer.Action, error) {
 		if st.Action == enforcer.Stopped {

@@ -413,8 +413,32 @@ func (f *fakeDocker) usedLocked(imageID string) bool {
 		if c.ImageID == imageID {
 			return true
 		}
+		for _, m := range c.ImageMounts {
+			if img := f.lookupLocked(m.Source); img != nil && img.id == imageID {
+				return true
+			}
+		}
 	}
 	return false
+}
+
+// removeNamelessLocked is `docker rmi ID` of an image without names, which
+// only nameless images are removed by (nameless.go): refused while a
+// container uses or mounts it.
+func (f *fakeDocker) removeNamelessLocked(imageID string) (bool, error) {
+	img := f.images[imageID]
+	if img == nil {
+		return false, fmt.Errorf("%w: No such image: %s", ErrNotFound, imageID)
+	}
+	if len(img.tags)+len(img.digests) > 0 {
+		panic("the guard removed an image with names by ID: " + imageID)
+	}
+	if f.usedLocked(imageID) {
+		return false, fmt.Errorf("%w: conflict: unable to delete %s (must be forced) - image is being used by a container", ErrInUse, shortID(imageID))
+	}
+	f.mutations = append(f.mutations, "rmi "+imageID)
+	delete(f.images, imageID)
+	return true, nil
 }
 
 // singleReference is dockerd's isSingleReference: all references in one
@@ -448,7 +472,7 @@ func (f *fakeDocker) RemoveImageName(ctx context.Context, name string) (bool, er
 		return false, err
 	}
 	if looksLikeID(name) {
-		panic("the guard removed an image by ID: " + name)
+		return f.removeNamelessLocked(name)
 	}
 	norm := fakeNorm(name)
 	var img *fakeImage

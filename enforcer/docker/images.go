@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/enforcer/internal/engine"
 	"github.com/pullguard/pullguard/policy"
 )
@@ -33,14 +34,8 @@ func (g *Guard) enforceImage(ctx context.Context, p *policy.Policy, event, id st
 		return true
 	}
 	ps := g.pass(ctx)
-	sigs := ps.Signatures()
-	plan := vouch(ps, p, g.now(), img).plan(p, g.now(), only, sigs)
-	if u := plan.Unverifiable; u != nil {
-		g.exec.Execute(ctx, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Event: event,
-			Image: normalize(u.Name), ImageID: img.ID, Decision: u.Decision, Err: enforcer.ErrSignatureUnverifiable}})
-		return true
-	}
-	steps := g.imageSteps(plan, p, event, usedBy, sigs)
+	plan := planImage(img, p, g.now(), only, ps)
+	steps := g.imageSteps(plan, p, event, usedBy, ps)
 	if len(steps) == 1 {
 		return g.exec.Execute(ctx, steps[0]) != engine.Stale
 	}
@@ -104,13 +99,13 @@ func (g *Guard) executeSideBySide(ctx context.Context, steps []engine.Step) bool
 }
 
 // imageSteps turns an image's plan into the executor's steps.
-func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedBy []string, sigs policy.SignatureSource) []engine.Step {
+func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedBy []string, ps *evidence.Pass) []engine.Step {
 	img := plan.Image
 	var steps []engine.Step
-	for _, u := range plan.Unknown {
-		// No definite answer: the name stays until the registry gives one.
+	for _, u := range plan.Failed {
+		// No definite answer: the name stays until one is had.
 		steps = append(steps, engine.Step{Policy: p, Record: enforcer.Record{Action: enforcer.Failed, Event: event,
-			Image: normalize(u.Name), ImageID: img.ID, Decision: u.Decision, Err: plan.UnknownErr}})
+			Image: normalize(u.Name), ImageID: img.ID, Decision: u.Decision, Err: plan.Err}})
 	}
 	if plan.Empties && len(usedBy) > 0 {
 		// Docker keeps an image's last name while a container uses it;
@@ -142,10 +137,7 @@ func (g *Guard) imageSteps(plan imagePlan, p *policy.Policy, event string, usedB
 				return g.removeName(ctx, img.ID, name, event, check)
 			},
 			AllowedBy: func(prev *policy.Policy) bool {
-				// img has the names its provenance was vouched for
-				// with now (provenance.go); the previous policy judges
-				// those.
-				return planImage(img, prev, g.now(), []string{name}, sigs).Removals == nil
+				return planImage(img, prev, g.now(), []string{name}, ps).Removals == nil
 			},
 		})
 	}

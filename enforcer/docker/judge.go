@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -84,15 +85,14 @@ type imagePlan struct {
 	Removals []removal
 	// Empties is set when the removals leave the image without a name.
 	Empties bool
-	// Unverifiable, when set, is a name denied only because its
-	// signature could not be verified (registry unreachable): nothing is
-	// removed, the guard reports the failure and the next resync asks again.
-	Unverifiable *policy.NameDecision
-	// Unknown are names the policy allows whose provenance no registry
-	// could confirm or deny (UnknownErr says why): kept, reported failed,
-	// judged again at the next reconcile (provenance.go).
-	Unknown    []policy.NameDecision
-	UnknownErr error
+	// Failed are the names the policy could not decide (a registry that did
+	// not answer; Err says why): kept, reported failed, and judged again at
+	// the next reconcile.
+	Failed []policy.NameVerdict
+	Err    error
+	// VouchedBy is the allowed digest name that shows where the content
+	// came from, or empty (scan shows it).
+	VouchedBy string
 }
 
 // planImage decides which of img's names go. Every tag is judged on its own.
@@ -103,14 +103,15 @@ type imagePlan struct {
 //
 // only, when set, restricts the removals to those names (what events put
 // on the image); the rest of the image's names are still taken into
-// account. An image without names (dangling) gets an empty plan.
+// account. An image without names (dangling) is nameless.go's.
 //
-// sigs answers for signed-by rules (nil: such rules deny, fail closed).
-func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs policy.SignatureSource) imagePlan {
+// ps answers what names cannot prove (nil: nothing is asked; signed-by
+// rules deny, fail closed).
+func planImage(img Image, p *policy.Policy, now time.Time, only []string, ps *evidence.Pass) imagePlan {
 	plan := imagePlan{Image: img}
 	names := namesOf(p, img)
 	if len(names) == 0 {
-		return plan
+		return namelessPlan(img, p, now, only)
 	}
 	var onlyNorm map[string]bool
 	if only != nil {
@@ -142,21 +143,23 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs p
 			sub = append(sub, n.raw)
 		}
 	}
-	verdict := p.DecideImageWith(sub, contentDigest(img), now, sigs)
-	if u := verdict.Unverifiable(); u != nil {
-		plan.Unverifiable = u
-		return plan
-	}
-	// The candidates: denied tags, and denied digests of untagged repositories.
+	verdict := judgeNames(ps, p, sub, &img, now)
+	plan.VouchedBy = verdict.VouchedBy
+	// The candidates: denied tags, and denied digests of untagged
+	// repositories; what could not be decided stays.
 	var cands []int
 	decisions := make([]policy.Decision, len(names))
 	for i := range names {
-		if !judged[i] {
+		if !judged[i] || verdict.Names[at[i]].ImageID {
 			continue
 		}
 		decisions[i] = verdict.Names[at[i]].Decision
-		if !decisions[i].Allowed {
+		switch evidence.ActOn(verdict, at[i]) {
+		case evidence.Remove:
 			cands = append(cands, i)
+		case evidence.Fail:
+			plan.Failed = append(plan.Failed, verdict.Names[at[i]])
+			plan.Err = evidence.Failure(verdict)
 		}
 	}
 	if len(cands) == 0 {
@@ -164,8 +167,8 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs p
 	}
 
 	// Docker drops a repository's digest references with its last tag. Where
-	// that would take an allowed digest reference, the first of the
-	// repository's doomed tags stays.
+	// that would take an allowed digest reference (or one the policy could
+	// not decide), the first of the repository's doomed tags stays.
 	removedTags := map[string]int{}
 	for _, i := range cands {
 		if !names[i].digest {
@@ -179,7 +182,9 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs p
 		}
 		allowedDigest := ""
 		for j, d := range names {
-			if d.digest && d.repo == repo && verdict.Names[at[j]].Decision.Allowed {
+			// A digest name dockerd made up (containerd image store) is
+			// no record of a pull: it goes with the tag it was made for.
+			if nv := verdict.Names[at[j]]; d.digest && d.repo == repo && !nv.SetAside && nv.Outcome != policy.Denied {
 				allowedDigest = d.raw
 				break
 			}
@@ -240,37 +245,38 @@ func planImage(img Image, p *policy.Policy, now time.Time, only []string, sigs p
 // verdict is the judgement of a container.
 type verdict struct {
 	Allowed bool
-	// Decision is the allowing decision, or the denial that explains best
-	// why the container may not exist.
+	// Outcome is the core's: Undecided only for want of a signature
+	// answer or of any network (the container is not touched, the failure
+	// is reported); content whose provenance no registry answered for is
+	// denied to a container (evidence.Running).
+	Outcome policy.Outcome
+	// Decision is the allowing decision, or the denial (or the undecided
+	// name's decision) that explains best why the container may not exist.
 	Decision policy.Decision
-	// Unverifiable: the denial rests on a signature that could not be
-	// verified; the container is not touched, the failure is reported.
-	Unverifiable bool
+	// Err says why an undecided verdict could not be decided.
+	Err error
 }
 
 // judgeContainer decides whether a container may exist: whether its image
-// may stay and run (policy.DecideImage). typed is the image as the user
-// gave it, img the container's image (nil when it is gone); the names it is
-// judged by are policy.ContainerNames'.
-func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now time.Time, sigs policy.SignatureSource) verdict {
+// may stay and run (policy.Judge, evidence.Running). typed is the image as
+// the user gave it, img the container's image (nil when it is gone); the
+// names it is judged by are policy.ContainerNames'. ps answers what names
+// cannot prove (nil: nothing is asked).
+func judgeContainer(typed, imageID string, img *Image, p *policy.Policy, now time.Time, ps *evidence.Pass) verdict {
 	var own []string
-	digest := ""
 	if img != nil {
-		own, digest = imageNames(p, *img), contentDigest(*img)
+		own = imageNames(p, *img)
 	}
 	names := p.ContainerNames(policy.Container{Typed: typed, ImageID: imageID, Names: own})
-	d := p.DecideImageWith(names, digest, now, sigs)
+	v := evidence.Running(judgeNames(ps, p, names, img, now))
+	out := verdict{Allowed: v.Outcome == policy.Allowed, Outcome: v.Outcome, Decision: v.Decision, Err: evidence.Failure(v)}
 	if len(names) == 0 {
-		d.Decision.Input = typed
+		out.Decision.Input = typed
 		if typed == "" {
-			d.Decision.Input = imageID
+			out.Decision.Input = imageID
 		}
 	}
-	v := verdict{Allowed: d.Allowed, Decision: d.Decision}
-	if u := d.Unverifiable(); !d.Allowed && u != nil {
-		v.Unverifiable, v.Decision = true, u.Decision
-	}
-	return v
+	return out
 }
 
 // contentDigest is the manifest (or index) digest of img's content where

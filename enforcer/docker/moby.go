@@ -323,7 +323,7 @@ func (a *mobyAPI) ListContainers(ctx context.Context) ([]Container, error) {
 	}
 	out := make([]Container, 0, len(res.Items))
 	for _, s := range res.Items {
-		c := Container{ID: s.ID, Image: s.Image, ImageID: s.ImageID, State: string(s.State)}
+		c := Container{ID: s.ID, Image: s.Image, ImageID: s.ImageID, State: string(s.State), ImageMounts: imageMountsOf(s.Mounts, nil)}
 		if len(s.Names) > 0 {
 			c.Name = strings.TrimPrefix(s.Names[0], "/")
 		}
@@ -338,7 +338,7 @@ func (a *mobyAPI) InspectContainer(ctx context.Context, id string) (Container, e
 		return Container{}, apiError(err)
 	}
 	r := res.Container
-	c := Container{ID: r.ID, Name: strings.TrimPrefix(r.Name, "/"), ImageID: r.Image}
+	c := Container{ID: r.ID, Name: strings.TrimPrefix(r.Name, "/"), ImageID: r.Image, ImageMounts: imageMountsOf(r.Mounts, r.HostConfig)}
 	if r.Config != nil {
 		c.Image = r.Config.Image
 	}

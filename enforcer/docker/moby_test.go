@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -144,11 +145,11 @@ func TestMobyAPIAgainstDockerd2010(t *testing.T) {
 
 	ctrs, err := api.ListContainers(ctx)
 	want := Container{ID: cid(1), Name: "miner", Image: "evil:1", ImageID: id(1), State: "running"}
-	if err != nil || len(ctrs) != 1 || ctrs[0] != want {
+	if err != nil || len(ctrs) != 1 || !reflect.DeepEqual(ctrs[0], want) {
 		t.Errorf("ListContainers = %+v, %v; want [%+v]", ctrs, err, want)
 	}
 	c, err := api.InspectContainer(ctx, cid(1))
-	if err != nil || c != want {
+	if err != nil || !reflect.DeepEqual(c, want) {
 		t.Errorf("InspectContainer = %+v, %v; want %+v", c, err, want)
 	}
 	if err := api.StopContainer(ctx, cid(1)); err != nil {

@@ -158,7 +158,7 @@ func (g *Guard) deniedNameStep(p *policy.Policy, name, event string, d policy.De
 			// Only while a reload settles: plan as the previous policy would.
 			ctx := context.Background()
 			img, err := g.api.InspectImage(ctx, name)
-			return err != nil || planImage(img, prev, g.now(), []string{name}, g.pass(ctx).Signatures()).Removals == nil
+			return err != nil || planImage(img, prev, g.now(), []string{name}, g.pass(ctx)).Removals == nil
 		},
 	}
 }

@@ -28,7 +28,7 @@ func (g *Guard) reconcile(ctx context.Context, why string) error {
 	}
 	began := time.Now()
 	ps := g.pass(ctx) // a registry that did not answer is asked once a pass
-	s, err := takeSurvey(ctx, g.api, p, g.now(), ps.Signatures(), vouchFor(ps, p, g.now()))
+	s, err := takeSurvey(ctx, g.api, p, g.now(), ps)
 	if err != nil {
 		return err
 	}

@@ -82,8 +82,7 @@ func findings(ctx context.Context, g *Guard, p *policy.Policy, now time.Time, re
 			v, ok := vouchedBy[r.ImageID]
 			if !ok {
 				if img, err := g.api.InspectImage(ctx, r.ImageID); err == nil {
-					img := vouch(g.pass(ctx), p, now, img).Image
-					v = p.DecideImage(imageNames(p, img), "", now).VouchedBy
+					v = planImage(img, p, now, nil, g.pass(ctx)).VouchedBy
 				}
 				vouchedBy[r.ImageID] = v
 			}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pullguard/pullguard/enforcer"
+	"github.com/pullguard/pullguard/enforcer/evidence"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -39,12 +40,10 @@ type survey struct {
 	ImageCount, ContainerCount int
 }
 
-// takeSurvey lists the host's images and containers and judges them.
-// Containers are judged first: an image stays in use only through the
-// containers that stay.
-//
-// vouchOf vouches for an image's provenance (provenance.go).
-func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, sigs policy.SignatureSource, vouchOf vouchFunc) (*survey, error) {
+// takeSurvey lists the host's images and containers and judges them, asking
+// ps what names cannot prove. Containers are judged first: an image stays
+// in use only through the containers that stay.
+func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, ps *evidence.Pass) (*survey, error) {
 	images, err := api.ListImages(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("listing images: %w", err)
@@ -54,15 +53,14 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, s
 		return nil, fmt.Errorf("listing containers: %w", err)
 	}
 	s := &survey{ImageCount: len(images), ContainerCount: len(containers)}
-	byID := make(map[string]*vouched, len(images))
-	for _, img := range images {
-		v := vouchOf(ctx, img)
-		byID[img.ID] = &v
+	byID := make(map[string]*Image, len(images))
+	for i := range images {
+		byID[images[i].ID] = &images[i]
 	}
 
 	usedBy := map[string][]string{} // image ID -> containers that stay
 	for _, c := range containers {
-		step, stays, err := judgeListed(ctx, api, c, byID, vouchOf, p, now, sigs)
+		step, stays, err := judgeListed(ctx, api, c, byID, p, now, ps)
 		if err != nil {
 			return nil, err
 		}
@@ -75,8 +73,9 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, s
 	}
 
 	for _, img := range images {
-		plan := byID[img.ID].plan(p, now, nil, sigs)
-		if len(plan.Removals) == 0 && plan.Unverifiable == nil && plan.Unknown == nil {
+		plan := planImage(img, p, now, nil, ps)
+		if len(plan.Removals) == 0 && plan.Failed == nil ||
+			plan.isNameless() && len(usedBy[img.ID]) > 0 { // kept while an allowed container uses it
 			continue
 		}
 		s.Images = append(s.Images, imageStep{Plan: plan, UsedBy: usedBy[img.ID]})
@@ -86,12 +85,12 @@ func takeSurvey(ctx context.Context, api API, p *policy.Policy, now time.Time, s
 
 // judgeListed judges one listed container: the step to take (nil when it is
 // allowed or already being removed) and whether it stays afterwards.
-func judgeListed(ctx context.Context, api API, c Container, byID map[string]*vouched, vouchOf vouchFunc, p *policy.Policy, now time.Time, sigs policy.SignatureSource) (*containerStep, bool, error) {
-	img, err := imageOf(ctx, api, c.ImageID, byID, vouchOf)
+func judgeListed(ctx context.Context, api API, c Container, byID map[string]*Image, p *policy.Policy, now time.Time, ps *evidence.Pass) (*containerStep, bool, error) {
+	img, err := imageOf(ctx, api, c.ImageID, byID)
 	if err != nil {
 		return nil, false, err
 	}
-	v := judgeVouched(c.Image, c.ImageID, img, p, now, sigs)
+	v := judgeContainer(c.Image, c.ImageID, img, p, now, ps)
 	if !v.Allowed {
 		// A listing shows the image ID where the name the container was
 		// created from has moved on to a newer image (a re-pull); the name
@@ -104,14 +103,17 @@ func judgeListed(ctx context.Context, api API, c Container, byID map[string]*vou
 			return nil, false, fmt.Errorf("inspecting container %s: %w", shortID(c.ID), err)
 		}
 		c.Image, c.State = full.Image, full.State
-		v = judgeVouched(c.Image, c.ImageID, img, p, now, sigs)
+		v = judgeContainer(c.Image, c.ImageID, img, p, now, ps)
 	}
 	if v.Allowed {
-		return nil, true, nil
+		// Its own image may run; what it mounts must too (mounts.go).
+		if v, _, err = judgeImageMounts(ctx, api, c.ImageMounts, byID, p, now, ps); err != nil || v.Allowed {
+			return nil, err == nil, err
+		}
 	}
 	step := &containerStep{Container: c, Verdict: v, Action: enforcer.Removed}
 	switch {
-	case v.Unverifiable:
+	case v.Outcome == policy.Undecided:
 		// No definite answer: the container stays (and keeps its image)
 		// until one arrives.
 		step.Action = enforcer.Failed
@@ -128,9 +130,8 @@ func judgeListed(ctx context.Context, api API, c Container, byID map[string]*vou
 }
 
 // imageOf finds a container's image in a listing, or asks for it (it may
-// be an intermediate image that listings leave out), vouched for. nil: it
-// is gone.
-func imageOf(ctx context.Context, api API, id string, byID map[string]*vouched, vouchOf vouchFunc) (*vouched, error) {
+// be an intermediate image that listings leave out). nil: it is gone.
+func imageOf(ctx context.Context, api API, id string, byID map[string]*Image) (*Image, error) {
 	if img, ok := byID[id]; ok {
 		return img, nil
 	}
@@ -144,9 +145,8 @@ func imageOf(ctx context.Context, api API, id string, byID map[string]*vouched, 
 	case err != nil:
 		return nil, fmt.Errorf("inspecting image %s: %w", shortID(id), err)
 	}
-	v := vouchOf(ctx, img)
-	byID[id] = &v
-	return &v, nil
+	byID[id] = &img
+	return &img, nil
 }
 
 // shortID is the 12-character form Docker prints.

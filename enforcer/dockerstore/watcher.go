@@ -1,15 +1,18 @@
-// Package dockerstore closes a gap of Docker's containerd image store (the default of Docker
-// 29 on a fresh install). There, Docker's images are image records in containerd's namespace
-// moby, and a record put there without dockerd — `ctr -n moby image pull`, an import or a
-// transfer through containerd's API — is one of Docker's images (`docker run` starts it) for
-// which dockerd reports no event. The containerd guard leaves Docker's namespaces to the Docker
-// guard, so that nothing is judged or acted on twice; this watcher makes sure nothing is missed
-// either: whenever an image record in one of those namespaces is created or changed, it asks
-// the Docker guard for a reconcile, which judges it by the names Docker shows.
+// Package dockerstore speaks for Docker in Docker's containerd namespaces, moby and
+// plugins.moby, where other clients of containerd's socket can write too.
 //
-// With Docker's own image store (dockerd ≤ 28 without the containerd snapshotter, Debian's
-// 20.10), nothing but Docker's plugins writes image records there, and a reconcile finds
-// nothing to do.
+// Owner tells the containerd guard what dockerd accounts for there, by asking dockerd: the
+// Docker guard judges that through Docker's API, and the containerd guard judges everything
+// else (a `ctr -n moby run`, an import into plugins.moby) like any other containerd object, so
+// that nothing is judged twice and nothing is missed.
+//
+// With Docker's containerd image store (the default of Docker 29 on a fresh install), the
+// image records in moby are Docker's images, and one put there without dockerd — `ctr -n moby
+// image pull`, an import or a transfer through containerd's API — is one of Docker's images
+// (`docker run` starts it) for which dockerd reports no event. Watcher closes that gap:
+// whenever an image record in moby is created or changed, it asks the Docker guard for a
+// reconcile, which judges it by the names Docker shows. With Docker's own image store
+// (dockerd 20.10), moby's records are nobody's to Docker, and the containerd guard judges them.
 package dockerstore
 
 import (
@@ -39,7 +42,7 @@ type Watcher struct {
 	ready      chan struct{}
 }
 
-// New returns a watcher of namespaces (Docker's: moby and plugins.moby) that calls reconcile,
+// New returns a watcher of namespaces (Docker's image namespace, moby) that calls reconcile,
 // which must not block (the Docker guard's RequestReconcile).
 func New(api Subscriber, namespaces []string, reconcile func(), log *logrus.Logger) *Watcher {
 	ready := make(chan struct{})

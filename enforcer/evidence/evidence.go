@@ -17,6 +17,7 @@ package evidence
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -50,6 +51,7 @@ type Judge struct {
 	// at all (the shipped unit's RestrictAddressFamilies=AF_UNIX).
 	noNetwork sync.Once
 	verdicts  verdictCache
+	undecided undecidedSince // undecided.go
 }
 
 // New returns a judge over the verifier and the provenance cache; either
@@ -85,7 +87,8 @@ func (j *Judge) Pass(ctx context.Context) *Pass {
 func (ps *Pass) Signatures() policy.SignatureSource { return ps.sigs }
 
 // Judge decides img under p as of now (policy.Policy.Judge), from the
-// verdict cache when verified evidence decided it before.
+// verdict cache when verified evidence decided it before. Provenance
+// undecided for longer than the grace is not vouched for (undecided.go).
 func (ps *Pass) Judge(p *policy.Policy, img policy.Image, now time.Time) policy.Verdict {
 	if ps.j == nil {
 		return p.Judge(img, now, answers{ps, &asked{}})
@@ -94,12 +97,23 @@ func (ps *Pass) Judge(p *policy.Policy, img policy.Image, now time.Time) policy.
 		return v
 	}
 	a := &asked{}
-	v := p.Judge(img, now, answers{ps, a})
+	rec := &recorder{answers: answers{ps, a}}
+	v := p.Judge(img, now, rec)
 	if a.any && a.verified && v.Outcome != policy.Undecided {
-		ps.j.verdicts.put(p, img, now, v)
+		ttl := verdictTTL
+		if a.attested {
+			ttl = attestedVerdictTTL
+		}
+		ps.j.verdicts.put(p, img, now, v, ttl, rec.evidence())
 	}
-	return v
+	return ps.j.bound(img, v, now)
 }
+
+// attestedVerdictTTL is how long a verdict resting on attestations is
+// kept: less than a resync (5 minutes), so that every resync evaluates the
+// conditions again, a freshness condition at the time of the resync,
+// from the verified statements the verifier keeps.
+const attestedVerdictTTL = time.Minute
 
 // answers is a pass as the core's EvidenceSource for one Judge, noting
 // whether every answer was a verified yes.
@@ -108,7 +122,7 @@ type answers struct {
 	a *asked
 }
 
-type asked struct{ any, verified bool }
+type asked struct{ any, verified, attested bool }
 
 func (a *asked) note(yes bool) {
 	a.verified = yes && (a.verified || !a.any)
@@ -124,6 +138,20 @@ func (e answers) Signature(ref policy.Ref, keys *policy.KeySet) policy.Signature
 	}
 	res := e.sigs.Signature(ref, keys)
 	e.a.note(res.Status == policy.SignatureVerified)
+	return res
+}
+
+// Attestations asks the pass's verifier; without one, attestation rules
+// deny (fail closed), as signed-by rules do.
+func (e answers) Attestations(ref policy.Ref, want *policy.AttestationRequirement) policy.AttestationResult {
+	e.a.attested = true
+	as, _ := e.sigs.(policy.AttestationSource)
+	if as == nil {
+		e.a.note(false)
+		return policy.AttestationResult{}
+	}
+	res := as.Attestations(ref, want)
+	e.a.note(res.Status == policy.AttestationVerified)
 	return res
 }
 
@@ -174,6 +202,18 @@ func ActOn(v policy.Verdict, i int) Act {
 		return Remove
 	}
 	return Fail
+}
+
+// Running is the verdict on content a container runs or is about to: content
+// whose provenance could not be established is not run (it would be
+// refused before the fact), so a name undecided for want of provenance is
+// denied for it. One undecided for want of a signature answer stays
+// undecided, and so does everything while pullguard has no network.
+func Running(v policy.Verdict) policy.Verdict {
+	if v.Outcome != policy.Undecided || v.Err == nil || provenance.NoNetwork(v.Err) {
+		return v // no network at all is a configuration, warned about once
+	}
+	return v.NotVouchedFor(fmt.Sprintf("its origin could not be established, and such content is not run: %v", v.Err))
 }
 
 // Failure is the error a failed record carries for an undecided verdict:

@@ -43,10 +43,18 @@ type Options struct {
 	// Keychain supplies credentials; nil means Docker's config.json, found
 	// the way the docker CLI finds it ($DOCKER_CONFIG, then ~/.docker).
 	Keychain authn.Keychain
+	// QPS paces requests to each registry host (ratelimit.go), with
+	// bursts of Burst; 0 is no limit.
+	QPS   float64
+	Burst int
 }
 
 // New returns a client.
-func New(o Options) *Client {
+func New(o Options) *Client { return newClient(o, nil) }
+
+// newClient returns a client that resolves registry hosts with resolver
+// (nil: the system's, as net.Dialer does).
+func newClient(o Options, resolver *net.Resolver) *Client {
 	c := &Client{timeout: o.Timeout, keychain: o.Keychain}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
@@ -55,9 +63,9 @@ func New(o Options) *Client {
 		c.keychain = authn.DefaultKeychain
 	}
 	base := remote.DefaultTransport.(*http.Transport).Clone()
-	base.DialContext = (&net.Dialer{Timeout: c.timeout, KeepAlive: 30 * time.Second}).DialContext
+	base.DialContext = (&net.Dialer{Timeout: c.timeout, KeepAlive: 30 * time.Second, Resolver: resolver}).DialContext
 	base.ResponseHeaderTimeout = c.timeout
-	c.transport = loopbackOnlyHTTP{base}
+	c.transport = loopbackOnlyHTTP{limitPerHost(base, o.QPS, o.Burst)}
 	return c
 }
 
@@ -127,7 +135,8 @@ func (c *Client) Resolve(ctx context.Context, ref string) (string, error) {
 
 // HasManifest asks whether repository holds the manifest digest (HEAD by
 // digest). It returns false with a nil error only on a definite "not
-// found"; any other failure is an error.
+// found": the registry's, or DNS's answer that its host does not exist
+// (NoSuchHost); any other failure is an error.
 func (c *Client) HasManifest(ctx context.Context, repository, digest string) (bool, error) {
 	d, err := c.Digest(repository, digest)
 	if err != nil {
@@ -136,7 +145,7 @@ func (c *Client) HasManifest(ctx context.Context, repository, digest string) (bo
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	if _, err := remote.Head(d, c.Options(ctx)...); err != nil {
-		if IsNotFound(err) {
+		if IsNotFound(err) || NoSuchHost(err) {
 			return false, nil
 		}
 		return false, fmt.Errorf("looking up %s at the registry: %w", d, err)
@@ -159,6 +168,18 @@ func IsNotFound(err error) bool {
 		}
 	}
 	return false
+}
+
+// NoSuchHost reports DNS's definite answer that a registry's host does not
+// exist (NXDOMAIN, or a name with no address): no registry there serves
+// anything. A name anyone may make up under an allowed host glob
+// (ghost.anything.mirror.example.net) is not a registry that failed to
+// answer, which would leave its content undecided for as long as nobody
+// answers. A DNS server that fails or does not answer (SERVFAIL, a
+// timeout) is no answer, and stays an error.
+func NoSuchHost(err error) bool {
+	var derr *net.DNSError
+	return errors.As(err, &derr) && derr.IsNotFound && !derr.IsTimeout && !derr.IsTemporary
 }
 
 // Unreachable describes why a registry error is not a definite answer, in

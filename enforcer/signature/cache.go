@@ -24,29 +24,35 @@ var ttl = map[policy.SignatureStatus]time.Duration{
 	policy.SignatureUnverifiable: 5 * time.Second,
 }
 
-type entry struct {
-	res     policy.SignatureResult
+type entry[V any] struct {
+	res     V
 	expires time.Time
 }
 
 // cache keeps answers in two generations: when the current one is full it
 // becomes the old one and the previous old one is dropped, which bounds
-// memory without per-entry bookkeeping.
-type cache struct {
+// memory without per-entry bookkeeping. It holds signature answers, and
+// attestations (attestcache.go).
+type cache[V any] struct {
 	mu       sync.Mutex
 	max      int
-	cur, old map[string]entry
+	cur, old map[string]entry[V]
 	now      func() time.Time
 	flight   singleflight.Group
+	ttl      func(V) time.Duration
 }
 
-func newCache(max int) *cache {
-	return &cache{max: max, cur: map[string]entry{}, now: time.Now}
+func newCache(max int) *cache[policy.SignatureResult] {
+	return newCacheOf(max, func(res policy.SignatureResult) time.Duration { return ttl[res.Status] })
+}
+
+func newCacheOf[V any](max int, ttl func(V) time.Duration) *cache[V] {
+	return &cache[V]{max: max, cur: map[string]entry[V]{}, now: time.Now, ttl: ttl}
 }
 
 // get returns the cached answer for key, or computes it once, however many
 // callers ask at the same time.
-func (c *cache) get(key string, compute func() policy.SignatureResult) policy.SignatureResult {
+func (c *cache[V]) get(key string, compute func() V) V {
 	if res, ok := c.lookup(key); ok {
 		return res
 	}
@@ -58,10 +64,10 @@ func (c *cache) get(key string, compute func() policy.SignatureResult) policy.Si
 		c.store(key, res)
 		return res, nil
 	})
-	return v.(policy.SignatureResult)
+	return v.(V)
 }
 
-func (c *cache) lookup(key string) (policy.SignatureResult, bool) {
+func (c *cache[V]) lookup(key string) (V, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.cur[key]
@@ -69,16 +75,17 @@ func (c *cache) lookup(key string) (policy.SignatureResult, bool) {
 		e, ok = c.old[key]
 	}
 	if !ok || !c.now().Before(e.expires) {
-		return policy.SignatureResult{}, false
+		var zero V
+		return zero, false
 	}
 	return e.res, true
 }
 
-func (c *cache) store(key string, res policy.SignatureResult) {
+func (c *cache[V]) store(key string, res V) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.cur) >= c.max {
-		c.old, c.cur = c.cur, make(map[string]entry, c.max)
+		c.old, c.cur = c.cur, make(map[string]entry[V], c.max)
 	}
-	c.cur[key] = entry{res: res, expires: c.now().Add(ttl[res.Status])}
+	c.cur[key] = entry[V]{res: res, expires: c.now().Add(c.ttl(res))}
 }

@@ -19,7 +19,7 @@ const ReasonOffline = "signature not verified (offline)"
 // nothing is contacted: such rules then deny with ReasonOffline.
 func Decide(ctx context.Context, v *Verifier, p *policy.Policy, input string, now time.Time) policy.Decision {
 	d := p.Decide(input, now)
-	if d.NeedsEvidence() == nil {
+	if d.NeedsEvidence() == nil && d.NeedsAttestations() == nil {
 		return d
 	}
 	ref, err := p.ParseRef(input)
@@ -61,11 +61,18 @@ func Decide(ctx context.Context, v *Verifier, p *policy.Policy, input string, no
 // (an image loaded or built locally has no registry signature).
 func DecideRef(ctx context.Context, v *Verifier, p *policy.Policy, ref policy.Ref, now time.Time, ev *policy.Evidence, none *policy.SignatureResult) policy.Decision {
 	d := p.DecideEvidence(ref, now, ev)
-	// Each round answers one key set; a policy has at most one per rule.
-	for range p.Allow {
+	// Each round answers one key set or one rule's attestations; a rule
+	// has at most one of each.
+	for range 2 * len(p.Allow) {
 		ks := d.NeedsEvidence()
 		if ks == nil {
-			break
+			if !ev.AnswerAttestations(d, func(q *policy.AttestationRequirement) policy.AttestationResult {
+				return attestationsFor(ctx, v, ref, ev.Digest, q, none)
+			}) {
+				break
+			}
+			d = p.DecideEvidence(ref, now, ev)
+			continue
 		}
 		switch {
 		case none != nil:

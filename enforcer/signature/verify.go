@@ -54,9 +54,10 @@ const maxPayload = 128 << 20
 
 // Verifier checks signatures at registries and caches the answers.
 type Verifier struct {
-	reg   *registry.Client
-	cache *cache
-	keys  sync.Map // fingerprint -> []sigsig.Verifier
+	reg     *registry.Client
+	cache   *cache[policy.SignatureResult]
+	attests *cache[found] // attestations, verified (attest.go)
+	keys    sync.Map      // fingerprint -> []sigsig.Verifier
 	// idsets holds the keyless verification of each key set with
 	// identities, by key set ID (which covers its trusted root).
 	idsets sync.Map
@@ -64,7 +65,7 @@ type Verifier struct {
 
 // New returns a verifier using reg for registry access.
 func New(reg *registry.Client) *Verifier {
-	return &Verifier{reg: reg, cache: newCache(cacheSize)}
+	return &Verifier{reg: reg, cache: newCache(cacheSize), attests: newAttestationCache()}
 }
 
 // Registry is the client the verifier uses.

@@ -48,3 +48,9 @@ func (s *Signatures) Signature(ref policy.Ref, keys *policy.KeySet) policy.Signa
 	}
 	return res
 }
+
+// Attestations implements policy.AttestationSource: nothing is verified,
+// so attestation rules deny (fail closed).
+func (s *Signatures) Attestations(policy.Ref, *policy.AttestationRequirement) policy.AttestationResult {
+	return policy.AttestationResult{}
+}
