@@ -60,7 +60,7 @@ test-fuzz:
 	done
 
 test-integration:
-	$(GO) test -count=1 -timeout 30m -v ./integration/ 2>&1 | tee /tmp/pullguard-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SKIP|panic)|integration:' ; exit $${PIPESTATUS[0]}
+	$(GO) test -count=1 -timeout 50m -v ./integration/ 2>&1 | tee /tmp/pullguard-integration.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SKIP|panic)|integration:' ; exit $${PIPESTATUS[0]}
 
 ## test-packaging: build the packages, lint them, and install, reinstall,
 ## remove and purge the .deb for real (root on Debian; the host is left as found).
