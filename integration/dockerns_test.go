@@ -120,7 +120,7 @@ func TestDockerNamespacesJudged(t *testing.T) {
 		mobyNS := e.DockerNamespace
 		allowed, evil, evil2 := e.Ref("approved/busybox:1.0"), e.Ref("evil/miner:latest"), e.Ref("evil/miner:1.0")
 		imported := e.Ref("approved/imported:1") // evil's content, under an allowed name
-		other := e.Ref("library/nginx:1.25")     // denied by default
+		squatRef := e.Ref("evil/squat:1")        // evil's content under one more denied name
 		e.Docker(t, "pull", "-q", evil)
 		archive := archiveAs(t, e, evil, imported)
 		e.Reset(t)
@@ -133,12 +133,14 @@ func TestDockerNamespacesJudged(t *testing.T) {
 		inMoby := ctrContainerID()
 		e.Ctr(t, mobyNS, "run", "-d", evil, inMoby, "sleep", "300")
 		// A container Docker lists (created, not started) whose ID the attacker takes in
-		// containerd, with other disallowed content (so that the journal does not fold its
-		// entry into the first's). dockerd adopts the task as its container's. (Another
+		// containerd, with disallowed content under another name (so that the journal does not
+		// fold its entry into the first's; library/nginx would not do: the test registry's is
+		// approved/busybox's content, which pullguard judges by content and allows).
+		// dockerd adopts the task as its container's. (Another
 		// snapshotter: Docker 29 has made a snapshot of that ID.)
 		squatted := e.Docker(t, "create", "--stop-timeout", "1", allowed, "sleep", "300")
-		ctrPull(t, e, mobyNS, other)
-		e.Ctr(t, mobyNS, "run", "-d", "--snapshotter", "native", other, squatted, "sleep", "300")
+		e.Ctr(t, mobyNS, "images", "tag", evil, squatRef)
+		e.Ctr(t, mobyNS, "run", "-d", "--snapshotter", "native", squatRef, squatted, "sleep", "300")
 		e.Ctr(t, pluginsNS, "images", "import", "--all-platforms", archive)
 		inPlugins := ctrContainerID()
 		e.Ctr(t, pluginsNS, "run", "-d", imported, inPlugins, "sleep", "300")
