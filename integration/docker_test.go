@@ -258,9 +258,13 @@ func TestDockerJournalFields(t *testing.T) {
 
 		// A container of an image without any name: the default (no allow rule) decides.
 		// docker create, not run: pullguard may remove the container before run could start it,
-		// and create reliably prints its ID.
+		// and create reliably prints its ID. pullguard is paused meanwhile: under local-images:
+		// deny it removes the nameless image itself at its import event, before create could
+		// use it.
+		g.Pause(t)
 		nameless := e.Docker(t, "import", rootfsTar(t, UniqueName(t)))
 		cid := e.Docker(t, "create", "--stop-timeout", "1", nameless, "sleep", "300")
+		g.Signal(t, syscall.SIGCONT)
 		centry := g.WaitEntry(t, actDeadline, "PULLGUARD_CONTAINER_ID="+cid)
 		requireFields(t, centry, map[string]string{
 			"MESSAGE_ID":         msgActionTaken,
