@@ -81,6 +81,10 @@ type Config struct {
 	// policy comes from a feed rather than files changing at PolicyPath.
 	PolicyFeed   PolicyFeed
 	PolicyOrigin logrus.Fields
+	// Verdicts, when set, keeps the verdicts reached on verified evidence
+	// across restarts: loaded before the guards start, written after
+	// their first reconciles, every VerdictSaveInterval and at stop.
+	Verdicts VerdictStore
 }
 
 // PolicyObserver is told whether each policy reload was taken or rejected
@@ -127,6 +131,13 @@ func Run(ctx context.Context, cfg Config) error {
 		setupNote.Store(&note)
 		return note
 	}
+	// recheckSetup asks again without logging (the policy source logs its
+	// own failures) and says whether the note changed.
+	recheckSetup := func() bool {
+		note := setupStatus(cfg.SetupWarnings, nil)
+		old := setupNote.Swap(&note)
+		return old == nil || *old != note
+	}
 	status := func(p *policy.Policy) string {
 		note := ""
 		if n := setupNote.Load(); n != nil {
@@ -168,6 +179,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if guards, err = cfg.Guards(watcher, reporter); err != nil {
 		return fmt.Errorf("%w: %w", ErrStartup, err)
 	}
+	verdicts := &verdictKeeper{store: cfg.Verdicts, policy: func() string { return watcher.Current().Hash }, log: log}
+	verdicts.load()
+	feedChecks, _ := cfg.PolicyFeed.(FeedChecks)
+	var checked <-chan struct{}
+	if feedChecks != nil {
+		checked = feedChecks.Checked()
+	}
 
 	// The reporter runs on its own context so that it writes what the
 	// guards report while they stop, and is stopped last.
@@ -208,6 +226,7 @@ func Run(ctx context.Context, cfg Config) error {
 	started := status(watcher.Current())
 	_ = notifier.Ready(started)
 	log.WithFields(logrus.Fields{FieldMessageID: MessageIDStarted, "status": started}).Info("pullguard started")
+	verdicts.save()
 
 	var resync <-chan time.Time
 	if cfg.ResyncInterval > 0 {
@@ -215,6 +234,8 @@ func Run(ctx context.Context, cfg Config) error {
 		defer t.Stop()
 		resync = t.C
 	}
+	saveVerdicts := time.NewTicker(VerdictSaveInterval)
+	defer saveVerdicts.Stop()
 loop:
 	for {
 		select {
@@ -226,9 +247,19 @@ loop:
 			break loop
 		case <-resync:
 			reconcileAll(nil)
+		case <-saveVerdicts.C:
+			verdicts.save()
+		case <-checked:
+			if recheckSetup() {
+				_ = notifier.Status(status(watcher.Current()))
+			}
 		case <-cfg.Reload:
 			_ = notifier.Reloading()
 			requested.Store(true)
+			if feedChecks != nil {
+				checkFeedNow(ctx, gctx, feedChecks)
+				recheckSetup() // READY=1 says how the check went
+			}
 			if err := watcher.Reload(); err != nil {
 				log.WithError(err).Warn("reload request: the policy in force is kept")
 			}
@@ -243,12 +274,23 @@ loop:
 	done := make(chan error, 1)
 	go func() { done <- group.Wait() }()
 	select {
-	case err := <-done:
-		return err
+	case err = <-done:
 	case <-time.After(cfg.StopTimeout):
 		log.Warn("components did not stop in time; exiting anyway")
-		return nil
+		err = nil
 	}
+	verdicts.save()
+	return err
+}
+
+// checkFeedNow has the policy source checked at once for a reload request,
+// for at most feedCheckTimeout, and not past a stop.
+func checkFeedNow(ctx, gctx context.Context, f FeedChecks) {
+	cctx, cancel := context.WithTimeout(gctx, feedCheckTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, cancel)
+	defer stop()
+	f.CheckNow(cctx)
 }
 
 // stalled is the watchdog's health check: an error while a connected
@@ -294,14 +336,17 @@ func statusLine(p *policy.Policy, guards []Guard) string {
 		p.Mode, p.Hash, allow, deny, strings.Join(names, ", "))
 }
 
-// setupStatus logs each setup warning and returns what the STATUS line adds for them.
+// setupStatus logs each setup warning (unless log is nil) and returns
+// what the STATUS line adds for them.
 func setupStatus(check func() []string, log *logrus.Logger) string {
 	if check == nil {
 		return ""
 	}
 	ws := check()
 	for _, w := range ws {
-		log.Warn(w)
+		if log != nil {
+			log.Warn(w)
+		}
 	}
 	if len(ws) == 0 {
 		return ""

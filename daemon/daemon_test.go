@@ -63,6 +63,12 @@ type daemonRun struct {
 
 func startDaemon(t *testing.T, names ...string) *daemonRun {
 	t.Helper()
+	return startDaemonWith(t, nil, names...)
+}
+
+// startDaemonWith starts the daemon with cfg changed by with (nil: none).
+func startDaemonWith(t *testing.T, with func(*Config), names ...string) *daemonRun {
+	t.Helper()
 	c := notifySocket(t)
 	dir := t.TempDir()
 	pol := filepath.Join(dir, "policy.yaml")
@@ -97,6 +103,9 @@ func startDaemon(t *testing.T, names ...string) *daemonRun {
 			}
 			return out, nil
 		},
+	}
+	if with != nil {
+		with(&cfg)
 	}
 	go func() { d.done <- Run(ctx, cfg) }()
 	t.Cleanup(func() {

@@ -432,10 +432,42 @@ func TestHelmPolicySource(t *testing.T) {
 	pod := objs.daemonSets[0].Spec.Template.Spec
 	args := pod.Containers[0].Args
 	for _, want := range []string{"--policy-source=" + source, "--policy-source-key=/etc/pullguard/policy-source.pub",
-		"--policy-source-interval=5m", "--state-dir=/var/lib/pullguard/state"} {
+		"--policy-source-interval=5m"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("args %q: no %s", args, want)
 		}
+	}
+	checkStateDir(t, pod)
+	if got := objs.configMaps[0].Data["policy-source.pub"]; strings.TrimSpace(got) != strings.TrimSpace(key) {
+		t.Errorf("ConfigMap policy-source.pub = %q, want the key given", got)
+	}
+
+	_, stderr, err := runHelm(t, "template", "guard", chartDir, "--set", "policySource.source="+source)
+	if err == nil || !strings.Contains(stderr, "policySource.key") {
+		t.Errorf("a source without a key: err %v, stderr %q; want the key required", err, stderr)
+	}
+}
+
+// With or without a policy source, the daemon keeps its state (verdicts
+// reached on verified evidence, so a restarted pod does not ask the
+// registry about every image again) on the node.
+func TestHelmStateDir(t *testing.T) {
+	objs, err := decodeStrict(helm(t, "template", "guard", chartDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(objs.daemonSets) != 1 {
+		t.Fatalf("want one DaemonSet, got %d", len(objs.daemonSets))
+	}
+	checkStateDir(t, objs.daemonSets[0].Spec.Template.Spec)
+}
+
+// checkStateDir: --state-dir is below the node's /var/lib/pullguard,
+// mounted writable.
+func checkStateDir(t *testing.T, pod corev1.PodSpec) {
+	t.Helper()
+	if args := pod.Containers[0].Args; !slices.Contains(args, "--state-dir=/var/lib/pullguard/state") {
+		t.Errorf("args %q: no --state-dir=/var/lib/pullguard/state", args)
 	}
 	mounted := slices.ContainsFunc(pod.Containers[0].VolumeMounts, func(m corev1.VolumeMount) bool {
 		return m.MountPath == "/var/lib/pullguard" && !m.ReadOnly
@@ -446,14 +478,6 @@ func TestHelmPolicySource(t *testing.T) {
 	if !mounted || !onNode {
 		t.Errorf("the state directory is not the node's /var/lib/pullguard mounted writable: mounts %v volumes %v",
 			pod.Containers[0].VolumeMounts, pod.Volumes)
-	}
-	if got := objs.configMaps[0].Data["policy-source.pub"]; strings.TrimSpace(got) != strings.TrimSpace(key) {
-		t.Errorf("ConfigMap policy-source.pub = %q, want the key given", got)
-	}
-
-	_, stderr, err := runHelm(t, "template", "guard", chartDir, "--set", "policySource.source="+source)
-	if err == nil || !strings.Contains(stderr, "policySource.key") {
-		t.Errorf("a source without a key: err %v, stderr %q; want the key required", err, stderr)
 	}
 }
 

@@ -52,7 +52,7 @@ cat "$dir/etc/policy.yaml"
 
 step "Starting pullguard (enforce mode); its journal entries follow as they happen"
 "$bin" daemon --policy "$dir/etc/policy.yaml" --docker-host "$DOCKER_HOST" \
-	--containerd-address none --log-target journald &
+	--containerd-address none --log-target journald --state-dir "$dir/state" &
 pg_pid=$!
 journalctl -f -n 50 -o cat "_PID=$pg_pid" | sed -u 's/^/  pullguard | /' &
 tail_pid=$!

@@ -225,9 +225,14 @@ func startProcess(t testing.TB, name string, args ...string) *Pullguard {
 		done:  make(chan struct{}),
 		since: time.Now(),
 	}
+	p.cmd.Env = os.Environ()
 	if theEnv != nil {
 		p.cmd.Env = theEnv.Environ()
 	}
+	// A state directory of its own (verdicts kept across restarts, policy
+	// artifacts), unless the test passes --state-dir: no test sees what
+	// another kept, and the host's /var/lib/pullguard is never made.
+	p.cmd.Env = append(p.cmd.Env, "PULLGUARD_STATE_DIR="+filepath.Join(t.TempDir(), "state"))
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	p.cmd.WaitDelay = time.Second // a child holding the output pipe must not block Wait
 	if err := p.cmd.Start(); err != nil {

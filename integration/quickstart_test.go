@@ -205,6 +205,7 @@ func TestQuickStart(t *testing.T) {
 		"PULLGUARD_CONTAINERD_ADDRESS="+e.ContainerdAddress,
 		"PULLGUARD_STATUS_SOCKET="+filepath.Join(dir, "status.sock"),
 		"PULLGUARD_LOG_TARGET=journald",
+		"PULLGUARD_STATE_DIR="+filepath.Join(dir, "state"),
 	)
 	cmd.WaitDelay = 5 * time.Second // the daemon the block starts keeps running; it writes to its own log
 	t.Cleanup(func() { stopQuickStartDaemon(t, dir) })

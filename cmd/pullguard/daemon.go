@@ -91,6 +91,7 @@ func newDaemonCmd() *cobra.Command {
 		lf         logFlags
 		of         observeFlags
 		sf         sourceFlags
+		gf         registryFlags
 		authzPath  string
 		authzLabel string
 		resync     time.Duration
@@ -130,9 +131,10 @@ creates, tags and builds before they happen.`,
 			releaser := residency.NewReleaser(releaseQuiet)
 			releasing, stopReleasing := context.WithCancel(context.Background())
 			defer stopReleasing()
+			verdicts := evidence.NewVerdictFile(sf.stateDir, log)
 			factory := func(policies enforcer.PolicySource, rep enforcer.Reporter) ([]daemon.Guard, error) {
 				obs.m.SetPolicy(policies)
-				guards, err := buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, releaser.Busy, log, &closers)
+				guards, err := buildGuards(rf, authzPath, authzLabel, policies, obs.m.Reporter(rep), obs.m, releaser.Busy, log, &closers, gf.wiring(verdicts))
 				if err == nil {
 					go releasePages(releasing, guards, releaser, log)
 				}
@@ -168,6 +170,7 @@ creates, tags and builds before they happen.`,
 				Settle:         settleFlag(settle),
 				SetupWarnings:  rf.prePullWarnings(),
 				PolicyObserver: obs.m,
+				Verdicts:       verdicts,
 			}
 			if err := sf.apply(cmd.Context(), pf, &cfg, obs.m, log); err != nil {
 				return err
@@ -184,6 +187,7 @@ creates, tags and builds before they happen.`,
 	lf.register(cmd)
 	of.register(cmd)
 	sf.register(cmd)
+	gf.register(cmd)
 	cmd.Flags().StringVar(&authzPath, "authz-socket", "", "serve Docker's authorization plugin API on this unix socket (e.g. /run/docker/plugins/pullguard.sock); a socket passed by systemd is used when present")
 	cmd.Flags().DurationVar(&resync, "resync-interval", daemon.DefaultResyncInterval, "reconcile every runtime this often even without events (0: never)")
 	cmd.Flags().DurationVar(&settle, "settle-period", daemon.DefaultSettle, "after a policy reload, removals and stops of what the previous policy allowed wait until the policy files have been unchanged this long (0: no wait)")
@@ -278,12 +282,12 @@ func (g namedGuard) Stalled(now time.Time, limit time.Duration) bool {
 // buildGuards builds the guards the flags ask for; m (nil: none) is told
 // what they do, and busy that they are at work.
 func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer.PolicySource, rep enforcer.Reporter,
-	m *metrics.Metrics, busy func(), log *logrus.Logger, closers *[]func()) ([]daemon.Guard, error) {
+	m *metrics.Metrics, busy func(), log *logrus.Logger, closers *[]func(), ev evidenceWiring) ([]daemon.Guard, error) {
 	observer := enforcer.Observer(busyObserver{m, busy})
 	var guards []daemon.Guard
 	// One verifier, with one cache, for every guard and the plugin: it
 	// contacts a registry only for what a signed-by rule names.
-	reg := registry.New(registry.Options{})
+	reg := registry.New(ev.registry)
 	sigs := signature.New(reg)
 	// One provenance cache, likewise: the registries are asked where
 	// content came from (local-images: deny) on containerd and on Docker's
@@ -295,6 +299,7 @@ func buildGuards(rf runtimeFlags, authzPath, authzMode string, policies enforcer
 		return nil, fmt.Errorf("--undecided-grace %s: must not be negative", rf.undecidedGrace)
 	}
 	judge := evidence.New(sigs, prov, log).WithGrace(rf.undecidedGrace)
+	judge.KeepVerdicts(ev.verdicts)
 	// The plugin's image index drops what each image event the Docker
 	// guard reads may have made wrong; the plugin is built after the guard.
 	var plugin *authz.Server

@@ -55,7 +55,8 @@ func BenchmarkDaemonLargePolicy(b *testing.B) {
 
 	var log lockedBuffer
 	d := exec.Command(bin, "daemon", "--policy", pol, "--docker-host", "none",
-		"--containerd-address", filepath.Join(dir, "absent.sock"), "--log-target", "stderr", "--log-format", "json")
+		"--containerd-address", filepath.Join(dir, "absent.sock"), "--log-target", "stderr", "--log-format", "json",
+		"--state-dir", filepath.Join(dir, "state"))
 	d.Stderr = &log
 	if err := d.Start(); err != nil {
 		b.Fatal(err)

@@ -26,7 +26,7 @@ func (f *sourceFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.source, "policy-source", "", "take the policy from a signed OCI artifact, oci://REGISTRY/REPO:TAG or @sha256:DIGEST (made by pullguard policy push, signed with cosign), instead of --policy")
 	cmd.Flags().StringArrayVar(&f.keys, "policy-source-key", nil, "public key (cosign.pub) the policy artifact must be signed with; repeat for several")
 	cmd.Flags().DurationVar(&f.interval, "policy-source-interval", policysource.DefaultInterval, "check the policy source this often (less up to a tenth at random)")
-	cmd.Flags().StringVar(&f.stateDir, "state-dir", policysource.DefaultStateDir, "root-only directory where the verified policy artifacts are kept")
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", policysource.DefaultStateDir, "root-only directory where the verified policy artifacts, and the verdicts kept across restarts, are kept")
 }
 
 // apply, when --policy-source is set, finds the policy to start with and

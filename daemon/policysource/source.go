@@ -96,6 +96,11 @@ type Source struct {
 	log      *logrus.Logger
 	obs      Observer
 
+	// checkNow carries reload requests' checks to Run; checkEnd is told
+	// after every check (daemon.FeedChecks).
+	checkNow chan chan struct{}
+	checkEnd chan struct{}
+
 	mu      sync.Mutex
 	cur     record            // in force
 	bad     map[string]string // digests refused for good (their content), and why
@@ -149,6 +154,7 @@ func New(o Options) (*Source, error) {
 	return &Source{
 		name: o.Source, ref: ref, reg: o.Registry, sigs: signature.New(o.Registry), keys: keys, store: st,
 		interval: o.Interval, loadOpts: o.LoadOptions, log: o.Log, obs: o.Observer, bad: map[string]string{},
+		checkNow: make(chan chan struct{}), checkEnd: make(chan struct{}, 1),
 	}, nil
 }
 
@@ -334,6 +340,10 @@ func (s *Source) commit(rec record) {
 // failure, written once while the same failure repeats.
 func (s *Source) checked(err error, refused string) {
 	s.obs.PolicySourceChecked(err)
+	select {
+	case s.checkEnd <- struct{}{}:
+	default: // one pending is enough: the status line is written from the latest
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.checkOK = err == nil
@@ -385,15 +395,40 @@ func (s *Source) Run(ctx context.Context, load func(path string, origin logrus.F
 	t := time.NewTimer(s.wait())
 	defer t.Stop()
 	for {
+		var done chan struct{}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case done = <-s.checkNow:
 		}
 		s.poll(ctx, load)
+		if done != nil {
+			close(done)
+		}
 		t.Reset(s.wait())
 	}
 }
+
+var _ daemon.FeedChecks = (*Source)(nil)
+
+// CheckNow has Run check the source at once (a reload request) and waits
+// until it has, or ctx is done.
+func (s *Source) CheckNow(ctx context.Context) {
+	done := make(chan struct{})
+	select {
+	case s.checkNow <- done:
+	case <-ctx.Done():
+		return
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// Checked receives a value after each check of the source.
+func (s *Source) Checked() <-chan struct{} { return s.checkEnd }
 
 // wait is the interval less up to a tenth at random: never longer than
 // the interval, and hosts drift apart.

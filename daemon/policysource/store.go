@@ -1,8 +1,6 @@
 package policysource
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,8 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/pullguard/pullguard/internal/statedir"
 )
 
 // The state directory (--state-dir) is root's alone (0700): the policy
@@ -46,25 +45,11 @@ type record struct {
 // can reach, owned by the daemon's user: whoever else could write it
 // would choose the policy.
 func newStore(stateDir string) (*store, error) {
-	for _, d := range []string{stateDir, filepath.Join(stateDir, "policy")} {
-		if err := os.Mkdir(d, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("state directory: %w", err)
-		}
-		st, err := os.Lstat(d)
-		if err != nil {
-			return nil, fmt.Errorf("state directory: %w", err)
-		}
-		if !st.IsDir() {
-			return nil, fmt.Errorf("state directory %s is not a directory (a link is refused)", d)
-		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return nil, fmt.Errorf("state directory %s has mode %04o; it must be reachable by its owner only (chmod 700)", d, st.Mode().Perm())
-		}
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && int(sys.Uid) != os.Geteuid() {
-			return nil, fmt.Errorf("state directory %s is owned by uid %d, not by pullguard's (uid %d)", d, sys.Uid, os.Geteuid())
-		}
+	dir := filepath.Join(stateDir, "policy")
+	if err := statedir.Prepare(stateDir, dir); err != nil {
+		return nil, err
 	}
-	return &store{dir: filepath.Join(stateDir, "policy")}, nil
+	return &store{dir: dir}, nil
 }
 
 // path is an artifact's directory.
@@ -91,7 +76,7 @@ func (s *store) unpack(digest string, manifest []byte, files []file) error {
 		}
 		// O_EXCL: the directory is new and the names were checked, so
 		// nothing can be there; if something is, it is not followed.
-		return writeFile(p, data, os.O_EXCL)
+		return statedir.WriteFile(p, data, os.O_EXCL)
 	}
 	for _, f := range files {
 		if err := write(f.path, f.data); err != nil {
@@ -108,7 +93,7 @@ func (s *store) unpack(digest string, manifest []byte, files []file) error {
 	if err := os.Rename(tmp, final); err != nil {
 		return err
 	}
-	return syncDir(s.dir)
+	return statedir.SyncDir(s.dir)
 }
 
 // check confirms that policy/<digest>/ holds exactly the artifact's files,
@@ -171,17 +156,7 @@ func (s *store) writeRecord(r record) error {
 	if err != nil {
 		return err
 	}
-	var rnd [8]byte
-	_, _ = rand.Read(rnd[:])
-	tmp := filepath.Join(s.dir, ".record-"+hex.EncodeToString(rnd[:]))
-	if err := writeFile(tmp, append(data, '\n'), os.O_EXCL); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, recordName)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(s.dir)
+	return statedir.Replace(filepath.Join(s.dir, recordName), append(data, '\n'))
 }
 
 // prune removes every artifact directory but keep's, and what interrupted
@@ -203,29 +178,4 @@ func (s *store) prune(keep ...string) error {
 		errs = append(errs, os.RemoveAll(filepath.Join(s.dir, e.Name())))
 	}
 	return errors.Join(errs...)
-}
-
-// writeFile writes data to a new file (mode 0600) and syncs it.
-func writeFile(p string, data []byte, flag int) error {
-	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW|flag, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

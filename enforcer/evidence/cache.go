@@ -23,9 +23,17 @@ const maxVerdicts = 4096
 // without any evidence changing). An undecided verdict, or one that rests
 // on a negative answer, is never put in, so that a hit never returns
 // what was not verified.
+//
+// Verdicts kept from the last run (verdictfile.go) wait in restored until
+// the same question is asked: the evidence they rest on is then given to
+// the policy core again, and the verdict is taken only if the core reaches
+// it on that evidence alone.
 type verdictCache struct {
-	mu      sync.Mutex
-	entries map[verdictKey]cachedVerdict
+	mu       sync.Mutex
+	entries  map[verdictKey]cachedVerdict
+	restored map[verdictKey]cachedVerdict
+	// changes counts puts, for the file to know whether to write.
+	changes uint64
 	// expiry remembers, for the last policy seen, the first instant a rule
 	// expires (zero: none does): computing it walks every rule.
 	expiryOf string
@@ -38,15 +46,26 @@ type cachedVerdict struct {
 	img     policy.Image
 	verdict policy.Verdict
 	until   time.Time
+	// evidence is the verified answers the verdict rests on; nil when they
+	// cannot be written down (kept in memory only).
+	evidence *verified
 }
 
 func (c *verdictCache) get(p *policy.Policy, img policy.Image, now time.Time) (policy.Verdict, bool) {
 	if img.Digest == "" {
 		return policy.Verdict{}, false
 	}
+	k := verdictKey{p.Hash, img.Digest}
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	e, ok := c.entries[verdictKey{p.Hash, img.Digest}]
+	e, ok := c.entries[k]
+	if !ok {
+		if r, found := c.restored[k]; found && sameImage(r.img, img) {
+			delete(c.restored, k) // used once: taken, or judged afresh
+			c.mu.Unlock()
+			return c.replay(p, img, now, r)
+		}
+	}
+	c.mu.Unlock()
 	if !ok || !now.Before(e.until) || !sameImage(e.img, img) {
 		return policy.Verdict{}, false
 	}
@@ -55,7 +74,26 @@ func (c *verdictCache) get(p *policy.Policy, img policy.Image, now time.Time) (p
 	return v, true
 }
 
-func (c *verdictCache) put(p *policy.Policy, img policy.Image, now time.Time, v policy.Verdict, ttl time.Duration) {
+// replay judges img on the evidence a restored verdict rests on, asking
+// nobody, and keeps the verdict when the core reaches the same outcome on
+// that evidence alone.
+func (c *verdictCache) replay(p *policy.Policy, img policy.Image, now time.Time, r cachedVerdict) (policy.Verdict, bool) {
+	if !now.Before(r.until) {
+		return policy.Verdict{}, false
+	}
+	ev := &replayed{ev: r.evidence}
+	v := p.Judge(img, now, ev)
+	if ev.missed || v.Outcome != r.verdict.Outcome {
+		return policy.Verdict{}, false
+	}
+	c.mu.Lock()
+	c.store(verdictKey{p.Hash, img.Digest}, cachedVerdict{img: img, verdict: v, until: r.until, evidence: r.evidence})
+	c.mu.Unlock()
+	v.Names = slices.Clone(v.Names)
+	return v, true
+}
+
+func (c *verdictCache) put(p *policy.Policy, img policy.Image, now time.Time, v policy.Verdict, ttl time.Duration, ev *verified) {
 	if img.Digest == "" {
 		return
 	}
@@ -65,11 +103,17 @@ func (c *verdictCache) put(p *policy.Policy, img policy.Image, now time.Time, v 
 	if e := c.nextExpiry(p, now); !e.IsZero() && e.Before(until) {
 		until = e
 	}
+	img.Names = slices.Clone(img.Names) // the caller's slice may change
+	c.store(verdictKey{p.Hash, img.Digest}, cachedVerdict{img: img, verdict: v, until: until, evidence: ev})
+	c.changes++
+}
+
+// store puts an entry in; c.mu is held.
+func (c *verdictCache) store(k verdictKey, e cachedVerdict) {
 	if c.entries == nil || len(c.entries) >= maxVerdicts {
 		c.entries = map[verdictKey]cachedVerdict{} // bounded; a reconcile refills what is in use
 	}
-	img.Names = slices.Clone(img.Names) // the caller's slice may change
-	c.entries[verdictKey{p.Hash, img.Digest}] = cachedVerdict{img: img, verdict: v, until: until}
+	c.entries[k] = e
 }
 
 // nextExpiry is the first instant after now at which a rule of p expires.

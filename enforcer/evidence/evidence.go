@@ -97,13 +97,14 @@ func (ps *Pass) Judge(p *policy.Policy, img policy.Image, now time.Time) policy.
 		return v
 	}
 	a := &asked{}
-	v := p.Judge(img, now, answers{ps, a})
+	rec := &recorder{answers: answers{ps, a}}
+	v := p.Judge(img, now, rec)
 	if a.any && a.verified && v.Outcome != policy.Undecided {
 		ttl := verdictTTL
 		if a.attested {
 			ttl = attestedVerdictTTL
 		}
-		ps.j.verdicts.put(p, img, now, v, ttl)
+		ps.j.verdicts.put(p, img, now, v, ttl, rec.evidence())
 	}
 	return ps.j.bound(img, v, now)
 }

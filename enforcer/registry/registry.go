@@ -43,6 +43,10 @@ type Options struct {
 	// Keychain supplies credentials; nil means Docker's config.json, found
 	// the way the docker CLI finds it ($DOCKER_CONFIG, then ~/.docker).
 	Keychain authn.Keychain
+	// QPS paces requests to each registry host (ratelimit.go), with
+	// bursts of Burst; 0 is no limit.
+	QPS   float64
+	Burst int
 }
 
 // New returns a client.
@@ -61,7 +65,7 @@ func newClient(o Options, resolver *net.Resolver) *Client {
 	base := remote.DefaultTransport.(*http.Transport).Clone()
 	base.DialContext = (&net.Dialer{Timeout: c.timeout, KeepAlive: 30 * time.Second, Resolver: resolver}).DialContext
 	base.ResponseHeaderTimeout = c.timeout
-	c.transport = loopbackOnlyHTTP{base}
+	c.transport = loopbackOnlyHTTP{limitPerHost(base, o.QPS, o.Burst)}
 	return c
 }
 
