@@ -270,6 +270,9 @@ func (w *PolicyWatcher) logLoaded(p *policy.Policy, trigger string) {
 		FieldPolicyPath:  w.path,
 		FieldTrigger:     trigger,
 	}).Infof("policy loaded (%s): %s", trigger, p.Describe())
+	if warn := p.TrustedRootWarning(time.Now()); warn != "" {
+		w.log.WithFields(w.origin).WithField(FieldPolicyHash, p.Hash).Warn(warn)
+	}
 }
 
 // logInvalid logs a rejected policy. A file change that fails the same way

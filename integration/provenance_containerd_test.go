@@ -2,9 +2,9 @@ package integration
 
 // End-to-end tests of content provenance on containerd (issue 12): a record does not say how it
 // arrived, so pullguard asks the registry whether the repository serves the record's target
-// (HEAD of the manifest by digest); CRI's repo@sha256: records count as the runtime's own
-// statement. A registry that cannot be reached proves nothing: the record stays, reported
-// failed, until a reconcile gets a definite answer.
+// (HEAD of the manifest by digest); no record's name counts, CRI's repo@sha256: records
+// included (any socket user can write one). A registry that cannot be reached proves nothing:
+// the record stays, reported failed, until a reconcile gets a definite answer.
 
 import (
 	"slices"

@@ -2,7 +2,8 @@
 # testenv.sh: a real, private container-runtime environment for pullguard's integration tests.
 #
 #   testenv.sh install    (root) install the Debian packages below that are missing and build the
-#                         2026 tools (integration/tools) once into a cache directory
+#                         2026 tools (integration/tools) and the kubelet (integration/tools/kubelet)
+#                         once into cache directories
 #   testenv.sh tools-dir  print that directory's bin (what DIR/env exports as PGENV_TOOLS)
 #   testenv.sh up DIR     (root) start containerd 1.6 and dockerd 20.10 (Debian's), containerd
 #                         2.4.2 and Docker 29 on it (built), a registry and, if none runs, journald
@@ -45,6 +46,7 @@
 #                              with the containerd image store (namespace DOCKER29_CONTAINERD_NAMESPACE)
 #   DOCKERD29_PID_FILE
 #   PGENV_PAUSE_IMAGE          $REGISTRY/k8s/pause:3.10, containerd 2.4.2's pod sandbox image
+#   PGENV_KUBELET              the kubelet (v1.37.2, built by install; unset until it is)
 #   JOURNALD_STARTED           1 if this environment started systemd-journald (see above),
 #                              0 if it reused one that was already running (host singleton)
 #   JOURNALD_PID_FILE          pid file of that journald (only when JOURNALD_STARTED=1)
@@ -69,7 +71,7 @@ die() {
 }
 
 usage() {
-	sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2
+	sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//' >&2
 	exit 2
 }
 
@@ -81,6 +83,7 @@ cmd_install() {
 	need_root install
 	install_packages
 	install_tools
+	install_kubelet
 }
 
 install_packages() {
@@ -170,6 +173,61 @@ install_tools() {
 	fi
 	flock -u 9
 	exec 9>&-
+}
+
+# The kubelet, for the end-to-end tests through a real kubelet (nri_kubelet_test.go). A module
+# and a cache directory of its own, keyed like the tools' but apart from them: adding or bumping
+# it never invalidates the tools' cache (tens of minutes cold), and the tools never rebuild it.
+# k8s.io/kubernetes replaces its staging modules (k8s.io/api, ...) with ./staging paths that only
+# its own repository has; integration/tools/kubelet replaces each with its published release.
+# Pure Go (no cgo): one `go install tool`, minutes on 2 cores.
+readonly KUBELET_MOD_DIR=$TOOLS_MOD_DIR/kubelet
+
+# The version the kubelet reports (--version, its logs), which a build from the module proxy
+# leaves at v0.0.0: the one go.mod requires.
+kubelet_ldflags() {
+	local v
+	v=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3; exit }
+		$1 == "k8s.io/kubernetes" { print $2; exit }' "$KUBELET_MOD_DIR/go.mod")
+	[[ $v =~ ^v([0-9]+)\.([0-9]+)\. ]] || die "no k8s.io/kubernetes version in $KUBELET_MOD_DIR/go.mod"
+	local pkg=k8s.io/component-base/version
+	echo "-X $pkg.gitVersion=$v -X $pkg.gitMajor=${BASH_REMATCH[1]} -X $pkg.gitMinor=${BASH_REMATCH[2]}"
+}
+
+kubelet_key() {
+	{
+		cat "$KUBELET_MOD_DIR/go.mod" "$KUBELET_MOD_DIR/go.sum"
+		kubelet_ldflags
+		go env GOVERSION GOOS GOARCH
+	} | sha256sum | cut -c1-16
+}
+
+kubelet_dir() { echo "$TOOLS_CACHE/kubelet-$(kubelet_key)"; }
+
+install_kubelet() {
+	local dir ldflags
+	dir=$(kubelet_dir)
+	ldflags=$(kubelet_ldflags)
+	if [[ -e $dir/complete ]]; then
+		log "kubelet up to date: $dir/bin/kubelet"
+		return
+	fi
+	mkdir -p "$TOOLS_CACHE"
+	# Its own lock: it may build while another install holds the tools' lock.
+	exec 8>"$TOOLS_CACHE/.kubelet.lock"
+	flock 8
+	if [[ ! -e $dir/complete ]]; then
+		log "building the kubelet into $dir/bin"
+		rm -rf "$dir"
+		mkdir -p "$dir/bin"
+		local start=$SECONDS
+		(cd "$KUBELET_MOD_DIR" && CGO_ENABLED=0 GOBIN=$dir/bin GOFLAGS=-buildvcs=false \
+			go install -trimpath -ldflags "$ldflags" tool) || die "building the kubelet failed"
+		log "kubelet built in $((SECONDS - start))s"
+		touch "$dir/complete"
+	fi
+	flock -u 8
+	exec 8>&-
 }
 
 # ------------------------------------------------------------------------------------- processes
@@ -603,6 +661,10 @@ write_env() {
 		echo "export DOCKER29_HOST=unix://$D29_SOCK"
 		echo "export DOCKER29_CONTAINERD_NAMESPACE=moby"
 		echo "export DOCKERD29_PID_FILE=$RUN/d29.pid"
+		# Only once built (testenv.sh install): the kubelet tests say so when it is missing.
+		if [[ -e $(kubelet_dir)/complete ]]; then
+			echo "export PGENV_KUBELET=$(kubelet_dir)/bin/kubelet"
+		fi
 		echo "export JOURNALD_STARTED=$JOURNALD_STARTED"
 		if ((JOURNALD_STARTED)); then
 			echo "export JOURNALD_PID_FILE=$RUN/journald.pid"

@@ -497,6 +497,7 @@ func TestNFPMConfig(t *testing.T) {
 		"/usr/lib/systemd/system/pullguard.service":      {"systemd/pullguard.service", "", ""},
 		"/usr/lib/systemd/system/pullguard-authz.socket": {"systemd/pullguard-authz.socket", "", ""},
 		"/usr/lib/systemd/catalog/pullguard.catalog":     {"packaging/pullguard.catalog", "", ""},
+		policy.DefaultTrustedRoot:                        {"packaging/trusted_root.json", "", ""},
 	}
 	for _, c := range cfg.Contents {
 		if w, ok := wants[c.Dst]; ok {

@@ -210,6 +210,7 @@ func parse(opts LoadOptions, perms *permissionChecker, sources ...Source) (*Poli
 		h.Write(s.Data)
 		l.file(s.Name, s.Data)
 	}
+	l.attachTrustedRoot()
 	if len(l.problems) > 0 {
 		return nil, &LoadError{Problems: l.problems}
 	}
@@ -241,6 +242,11 @@ type loader struct {
 	keys     map[string]*Key // signed-by key files read so far, by path
 	keyData  []Source
 	shared   *ruleMemory
+	// The trusted root (trustedroot.go), whether setting it failed, and
+	// the signed-by lists with identities, which get it once all is read.
+	root         *TrustedRoot
+	rootFailed   bool
+	identitySets []*KeySet
 }
 
 func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
@@ -251,7 +257,7 @@ func (l *loader) errorf(n *yaml.Node, format string, args ...any) {
 	l.problems = append(l.problems, Problem{Pos: pos, Msg: fmt.Sprintf(format, args...)})
 }
 
-var topLevelKeys = []string{"mode", "default", "running", "local-images", "allow", "deny"}
+var topLevelKeys = []string{"mode", "default", "running", "local-images", "trusted-root", "trusted-root-max-age", "allow", "deny"}
 
 func (l *loader) file(name string, data []byte) {
 	if l.fileInRuns(name, data) {
@@ -291,6 +297,10 @@ func (l *loader) file(name string, data []byte) {
 			}
 		case "local-images":
 			l.localImages(k, v)
+		case "trusted-root":
+			l.trustedRootKey(k, v)
+		case "trusted-root-max-age":
+			l.trustedRootMaxAge(k, v)
 		case "allow":
 			l.policy.Allow = append(l.policy.Allow, l.rules(v, Allow)...)
 		case "deny":

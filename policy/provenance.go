@@ -7,17 +7,18 @@ import (
 )
 
 // Provenance: under local-images: deny, an allowed name is not enough. The
-// content must have come from a repository the policy allows, and the
-// evidence of that is a digest name of the image (repo@sha256:…) that the
-// policy allows: dockerd's own image store records one per repository it
-// pulled the content from or pushed it to, CRI records one per pull, and
-// the containerd guard adds one for each repository the registry confirms
-// serves the content. Nothing else can put such a name on content there:
-// dockerd refuses a digest in tag, load, import, build and commit, and
-// checks every pulled manifest against its digest. (Docker 29's containerd
-// image store lists a digest for every name, pulled or not, so there the
-// Docker guard and the plugin set them aside and ask the registry too:
-// enforcer/provenance.)
+// content must have come from a repository the policy allows. On dockerd's
+// own image store the evidence is a digest name of the image
+// (repo@sha256:…) that the policy allows: dockerd records one per
+// repository it pulled the content from or pushed it to, and nothing else
+// can put one there (dockerd refuses a digest in tag, load, import, build
+// and commit, and checks every pulled manifest against its digest). On
+// containerd and on Docker 29's containerd image store a digest name
+// proves nothing — `ctr images tag`, `ctr images import` of an archive
+// naming the content <repo>@<its own digest>, and a CRI pull all make the
+// same record — so there such names are set aside (Image.
+// DigestNamesProveOrigin false) and only a registry that serves the digest
+// in an allowed repository vouches (Judge asks the EvidenceSource).
 
 // reasonNotFromAllowed begins the reason of every name denied for want of
 // provenance.

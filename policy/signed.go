@@ -45,9 +45,14 @@ type Key struct {
 	Source Position
 }
 
-// KeySet is a rule's signed-by list.
+// KeySet is a rule's signed-by list: keys and keyless identities, any
+// one of which may have signed.
 type KeySet struct {
 	Keys []*Key
+	// Identities are the keyless signers (identity.go), verified against
+	// Root, the policy's trusted root.
+	Identities []*Identity
+	Root       *TrustedRoot
 	// Repository is where the signatures are kept when not beside the
 	// image (the rule's signature-repository, as cosign's COSIGN_REPOSITORY
 	// puts them): host/path in normal form, "" for the image's own.
@@ -72,6 +77,7 @@ func (ks *KeySet) setID() {
 	for i, k := range ks.Keys {
 		fps[i] = k.Fingerprint
 	}
+	fps = append(fps, identitiesID(ks.Identities, ks.Root)...)
 	sort.Strings(fps)
 	if ks.Repository != "" {
 		fps = append(fps, "in "+ks.Repository)
@@ -80,13 +86,14 @@ func (ks *KeySet) setID() {
 	ks.ID = hex.EncodeToString(sum[:])
 }
 
-// Describe names the keys for reasons: paths, the way the policy says them.
+// Describe names the keys and identities for reasons: key paths and
+// "<issuer> <subject>", the way the policy says them.
 func (ks *KeySet) Describe() string {
-	paths := make([]string, len(ks.Keys))
+	names := make([]string, len(ks.Keys), len(ks.Keys)+len(ks.Identities))
 	for i, k := range ks.Keys {
-		paths[i] = k.Path
+		names[i] = k.Path
 	}
-	return strings.Join(paths, ", ")
+	return strings.Join(append(names, describeIdentities(ks.Identities)...), ", ")
 }
 
 // SignatureStatus is the outcome of verifying one digest against one key set.
@@ -111,15 +118,22 @@ type SignatureResult struct {
 	Status SignatureStatus
 	// Key is the key that verified, when Status is verified.
 	Key *Key
+	// Identity is the keyless signer that verified, when Status is
+	// verified; Signer is the certificate's "<issuer> <subject>".
+	Identity *Identity
+	Signer   string
 	// Reason says which key verified, or why none did.
 	Reason string
 }
 
 // Field is the journal's PULLGUARD_SIGNATURE value: verified:<fingerprint>,
-// missing, invalid or unverifiable.
+// identity:<issuer> <subject>, missing, invalid or unverifiable.
 func (r SignatureResult) Field() string {
 	if r.Status == SignatureVerified && r.Key != nil {
 		return "verified:" + r.Key.Fingerprint
+	}
+	if r.Status == SignatureVerified && r.Signer != "" {
+		return "identity:" + r.Signer
 	}
 	if r.Status == SignatureNotChecked {
 		return string(SignatureUnverifiable)
@@ -240,26 +254,42 @@ func (l *loader) signedBy(v *yaml.Node, kind RuleKind) *KeySet {
 		if v.Kind == yaml.SequenceNode {
 			got = "an empty list"
 		}
-		l.errorf(v, "signed-by: expected a list of {key: PATH}, got %s", got)
+		l.errorf(v, "signed-by: expected a list of {key: PATH} or {issuer: URL, subject: WHO}, got %s", got)
 		return nil
 	}
 	ks := &KeySet{}
 	seen := map[string]bool{}
 	for _, item := range v.Content {
 		if item.Kind != yaml.MappingNode {
-			l.errorf(item, "signed-by: expected {key: PATH}, got %s", describe(item))
+			l.errorf(item, "signed-by: expected {key: PATH} or {issuer: URL, subject: WHO}, got %s", describe(item))
+			continue
+		}
+		if isProfile(item) && !isIdentity(item) {
+			for _, id := range l.profileEntry(item) {
+				if !seen[id.String()] {
+					seen[id.String()] = true
+					ks.Identities = append(ks.Identities, id)
+				}
+			}
+			continue
+		}
+		if isIdentity(item) {
+			if id := l.identityEntry(item); id != nil && !seen[id.String()] {
+				seen[id.String()] = true
+				ks.Identities = append(ks.Identities, id)
+			}
 			continue
 		}
 		var key *Key
 		hasKey := false
-		l.mapping(item, []string{"key"}, func(_ string, _, kv *yaml.Node) {
+		l.mapping(item, signedByKeys, func(_ string, _, kv *yaml.Node) {
 			hasKey = true
 			if s, ok := l.str(kv, "key"); ok {
 				key = l.loadKey(kv, s)
 			}
 		})
 		if !hasKey {
-			l.errorf(item, "signed-by: key: is required")
+			l.errorf(item, "signed-by: key: (a public key) or issuer: with subject: (a keyless signer) is required")
 		}
 		if key == nil {
 			continue
@@ -269,11 +299,26 @@ func (l *loader) signedBy(v *yaml.Node, kind RuleKind) *KeySet {
 			ks.Keys = append(ks.Keys, key)
 		}
 	}
-	if len(ks.Keys) == 0 {
+	if len(ks.Keys) == 0 && len(ks.Identities) == 0 {
 		return nil
+	}
+	if len(ks.Identities) > 0 {
+		l.identitySets = append(l.identitySets, ks)
 	}
 	ks.setID()
 	return ks
+}
+
+// isIdentity tells an identity entry from a key entry: it names an issuer
+// or a subject. A subject without an issuer is refused as an identity.
+func isIdentity(item *yaml.Node) bool {
+	for i := 0; i+1 < len(item.Content); i += 2 {
+		switch item.Content[i].Value {
+		case "issuer", "subject", "subject-regexp":
+			return true
+		}
+	}
+	return false
 }
 
 // signatureRepository reads a rule's signature-repository: a repository
@@ -313,7 +358,7 @@ func (l *loader) loadKey(n *yaml.Node, p string) *Key {
 	if k, ok := l.keys[p]; ok {
 		return k
 	}
-	data, err := readKeyFile(p, l.perms)
+	data, err := readTrustFile(p, l.perms, "key file")
 	if err != nil {
 		l.errorf(n, "signed-by: key %s: %v", p, err)
 		return nil
@@ -346,7 +391,7 @@ func LoadKeySet(paths []string) (*KeySet, error) {
 		abs, err := filepath.Abs(p)
 		if err == nil {
 			var data []byte
-			if data, err = readKeyFile(abs, perms); err == nil {
+			if data, err = readTrustFile(abs, perms, "key file"); err == nil {
 				var k *Key
 				if k, err = parsePublicKey(data); err == nil {
 					k.Path = abs
@@ -367,7 +412,9 @@ func LoadKeySet(paths []string) (*KeySet, error) {
 	return ks, nil
 }
 
-func readKeyFile(name string, perms *permissionChecker) ([]byte, error) {
+// readTrustFile reads a key file or trusted root (what says which) under
+// the permission rule of policy files.
+func readTrustFile(name string, perms *permissionChecker, what string) ([]byte, error) {
 	// O_NONBLOCK: a key path naming a FIFO must not hang the load; it is
 	// refused below as not a regular file.
 	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -386,7 +433,7 @@ func readKeyFile(name string, perms *permissionChecker) ([]byte, error) {
 		return nil, errors.New("not a regular file")
 	}
 	if perms != nil {
-		if p := perms.file(name, st, "key file"); p != nil {
+		if p := perms.file(name, st, what); p != nil {
 			if p.Pos.File == name {
 				return nil, errors.New(p.Msg)
 			}

@@ -124,6 +124,11 @@ type Policy struct {
 	// LocalImages says whether content made on the host may carry an
 	// allowed name (localimages.go).
 	LocalImages LocalImages
+	// TrustedRoot is what keyless signatures are verified against, when a
+	// rule names identities; TrustedRootMaxAge is how old the shipped one
+	// may be before a warning (trustedroot.go).
+	TrustedRoot       *TrustedRoot
+	TrustedRootMaxAge time.Duration
 
 	allowIdx *index
 	denyIdx  *index

@@ -192,9 +192,10 @@ func (p *Policy) Judge(img Image, now time.Time, ev EvidenceSource) Verdict {
 	}
 	names := img.Names
 	// Digest names that prove nothing are set aside, and evidence asked
-	// about their repositories instead.
+	// about their repositories instead; also where the runtime does not
+	// say which content they name (the digest in a name is its writer's).
 	var asideAt []int
-	if p.LocalImages == LocalImagesDeny && !img.DigestNamesProveOrigin && img.Digest != "" {
+	if p.LocalImages == LocalImagesDeny && !img.DigestNamesProveOrigin {
 		names, asideAt = p.setAside(img.Names, now)
 	}
 	d := p.DecideImageWith(names, img.Digest, now, sigs)

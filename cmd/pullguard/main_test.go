@@ -211,3 +211,29 @@ func TestCheckHostSpellings(t *testing.T) {
 	}
 	golden(t, "check-hosts", strings.ReplaceAll(out, pol, "POLICY"))
 }
+
+// validate names the trusted root identities are checked against, and
+// warns when the shipped public-good root is older than the policy allows.
+func TestValidateTrustedRoot(t *testing.T) {
+	root, err := filepath.Abs("../../packaging/trusted_root.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol := filepath.Join(t.TempDir(), "policy.yaml")
+	doc := "trusted-root: " + root + "\ntrusted-root-max-age: 1d\nallow:\n  - image: registry.k8s.io/**\n    signed-by:\n" +
+		"      - issuer: https://accounts.google.com\n        subject: krel-trust@k8s-releng-prod.iam.gserviceaccount.com\n" +
+		"      - profile: distroless\n"
+	if err := os.WriteFile(pol, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := pullguard(t, "", "policy", "validate", pol)
+	if code != 0 || !strings.Contains(out, "\ntrusted root: "+root+" (2 CA, 1 transparency log, 2 CT log, 1 timestamp authority), public-good root taken 2026-05-29\n") {
+		t.Errorf("validate: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if !strings.Contains(out, "\nprofile distroless: https://accounts.google.com keyless@distroless.iam.gserviceaccount.com\n") {
+		t.Errorf("validate does not show what the profile expands to: %q", out)
+	}
+	if !strings.Contains(errOut, "warning: the trusted root "+root+" was taken 2026-05-29") || !strings.Contains(errOut, "(trusted-root-max-age 1 day)") {
+		t.Errorf("no warning about the old root: stderr %q", errOut)
+	}
+}

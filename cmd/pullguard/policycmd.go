@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,6 +71,15 @@ file:line:column. Exit status 0 if valid, 2 otherwise.`,
 				return &exitError{code: exitUsage, err: err}
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), "policy is valid:", p.Describe())
+			if p.TrustedRoot != nil {
+				fmt.Fprintln(cmd.OutOrStdout(), "trusted root:", p.TrustedRoot.Summary())
+			}
+			for _, line := range p.ProfilesUsed() {
+				fmt.Fprintln(cmd.OutOrStdout(), line)
+			}
+			if warn := p.TrustedRootWarning(time.Now()); warn != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning:", warn)
+			}
 			return nil
 		},
 	}

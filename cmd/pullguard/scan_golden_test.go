@@ -65,9 +65,9 @@ func TestScanGolden(t *testing.T) {
 		{Name: mute + "/approved/other:1", Target: fakeID('7')},
 	}
 	c.containers = []cdguard.Container{
-		{ID: "miner", Image: "evil.example/miner:2"},
-		{ID: "app", Image: reg + "/approved/app:1"},
-		{ID: "other", Image: mute + "/approved/other:1"},
+		{ID: "miner", Image: "evil.example/miner:2", SnapshotKey: "miner"},
+		{ID: "app", Image: reg + "/approved/app:1", SnapshotKey: "app"},
+		{ID: "other", Image: mute + "/approved/other:1", SnapshotKey: "other"},
 	}
 	swapRuntimes(t, d, c)
 
@@ -239,6 +239,35 @@ func (f *fakeContainerd) DeleteTask(_ context.Context, _, id string) error {
 func (f *fakeContainerd) DeleteContainer(_ context.Context, _, id string) error {
 	f.acted = append(f.acted, "delete container "+id)
 	return errActed
+}
+func (f *fakeContainerd) Tasks(context.Context, string) ([]string, error) {
+	var ids []string
+	for _, c := range f.containers {
+		ids = append(ids, c.ID)
+	}
+	return ids, nil
+}
+
+func (f *fakeContainerd) ReapTask(_ context.Context, _, id string) error {
+	f.acted = append(f.acted, "reap task "+id)
+	return errActed
+}
+
+// ChainIDs and Snapshot: each container's snapshot was made from the image
+// it names.
+func (f *fakeContainerd) ChainIDs(_ context.Context, _, target string) ([]string, bool, error) {
+	return []string{"chain-" + target}, true, nil
+}
+func (f *fakeContainerd) Snapshot(ctx context.Context, ns, _, key string) (cdguard.Snapshot, error) {
+	c, err := f.Container(ctx, ns, key)
+	if err != nil {
+		return cdguard.Snapshot{}, err
+	}
+	img, err := f.Image(ctx, ns, c.Image)
+	return cdguard.Snapshot{Name: key, Parent: "chain-" + img.Target}, err
+}
+func (f *fakeContainerd) Snapshots(context.Context, string, string) ([]cdguard.Snapshot, error) {
+	return nil, nil
 }
 func (f *fakeContainerd) Subscribe(context.Context, ...string) (<-chan cdguard.Event, <-chan error) {
 	return make(chan cdguard.Event), make(chan error)

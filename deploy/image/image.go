@@ -15,13 +15,18 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/pullguard/pullguard/policy"
 )
 
 // Options describe the image.
 type Options struct {
 	Binary, CACerts string
-	Tag, Version    string
-	Arch            string
+	// TrustedRoot is the public-good Sigstore root the packages ship, for
+	// keyless signers when the policy names no trusted-root.
+	TrustedRoot  string
+	Tag, Version string
+	Arch         string
 	// Created is every timestamp in the image (zero: the Unix epoch), so
 	// the same inputs give the same image digest.
 	Created time.Time
@@ -51,12 +56,20 @@ func Build(o Options) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	root, err := os.ReadFile(o.TrustedRoot)
+	if err != nil {
+		return nil, err
+	}
 	layerTar, err := layerTarball(o.Created, []file{
 		{path: "etc/", mode: 0o755, dir: true},
 		{path: "etc/ssl/", mode: 0o755, dir: true},
 		{path: "etc/ssl/certs/", mode: 0o755, dir: true},
 		{path: CACertsPath[1:], mode: 0o644, data: ca},
 		{path: BinaryPath[1:], mode: 0o755, data: bin},
+		{path: "usr/", mode: 0o755, dir: true},
+		{path: "usr/share/", mode: 0o755, dir: true},
+		{path: "usr/share/pullguard/", mode: 0o755, dir: true},
+		{path: policy.DefaultTrustedRoot[1:], mode: 0o644, data: root},
 		{path: "run/", mode: 0o755, dir: true},
 		{path: RunDir[1:] + "/", mode: 0o700, dir: true},
 	})

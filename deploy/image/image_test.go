@@ -35,7 +35,7 @@ func TestImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(t.TempDir(), "image.tar")
-	o := Options{Binary: bin, CACerts: ca, Tag: "pullguard/pullguard:1.2.3", Version: "1.2.3", Arch: "amd64"}
+	o := Options{Binary: bin, CACerts: ca, TrustedRoot: "../../packaging/trusted_root.json", Tag: "pullguard/pullguard:1.2.3", Version: "1.2.3", Arch: "amd64"}
 	if err := Write(out, o); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,8 @@ func TestImage(t *testing.T) {
 			t.Errorf("/pullguard mode %o", h.Mode)
 		}
 	}
-	want := []string{"etc/", "etc/ssl/", "etc/ssl/certs/", "etc/ssl/certs/ca-certificates.crt", "pullguard", "run/", "run/pullguard/"}
+	want := []string{"etc/", "etc/ssl/", "etc/ssl/certs/", "etc/ssl/certs/ca-certificates.crt", "pullguard",
+		"usr/", "usr/share/", "usr/share/pullguard/", "usr/share/pullguard/trusted_root.json", "run/", "run/pullguard/"}
 	if !slices.Equal(names, want) {
 		t.Errorf("layer holds %v, want exactly %v", names, want)
 	}

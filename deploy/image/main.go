@@ -21,6 +21,7 @@ func main() {
 	var out, epoch string
 	flag.StringVar(&o.Binary, "binary", "bin/pullguard", "the static pullguard binary")
 	flag.StringVar(&o.CACerts, "ca", "/etc/ssl/certs/ca-certificates.crt", "the CA certificate bundle to ship")
+	flag.StringVar(&o.TrustedRoot, "trusted-root", "packaging/trusted_root.json", "the Sigstore trusted root to ship")
 	flag.StringVar(&o.Tag, "tag", "pullguard/pullguard:dev", "the image's name")
 	flag.StringVar(&o.Version, "version", "dev", "pullguard's version, for the image's labels")
 	flag.StringVar(&o.Arch, "arch", runtime.GOARCH, "the binary's architecture")

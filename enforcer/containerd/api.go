@@ -40,8 +40,30 @@ type API interface {
 	KillTask(ctx context.Context, ns, id string) error
 	DeleteTask(ctx context.Context, ns, id string) error
 	// DeleteContainer deletes the container and its root file system
-	// snapshot.
+	// snapshot. It fails (FailedPrecondition) while the container has a
+	// task.
 	DeleteContainer(ctx context.Context, ns, id string) error
+	// Tasks lists the container IDs of the namespace's tasks, those whose
+	// container is gone included.
+	Tasks(ctx context.Context, ns string) ([]string, error)
+	// ReapTask kills and deletes the task of a container that no longer
+	// exists. containerd reaches a task only through its container
+	// (TaskStatus, KillTask and DeleteTask answer NotFound), so it
+	// recreates a stand-in container of that ID for as long as that
+	// takes. AlreadyExists: the container exists again.
+	ReapTask(ctx context.Context, ns, id string) error
+
+	// ChainIDs are the chain IDs (identity.ChainID of the rootfs diff
+	// IDs) of every image the content store holds under the manifest or
+	// index target: what unpacking it names its top snapshot, in any
+	// snapshotter. Complete is false when a manifest or config the index
+	// names is not in the content store (a platform not pulled, a pull
+	// still running).
+	ChainIDs(ctx context.Context, ns, target string) (chains []string, complete bool, err error)
+	// Snapshot is one snapshot of a snapshotter.
+	Snapshot(ctx context.Context, ns, snapshotter, key string) (Snapshot, error)
+	// Snapshots lists every snapshot of a snapshotter.
+	Snapshots(ctx context.Context, ns, snapshotter string) ([]Snapshot, error)
 
 	// Subscribe streams the events of the given topics in every namespace.
 	// The error channel yields one error when the stream ends; the event
@@ -67,6 +89,24 @@ type Container struct {
 	Labels map[string]string
 	// Annotations are the OCI runtime spec's annotations.
 	Annotations map[string]string
+	// Snapshotter and SnapshotKey name the container's root file system
+	// snapshot; both empty for a container on a directory of the host
+	// (ctr run --rootfs).
+	Snapshotter string
+	SnapshotKey string
+	// Created is when containerd created the container.
+	Created time.Time
+}
+
+// Snapshot is what the guard reads of a snapshot.
+type Snapshot struct {
+	Name string
+	// Parent is the committed snapshot it was prepared from; empty for a
+	// base layer.
+	Parent string
+	// Committed is set for a committed (read-only) snapshot; an active
+	// snapshot or a view is what a container mounts.
+	Committed bool
 }
 
 // TaskStatus is a task's state, as containerd names it.

@@ -14,9 +14,15 @@ import (
 	"github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/containerd/v2/plugins"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/go-digest"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // connectTimeout bounds gRPC's reconnect backoff and each connection
@@ -104,7 +110,8 @@ func (r *remote) Container(ctx context.Context, ns, id string) (Container, error
 }
 
 func containerOf(c containers.Container) Container {
-	out := Container{ID: c.ID, Image: c.Image, Labels: c.Labels}
+	out := Container{ID: c.ID, Image: c.Image, Labels: c.Labels,
+		Snapshotter: c.Snapshotter, SnapshotKey: c.SnapshotKey, Created: c.CreatedAt}
 	if c.Spec != nil {
 		// Only the annotations are needed; the spec is JSON (containerd's
 		// client marshals oci.Spec with typeurl's JSON fallback).
@@ -165,6 +172,74 @@ func (r *remote) DeleteContainer(ctx context.Context, ns, id string) error {
 		return err
 	}
 	return c.Delete(ctx, client.WithSnapshotCleanup)
+}
+
+func (r *remote) Tasks(ctx context.Context, ns string) ([]string, error) {
+	resp, err := r.c.TaskService().List(namespaces.WithNamespace(ctx, ns), &tasksapi.ListTasksRequest{})
+	if err != nil {
+		return nil, errgrpc.ToNative(err)
+	}
+	ids := make([]string, 0, len(resp.GetTasks()))
+	for _, t := range resp.GetTasks() {
+		ids = append(ids, t.GetID())
+	}
+	return ids, nil
+}
+
+// reaperLabel marks the stand-in container ReapTask makes.
+const reaperLabel = "io.pullguard.reaping"
+
+func (r *remote) ReapTask(ctx context.Context, ns, id string) error {
+	ctx = namespaces.WithNamespace(ctx, ns)
+	spec, err := typeurl.MarshalAny(&oci.Spec{Version: specs.Version})
+	if err != nil {
+		return err
+	}
+	stand := containers.Container{ID: id, Labels: map[string]string{reaperLabel: "a task whose container was deleted"},
+		Runtime: containers.RuntimeInfo{Name: plugins.RuntimeRuncV2}, Spec: spec}
+	if _, err := r.c.ContainerService().Create(ctx, stand); err != nil {
+		return err
+	}
+	defer func() {
+		// Deleted whatever happens to the task: a stand-in must not stay.
+		_ = r.c.ContainerService().Delete(context.WithoutCancel(ctx), id)
+	}()
+	if err := r.KillTask(ctx, ns, id); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	if err := r.DeleteTask(ctx, ns, id); err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+func (r *remote) ChainIDs(ctx context.Context, ns, target string) ([]string, bool, error) {
+	dg, err := digest.Parse(target)
+	if err != nil {
+		return nil, false, fmt.Errorf("image target %q: %w", target, err)
+	}
+	return chainIDs(namespaces.WithNamespace(ctx, ns), r.c.ContentStore(), dg)
+}
+
+func (r *remote) Snapshot(ctx context.Context, ns, snapshotter, key string) (Snapshot, error) {
+	info, err := r.c.SnapshotService(snapshotter).Stat(namespaces.WithNamespace(ctx, ns), key)
+	if err != nil {
+		return Snapshot{}, err
+	}
+	return snapshotOf(info), nil
+}
+
+func (r *remote) Snapshots(ctx context.Context, ns, snapshotter string) ([]Snapshot, error) {
+	var out []Snapshot
+	err := r.c.SnapshotService(snapshotter).Walk(namespaces.WithNamespace(ctx, ns), func(_ context.Context, info snapshots.Info) error {
+		out = append(out, snapshotOf(info))
+		return nil
+	})
+	return out, err
+}
+
+func snapshotOf(info snapshots.Info) Snapshot {
+	return Snapshot{Name: info.Name, Parent: info.Parent, Committed: info.Kind == snapshots.KindCommitted}
 }
 
 func (r *remote) Subscribe(ctx context.Context, topics ...string) (<-chan Event, <-chan error) {

@@ -25,13 +25,27 @@ type fakeAPI struct {
 	// beforeDelete, when set, runs before an image record is deleted,
 	// without the fake's lock held.
 	beforeDelete func(ns, name string)
+	// beforeDeleteContainer and afterDeleteContainer, when set, run once
+	// around a container's deletion, with the fake's lock held.
+	beforeDeleteContainer, afterDeleteContainer func(n *fakeNS)
+	// layers maps a target to the target whose layers it has (same
+	// rootfs, another config); others have layers of their own.
+	layers map[string]string
 }
 
 type fakeNS struct {
 	images     map[string]string // name -> target digest
 	containers map[string]Container
 	tasks      map[string]TaskStatus
+	snapshots  map[string]Snapshot // key -> snapshot, of snapshotter fakeSnapshotter
 }
+
+// fakeSnapshotter is the snapshotter of the fake's containers.
+const fakeSnapshotter = "overlayfs"
+
+// fakeChain is the chain ID of the layers of the image whose manifest is
+// target, in the fake.
+func fakeChain(target string) string { return "chain-" + target }
 
 type fakeSub struct {
 	ctx    context.Context
@@ -50,7 +64,8 @@ var errDown = fmt.Errorf("connection refused: %w", errdefs.ErrUnavailable)
 func (f *fakeAPI) namespace(ns string) *fakeNS {
 	n := f.ns[ns]
 	if n == nil {
-		n = &fakeNS{images: map[string]string{}, containers: map[string]Container{}, tasks: map[string]TaskStatus{}}
+		n = &fakeNS{images: map[string]string{}, containers: map[string]Container{}, tasks: map[string]TaskStatus{},
+			snapshots: map[string]Snapshot{}}
 		f.ns[ns] = n
 	}
 	return n
@@ -64,14 +79,31 @@ func (f *fakeAPI) addImage(ns, name, target string) {
 	f.namespace(ns).images[name] = target
 }
 
+// addContainer adds a container made, as containerd's clients make it,
+// from the image it names (claimed): its snapshot is prepared from that
+// record's content. A container naming no record has no snapshot (ctr
+// run --rootfs) unless the test gave it one.
 func (f *fakeAPI) addContainer(ns string, c Container, task TaskStatus) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	n := f.namespace(ns)
+	if c.SnapshotKey == "" {
+		if target, ok := n.images[claimed(c)]; ok {
+			c.Snapshotter, c.SnapshotKey = fakeSnapshotter, c.ID+"-rootfs"
+			n.snapshots[c.SnapshotKey] = Snapshot{Name: c.SnapshotKey, Parent: fakeChain(target)}
+		}
+	}
 	n.containers[c.ID] = c
 	if task != "" {
 		n.tasks[c.ID] = task
 	}
+}
+
+// addSnapshot adds a snapshot of fakeSnapshotter.
+func (f *fakeAPI) addSnapshot(ns string, s Snapshot) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.namespace(ns).snapshots[s.Name] = s
 }
 
 func (f *fakeAPI) setDown(down bool) {
@@ -263,6 +295,9 @@ func (f *fakeAPI) TaskStatus(_ context.Context, ns, id string) (TaskStatus, erro
 		return "", err
 	}
 	if n := f.ns[ns]; n != nil {
+		if _, ok := n.containers[id]; !ok { // as containerd: through the container
+			return "", fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
+		}
 		if s, ok := n.tasks[id]; ok {
 			return s, nil
 		}
@@ -279,6 +314,9 @@ func (f *fakeAPI) KillTask(_ context.Context, ns, id string) error {
 	n := f.ns[ns]
 	if n == nil {
 		return errdefs.ErrNotFound
+	}
+	if _, ok := n.containers[id]; !ok {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
 	if _, ok := n.tasks[id]; !ok {
 		return fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
@@ -297,6 +335,9 @@ func (f *fakeAPI) DeleteTask(_ context.Context, ns, id string) error {
 	n := f.ns[ns]
 	if n == nil {
 		return errdefs.ErrNotFound
+	}
+	if _, ok := n.containers[id]; !ok {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
 	s, ok := n.tasks[id]
 	if !ok {
@@ -323,12 +364,100 @@ func (f *fakeAPI) DeleteContainer(_ context.Context, ns, id string) error {
 	if _, ok := n.containers[id]; !ok {
 		return fmt.Errorf("container %q: %w", id, errdefs.ErrNotFound)
 	}
+	if hook := f.beforeDeleteContainer; hook != nil {
+		f.beforeDeleteContainer = nil
+		hook(n)
+	}
 	if _, ok := n.tasks[id]; ok {
 		return fmt.Errorf("cannot delete running task %v: %w", id, errdefs.ErrFailedPrecondition)
 	}
 	delete(n.containers, id)
 	f.calls = append(f.calls, "delete-container "+ns+" "+id)
+	if hook := f.afterDeleteContainer; hook != nil {
+		f.afterDeleteContainer = nil
+		hook(n)
+	}
 	return nil
+}
+
+func (f *fakeAPI) Tasks(_ context.Context, ns string) ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	n := f.ns[ns]
+	if n == nil {
+		return nil, fmt.Errorf("namespace %s: %w", ns, errdefs.ErrNotFound)
+	}
+	var out []string
+	for id := range n.tasks {
+		out = append(out, id)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func (f *fakeAPI) ReapTask(_ context.Context, ns, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(); err != nil {
+		return err
+	}
+	n := f.ns[ns]
+	if n == nil {
+		return errdefs.ErrNotFound
+	}
+	if _, ok := n.containers[id]; ok {
+		return fmt.Errorf("container %q: %w", id, errdefs.ErrAlreadyExists)
+	}
+	if _, ok := n.tasks[id]; !ok {
+		return fmt.Errorf("task %q: %w", id, errdefs.ErrNotFound)
+	}
+	delete(n.tasks, id)
+	f.calls = append(f.calls, "reap "+ns+" "+id)
+	return nil
+}
+
+func (f *fakeAPI) ChainIDs(_ context.Context, ns, target string) ([]string, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(); err != nil {
+		return nil, false, err
+	}
+	if same, ok := f.layers[target]; ok {
+		target = same
+	}
+	return []string{fakeChain(target)}, true, nil
+}
+
+func (f *fakeAPI) Snapshot(_ context.Context, ns, snapshotter, key string) (Snapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(); err != nil {
+		return Snapshot{}, err
+	}
+	if n := f.ns[ns]; n != nil && snapshotter == fakeSnapshotter {
+		if s, ok := n.snapshots[key]; ok {
+			return s, nil
+		}
+	}
+	return Snapshot{}, fmt.Errorf("snapshot %q: %w", key, errdefs.ErrNotFound)
+}
+
+func (f *fakeAPI) Snapshots(_ context.Context, ns, snapshotter string) ([]Snapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check(); err != nil {
+		return nil, err
+	}
+	var out []Snapshot
+	if n := f.ns[ns]; n != nil && snapshotter == fakeSnapshotter {
+		for _, s := range n.snapshots {
+			out = append(out, s)
+		}
+	}
+	return out, nil
 }
 
 func (f *fakeAPI) Subscribe(ctx context.Context, topics ...string) (<-chan Event, <-chan error) {

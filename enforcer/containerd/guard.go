@@ -56,6 +56,8 @@ type Guard struct {
 	owner    Owner
 	retrying atomic.Bool // reconcileLater has a reconcile coming
 	leases   leaseSweep  // images only leases hold (leases.go)
+
+	contentState // what is known of containers' content (content.go)
 }
 
 // Option configures a Guard.
@@ -92,6 +94,7 @@ func New(api API, policies enforcer.PolicySource, rep enforcer.Reporter, log log
 		now:   time.Now,
 		locks: locker.New(),
 	}
+	g.started = time.Now()
 	for _, o := range opts {
 		o(g)
 	}
@@ -187,8 +190,8 @@ func (g *Guard) wanted(ns string) bool {
 const reconcileEvent = "reconcile"
 
 // reconcile judges every container and image record of every guarded
-// namespace. Containers go first: a container whose image is named only by
-// an image ID is judged through that image's names, which must still exist.
+// namespace. Containers go first: a container is judged through the
+// records of the content it runs, which must still exist.
 func (g *Guard) reconcile(ctx context.Context, reason string) error {
 	start := time.Now()
 	nss, err := g.api.Namespaces(ctx)
@@ -220,36 +223,21 @@ func (g *Guard) reconcile(ctx context.Context, reason string) error {
 
 func (g *Guard) reconcileNamespace(ctx context.Context, ns string) error {
 	listed := time.Now()
-	cs, err := g.api.Containers(ctx, ns)
+	imgs, err := g.reconcileContainers(ctx, ns, listed)
 	if isNotFound(err) {
 		return nil // the namespace went away
 	}
 	if err != nil {
-		return fmt.Errorf("listing containers: %w", err)
+		return err
 	}
-	for _, c := range cs {
-		switch g.ownership(ctx, workKey{ns: ns, containerID: c.ID}, listed) {
-		case Owned:
-			continue
-		case OwnerUnknown:
-			g.reconcileLater()
-			continue
-		}
-		g.checkContainer(ctx, ns, c, reconcileEvent)
-	}
+	// Docker's image records (Docker 29) are the Docker guard's; they
+	// still told the containers above which content they run.
 	switch g.ownership(ctx, workKey{ns: ns}, listed) {
 	case Owned:
 		return nil
 	case OwnerUnknown:
 		g.reconcileLater()
 		return nil
-	}
-	imgs, err := g.api.Images(ctx, ns)
-	if isNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("listing images: %w", err)
 	}
 	seen := map[string]bool{}
 	for _, img := range imgs {

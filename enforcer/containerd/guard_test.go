@@ -328,7 +328,10 @@ func TestContainers(t *testing.T) {
 		mode      policy.Mode
 		running   policy.Running
 		container Container
-		task      TaskStatus
+		// from is the content the container's snapshot was made from,
+		// when not the image it names.
+		from string
+		task TaskStatus
 		// event is the topic that reports the container; "" leaves it to
 		// the reconcile at start.
 		event    string
@@ -376,11 +379,13 @@ func TestContainers(t *testing.T) {
 			wantGone:  true,
 		},
 		{
-			name:      "Image field is an ID, annotation the user's reference: the reference decides",
-			mode:      policy.ModeEnforce,
-			container: Container{ID: "c1", Image: dg('c'), Annotations: map[string]string{criImageName: good}},
-			task:      TaskRunning,
-			event:     TopicTaskStart,
+			name: "Image field the ID of other content, annotation the user's reference: the content decides",
+			mode: policy.ModeEnforce,
+			container: Container{ID: "c1", Image: dg('c'), Annotations: map[string]string{criImageName: good},
+				Snapshotter: fakeSnapshotter, SnapshotKey: "c1-rootfs"},
+			from:  dg('2'),
+			task:  TaskRunning,
+			event: TopicTaskStart,
 		},
 		{
 			name:      "CRI container named by image ID: judged by the image's names",
@@ -473,6 +478,10 @@ func TestContainers(t *testing.T) {
 				f.addImage(k8s, dg('c'), dg('1'))
 				f.addImage(k8s, good, dg('2'))
 				f.addImage(k8s, dg('b'), dg('2'))
+				f.addImage(k8s, "registry.local/evil/pause:3.9", dg('3'))
+			}
+			if tc.from != "" {
+				f.addSnapshot(k8s, Snapshot{Name: tc.container.SnapshotKey, Parent: fakeChain(tc.from)})
 			}
 			if tc.event == "" {
 				seed()

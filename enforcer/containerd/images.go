@@ -17,6 +17,10 @@ import (
 
 func isNotFound(err error) bool { return err != nil && errdefs.IsNotFound(err) }
 
+func isUnavailable(err error) bool { return err != nil && errdefs.IsUnavailable(err) }
+
+func isFailedPrecondition(err error) bool { return err != nil && errdefs.IsFailedPrecondition(err) }
+
 // imageEvent judges the content an image event's record points at. The
 // event carries only the name, so the record is looked up for its target.
 func (g *Guard) imageEvent(ctx context.Context, ns, name, topic string) {

@@ -77,11 +77,13 @@ func TestDockerNamespacesOwner(t *testing.T) {
 		f := newFake()
 		o := &fakeOwner{images: map[string]Ownership{"moby": NotOwned}, containers: map[string]Ownership{"docker2": Owned}}
 		_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)), WithOwner(o))
+		// The containers are made from the record's content before the
+		// record's event can have it deleted.
 		f.addImage("moby", evil, dg('1')) // dockerd 20.10: moby's records are nobody's
-		f.emit(Event{Namespace: "moby", Topic: TopicImageCreate, Image: evil})
 		f.addContainer("moby", Container{ID: "docker2", Image: evil}, TaskRunning)
-		f.emit(Event{Namespace: "moby", Topic: TopicTaskStart, ContainerID: "docker2"})
 		f.addContainer("moby", Container{ID: "ctr3", Image: evil}, TaskRunning)
+		f.emit(Event{Namespace: "moby", Topic: TopicImageCreate, Image: evil})
+		f.emit(Event{Namespace: "moby", Topic: TopicTaskStart, ContainerID: "docker2"})
 		f.emit(Event{Namespace: "moby", Topic: TopicTaskStart, ContainerID: "ctr3"})
 		eventually(t, "ctr3 removed", func() bool { return !f.hasContainer("moby", "ctr3") })
 		eventually(t, "the record removed", func() bool { return len(f.imageNames("moby")) == 0 })
@@ -99,6 +101,7 @@ func TestDockerNamespacesOwner(t *testing.T) {
 		f := newFake()
 		o := &fakeOwner{containers: map[string]Ownership{"squat": OwnerUnknown}}
 		_, rec := startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)), WithOwner(o))
+		f.addImage("moby", evil, dg('1')) // the content the squat runs
 		f.addContainer("moby", Container{ID: "squat", Image: evil}, TaskRunning)
 		f.emit(Event{Namespace: "moby", Topic: TopicTaskStart, ContainerID: "squat"})
 		settle()
@@ -116,6 +119,7 @@ func TestDockerNamespacesOwner(t *testing.T) {
 		f := newFake()
 		o := &fakeOwner{containers: map[string]Ownership{"c1": Owned}}
 		startGuard(t, f, enforcertest.NewPolicies(mustPolicy(t, policy.ModeEnforce, policy.RunningKeep)), WithOwner(o))
+		f.addImage(k8s, evil, dg('1'))
 		f.addContainer(k8s, Container{ID: "c1", Image: evil}, TaskRunning)
 		f.emit(Event{Namespace: k8s, Topic: TopicTaskStart, ContainerID: "c1"})
 		eventually(t, "c1 removed", func() bool { return !f.hasContainer(k8s, "c1") })

@@ -47,7 +47,7 @@ const (
 )
 
 // bundles checks Sigstore bundles among the digest's referrers.
-func (v *Verifier) bundles(ctx context.Context, d name.Digest, h v1.Hash, keys *policy.KeySet, verifiers [][]sigsig.Verifier, opts []remote.Option, t *tally) (policy.SignatureResult, bool) {
+func (v *Verifier) bundles(ctx context.Context, d name.Digest, h v1.Hash, s signers, opts []remote.Option, t *tally) (policy.SignatureResult, bool) {
 	// The referrers API, or the referrers tag where the registry lacks it.
 	idx, err := remote.Referrers(d, opts...)
 	if err != nil {
@@ -77,7 +77,15 @@ func (v *Verifier) bundles(ctx context.Context, d name.Digest, h v1.Hash, keys *
 			t.unreadable(err)
 			continue
 		}
-		f, key := checkBundle(ctx, b, h.Algorithm, digestBytes, keys, verifiers)
+		if s.keyless != nil && b.GetVerificationMaterial().GetPublicKey() == nil {
+			o := checkBundleKeyless(s.keyless, s.keys, b, h.Algorithm, digestBytes)
+			if o.f == verifiedSig {
+				return verifiedIdentity(o, "Sigstore bundle"), true
+			}
+			t.keyless(o, "")
+			continue
+		}
+		f, key := checkBundle(ctx, b, h.Algorithm, digestBytes, s.keys, s.verifiers)
 		if key != nil {
 			return verified(key, "Sigstore bundle"), true
 		}

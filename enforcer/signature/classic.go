@@ -44,10 +44,12 @@ type classicSignature struct {
 	// bound when the signature is valid.
 	cert  *x509.Certificate
 	chain []*x509.Certificate
+	// annotations carry a keyless signature's timestamp and log entry.
+	annotations map[string]string
 }
 
 // classic checks the sha256-<hex>.sig tag's simple-signing payloads.
-func (v *Verifier) classic(ctx context.Context, d name.Digest, h v1.Hash, keys *policy.KeySet, verifiers [][]sigsig.Verifier, opts []remote.Option, t *tally) (policy.SignatureResult, bool) {
+func (v *Verifier) classic(ctx context.Context, d name.Digest, h v1.Hash, s signers, opts []remote.Option, t *tally) (policy.SignatureResult, bool) {
 	img, err := remote.Image(d.Context().Tag(h.Algorithm+"-"+h.Hex+".sig"), opts...)
 	var terr *transport.Error
 	if errors.As(err, &terr) && terr.StatusCode == http.StatusNotFound {
@@ -78,9 +80,17 @@ func (v *Verifier) classic(ctx context.Context, d name.Digest, h v1.Hash, keys *
 			t.unreadable(err)
 			continue
 		}
-		f, key, claimed := checkClassic(ctx, sig, h, keys, verifiers)
+		f, key, claimed := checkClassic(ctx, sig, h, s.keys, s.verifiers)
 		if key != nil {
 			return verified(key, "cosign signature"), true
+		}
+		if s.keyless != nil && sig.cert != nil {
+			o, claimed := checkClassicKeyless(s.keyless, s.keys, sig, h)
+			if o.f == verifiedSig {
+				return verifiedIdentity(o, "cosign signature"), true
+			}
+			t.keyless(o, claimed)
+			continue
 		}
 		t.add(f)
 		if f == forOtherDigest {
@@ -98,7 +108,7 @@ func readClassic(img v1.Image, desc v1.Descriptor) (*classicSignature, error) {
 	if !ok {
 		return nil, fmt.Errorf("signature layer %s is missing %q annotation", desc.Digest, signatureAnnotation)
 	}
-	sig := &classicSignature{b64sig: b64sig}
+	sig := &classicSignature{b64sig: b64sig, annotations: desc.Annotations}
 	var err error
 	if sig.cert, sig.chain, err = annotatedCertificates(desc.Annotations); err != nil {
 		return nil, err

@@ -13,14 +13,13 @@
 //     OCI 1.1 referrers API, or for registries without it (Debian's
 //     docker-registry 2.8) through the referrers tag sha256-<hex>.
 //
-// Verification is key-based and offline: no transparency log, no TUF
-// fetch, no timestamp authority. The only network traffic is to the
-// image's own registry. It checks what cosign verify --key
-// --insecure-ignore-tlog checks, without linking cosign's pkg/cosign or
-// sigstore-go's verifier: those bring Rekor's generated client, TUF and
-// go-openapi, whose package initialization and code cost the daemon
-// several MiB of resident memory whether or not a policy asks for a
-// signature.
+// Verification is offline: no TUF fetch, and the only network traffic is
+// to the image's own registry. With a key it checks what cosign verify
+// --key --insecure-ignore-tlog checks, with sigstore/sigstore's verifiers.
+// Keyless signers (keyless.go) are checked by sigstore-go's verifier
+// against the policy's trusted root: its timestamp authorities and
+// transparency logs say when the certificate was used, its CAs whether it
+// was trusted then.
 package signature
 
 import (
@@ -59,6 +58,9 @@ type Verifier struct {
 	cache   *cache[policy.SignatureResult]
 	attests *cache[found] // attestations, verified (attest.go)
 	keys    sync.Map      // fingerprint -> []sigsig.Verifier
+	// idsets holds the keyless verification of each key set with
+	// identities, by key set ID (which covers its trusted root).
+	idsets sync.Map
 }
 
 // New returns a verifier using reg for registry access.
@@ -90,13 +92,36 @@ const (
 	forOtherDigest
 	notASignature
 	malformed
+	// keyless: a certificate the root trusts for another signer, and one
+	// it does not trust (outside the root, expired when used, no time).
+	byOtherSigner
+	untrusted
+	// verifiedSig: by a listed key or signer, for this digest.
+	verifiedSig
 )
 
 type tally struct {
-	counts    map[finding]int
-	otherDig  string
-	fetchErr  error
-	malformed string
+	counts      map[finding]int
+	otherDig    string
+	fetchErr    error
+	malformed   string
+	otherSigner string
+	untrusted   string
+}
+
+// keyless records what a certificate-signed signature was.
+func (t *tally) keyless(o outcome, claimed string) {
+	t.add(o.f)
+	switch o.f {
+	case byOtherSigner:
+		t.otherSigner = o.signer
+	case untrusted:
+		t.untrusted = o.why
+	case malformed:
+		t.malformed = o.why
+	case forOtherDigest:
+		t.otherDig = claimed
+	}
 }
 
 func (t *tally) add(f finding) {
@@ -133,16 +158,29 @@ func (v *Verifier) verify(ctx context.Context, repository, digest string, keys *
 	if err != nil {
 		return policy.SignatureResult{Status: policy.SignatureUnverifiable, Reason: err.Error()}
 	}
+	kl, err := v.keylessFor(keys)
+	if err != nil {
+		return policy.SignatureResult{Status: policy.SignatureUnverifiable, Reason: err.Error()}
+	}
 	opts := v.reg.Options(ctx)
 
+	s := signers{keys: keys, verifiers: verifiers, keyless: kl}
 	var t tally
-	if res, ok := v.classic(ctx, d, h, keys, verifiers, opts, &t); ok {
+	if res, ok := v.classic(ctx, d, h, s, opts, &t); ok {
 		return res
 	}
-	if res, ok := v.bundles(ctx, d, h, keys, verifiers, opts, &t); ok {
+	if res, ok := v.bundles(ctx, d, h, s, opts, &t); ok {
 		return res
 	}
-	return t.result(d)
+	return t.result(d, keys)
+}
+
+// signers is what a signature is checked against: the key set, its keys'
+// verifiers and its keyless verification (nil without identities).
+type signers struct {
+	keys      *policy.KeySet
+	verifiers [][]sigsig.Verifier
+	keyless   *keyless
 }
 
 func verified(k *policy.Key, format string) policy.SignatureResult {
@@ -153,7 +191,7 @@ func verified(k *policy.Key, format string) policy.SignatureResult {
 // result turns what was found into a definite answer, or "unverifiable"
 // when a part of the registry could not be read: a signature that could
 // not be fetched might have been the valid one.
-func (t *tally) result(d name.Digest) policy.SignatureResult {
+func (t *tally) result(d name.Digest, keys *policy.KeySet) policy.SignatureResult {
 	where := fmt.Sprintf("%s in %s", d.DigestStr(), d.Context().Name())
 	if t.fetchErr != nil {
 		return policy.SignatureResult{Status: policy.SignatureUnverifiable,
@@ -170,6 +208,12 @@ func (t *tally) result(d name.Digest) policy.SignatureResult {
 	if n := t.counts[byOtherKey]; n > 0 {
 		parts = append(parts, plural(n, "signature", "signatures")+" by another key")
 	}
+	if n := t.counts[byOtherSigner]; n > 0 {
+		parts = append(parts, plural(n, "signature", "signatures")+" by another signer ("+t.otherSigner+")")
+	}
+	if n := t.counts[untrusted]; n > 0 {
+		parts = append(parts, plural(n, "keyless signature", "keyless signatures")+" not trusted ("+t.untrusted+")")
+	}
 	if n := t.counts[forOtherDigest]; n > 0 {
 		s := plural(n, "signature", "signatures") + " by a listed key for another digest"
 		if t.otherDig != "" {
@@ -184,7 +228,18 @@ func (t *tally) result(d name.Digest) policy.SignatureResult {
 		parts = append(parts, plural(n, "unreadable signature", "unreadable signatures")+" ("+t.malformed+")")
 	}
 	return policy.SignatureResult{Status: policy.SignatureInvalid,
-		Reason: fmt.Sprintf("no valid signature by a listed key for %s: %s", where, strings.Join(parts, ", "))}
+		Reason: fmt.Sprintf("no valid signature by %s for %s: %s", listed(keys), where, strings.Join(parts, ", "))}
+}
+
+// listed names what a key set lists, for a refusal.
+func listed(keys *policy.KeySet) string {
+	switch {
+	case len(keys.Identities) == 0:
+		return "a listed key"
+	case len(keys.Keys) == 0:
+		return "a listed signer"
+	}
+	return "a listed key or signer"
 }
 
 func plural(n int, one, many string) string {
