@@ -70,18 +70,6 @@ func runLyingClient(t testing.TB, e *Env, ns, content, claim, id string, criLabe
 	return res
 }
 
-// ctrTaskIDs lists the container IDs of the namespace's tasks.
-func ctrTaskIDs(t testing.TB, e *Env, ns string) []string {
-	t.Helper()
-	var ids []string
-	for i, line := range strings.Split(e.Ctr(t, ns, "tasks", "ls"), "\n") {
-		if f := strings.Fields(line); i > 0 && len(f) > 0 {
-			ids = append(ids, f[0])
-		}
-	}
-	return ids
-}
-
 // processesOf lists the host's processes that belong to container id of namespace ns: its
 // shim (started with -id ID), and whatever runs in its cgroup (runc init, the container's
 // process).

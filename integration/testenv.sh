@@ -144,35 +144,45 @@ tools_key() {
 
 tools_bin() { echo "$TOOLS_CACHE/$(tools_key)/bin"; }
 
-install_tools() {
-	command -v go >/dev/null || die "go not found on PATH (the 2026 tools are built from source)"
-	local key dir
-	key=$(tools_key)
-	dir=$TOOLS_CACHE/$key
+# cached_build WHAT DIR LOCK FN: run FN DIR, which installs into DIR/bin, unless DIR/complete says
+# an earlier run finished. Several worktrees or CI jobs may install at once: they take LOCK, one
+# builds, the others wait for it.
+cached_build() {
+	local what=$1 dir=$2 lock=$3 fn=$4
 	if [[ -e $dir/complete ]]; then
-		log "tools up to date: $dir/bin"
+		log "$what up to date: $dir/bin"
 		return
 	fi
 	mkdir -p "$TOOLS_CACHE"
-	# Several worktrees or CI jobs may install at once: one builds, the others wait for it.
-	exec 9>"$TOOLS_CACHE/.lock"
+	exec 9>"$lock"
 	flock 9
 	if [[ ! -e $dir/complete ]]; then
-		log "building the 2026 tools into $dir/bin (cold: tens of minutes on 2 cores)"
+		log "building $what into $dir/bin (cold, the tools take tens of minutes on 2 cores)"
 		rm -rf "$dir"
 		mkdir -p "$dir/bin"
-		local start=$SECONDS mod
-		for mod in "${TOOLS_MODULES[@]}"; do
-			(cd "$mod" && CGO_ENABLED=1 GOBIN=$dir/bin GOFLAGS=-buildvcs=false \
-				go install -trimpath -tags "$TOOLS_TAGS" tool) || die "building the tools of $mod failed"
-		done
-		# buildx is a docker CLI plugin: the CLI finds it as docker-buildx in a cli-plugins dir.
-		mv "$dir/bin/buildx" "$dir/bin/docker-buildx"
-		log "tools built in $((SECONDS - start))s"
+		local start=$SECONDS
+		"$fn" "$dir"
+		log "$what built in $((SECONDS - start))s"
 		touch "$dir/complete"
 	fi
 	flock -u 9
 	exec 9>&-
+}
+
+install_tools() {
+	command -v go >/dev/null || die "go not found on PATH (the 2026 tools are built from source)"
+	cached_build "the 2026 tools" "$TOOLS_CACHE/$(tools_key)" \
+		"$TOOLS_CACHE/.lock" build_tools
+}
+
+build_tools() {
+	local mod
+	for mod in "${TOOLS_MODULES[@]}"; do
+		(cd "$mod" && CGO_ENABLED=1 GOBIN=$1/bin GOFLAGS=-buildvcs=false \
+			go install -trimpath -tags "$TOOLS_TAGS" tool) || die "building the tools of $mod failed"
+	done
+	# buildx is a docker CLI plugin: the CLI finds it as docker-buildx in a cli-plugins dir.
+	mv "$1/bin/buildx" "$1/bin/docker-buildx"
 }
 
 # The kubelet, for the end-to-end tests through a real kubelet (nri_kubelet_test.go). A module
@@ -204,30 +214,14 @@ kubelet_key() {
 
 kubelet_dir() { echo "$TOOLS_CACHE/kubelet-$(kubelet_key)"; }
 
+# Its own lock: it may build while another install holds the tools' lock.
 install_kubelet() {
-	local dir ldflags
-	dir=$(kubelet_dir)
-	ldflags=$(kubelet_ldflags)
-	if [[ -e $dir/complete ]]; then
-		log "kubelet up to date: $dir/bin/kubelet"
-		return
-	fi
-	mkdir -p "$TOOLS_CACHE"
-	# Its own lock: it may build while another install holds the tools' lock.
-	exec 8>"$TOOLS_CACHE/.kubelet.lock"
-	flock 8
-	if [[ ! -e $dir/complete ]]; then
-		log "building the kubelet into $dir/bin"
-		rm -rf "$dir"
-		mkdir -p "$dir/bin"
-		local start=$SECONDS
-		(cd "$KUBELET_MOD_DIR" && CGO_ENABLED=0 GOBIN=$dir/bin GOFLAGS=-buildvcs=false \
-			go install -trimpath -ldflags "$ldflags" tool) || die "building the kubelet failed"
-		log "kubelet built in $((SECONDS - start))s"
-		touch "$dir/complete"
-	fi
-	flock -u 8
-	exec 8>&-
+	cached_build "the kubelet" "$(kubelet_dir)" "$TOOLS_CACHE/.kubelet.lock" build_kubelet
+}
+
+build_kubelet() {
+	(cd "$KUBELET_MOD_DIR" && CGO_ENABLED=0 GOBIN=$1/bin GOFLAGS=-buildvcs=false \
+		go install -trimpath -ldflags "$(kubelet_ldflags)" tool) || die "building the kubelet failed"
 }
 
 # ------------------------------------------------------------------------------------- processes

@@ -2,12 +2,10 @@ package containerd
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -94,10 +92,6 @@ func (r *remote) Leases(ctx context.Context, ns string) ([]Lease, error) {
 	return out, nil
 }
 
-// maxImageJSON bounds what is read of one index, manifest or config: a
-// socket user writes the content store, and a layer is not JSON.
-const maxImageJSON = 4 << 20
-
 func (r *remote) ImageContent(ctx context.Context, ns, d string) (LeasedImage, bool, error) {
 	ctx = namespaces.WithNamespace(ctx, ns)
 	dg, err := digest.Parse(d)
@@ -114,7 +108,7 @@ func (r *remote) ImageContent(ctx context.Context, ns, d string) (LeasedImage, b
 			Config    *ocispec.Descriptor  `json:"config"`
 			Layers    []ocispec.Descriptor `json:"layers"`
 		}
-		if !readImageJSON(ctx, store, dg, &blob) || (blob.Config == nil && blob.Manifests == nil) || depth > 2 {
+		if readJSON(ctx, store, dg, &blob) != nil || (blob.Config == nil && blob.Manifests == nil) || depth > 2 {
 			return false, nil
 		}
 		add := func(d digest.Digest) {
@@ -136,7 +130,7 @@ func (r *remote) ImageContent(ctx context.Context, ns, d string) (LeasedImage, b
 					add(l.Digest)
 				}
 			}
-			if readImageJSON(ctx, store, blob.Config.Digest, &cfg) {
+			if readJSON(ctx, store, blob.Config.Digest, &cfg) == nil {
 				for _, c := range identity.ChainIDs(cfg.RootFS.DiffIDs) {
 					img.Chains = append(img.Chains, c.String())
 				}
@@ -152,24 +146,6 @@ func (r *remote) ImageContent(ctx context.Context, ns, d string) (LeasedImage, b
 	}
 	ok, err := walk(dg, 0)
 	return img, ok, err
-}
-
-// readImageJSON decodes a small blob; false when it is missing, too large
-// or not JSON.
-func readImageJSON(ctx context.Context, store content.Provider, dg digest.Digest, v any) bool {
-	ra, err := store.ReaderAt(ctx, ocispec.Descriptor{Digest: dg})
-	if err != nil {
-		return false
-	}
-	defer ra.Close()
-	if ra.Size() > maxImageJSON {
-		return false
-	}
-	b := make([]byte, ra.Size())
-	if _, err := ra.ReadAt(b, 0); err != nil {
-		return false
-	}
-	return json.Unmarshal(b, v) == nil
 }
 
 func (r *remote) Release(ctx context.Context, ns string, id string, rs []LeaseResource, whole bool) error {

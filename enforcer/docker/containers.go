@@ -45,18 +45,34 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 		return
 	}
 	rec := enforcer.Record{Action: enforcer.Removed, Event: event, ContainerID: c.ID, ImageID: c.ImageID, Decision: v.Decision}
+	out := g.removeAtEvent(ctx, p, c, v, rec, func(prev *policy.Policy) bool {
+		return judgeContainer(c.Image, c.ImageID, img, prev, g.now(), ps).Allowed
+	})
+	if out == engine.Reported && v.Outcome == policy.Denied && p.Mode == policy.ModeEnforce && c.ImageID != "" {
+		// The image's disallowed names may have stayed because this
+		// container used it.
+		g.loop.Add(jobKey{jobImageID, c.ImageID}, jobValue{event: event})
+	}
+}
+
+// removeAtEvent removes container c, just created or started, which v
+// (the verdict on its image or on an image it mounts) does not allow, and
+// journals rec: with force, since a start may have raced the removal. An
+// undecided verdict removes nothing and is reported failed; in audit mode
+// the container is remembered as left in place. allowedBy tells whether a
+// policy just replaced allowed it (the executor then waits for the
+// reload to settle).
+func (g *Guard) removeAtEvent(ctx context.Context, p *policy.Policy, c Container, v verdict, rec enforcer.Record, allowedBy func(*policy.Policy) bool) engine.Outcome {
 	if v.Outcome == policy.Undecided {
 		rec.Action, rec.Err = enforcer.Failed, v.Err
-		g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec})
-		return
+		return g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec})
 	}
 	if p.Mode != policy.ModeEnforce {
 		g.keptMu.Lock()
 		g.kept[c.ID] = keptContainer{imageID: c.ImageID}
 		g.keptMu.Unlock()
 	}
-	out := g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec,
-		// Force: a start may have raced this removal.
+	return g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec,
 		Do: func(ctx context.Context) (enforcer.Action, error) {
 			if err := g.api.RemoveContainer(ctx, c.ID); errors.Is(err, ErrNotFound) {
 				return "", engine.ErrGone
@@ -65,15 +81,8 @@ func (g *Guard) handleContainer(ctx context.Context, p *policy.Policy, id, event
 			}
 			return enforcer.Removed, nil
 		},
-		AllowedBy: func(prev *policy.Policy) bool {
-			return judgeContainer(c.Image, c.ImageID, img, prev, g.now(), ps).Allowed
-		},
+		AllowedBy: allowedBy,
 	})
-	if out == engine.Reported && p.Mode == policy.ModeEnforce && c.ImageID != "" {
-		// The image's disallowed names may have stayed because this
-		// container used it.
-		g.loop.Add(jobKey{jobImageID, c.ImageID}, jobValue{event: event})
-	}
 }
 
 // keptContainer is a disallowed container left in place.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/pullguard/pullguard/enforcer"
 	"github.com/pullguard/pullguard/enforcer/evidence"
-	"github.com/pullguard/pullguard/enforcer/internal/engine"
 	"github.com/pullguard/pullguard/policy"
 )
 
@@ -125,27 +124,7 @@ func (g *Guard) enforceImageMounts(ctx context.Context, p *policy.Policy, c Cont
 		return
 	}
 	rec := enforcer.Record{Action: enforcer.Removed, Event: event, ContainerID: c.ID, ImageID: mountedID, Decision: v.Decision}
-	if v.Outcome == policy.Undecided {
-		rec.Action, rec.Err = enforcer.Failed, v.Err
-		g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec})
-		return
-	}
-	if p.Mode != policy.ModeEnforce {
-		g.keptMu.Lock()
-		g.kept[c.ID] = keptContainer{imageID: c.ImageID}
-		g.keptMu.Unlock()
-	}
-	g.exec.Execute(ctx, engine.Step{Policy: p, Record: rec,
-		Do: func(ctx context.Context) (enforcer.Action, error) {
-			if err := g.api.RemoveContainer(ctx, c.ID); errors.Is(err, ErrNotFound) {
-				return "", engine.ErrGone
-			} else if err != nil {
-				return "", err
-			}
-			return enforcer.Removed, nil
-		},
-		AllowedBy: func(prev *policy.Policy) bool { return g.mountsAllowedBy(ctx, prev, c) },
-	})
+	g.removeAtEvent(ctx, p, c, v, rec, func(prev *policy.Policy) bool { return g.mountsAllowedBy(ctx, prev, c) })
 }
 
 // mountsAllowedBy tells whether policy prev allows every image c mounts:

@@ -18,7 +18,6 @@ import (
 	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
 	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
 	sigsig "github.com/sigstore/sigstore/pkg/signature"
-	sigdsse "github.com/sigstore/sigstore/pkg/signature/dsse"
 	sigopts "github.com/sigstore/sigstore/pkg/signature/options"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -183,44 +182,23 @@ func checkBundle(ctx context.Context, b *protobundle.Bundle, alg string, digest 
 			Sig:   base64.StdEncoding.EncodeToString(env.GetSignatures()[0].GetSig()),
 		}},
 	}
-	f := byOtherKey
-	for i, vs := range verifiers {
-		for _, sv := range vs {
-			pub, err := sv.PublicKey()
-			if err != nil {
-				continue
-			}
-			ev, err := ssldsse.NewEnvelopeVerifier(&sigdsse.VerifierAdapter{SignatureVerifier: sv, Pub: pub})
-			if err != nil {
-				continue
-			}
-			if _, err := ev.Verify(ctx, denv); err != nil {
-				continue
-			}
-			// Signed by this key: for this digest, and a signature?
-			st, err := statement(env.GetPayloadType(), env.GetPayload())
-			if err != nil {
-				if f == byOtherKey {
-					f = notASignature
-				}
-				continue
-			}
-			if !names(st, alg, digest) {
-				f = forOtherDigest
-				continue
-			}
-			if st.GetPredicateType() != cosignSignPredicate {
-				// An attestation (SBOM, provenance) by the key says
-				// something about the image; it is not a signature.
-				if f == byOtherKey {
-					f = notASignature
-				}
-				continue
-			}
-			return f, keys.Keys[i]
-		}
+	i := verifyEnvelope(ctx, denv, verifiers)
+	if i < 0 {
+		return byOtherKey, nil
 	}
-	return f, nil
+	// Signed by this key: for this digest, and a signature?
+	st, err := statement(env.GetPayloadType(), env.GetPayload())
+	switch {
+	case err != nil:
+		return notASignature, nil
+	case !names(st, alg, digest):
+		return forOtherDigest, nil
+	case st.GetPredicateType() != cosignSignPredicate:
+		// An attestation (SBOM, provenance) by the key says something
+		// about the image; it is not a signature.
+		return notASignature, nil
+	}
+	return byOtherKey, keys.Keys[i]
 }
 
 // statement reads the in-toto statement a DSSE envelope carries, within
