@@ -63,6 +63,13 @@ import (
 // holds (labels anyone can set): it stays until its lease goes, and a container
 // made from it is judged by its snapshot chain like any other.
 
+// buildHistoryNamespace is where dockerd's BuildKit keeps its build
+// history (`docker buildx history`): the results of past builds, held by
+// leases of their own and named by no record. Releasing them would lose
+// that history and stop nothing: a container made from what a lease holds
+// is judged by its snapshot chain wherever it is.
+const buildHistoryNamespace = "moby_history"
+
 // leaseIdleFor is how long a lease must stay idle and unchanged between
 // the two looks that release it.
 const leaseIdleFor = 30 * time.Second
@@ -86,7 +93,7 @@ type idleLease struct {
 func (g *Guard) sweepLeases(ctx context.Context, ns string) error {
 	p := g.policies.Current()
 	la, ok := g.api.(leaseAPI)
-	if p == nil || p.LocalImages != policy.LocalImagesDeny || !ok {
+	if p == nil || p.LocalImages != policy.LocalImagesDeny || !ok || ns == buildHistoryNamespace {
 		return nil
 	}
 	ls, err := la.Leases(ctx, ns)

@@ -134,6 +134,34 @@ func TestSweepLeases(t *testing.T) {
 	}
 }
 
+// TestSweepLeasesKeepsBuildHistory: dockerd's build history (BuildKit's
+// results of past builds, held by leases in moby_history) is not released.
+func TestSweepLeasesKeepsBuildHistory(t *testing.T) {
+	content := func(c byte) LeaseResource { return LeaseResource{Type: "content", ID: dg(c)} }
+	images := map[string]LeasedImage{dg('a'): {Blobs: []string{dg('a'), dg('b')}}}
+	leased := []Lease{{ID: "ref_build1", Resources: []LeaseResource{content('a'), content('b')}}}
+	f := &fakeLeases{fakeAPI: newFake(), images: images,
+		leases: map[string][]Lease{buildHistoryNamespace: leased, "default": leased}}
+	pol := enforcertest.NewPolicies(nil)
+	pol.Set(denyPolicy(t, policy.ModeEnforce))
+	g := New(f, pol, &recorder{}, quietLog())
+	now := time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)
+	g.now = func() time.Time { return now }
+	g.exec.Now = g.now
+	for _, step := range []time.Duration{0, leaseIdleFor} {
+		now = now.Add(step)
+		for _, ns := range []string{buildHistoryNamespace, "default"} {
+			if err := g.sweepLeases(context.Background(), ns); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The same lease elsewhere goes: the namespace alone keeps it.
+	if want := []string{"default ref_build1 whole a,b"}; !slices.Equal(f.released, want) {
+		t.Errorf("released %q, want %q", f.released, want)
+	}
+}
+
 // TestSweepLeasesWaitsForChange: a lease whose resources change between
 // two looks is active (a pull), and its idle time starts over; under
 // local-images: allow nothing is swept.
