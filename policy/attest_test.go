@@ -376,3 +376,27 @@ func TestAttestationNamesDependOnContent(t *testing.T) {
 		t.Errorf("judged without evidence: allowed=%v, needs %v", d.Allowed, d.NeedsAttestations())
 	}
 }
+
+// TestAttestationsRefuseKeylessSigners: statements are verified by key, so
+// a keyless signer in an attestation's signed-by is a load error rather
+// than a signer that silently verifies nothing.
+func TestAttestationsRefuseKeylessSigners(t *testing.T) {
+	root, err := filepath.Abs("../packaging/trusted_root.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = attestPolicy(t, `trusted-root: `+root+`
+allow:
+  - image: a.example/x
+    attestations:
+      - type: https://slsa.dev/provenance/v1
+        signed-by:
+          - key: KEY
+          - issuer: https://token.actions.githubusercontent.com
+            subject: https://github.com/acme/app/.github/workflows/build.yml@refs/heads/main
+`)
+	want := ":7:11: attestations: signed-by: keyless signers (issuer, subject) do not verify attestations yet"
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v, want a load error containing %q", err, want)
+	}
+}

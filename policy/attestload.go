@@ -102,6 +102,11 @@ func (l *loader) attestation(n *yaml.Node) (q *AttestationRequirement, ok bool) 
 		case "signed-by":
 			hasSigners = true
 			q.SignedBy = l.signedBy(v, Allow) // signed-by as a rule writes it
+			if q.SignedBy != nil && len(q.SignedBy.Identities) > 0 {
+				// Statements are verified by key (enforcer/signature):
+				// a keyless signer here would deny every image, silently.
+				l.errorf(v, "attestations: signed-by: keyless signers (issuer, subject) do not verify attestations yet; list the attester's key")
+			}
 		case "condition":
 			if s, ok := l.str(v, "condition"); ok {
 				q.Condition, cond = s, v
