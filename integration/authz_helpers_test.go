@@ -35,7 +35,11 @@ func startActivatedPullguard(t testing.TB, socket string, args ...string) *Pullg
 	if _, err := exec.LookPath("systemd-socket-activate"); err != nil {
 		t.Fatalf("systemd-socket-activate (package systemd) is not installed: %v", err)
 	}
-	p := startProcess(t, "systemd-socket-activate", append([]string{"--listen=" + socket, BuildPullguard(t)}, args...)...)
+	// systemd-socket-activate hands the program no environment but what --setenv names: the
+	// state directory startProcess gives every pullguard is passed on, so the host's
+	// /var/lib/pullguard is never made.
+	p := startProcess(t, "systemd-socket-activate",
+		append([]string{"--listen=" + socket, "--setenv=PULLGUARD_STATE_DIR", BuildPullguard(t)}, args...)...)
 	Eventually(t, 10*time.Second, func() (bool, string) {
 		fi, err := os.Stat(socket)
 		return err == nil && fi.Mode().Type() == os.ModeSocket,
