@@ -20,17 +20,21 @@ import (
 // lyingAttempts is how many lying containers each case runs.
 const lyingAttempts = 5
 
-var buildLyingClient = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "pg-lyingclient-")
+var buildLyingClient = sync.OnceValues(func() (string, error) { return buildTestClient("lyingclient") })
+
+// buildTestClient builds the attacker's client integration/internal/NAME into a temporary
+// directory and returns its path.
+func buildTestClient(name string) (string, error) {
+	dir, err := os.MkdirTemp("", "pg-"+name+"-")
 	if err != nil {
 		return "", err
 	}
-	bin := filepath.Join(dir, "lyingclient")
-	if out, err := exec.Command("go", "build", "-o", bin, "./internal/lyingclient").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./internal/lyingclient: %w\n%s", err, out)
+	bin := filepath.Join(dir, name)
+	if out, err := exec.Command("go", "build", "-o", bin, "./internal/"+name).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./internal/%s: %w\n%s", name, err, out)
 	}
 	return bin, nil
-})
+}
 
 // lyingResult is what lyingclient prints.
 type lyingResult struct {

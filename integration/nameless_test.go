@@ -7,9 +7,6 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -49,17 +46,7 @@ func TestNamelessLoadDoesNotStay(t *testing.T) {
 	})
 }
 
-var buildLeasedPull = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "pg-leasedpull-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "leasedpull")
-	if out, err := exec.Command("go", "build", "-o", bin, "./internal/leasedpull").CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build ./internal/leasedpull: %w\n%s", err, out)
-	}
-	return bin, nil
-})
+var buildLeasedPull = sync.OnceValues(func() (string, error) { return buildTestClient("leasedpull") })
 
 // leasedPull is what internal/leasedpull prints.
 type leasedPull struct{ Lease, Target, Chain string }
